@@ -1,0 +1,427 @@
+//! Reading and validating a question, with the API's field names and messages.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::time::{TimeRange, ceil_hour, format_instant};
+use crate::tree::RESERVED_MEMBERS;
+use crate::tweet_id::TweetId;
+use crate::vocabulary::{
+    Endpoint, EngagementType, GroupBy, Grouping, MAX_WINDOW_HOURS, check_groupings, earliest_start,
+};
+
+/// What may be asked in one question. The API's own limits come from [`Limits::of`]; the
+/// service relaxes them, since it stitches many calls into one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most distinct Tweet IDs.
+    pub max_tweet_ids: usize,
+    /// The longest range in hours, if any.
+    pub max_span_hours: Option<i64>,
+    /// Whether an end past the hour in progress is refused (the API) or clamped to it.
+    pub clamp_future_end: bool,
+}
+
+impl Limits {
+    /// The limits of one call to `endpoint`.
+    pub fn of(endpoint: Endpoint) -> Limits {
+        Limits {
+            max_tweet_ids: endpoint.max_tweet_ids(),
+            max_span_hours: (endpoint == Endpoint::Historical).then_some(MAX_WINDOW_HOURS),
+            clamp_future_end: false,
+        }
+    }
+}
+
+/// The body of a request as the API spells it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RawRequest {
+    pub tweet_ids: Vec<String>,
+    pub engagement_types: Vec<String>,
+    pub groupings: serde_json::Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+/// A validated question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub endpoint: Endpoint,
+    /// Distinct IDs, in the order first given.
+    pub tweet_ids: Vec<TweetId>,
+    /// Distinct types, in the order first given.
+    pub types: Vec<EngagementType>,
+    pub groupings: Vec<Grouping>,
+    /// The normalized range; `None` for `/totals`, which counts a Tweet's whole life.
+    pub range: Option<TimeRange>,
+    /// Whether the end asked for was in the future and was clamped to the hour in progress.
+    pub end_clamped: bool,
+}
+
+impl Query {
+    /// Reads and checks a JSON body against `limits`, at instant `now`. Every problem found
+    /// is reported, one message per field.
+    pub fn from_json(
+        endpoint: Endpoint,
+        body: &Value,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Query, ApiError> {
+        let Some(obj) = body.as_object() else {
+            return Err(ApiError::new(
+                "the request body must be a JSON object with tweet_ids, engagement_types and groupings",
+            ));
+        };
+        let mut errors = Vec::new();
+        let tweet_ids = read_tweet_ids(obj.get("tweet_ids"), limits)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let types = read_types(endpoint, obj.get("engagement_types"))
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let groupings = read_groupings(endpoint, obj.get("groupings"))
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let mut end_clamped = false;
+        let range = match endpoint {
+            Endpoint::Totals => None,
+            Endpoint::Hr28 => {
+                let end = ceil_hour(now);
+                Some(TimeRange {
+                    start: end - Duration::hours(28),
+                    end,
+                })
+            }
+            Endpoint::Historical => match read_range(obj, limits, now) {
+                Ok((range, clamped)) => {
+                    end_clamped = clamped;
+                    Some(range)
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(ApiError { errors });
+        }
+        Ok(Query {
+            endpoint,
+            tweet_ids,
+            types,
+            groupings,
+            range,
+            end_clamped,
+        })
+    }
+
+    /// The body that asks this question of the API.
+    pub fn to_raw(&self) -> RawRequest {
+        RawRequest {
+            tweet_ids: self.tweet_ids.iter().map(|id| id.to_string()).collect(),
+            engagement_types: self.types.iter().map(|t| t.name().to_string()).collect(),
+            groupings: self
+                .groupings
+                .iter()
+                .map(|g| {
+                    let levels: Vec<&str> = g.group_by.iter().map(|l| l.name()).collect();
+                    (g.name.clone(), serde_json::json!({ "group_by": levels }))
+                })
+                .collect(),
+            start: self.range.map(|r| format_instant(r.start)),
+            end: self.range.map(|r| format_instant(r.end)),
+        }
+    }
+}
+
+fn read_tweet_ids(value: Option<&Value>, limits: &Limits) -> Result<Vec<TweetId>, String> {
+    const SHAPE: &str = "tweet_ids must be a non-empty array of Tweet IDs as decimal strings, e.g. [\"1060976163948904448\"]";
+    let Some(Value::Array(items)) = value else {
+        return Err(SHAPE.into());
+    };
+    if items.is_empty() {
+        return Err(SHAPE.into());
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for item in items {
+        let id = match item {
+            Value::String(s) => TweetId::parse(s),
+            Value::Number(n) => n.as_u64().map(TweetId),
+            _ => None,
+        };
+        match id {
+            Some(id) => ids.push(id),
+            None if bad.len() < 5 => bad.push(item.to_string()),
+            None => {}
+        }
+    }
+    if !bad.is_empty() {
+        return Err(format!(
+            "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits): {}",
+            bad.join(", ")
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| seen.insert(*id));
+    if ids.len() > limits.max_tweet_ids {
+        return Err(format!(
+            "too many tweet_ids: {} distinct IDs given, at most {} are allowed per request",
+            ids.len(),
+            limits.max_tweet_ids
+        ));
+    }
+    Ok(ids)
+}
+
+fn read_types(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<EngagementType>, String> {
+    let valid = || {
+        endpoint
+            .types()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(Value::Array(items)) = value.filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    else {
+        return Err(format!(
+            "engagement_types must be a non-empty array of type names; the {} endpoint knows: {}",
+            endpoint.name(),
+            valid()
+        ));
+    };
+    let mut types = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(name) = item.as_str() else {
+            return Err(format!("engagement_types must hold strings, not {item}"));
+        };
+        match name.parse::<EngagementType>() {
+            Ok(t) if endpoint.allows_type(t) => {
+                if !types.contains(&t) {
+                    types.push(t);
+                }
+            }
+            Ok(t) => {
+                return Err(format!(
+                    "engagement type \"{t}\" is not available on the {} endpoint; it knows: {}",
+                    endpoint.name(),
+                    valid()
+                ));
+            }
+            Err(()) => {
+                return Err(format!(
+                    "unknown engagement type \"{name}\"; the {} endpoint knows: {}",
+                    endpoint.name(),
+                    valid()
+                ));
+            }
+        }
+    }
+    Ok(types)
+}
+
+fn read_groupings(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Grouping>, String> {
+    let Some(Value::Object(map)) = value else {
+        return Err("groupings must be an object of named groupings, e.g. {\"by tweet\": {\"group_by\": [\"tweet.id\", \"engagement.type\"]}}".into());
+    };
+    let mut groupings = Vec::with_capacity(map.len());
+    for (name, spec) in map {
+        if RESERVED_MEMBERS.contains(&name.as_str()) {
+            return Err(format!(
+                "grouping name \"{name}\" is reserved for a member of the response; pick another name"
+            ));
+        }
+        let Some(Value::Array(levels)) = spec.get("group_by") else {
+            return Err(format!(
+                "grouping \"{name}\" must be an object with a group_by array, e.g. {{\"group_by\": [\"tweet.id\"]}}"
+            ));
+        };
+        let mut group_by = Vec::with_capacity(levels.len());
+        for level in levels {
+            match level.as_str().and_then(|s| s.parse::<GroupBy>().ok()) {
+                Some(l) => group_by.push(l),
+                None => {
+                    return Err(format!(
+                        "grouping \"{name}\": {level} is not a group_by value; use tweet.id, engagement.type, engagement.day or engagement.hour"
+                    ));
+                }
+            }
+        }
+        groupings.push(Grouping {
+            name: name.clone(),
+            group_by,
+        });
+    }
+    check_groupings(endpoint, &groupings).map_err(|e| e.errors.join("; "))?;
+    Ok(groupings)
+}
+
+fn read_range(
+    obj: &serde_json::Map<String, Value>,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<(TimeRange, bool), String> {
+    let text = |field: &str| match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(format!(
+            "{field} must be a string such as \"2015-08-01\" or \"2015-08-01T00:00:00Z\", not {other}"
+        )),
+    };
+    let mut range = TimeRange::from_request(text("start")?, text("end")?, now)
+        .map_err(|e| e.errors.join("; "))?;
+    let earliest = earliest_start();
+    if range.start < earliest {
+        return Err(format!(
+            "start {} is before {}, the earliest instant the historical endpoint can answer for",
+            format_instant(range.start),
+            format_instant(earliest)
+        ));
+    }
+    let latest = ceil_hour(now);
+    let mut clamped = false;
+    if range.end > latest {
+        if !limits.clamp_future_end {
+            return Err(format!(
+                "end {} is in the future; the latest end allowed now is {}",
+                format_instant(range.end),
+                format_instant(latest)
+            ));
+        }
+        if range.start >= latest {
+            return Err(format!(
+                "start {} is in the future; nothing can be counted yet",
+                format_instant(range.start)
+            ));
+        }
+        range.end = latest;
+        clamped = true;
+    }
+    if let Some(max) = limits.max_span_hours {
+        let hours = range.hours() as i64;
+        if hours > max {
+            return Err(format!(
+                "the range {} spans {hours} hours ({:.1} days); at most {max} hours ({} days) are allowed per request",
+                range.describe(),
+                hours as f64 / 24.0,
+                max / 24
+            ));
+        }
+    }
+    Ok((range, clamped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        crate::time::parse_instant("2020-06-15T10:20:00Z").unwrap()
+    }
+
+    fn historical(body: Value) -> Result<Query, ApiError> {
+        Query::from_json(
+            Endpoint::Historical,
+            &body,
+            &Limits::of(Endpoint::Historical),
+            now(),
+        )
+    }
+
+    fn base() -> Value {
+        json!({
+            "tweet_ids": ["1060976163948904448", 1045709644067471360u64, "1060976163948904448"],
+            "engagement_types": ["impressions", "engagements", "impressions"],
+            "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
+            "start": "2020-05-01",
+            "end": "2020-05-15T06:30:00Z"
+        })
+    }
+
+    #[test]
+    fn a_good_request_is_read_deduplicated_and_normalized() {
+        let q = historical(base()).unwrap();
+        assert_eq!(
+            q.tweet_ids,
+            vec![TweetId(1060976163948904448), TweetId(1045709644067471360)]
+        );
+        assert_eq!(
+            q.types,
+            vec![EngagementType::Impressions, EngagementType::Engagements]
+        );
+        let range = q.range.unwrap();
+        assert_eq!(format_instant(range.end), "2020-05-15T07:00:00Z");
+        assert_eq!(q.to_raw().end.as_deref(), Some("2020-05-15T07:00:00Z"));
+    }
+
+    fn rejected(patch: Value) -> String {
+        let mut body = base();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        historical(body).unwrap_err().errors.join(" | ")
+    }
+
+    #[test]
+    fn each_rule_has_its_message() {
+        assert!(rejected(json!({"tweet_ids": []})).contains("non-empty array"));
+        assert!(
+            rejected(json!({"tweet_ids": ["12x"]}))
+                .contains("not Tweet IDs (decimal digits that fit in 64 bits): \"12x\"")
+        );
+        let many: Vec<String> = (1..=26).map(|i| i.to_string()).collect();
+        assert!(rejected(json!({"tweet_ids": many})).contains("26 distinct IDs given, at most 25"));
+        assert!(
+            rejected(json!({"engagement_types": ["media_clicks"]}))
+                .contains("unknown engagement type \"media_clicks\"")
+        );
+        assert!(
+            rejected(json!({"engagement_types": ["quote_tweets"]}))
+                .contains("not available on the historical endpoint")
+        );
+        assert!(rejected(json!({"start": "2014-08-31"})).contains("before 2014-09-01T00:00:00Z"));
+        assert!(rejected(json!({"end": "2020-06-15T11:00:01Z"})).contains("in the future"));
+        assert!(rejected(json!({"start": "2020-04-01"})).contains("at most 672 hours"));
+        assert!(rejected(json!({"start": 20200401})).contains("must be a string"));
+        assert!(
+            rejected(json!({"groupings": {"start": {"group_by": ["tweet.id"]}}}))
+                .contains("reserved")
+        );
+        assert!(
+            rejected(json!({"groupings": {"g": {"group_by": ["tweet.day"]}}}))
+                .contains("not a group_by value")
+        );
+        assert!(historical(json!([1, 2])).unwrap_err().errors[0].contains("JSON object"));
+    }
+
+    #[test]
+    fn every_field_is_reported_at_once() {
+        let err = historical(
+            json!({"tweet_ids": "1", "engagement_types": [], "groupings": {}, "start": "x"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.errors.len(), 4, "{err:?}");
+    }
+
+    #[test]
+    fn the_end_of_the_hour_in_progress_is_not_the_future() {
+        let mut body = base();
+        body["start"] = json!("2020-06-01");
+        body["end"] = json!("2020-06-15T11:00:00Z");
+        assert!(historical(body.clone()).is_ok());
+        let relaxed = Limits {
+            max_tweet_ids: 10_000,
+            max_span_hours: None,
+            clamp_future_end: true,
+        };
+        body["end"] = json!("2030-01-01");
+        let q = Query::from_json(Endpoint::Historical, &body, &relaxed, now()).unwrap();
+        assert!(q.end_clamped);
+        assert_eq!(format_instant(q.range.unwrap().end), "2020-06-15T11:00:00Z");
+    }
+}

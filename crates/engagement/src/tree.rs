@@ -1,0 +1,409 @@
+//! Response trees: nested maps whose leaves are counts, plus the API's special members.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::tweet_id::TweetId;
+
+/// Top-level members of a response that are not groupings.
+pub const RESERVED_MEMBERS: [&str; 6] = [
+    "start",
+    "end",
+    "errors",
+    "unavailable_tweet_ids",
+    "unsupported_for_video_views_tweet_ids",
+    "unsupported_for_impressions_engagements_tweet_ids",
+];
+
+/// One node of a grouping: a count, or keys leading to more nodes. Keys are ordered, so
+/// serialization is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Count(u64),
+    Branch(BTreeMap<String, Node>),
+}
+
+/// Why two trees could not be added up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("counts at {path} overflow 64 bits when added")]
+    Overflow { path: String },
+    #[error("at {path} one answer has a count where another has keys")]
+    Shape { path: String },
+}
+
+impl Node {
+    /// An empty branch.
+    pub fn branch() -> Node {
+        Node::Branch(BTreeMap::new())
+    }
+
+    /// Adds `other` into `self`: equal paths add up, new paths are inserted.
+    pub fn absorb(&mut self, other: Node) -> Result<(), TreeError> {
+        self.absorb_at(other, &mut Vec::new())
+    }
+
+    fn absorb_at(&mut self, other: Node, path: &mut Vec<String>) -> Result<(), TreeError> {
+        match (self, other) {
+            (Node::Count(a), Node::Count(b)) => {
+                *a = a.checked_add(b).ok_or_else(|| TreeError::Overflow {
+                    path: path.join("/"),
+                })?;
+                Ok(())
+            }
+            (Node::Branch(mine), Node::Branch(theirs)) => {
+                if mine.is_empty() {
+                    *mine = theirs;
+                    return Ok(());
+                }
+                for (key, node) in theirs {
+                    match mine.get_mut(&key) {
+                        Some(existing) => {
+                            path.push(key);
+                            existing.absorb_at(node, path)?;
+                            path.pop();
+                        }
+                        None => {
+                            mine.insert(key, node);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(TreeError::Shape {
+                path: path.join("/"),
+            }),
+        }
+    }
+
+    /// The child at `key`, if this is a branch that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match self {
+            Node::Branch(map) => map.get(key),
+            Node::Count(_) => None,
+        }
+    }
+
+    /// The sum of every count below this node.
+    pub fn total(&self) -> u64 {
+        match self {
+            Node::Count(c) => *c,
+            Node::Branch(map) => map.values().map(Node::total).fold(0, u64::saturating_add),
+        }
+    }
+
+    /// The number of leaves below this node.
+    pub fn leaves(&self) -> usize {
+        match self {
+            Node::Count(_) => 1,
+            Node::Branch(map) => map.values().map(Node::leaves).sum(),
+        }
+    }
+}
+
+/// How counts are written: as the API does (`"551"`) or as JSON integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CountStyle {
+    #[default]
+    Strings,
+    Integers,
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Response {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub errors: Vec<String>,
+    pub unavailable_tweet_ids: Vec<TweetId>,
+    pub unsupported_for_video_views_tweet_ids: Vec<TweetId>,
+    pub unsupported_for_impressions_engagements_tweet_ids: Vec<TweetId>,
+    /// Grouping name to its tree.
+    pub groupings: BTreeMap<String, Node>,
+}
+
+impl Response {
+    /// A view that serializes with counts in `style`.
+    pub fn styled(&self, style: CountStyle) -> Styled<'_, Response> {
+        Styled { value: self, style }
+    }
+
+    /// The three ID lists, by their member names.
+    pub fn id_lists_mut(&mut self) -> [(&'static str, &mut Vec<TweetId>); 3] {
+        [
+            ("unavailable_tweet_ids", &mut self.unavailable_tweet_ids),
+            (
+                "unsupported_for_video_views_tweet_ids",
+                &mut self.unsupported_for_video_views_tweet_ids,
+            ),
+            (
+                "unsupported_for_impressions_engagements_tweet_ids",
+                &mut self.unsupported_for_impressions_engagements_tweet_ids,
+            ),
+        ]
+    }
+}
+
+/// A value paired with the style its counts are written in.
+#[derive(Debug, Clone, Copy)]
+pub struct Styled<'a, T> {
+    value: &'a T,
+    style: CountStyle,
+}
+
+impl Serialize for Styled<'_, Node> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            Node::Count(c) => match self.style {
+                CountStyle::Strings => s.collect_str(c),
+                CountStyle::Integers => s.serialize_u64(*c),
+            },
+            Node::Branch(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(
+                        k,
+                        &Styled {
+                            value: v,
+                            style: self.style,
+                        },
+                    )?;
+                }
+                m.end()
+            }
+        }
+    }
+}
+
+impl Serialize for Node {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Styled {
+            value: self,
+            style: CountStyle::Strings,
+        }
+        .serialize(s)
+    }
+}
+
+impl Serialize for Styled<'_, Response> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.value;
+        let mut m = s.serialize_map(None)?;
+        if let Some(start) = &r.start {
+            m.serialize_entry("start", start)?;
+        }
+        if let Some(end) = &r.end {
+            m.serialize_entry("end", end)?;
+        }
+        for (name, ids) in [
+            ("unavailable_tweet_ids", &r.unavailable_tweet_ids),
+            (
+                "unsupported_for_video_views_tweet_ids",
+                &r.unsupported_for_video_views_tweet_ids,
+            ),
+            (
+                "unsupported_for_impressions_engagements_tweet_ids",
+                &r.unsupported_for_impressions_engagements_tweet_ids,
+            ),
+        ] {
+            if !ids.is_empty() {
+                m.serialize_entry(name, ids)?;
+            }
+        }
+        if !r.errors.is_empty() {
+            m.serialize_entry("errors", &r.errors)?;
+        }
+        for (name, node) in &r.groupings {
+            m.serialize_entry(
+                name,
+                &Styled {
+                    value: node,
+                    style: self.style,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.styled(CountStyle::Strings).serialize(s)
+    }
+}
+
+/// Reads a count from its decimal string.
+fn parse_count(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a count (a decimal string or a non-negative integer) or an object of counts")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Count(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        u64::try_from(v)
+            .map(Node::Count)
+            .map_err(|_| E::custom(format!("negative count {v}")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Err(E::custom(format!(
+            "count {v} is not a whole number that fits in 64 bits"
+        )))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        parse_count(v).map(Node::Count).ok_or_else(|| {
+            E::custom(format!(
+                "\"{v}\" is not a count (decimal digits that fit in 64 bits)"
+            ))
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Node, A::Error> {
+        let mut map = BTreeMap::new();
+        while let Some((k, v)) = access.next_entry::<String, Node>()? {
+            map.insert(k, v);
+        }
+        Ok(Node::Branch(map))
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// An entry of `errors`: the API sends strings; anything else is kept as its JSON text.
+struct ErrorEntry(String);
+
+impl<'de> Deserialize<'de> for ErrorEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(ErrorEntry(match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ResponseVisitor;
+        impl<'de> Visitor<'de> for ResponseVisitor {
+            type Value = Response;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an Engagement API response object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Response, A::Error> {
+                let mut r = Response::default();
+                while let Some(key) = access.next_key::<String>()? {
+                    match key.as_str() {
+                        "start" => r.start = Some(access.next_value()?),
+                        "end" => r.end = Some(access.next_value()?),
+                        "errors" => {
+                            let entries: Vec<ErrorEntry> = access.next_value()?;
+                            r.errors = entries.into_iter().map(|e| e.0).collect();
+                        }
+                        "unavailable_tweet_ids" => r.unavailable_tweet_ids = access.next_value()?,
+                        "unsupported_for_video_views_tweet_ids" => {
+                            r.unsupported_for_video_views_tweet_ids = access.next_value()?
+                        }
+                        "unsupported_for_impressions_engagements_tweet_ids" => {
+                            r.unsupported_for_impressions_engagements_tweet_ids =
+                                access.next_value()?
+                        }
+                        _ => {
+                            let node: Node = access.next_value()?;
+                            r.groupings.insert(key, node);
+                        }
+                    }
+                }
+                Ok(r)
+            }
+        }
+        d.deserialize_map(ResponseVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn counts_parse_from_strings_and_integers_only() {
+        assert_eq!(node(json!("551")), Node::Count(551));
+        assert_eq!(node(json!(26)), Node::Count(26));
+        assert_eq!(node(json!("18446744073709551615")), Node::Count(u64::MAX));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("-1"),
+            json!("1.0"),
+            json!(""),
+            json!("18446744073709551616"),
+            json!(true),
+            json!(null),
+        ] {
+            assert!(
+                serde_json::from_value::<Node>(bad.clone()).is_err(),
+                "{bad} parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn absorb_adds_equal_paths_and_inserts_new_ones() {
+        let mut a = node(json!({"1": {"impressions": "5"}, "2": {"impressions": "1"}}));
+        a.absorb(node(json!({"1": {"impressions": "7", "engagements": "1"}})))
+            .unwrap();
+        assert_eq!(
+            a,
+            node(
+                json!({"1": {"impressions": "12", "engagements": "1"}, "2": {"impressions": "1"}})
+            )
+        );
+        let mut max = Node::Count(u64::MAX);
+        assert!(matches!(
+            max.absorb(Node::Count(1)),
+            Err(TreeError::Overflow { .. })
+        ));
+        let mut shaped = node(json!({"a": "1"}));
+        let err = shaped.absorb(node(json!({"a": {"b": "1"}}))).unwrap_err();
+        assert_eq!(err, TreeError::Shape { path: "a".into() });
+    }
+
+    #[test]
+    fn serializes_counts_as_strings_or_integers_with_sorted_keys() {
+        let r: Response = serde_json::from_value(json!({
+            "end": "2015-08-15T00:00:00Z", "start": "2015-08-01T00:00:00Z",
+            "g": {"2": {"b": 2, "a": "1"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"start":"2015-08-01T00:00:00Z","end":"2015-08-15T00:00:00Z","g":{"2":{"a":"1","b":"2"}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&r.styled(CountStyle::Integers)).unwrap(),
+            r#"{"start":"2015-08-01T00:00:00Z","end":"2015-08-15T00:00:00Z","g":{"2":{"a":1,"b":2}}}"#
+        );
+    }
+}
