@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Timelike, Utc};
 
 use crate::time::TimeRange;
-use crate::tree::Node;
+use crate::tree::{Branch, Key, Node};
 use crate::tweet_id::TweetId;
 use crate::vocabulary::{EngagementType, GroupBy, Grouping};
 
@@ -143,15 +143,16 @@ impl Context<'_> {
                 .sum();
             return Node::Count(sum);
         };
-        let map: BTreeMap<String, Node> = match level {
-            GroupBy::TweetId => [(self.tweet.to_string(), self.build(rest, types, hours))]
-                .into_iter()
-                .collect(),
+        let entries: Vec<(Key, Node)> = match level {
+            GroupBy::TweetId => vec![(
+                Key::Owned(self.tweet.to_string()),
+                self.build(rest, types, hours),
+            )],
             GroupBy::EngagementType => types
                 .iter()
                 .map(|&t| {
                     (
-                        self.types[t].name().to_string(),
+                        Key::Borrowed(self.types[t].name()),
                         self.build(rest, &[t], hours),
                     )
                 })
@@ -163,7 +164,7 @@ impl Context<'_> {
                 .map(|run| {
                     let day = self.calendar.day_of[run[0] as usize] as usize;
                     (
-                        self.calendar.day_keys[day].clone(),
+                        Key::Owned(self.calendar.day_keys[day].clone()),
                         self.build(rest, types, run),
                     )
                 })
@@ -184,16 +185,18 @@ impl Context<'_> {
                         .iter()
                         .enumerate()
                         .filter(|(_, hs)| !hs.is_empty())
-                        .map(|(hod, hs)| (HOUR_KEYS[hod].to_string(), self.build(rest, types, hs)))
+                        .map(|(hod, hs)| {
+                            (Key::Borrowed(HOUR_KEYS[hod]), self.build(rest, types, hs))
+                        })
                         .collect()
                 }
             }
         };
-        Node::Branch(map)
+        Node::Branch(Branch::from_entries(entries))
     }
 
-    fn hour_key(&self, h: u32) -> String {
-        HOUR_KEYS[self.calendar.hour_of_day[h as usize] as usize].to_string()
+    fn hour_key(&self, h: u32) -> Key {
+        Key::Borrowed(HOUR_KEYS[self.calendar.hour_of_day[h as usize] as usize])
     }
 }
 
@@ -286,9 +289,9 @@ mod tests {
         assert_eq!(hours.len(), 24);
         // Hour 00 occurs twice per (tweet, type): sum over tweets 1,2 and types 0,1 of
         // 2 × (0 + 100 × type + 1000 × tweet) = 2 × (4×0 + 2×100 + 2×3000) = 12400.
-        assert_eq!(hours["00"], Node::Count(12_400));
+        assert_eq!(hours.get("00"), Some(&Node::Count(12_400)));
         // Hour 12 occurs once: 12×4 + 200 + 6000 = 6248.
-        assert_eq!(hours["12"], Node::Count(6_248));
+        assert_eq!(hours.get("12"), Some(&Node::Count(6_248)));
     }
 
     #[test]

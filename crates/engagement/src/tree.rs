@@ -1,5 +1,6 @@
 //! Response trees: nested maps whose leaves are counts, plus the API's special members.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -19,12 +20,110 @@ pub const RESERVED_MEMBERS: [&str; 6] = [
     "unsupported_for_impressions_engagements_tweet_ids",
 ];
 
-/// One node of a grouping: a count, or keys leading to more nodes. Keys are ordered, so
-/// serialization is deterministic.
+/// The `errors` entry the API adds when `n` requested Tweets are deleted.
+pub fn unavailable_error(n: usize) -> String {
+    format!("{n} Tweet ID(s) are unavailable")
+}
+
+/// Whether an `errors` entry is the count of deleted Tweets (see [`unavailable_error`]).
+pub fn is_unavailable_error(s: &str) -> bool {
+    s.strip_suffix(" Tweet ID(s) are unavailable")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A key of a branch: a Tweet ID, a type name, a day or an hour. Names and hours are
+/// static text, so the hottest keys cost no allocation.
+pub type Key = Cow<'static, str>;
+
+/// One node of a grouping: a count, or keys leading to more nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     Count(u64),
-    Branch(BTreeMap<String, Node>),
+    Branch(Branch),
+}
+
+/// The children of a node, kept sorted by key with no key twice, so lookups are binary
+/// searches, sums are linear merges, and serialization is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Branch {
+    entries: Vec<(Key, Node)>,
+}
+
+impl Branch {
+    /// A branch from entries in any order; of two entries with one key, the later wins.
+    pub fn from_entries(mut entries: Vec<(Key, Node)>) -> Branch {
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            entries.reverse();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        }
+        Branch { entries }
+    }
+
+    /// The child at `key`.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// The children in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_ref())
+    }
+
+    /// How many children.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no children.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn absorb_at(&mut self, other: Branch, path: &mut Vec<String>) -> Result<(), TreeError> {
+        if self.entries.is_empty() {
+            self.entries = other.entries;
+            return Ok(());
+        }
+        let mine = std::mem::take(&mut self.entries);
+        let mut merged = Vec::with_capacity(mine.len().max(other.entries.len()));
+        let mut a = mine.into_iter().peekable();
+        let mut b = other.entries.into_iter().peekable();
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                std::cmp::Ordering::Less => merged.extend(a.next()),
+                std::cmp::Ordering::Greater => merged.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    if let (Some((key, mut x)), Some((_, y))) = (a.next(), b.next()) {
+                        path.push(key.to_string());
+                        let result = x.absorb_at(y, path);
+                        path.pop();
+                        if let Err(e) = result {
+                            self.entries = merged;
+                            return Err(e);
+                        }
+                        merged.push((key, x));
+                    }
+                }
+            }
+        }
+        self.entries = merged;
+        Ok(())
+    }
 }
 
 /// Why two trees could not be added up.
@@ -39,7 +138,7 @@ pub enum TreeError {
 impl Node {
     /// An empty branch.
     pub fn branch() -> Node {
-        Node::Branch(BTreeMap::new())
+        Node::Branch(Branch::default())
     }
 
     /// Adds `other` into `self`: equal paths add up, new paths are inserted.
@@ -55,25 +154,7 @@ impl Node {
                 })?;
                 Ok(())
             }
-            (Node::Branch(mine), Node::Branch(theirs)) => {
-                if mine.is_empty() {
-                    *mine = theirs;
-                    return Ok(());
-                }
-                for (key, node) in theirs {
-                    match mine.get_mut(&key) {
-                        Some(existing) => {
-                            path.push(key);
-                            existing.absorb_at(node, path)?;
-                            path.pop();
-                        }
-                        None => {
-                            mine.insert(key, node);
-                        }
-                    }
-                }
-                Ok(())
-            }
+            (Node::Branch(mine), Node::Branch(theirs)) => mine.absorb_at(theirs, path),
             _ => Err(TreeError::Shape {
                 path: path.join("/"),
             }),
@@ -83,7 +164,7 @@ impl Node {
     /// The child at `key`, if this is a branch that has it.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match self {
-            Node::Branch(map) => map.get(key),
+            Node::Branch(b) => b.get(key),
             Node::Count(_) => None,
         }
     }
@@ -92,7 +173,10 @@ impl Node {
     pub fn total(&self) -> u64 {
         match self {
             Node::Count(c) => *c,
-            Node::Branch(map) => map.values().map(Node::total).fold(0, u64::saturating_add),
+            Node::Branch(b) => b
+                .iter()
+                .map(|(_, n)| n.total())
+                .fold(0, u64::saturating_add),
         }
     }
 
@@ -100,7 +184,7 @@ impl Node {
     pub fn leaves(&self) -> usize {
         match self {
             Node::Count(_) => 1,
-            Node::Branch(map) => map.values().map(Node::leaves).sum(),
+            Node::Branch(b) => b.iter().map(|(_, n)| n.leaves()).sum(),
         }
     }
 }
@@ -162,9 +246,9 @@ impl Serialize for Styled<'_, Node> {
                 CountStyle::Strings => s.collect_str(c),
                 CountStyle::Integers => s.serialize_u64(*c),
             },
-            Node::Branch(map) => {
-                let mut m = s.serialize_map(Some(map.len()))?;
-                for (k, v) in map {
+            Node::Branch(b) => {
+                let mut m = s.serialize_map(Some(b.len()))?;
+                for (k, v) in b.iter() {
                     m.serialize_entry(
                         k,
                         &Styled {
@@ -272,11 +356,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Node, A::Error> {
-        let mut map = BTreeMap::new();
+        let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0));
         while let Some((k, v)) = access.next_entry::<String, Node>()? {
-            map.insert(k, v);
+            entries.push((Key::Owned(k), v));
         }
-        Ok(Node::Branch(map))
+        Ok(Node::Branch(Branch::from_entries(entries)))
     }
 }
 

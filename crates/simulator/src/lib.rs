@@ -1,1 +1,69 @@
+//! A stand-in for the Engagement API that enforces its rules, for tests, benchmarks and the
+//! service's demo mode. See `answer` for the rules, `model` for the counts, `http` for the
+//! wire, and [`oracle`] for the unlimited answer tests compare against.
 
+pub mod answer;
+pub mod config;
+pub mod faults;
+pub mod http;
+pub mod model;
+pub mod oauth;
+pub mod rate;
+pub mod stats;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+pub use answer::{Refusal, answer, oracle};
+pub use config::{Clock, Config, Credentials, Handle};
+pub use model::Model;
+
+/// One running simulator: its configuration and the state its rules keep.
+#[derive(Debug)]
+pub struct Simulator {
+    pub config: Config,
+    pub(crate) limiter: rate::PerMinute,
+    pub(crate) stats: stats::Stats,
+    pub(crate) faults: faults::Dice,
+}
+
+impl Simulator {
+    /// A simulator with `config`, ready to serve.
+    pub fn new(config: Config) -> Arc<Simulator> {
+        Arc::new(Simulator {
+            limiter: rate::PerMinute::new(config.rate_limit_per_minute),
+            faults: faults::Dice::new(config.seed),
+            stats: stats::Stats::default(),
+            config,
+        })
+    }
+
+    /// The instant the simulator takes as now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.config.clock.now()
+    }
+
+    /// The engagement model as of now.
+    pub fn model(&self) -> Model {
+        Model {
+            seed: self.config.seed,
+            now: self.now(),
+        }
+    }
+
+    /// The axum router that serves the API, the oracle and the statistics.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(Arc::clone(self))
+    }
+
+    /// A snapshot of the statistics served at `/_stats`.
+    pub fn stats(&self) -> stats::Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+}

@@ -1,0 +1,342 @@
+//! The simulator on the wire: gzip, OAuth, rate limit, faults, and the extra routes for
+//! tests (`/_oracle/historical`, `/_stats`).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+use engagement::{ApiError, Endpoint, Limits};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::Value;
+
+use crate::Simulator;
+use crate::config::Handle;
+use crate::faults::Fault;
+use crate::oauth::{OAuthHeader, base_string, normalize_url, query_pairs, sign, signatures_match};
+use crate::rate::Quota;
+
+/// How far a client's `oauth_timestamp` may be from the simulator's wall clock.
+const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
+
+/// The message of a `406`, as the API words it.
+pub const GZIP_REQUIRED: &str = "This request requires gzip compression. Retry the request after setting 'Accept-Encoding' header in the request to 'gzip'.";
+
+pub(crate) fn router(sim: Arc<Simulator>) -> Router {
+    Router::new()
+        .route("/insights/engagement/{endpoint}", post(api))
+        .route("/_oracle/historical", post(oracle))
+        .route("/_stats", get(stats))
+        .route("/_stats/reset", post(reset_stats))
+        .fallback(not_found)
+        .with_state(sim)
+}
+
+/// An answer before it is put on the wire.
+struct Reply {
+    status: u16,
+    json: Vec<u8>,
+    quota: Option<Quota>,
+    truncate: bool,
+}
+
+impl Reply {
+    fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::refusal(status, &ApiError::new(message))
+    }
+
+    fn refusal(status: u16, error: &ApiError) -> Reply {
+        Reply {
+            status,
+            json: serde_json::to_vec(error).unwrap_or_default(),
+            quota: None,
+            truncate: false,
+        }
+    }
+
+    fn into_http(self, gzip: bool) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = if gzip { gzipped(&self.json) } else { self.json };
+        if self.truncate {
+            body.truncate(body.len() / 2);
+        }
+        let mut response = (status, body).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if gzip {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some(q) = self.quota {
+            h.insert("x-per-minute-limit", HeaderValue::from(q.limit));
+            h.insert("x-per-minute-remaining", HeaderValue::from(q.remaining));
+            h.insert("x-per-minute-reset", HeaderValue::from(q.reset));
+            if !q.allowed {
+                let wait = (q.reset - chrono::Utc::now().timestamp()).max(1);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            }
+        }
+        response
+    }
+}
+
+fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 8 + 64),
+        Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+async fn api(
+    State(sim): State<Arc<Simulator>>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    let gzip = accepts_gzip(&headers);
+    let Some(endpoint) = [Endpoint::Totals, Endpoint::Hr28, Endpoint::Historical]
+        .into_iter()
+        .find(|e| e.name() == name)
+    else {
+        sim.stats.record("other", 404, None);
+        return Reply::error(404, format!("no such endpoint: {}", uri.path())).into_http(gzip);
+    };
+    let (fault, delay, truncate) = sim.faults.roll(&sim.config.faults);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if !gzip {
+        sim.stats.record(endpoint.name(), 406, None);
+        return Reply::error(406, GZIP_REQUIRED).into_http(false);
+    }
+    let handle = match authenticate(&sim, &method, &uri, &headers) {
+        Ok(h) => h.name.clone(),
+        Err(reason) => {
+            sim.stats.record(endpoint.name(), 401, None);
+            return Reply::error(
+                401,
+                format!("Your account could not be authenticated. Reason: {reason}"),
+            )
+            .into_http(gzip);
+        }
+    };
+    let quota = sim.limiter.take(chrono::Utc::now().timestamp());
+    let mut reply = if quota.is_some_and(|q| !q.allowed) || fault == Fault::Burst429 {
+        Reply::error(429, "Rate limit exceeded: too many requests in this minute")
+    } else {
+        match fault {
+            Fault::Hang => {
+                sim.stats.record(endpoint.name(), 0, Some(&handle));
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Reply::error(504, "hung")
+            }
+            Fault::Error(status) => Reply::error(status, "Internal error, please retry"),
+            _ => answer_call(&sim, endpoint, &body, truncate).await,
+        }
+    };
+    reply.quota = quota.map(|q| {
+        if reply.status == 429 {
+            Quota {
+                allowed: false,
+                ..q
+            }
+        } else {
+            q
+        }
+    });
+    sim.stats
+        .record(endpoint.name(), reply.status, Some(&handle));
+    reply.into_http(gzip)
+}
+
+async fn answer_call(
+    sim: &Arc<Simulator>,
+    endpoint: Endpoint,
+    body: &Bytes,
+    truncate: bool,
+) -> Reply {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Reply::error(400, format!("the request body is not valid JSON: {e}")),
+    };
+    let sim = Arc::clone(sim);
+    let work = tokio::task::spawn_blocking(move || {
+        let model = sim.model();
+        crate::answer(&sim.config, &model, endpoint, &value, &Limits::of(endpoint))
+            .map(|r| serde_json::to_vec(&r).unwrap_or_default())
+    });
+    match work.await {
+        Ok(Ok(json)) => Reply {
+            status: 200,
+            json,
+            quota: None,
+            truncate,
+        },
+        Ok(Err(refusal)) => Reply::refusal(refusal.status, &refusal.error),
+        Err(_) => Reply::error(500, "the simulator failed while answering"),
+    }
+}
+
+/// Checks the OAuth 1.0a signature of a call and finds its handle; `Err` gives the reason.
+fn authenticate<'a>(
+    sim: &'a Simulator,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<&'a Handle, String> {
+    let creds = &sim.config.credentials;
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(OAuthHeader::parse)
+        .ok_or("OAuth 1.0a Authorization header missing")?;
+    if header.get("oauth_signature_method") != Some("HMAC-SHA1") {
+        return Err("Unsupported signature method (HMAC-SHA1 is required)".into());
+    }
+    if header.get("oauth_consumer_key") != Some(creds.consumer_key.as_str()) {
+        return Err("Consumer key not found".into());
+    }
+    let token = header.get("oauth_token").ok_or("Access token not found")?;
+    let handle = creds
+        .handles
+        .iter()
+        .find(|h| h.token == token)
+        .ok_or("Access token not found")?;
+    let timestamp: i64 = header
+        .get("oauth_timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or("oauth_timestamp missing")?;
+    if (timestamp - chrono::Utc::now().timestamp()).abs() > TIMESTAMP_TOLERANCE_SECS {
+        return Err("Timestamp out of bounds".into());
+    }
+    if header.get("oauth_nonce").is_none_or(str::is_empty) {
+        return Err("oauth_nonce missing".into());
+    }
+    let given = header
+        .get("oauth_signature")
+        .ok_or("oauth_signature missing")?;
+    let url = match &sim.config.public_url {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            normalize_url("http", host, uri.path())
+        }
+    };
+    let mut params: Vec<(String, String)> = header.signed_params().cloned().collect();
+    params.extend(query_pairs(uri.query().unwrap_or("")));
+    let expected = sign(
+        &base_string(method.as_str(), &url, &params),
+        &creds.consumer_secret,
+        &handle.token_secret,
+    );
+    if !signatures_match(given, &expected) {
+        return Err("Could not authenticate you (signature mismatch)".into());
+    }
+    Ok(handle)
+}
+
+async fn oracle(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    let gzip = accepts_gzip(&headers);
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Reply::error(400, format!("the request body is not valid JSON: {e}"))
+                .into_http(gzip);
+        }
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        crate::oracle(&sim.config, &sim.model(), &value)
+            .map(|r| serde_json::to_vec(&r).unwrap_or_default())
+    });
+    match work.await {
+        Ok(Ok(json)) => Reply {
+            status: 200,
+            json,
+            quota: None,
+            truncate: false,
+        }
+        .into_http(gzip),
+        Ok(Err(refusal)) => Reply::refusal(refusal.status, &refusal.error).into_http(gzip),
+        Err(_) => Reply::error(500, "the oracle failed while answering").into_http(gzip),
+    }
+}
+
+async fn stats(State(sim): State<Arc<Simulator>>) -> HttpResponse {
+    axum::Json(sim.stats.snapshot()).into_response()
+}
+
+async fn reset_stats(State(sim): State<Arc<Simulator>>) -> StatusCode {
+    sim.stats.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn not_found(uri: Uri) -> HttpResponse {
+    let body = serde_json::json!({ "errors": [format!("no such endpoint: {}", uri.path())] });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_recognized_in_accept_encoding() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("deflate, GZIP;q=0.8"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0, br"),
+        );
+        assert!(!accepts_gzip(&h));
+    }
+
+    #[test]
+    fn gzipped_bodies_round_trip() {
+        use std::io::Read;
+        let data = br#"{"a":"1"}"#;
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gzipped(data)[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out.as_bytes(), data);
+    }
+}

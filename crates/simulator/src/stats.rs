@@ -1,0 +1,47 @@
+//! Counts of the calls the simulator answered, served at `/_stats`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// The counts, as served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub requests_total: u64,
+    /// Status code (as a string) to count.
+    pub by_status: BTreeMap<String, u64>,
+    /// Endpoint name (`historical`, `28hr`, `totals`, `other`) to count.
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// Handle name to count of authenticated calls.
+    pub by_handle: BTreeMap<String, u64>,
+}
+
+/// The live counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    inner: Mutex<Snapshot>,
+}
+
+impl Stats {
+    /// Records one answered call.
+    pub fn record(&self, endpoint: &str, status: u16, handle: Option<&str>) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.requests_total += 1;
+        *s.by_status.entry(status.to_string()).or_default() += 1;
+        *s.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
+        if let Some(h) = handle {
+            *s.by_handle.entry(h.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts counting from zero.
+    pub fn reset(&self) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot::default();
+    }
+}
