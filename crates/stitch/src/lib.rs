@@ -1,1 +1,8 @@
+//! The pure logic of stitching: cutting a question into the calls the API allows
+//! ([`plan`]) and adding their answers back into one ([`merge`]). No I/O happens here.
 
+pub mod merge;
+pub mod plan;
+
+pub use merge::{absorb, merge, synthesize};
+pub use plan::{Plan, Slice, plan, windows};
