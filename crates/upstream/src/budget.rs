@@ -1,0 +1,103 @@
+//! The per-minute call budget shared by every upstream call of the process: a GCRA limiter
+//! (governor) at the configured rate, plus a pause when the upstream says the minute is
+//! spent (`x-per-minute-remaining: 0`, or a `429`).
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+/// The budget. With no rate configured only the upstream's own signals pace calls.
+#[derive(Debug)]
+pub struct RateBudget {
+    limiter: Option<DefaultDirectRateLimiter>,
+    clock: DefaultClock,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl RateBudget {
+    /// `per_minute` calls a minute (0 for no limit), at most `burst` at once. A burst of 1
+    /// spaces calls evenly, which never exceeds the rate in any minute.
+    pub fn new(per_minute: u32, burst: u32) -> RateBudget {
+        let clock = DefaultClock::default();
+        let limiter = NonZeroU32::new(per_minute).map(|n| {
+            let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
+        });
+        RateBudget {
+            limiter,
+            clock,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits for a call to be free. `Ok` gives the time waited; `Err` the wait that would
+    /// pass `deadline` (nothing is taken then).
+    pub async fn acquire(&self, deadline: Instant) -> Result<Duration, Duration> {
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            let pause = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = pause.filter(|u| *u > now) {
+                if until > deadline {
+                    return Err(until - now);
+                }
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            let Some(limiter) = &self.limiter else {
+                return Ok(started.elapsed());
+            };
+            match limiter.check() {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    if now + wait > deadline {
+                        return Err(wait);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Holds every call until `wait` from now (the upstream said the minute is spent).
+    pub fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut p = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none_or(|current| current < until) {
+            *p = Some(until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unlimited_budget_never_waits_and_a_pause_holds_calls() {
+        let b = RateBudget::new(0, 1);
+        let far = Instant::now() + Duration::from_secs(60);
+        assert!(b.acquire(far).await.is_ok());
+        b.pause_for(Duration::from_secs(30));
+        let soon = Instant::now() + Duration::from_secs(1);
+        let err = b.acquire(soon).await.unwrap_err();
+        assert!(err > Duration::from_secs(25), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn the_rate_refuses_what_would_pass_the_deadline() {
+        let b = RateBudget::new(60, 1);
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert!(b.acquire(soon).await.is_ok(), "the first call is free");
+        let wait = b.acquire(soon).await.unwrap_err();
+        assert!(
+            wait > Duration::from_millis(500),
+            "the next is a second away: {wait:?}"
+        );
+    }
+}

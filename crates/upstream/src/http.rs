@@ -1,0 +1,131 @@
+//! The Engagement API over HTTP: rustls, gzip, a signed `POST` per attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use engagement::{Endpoint, RawRequest, Response};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use tokio::time::Instant;
+
+use crate::budget::RateBudget;
+use crate::classify::{AttemptError, classify, retry_after};
+use crate::credentials::{AppCredentials, HandleCredentials};
+use crate::{Upstream, signing};
+
+/// The HTTP client for `/historical`.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    client: reqwest::Client,
+    url: String,
+    app: AppCredentials,
+    budget: Arc<RateBudget>,
+    call_timeout: Duration,
+}
+
+impl HttpUpstream {
+    /// A client for the API at `base_url` (e.g. `https://data-api.x.com`).
+    pub fn new(
+        base_url: &str,
+        app: AppCredentials,
+        budget: Arc<RateBudget>,
+        call_timeout: Duration,
+    ) -> Result<HttpUpstream, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("stitcher/", env!("CARGO_PKG_VERSION")))
+            .gzip(true)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let url = format!(
+            "{}{}",
+            base_url.trim_end_matches('/'),
+            Endpoint::Historical.path()
+        );
+        Ok(HttpUpstream {
+            client,
+            url,
+            app,
+            budget,
+            call_timeout,
+        })
+    }
+
+    /// The URL calls go to (and are signed for).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Pauses the shared budget when the upstream says this minute is spent.
+    fn observe(&self, status: u16, headers: &HeaderMap, now_unix: i64) {
+        let remaining = headers
+            .get("x-per-minute-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if status == 429 || remaining == Some(0) {
+            // Whole seconds from the upstream's clock: at least one, so a reset that looks
+            // due already is not raced.
+            let wait = retry_after(headers, now_unix)
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            self.budget.pause_for(wait);
+        }
+    }
+}
+
+#[async_trait]
+impl Upstream for HttpUpstream {
+    async fn historical(
+        &self,
+        handle: &HandleCredentials,
+        body: &RawRequest,
+        deadline: Instant,
+    ) -> Result<Response, AttemptError> {
+        if let Err(wait) = self.budget.acquire(deadline).await {
+            return Err(AttemptError::Budget { wait });
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AttemptError::Deadline);
+        }
+        let authorization = signing::authorization(&self.url, &self.app, handle);
+        let sent = self
+            .client
+            .post(&self.url)
+            .header(AUTHORIZATION, authorization)
+            .json(body)
+            .timeout(self.call_timeout.min(left))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() && self.call_timeout >= left => {
+                return Err(AttemptError::Deadline);
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "failed"
+                };
+                return Err(AttemptError::Transient {
+                    reason: format!("the upstream call {kind}: {e}"),
+                    status: None,
+                    retry_after: None,
+                });
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let now_unix = chrono::Utc::now().timestamp();
+        self.observe(status.as_u16(), &headers, now_unix);
+        let bytes = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string());
+        classify(status, &headers, bytes, now_unix)
+    }
+}
