@@ -1,1 +1,15 @@
+//! stitcher: answers Engagement API `/historical` questions over any range and any number
+//! of Tweets by cutting them into the calls the API allows and merging the answers.
 
+pub mod app;
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod historical;
+pub mod routes;
+pub mod scheduler;
+pub mod settings;
+pub mod state;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -21,6 +21,9 @@ pub struct Faults {
     /// Bursts of `429`: of every `burst_every` calls, the first `burst_length` are refused.
     pub burst_every: u64,
     pub burst_length: u64,
+    /// Calls for a window starting at one of these instants always answer `503`: a window
+    /// that keeps failing, for tests of partial answers.
+    pub failing_window_starts: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What to do to one call.

@@ -83,6 +83,9 @@ impl Reply {
                 let wait = (q.reset - chrono::Utc::now().timestamp()).max(1);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }
+        } else if self.status == 429 {
+            // A burst of 429 with no per-minute window: ask for a one-second pause.
+            h.insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         response
     }
@@ -186,6 +189,11 @@ async fn answer_call(
         Ok(v) => v,
         Err(e) => return Reply::error(400, format!("the request body is not valid JSON: {e}")),
     };
+    let starts = &sim.config.faults.failing_window_starts;
+    let start = value.get("start").and_then(Value::as_str).and_then(engagement::parse_instant);
+    if start.is_some_and(|s| starts.iter().any(|f| engagement::time::floor_hour(s) == *f)) {
+        return Reply::error(503, "Service unavailable for this window, please retry");
+    }
     let sim = Arc::clone(sim);
     let work = tokio::task::spawn_blocking(move || {
         let model = sim.model();

@@ -132,6 +132,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
             truncate_rate: args.truncate_rate,
             burst_every: args.burst_429_every,
             burst_length: args.burst_429_length,
+            failing_window_starts: Vec::new(),
         },
         clock,
         public_url: args.public_url,

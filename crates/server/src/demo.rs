@@ -1,0 +1,74 @@
+//! Demo mode: with no upstream configured, the simulator runs inside the process and the
+//! service calls it over loopback HTTP through the same client it uses in production.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use simulator::config as sim;
+
+use crate::auth::key_hash;
+use crate::settings::Settings;
+
+/// Starts the simulator on a free loopback port; returns its base URL.
+pub async fn start_simulator() -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let simulator = simulator::Simulator::new(simulator::Config::default());
+    tokio::spawn(async move {
+        if let Err(e) = Arc::clone(&simulator).serve(listener).await {
+            tracing::error!(error = %e, "the embedded simulator stopped");
+        }
+    });
+    Ok(url)
+}
+
+/// Whether `url` points at this machine.
+pub fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = if rest.starts_with('[') {
+        rest.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or_default()
+    } else {
+        rest.split([':', '/']).next().unwrap_or_default()
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+/// The demo credentials still in use, by setting name.
+pub fn demo_credentials_in_use(settings: &Settings) -> Vec<String> {
+    let mut found = Vec::new();
+    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY || settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET {
+        found.push("upstream.consumer_key/consumer_secret".to_string());
+    }
+    for (name, h) in &settings.handles {
+        if h.token == sim::DEMO_TOKEN || h.token_secret.expose_secret() == sim::DEMO_TOKEN_SECRET {
+            found.push(format!("handles.{name}"));
+        }
+    }
+    let demo_key = key_hash("demo-key");
+    for (name, c) in &settings.clients {
+        if c.key_sha256.eq_ignore_ascii_case(&demo_key) {
+            found.push(format!("clients.{name} (key \"demo-key\")"));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_recognized() {
+        for url in ["http://127.0.0.1:9090", "http://localhost:1/x", "http://[::1]:80", "127.0.0.2"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["https://data-api.x.com", "http://10.0.0.1:80", "http://127example.com"] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_use_every_demo_credential() {
+        assert_eq!(demo_credentials_in_use(&Settings::defaults()).len(), 3);
+    }
+}

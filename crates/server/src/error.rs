@@ -1,0 +1,135 @@
+//! Every way a question can fail, each with one status and a message a person can act on.
+//! Bodies keep the upstream's shape, `{"errors": [...]}`, so drop-in clients read them as
+//! they read the API's; failed slices are listed beside.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engagement::ApiError;
+use serde::Serialize;
+
+/// A slice (a batch of Tweets over one window) that could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedSlice {
+    pub start: String,
+    pub end: String,
+    pub tweet_ids: Vec<String>,
+    /// The upstream's last status, if it answered.
+    pub status: Option<u16>,
+    /// What the upstream said, or what went wrong on the way.
+    pub errors: Vec<String>,
+    pub attempts: u32,
+}
+
+/// Why a question got no full answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    BadRequest(ApiError),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the upstream refused a batch ({status})")]
+    UpstreamRefused { status: u16, errors: Vec<String>, failed: Vec<FailedSlice> },
+    #[error("the upstream rate budget has no room before the deadline")]
+    RateBudget { retry_after: Duration, failed: Vec<FailedSlice> },
+    #[error("upstream calls kept failing after retries")]
+    UpstreamFailed { failed: Vec<FailedSlice> },
+    #[error("the request's deadline passed")]
+    DeadlineExceeded { timeout: Duration, failed: Vec<FailedSlice> },
+    #[error("too many requests in flight")]
+    Overloaded { retry_after: Duration },
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    errors: Vec<String>,
+    #[serde(skip_serializing_if = "<[FailedSlice]>::is_empty")]
+    failed_slices: &'a [FailedSlice],
+}
+
+impl ServiceError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::UpstreamRefused { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            ServiceError::RateBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ServiceError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let slices = |failed: &[FailedSlice]| {
+            let n = failed.len();
+            format!("{n} slice{} could not be had; see failed_slices", if n == 1 { "" } else { "s" })
+        };
+        match self {
+            ServiceError::BadRequest(e) => e.errors.clone(),
+            ServiceError::UpstreamRefused { errors, .. } => errors.clone(),
+            ServiceError::RateBudget { retry_after, failed } => vec![format!(
+                "the upstream's per-minute budget has no room for this question before its deadline; retry in {} s ({})",
+                retry_after.as_secs().max(1),
+                slices(failed)
+            )],
+            ServiceError::UpstreamFailed { failed } => vec![format!(
+                "the Engagement API kept failing after retries ({}); retry later, or send \"partial\": true to /v1/historical for the rest",
+                slices(failed)
+            )],
+            ServiceError::DeadlineExceeded { timeout, failed } => vec![format!(
+                "the question was not answered within {} s ({}); ask for fewer Tweets or a shorter range, or retry",
+                timeout.as_secs(),
+                slices(failed)
+            )],
+            ServiceError::Overloaded { retry_after } => vec![format!(
+                "the service is answering as many questions as it may; retry in {} s",
+                retry_after.as_secs().max(1)
+            )],
+            other => vec![other.to_string()],
+        }
+    }
+
+    fn failed(&self) -> &[FailedSlice] {
+        match self {
+            ServiceError::UpstreamRefused { failed, .. }
+            | ServiceError::RateBudget { failed, .. }
+            | ServiceError::UpstreamFailed { failed }
+            | ServiceError::DeadlineExceeded { failed, .. } => failed,
+            _ => &[],
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServiceError::RateBudget { retry_after, .. } | ServiceError::Overloaded { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "question failed");
+        }
+        let body = Body { errors: self.messages(), failed_slices: self.failed() };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        }
+        response
+    }
+}

@@ -1,0 +1,212 @@
+//! Answering one `/historical` question: plan the slices, fetch the real ones through the
+//! shared scheduler with retries, synthesize the zeros, merge.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engagement::time::format_instant;
+use engagement::{Endpoint, Query, Response, TweetId};
+use serde::Serialize;
+use stitch::{Plan, Slice, absorb, synthesize};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use upstream::{AttemptError, Retried, retry::retry};
+
+use crate::auth::Caller;
+use crate::error::{FailedSlice, ServiceError};
+use crate::state::AppState;
+
+/// What a question took, for the native endpoint's `meta`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Meta {
+    pub start: String,
+    pub end: String,
+    /// Whether the end asked for was in the future and was clamped to the hour in progress.
+    pub end_clamped: bool,
+    pub tweets: usize,
+    pub batches: usize,
+    pub windows: usize,
+    pub slices_planned: usize,
+    pub slices_fetched: usize,
+    pub slices_synthesized: usize,
+    pub upstream_calls: u32,
+    pub retries: u32,
+    pub duration_ms: u64,
+}
+
+/// A stitched answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response,
+    pub meta: Meta,
+    /// Slices that could not be had (only when partial answers were asked for).
+    pub incomplete: Vec<FailedSlice>,
+}
+
+/// The outcome of one real slice.
+struct Fetched {
+    slice: Slice,
+    retried: Retried<Response>,
+}
+
+/// Answers `query` as `caller`. With `partial`, failed slices are listed instead of
+/// failing the question.
+pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partial: bool) -> Result<Answer, ServiceError> {
+    let started = Instant::now();
+    let Some(range) = query.range else {
+        return Err(ServiceError::Internal("a historical question without a range".into()));
+    };
+    let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+    let deadline = started + state.settings.request_timeout();
+    let query = Arc::new(query);
+    let lane = Arc::new(state.scheduler.lane());
+    let mut tasks = JoinSet::new();
+    for &slice in &plan.fetched {
+        let body = Query {
+            tweet_ids: plan.batches[slice.batch].clone(),
+            range: Some(slice.window),
+            end_clamped: false,
+            ..(*query).clone()
+        }
+        .to_raw();
+        let (state, lane, handle) = (Arc::clone(state), Arc::clone(&lane), Arc::clone(&caller.handle));
+        tasks.spawn(async move {
+            let retried = retry(&state.retry_policy, deadline, |_| async {
+                let _turn = lane.turn().await;
+                state.upstream.historical(&handle, &body, deadline).await
+            })
+            .await;
+            Fetched { slice, retried }
+        });
+    }
+
+    let mut merged = Response::default();
+    let mut done: HashSet<Slice> = HashSet::with_capacity(plan.fetched.len());
+    let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
+    let mut attempts = 0u32;
+    let mut fetched = 0usize;
+    let collected = tokio::time::timeout_at(deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            let Ok(Fetched { slice, retried }) = joined else {
+                return Err(ServiceError::Internal("a slice task failed".into()));
+            };
+            done.insert(slice);
+            attempts += retried.attempts;
+            match retried.result {
+                Ok(response) => {
+                    fetched += 1;
+                    absorb(&mut merged, response).map_err(|e| {
+                        ServiceError::UpstreamFailed { failed: vec![failed_slice(&plan, slice, &[format!("the upstream's answers do not add up: {e}")], None, retried.attempts)] }
+                    })?;
+                }
+                Err(error) => {
+                    failed.push((slice, error, retried.attempts));
+                    if !partial {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    tasks.abort_all();
+    let timed_out = collected.is_err();
+    if let Ok(Err(e)) = collected {
+        return Err(e);
+    }
+    if timed_out {
+        // Whatever did not finish is what the deadline cut off.
+        for &slice in &plan.fetched {
+            if !done.contains(&slice) {
+                failed.push((slice, AttemptError::Deadline, 0));
+            }
+        }
+    }
+    if !failed.is_empty() && !partial {
+        return Err(failure(&plan, &state.settings.request_timeout(), failed));
+    }
+
+    // Zeros for the windows before each batch existed, without the Tweets the API says
+    // are deleted (it leaves those out of every grouping).
+    let deleted: HashSet<TweetId> = merged.unavailable_tweet_ids.iter().copied().collect();
+    for (b, zeros) in plan.synthesized.iter().enumerate() {
+        if let Some(z) = zeros {
+            let shown: Vec<TweetId> = plan.batches[b].iter().copied().filter(|id| !deleted.contains(id)).collect();
+            absorb(&mut merged, synthesize(&shown, &query.types, &query.groupings, *z))
+                .map_err(|e| ServiceError::Internal(format!("synthesized zeros do not fit the answers: {e}")))?;
+        }
+    }
+    for g in &query.groupings {
+        merged.groupings.entry(g.name.clone()).or_insert_with(engagement::Node::branch);
+    }
+    merged.start = Some(format_instant(range.start));
+    merged.end = Some(format_instant(range.end));
+
+    let meta = Meta {
+        start: format_instant(range.start),
+        end: format_instant(range.end),
+        end_clamped: query.end_clamped,
+        tweets: query.tweet_ids.len(),
+        batches: plan.batches.len(),
+        windows: plan.windows.len(),
+        slices_planned: plan.planned(),
+        slices_fetched: fetched,
+        slices_synthesized: plan.synthesized_slices(),
+        upstream_calls: attempts,
+        retries: attempts.saturating_sub(done.len() as u32),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let incomplete = failed
+        .into_iter()
+        .map(|(slice, error, attempts)| failed_slice(&plan, slice, &[error.to_string()], error.status(), attempts))
+        .collect();
+    Ok(Answer { response: merged, meta, incomplete })
+}
+
+fn failed_slice(plan: &Plan, slice: Slice, errors: &[String], status: Option<u16>, attempts: u32) -> FailedSlice {
+    let errors = errors.to_vec();
+    FailedSlice {
+        start: format_instant(slice.window.start),
+        end: format_instant(slice.window.end),
+        tweet_ids: plan.batches[slice.batch].iter().map(ToString::to_string).collect(),
+        status,
+        errors,
+        attempts,
+    }
+}
+
+/// The client's error for a question whose slices failed, by the worst failure: a refusal
+/// by the upstream, then the rate budget, then the deadline, then transient failures.
+fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u32)>) -> ServiceError {
+    let slices: Vec<FailedSlice> = failed
+        .iter()
+        .map(|(slice, error, attempts)| {
+            let errors = match error {
+                AttemptError::Refused { errors, .. } => errors.clone(),
+                other => vec![other.to_string()],
+            };
+            failed_slice(plan, *slice, &errors, error.status(), *attempts)
+        })
+        .collect();
+    if let Some((_, AttemptError::Refused { status, errors }, _)) = failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Refused { .. })) {
+        // 400 and 403 are about the Tweets asked for, and pass through. Anything else the
+        // upstream refuses (401: the handle's credentials) is this service's problem.
+        return match status {
+            400 | 403 => ServiceError::UpstreamRefused { status: *status, errors: errors.clone(), failed: slices },
+            _ => ServiceError::UpstreamRefused {
+                status: 502,
+                errors: errors.iter().map(|e| format!("the Engagement API refused the service's call ({status}): {e}")).collect(),
+                failed: slices,
+            },
+        };
+    }
+    if let Some((_, AttemptError::Budget { wait }, _)) = failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Budget { .. })) {
+        return ServiceError::RateBudget { retry_after: *wait, failed: slices };
+    }
+    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline)) {
+        return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
+    }
+    ServiceError::UpstreamFailed { failed: slices }
+}

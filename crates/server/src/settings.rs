@@ -1,0 +1,169 @@
+//! The service's settings: `config/default.toml` (built into the binary), then an optional
+//! file named by `STITCHER_CONFIG`, then `STITCHER__SECTION__KEY` environment variables.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The defaults, as shipped in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Everything the service is set up with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    /// Handle name to its access token and secret.
+    #[serde(default)]
+    pub handles: BTreeMap<String, HandleSettings>,
+    /// Client name to its key hash and granted handles.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub request_timeout_secs: u64,
+    pub max_tweet_ids: usize,
+    pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// `None`: demo mode, with the simulator started in-process.
+    pub base_url: Option<String>,
+    pub consumer_key: String,
+    pub consumer_secret: SecretString,
+    pub max_in_flight: usize,
+    pub requests_per_minute: u32,
+    pub rate_burst: u32,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub call_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandleSettings {
+    pub token: String,
+    pub token_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// SHA-256 of the client's API key, in hex.
+    pub key_sha256: String,
+    pub handles: Vec<String>,
+}
+
+impl Settings {
+    /// Reads the defaults, the file named by `STITCHER_CONFIG` if set, and the environment.
+    pub fn load() -> Result<Settings, config::ConfigError> {
+        Settings::load_with(std::env::var("STITCHER_CONFIG").ok().as_deref(), None)
+    }
+
+    /// Like [`Settings::load`], with the file and the environment given (tests).
+    pub fn load_with(
+        file: Option<&str>,
+        env: Option<BTreeMap<String, String>>,
+    ) -> Result<Settings, config::ConfigError> {
+        let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::with_name(path).required(true));
+        }
+        let mut environment = Environment::with_prefix("STITCHER").prefix_separator("__").separator("__").try_parsing(true);
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars.into_iter().collect()));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone.
+    pub fn defaults() -> Settings {
+        Settings::load_with(None, Some(BTreeMap::new())).unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
+    }
+
+    fn check(&self) -> Result<(), config::ConfigError> {
+        let fail = |m: String| Err(config::ConfigError::Message(m));
+        if self.upstream.max_in_flight == 0 {
+            return fail("upstream.max_in_flight must be at least 1".into());
+        }
+        if self.upstream.max_attempts == 0 {
+            return fail("upstream.max_attempts must be at least 1".into());
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return fail("server.max_concurrent_requests must be at least 1".into());
+        }
+        for (name, client) in &self.clients {
+            if client.key_sha256.len() != 64 || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return fail(format!("clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"));
+            }
+            for h in &client.handles {
+                if !self.handles.contains_key(h) {
+                    return fail(format!("clients.{name} is granted handle \"{h}\", which is not under [handles]"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_are_demo_mode_on_8080() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert!(s.upstream.base_url.is_none());
+        assert_eq!(s.upstream.max_in_flight, 8);
+        assert_eq!(s.server.request_timeout_secs, 120);
+        assert_eq!(s.server.max_tweet_ids, 10_000);
+        assert_eq!(s.clients["demo"].handles, ["demo"]);
+        assert_eq!(s.handles["demo"].token_secret.expose_secret(), "demo-token-secret");
+    }
+
+    #[test]
+    fn the_environment_overrides_any_key() {
+        let env = BTreeMap::from([
+            ("STITCHER__SERVER__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("STITCHER__UPSTREAM__BASE_URL".to_string(), "https://data-api.x.com".to_string()),
+            ("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "32".to_string()),
+            ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(), "450".to_string()),
+            ("STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "from-env".to_string()),
+        ]);
+        let s = Settings::load_with(None, Some(env)).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
+        assert_eq!((s.upstream.max_in_flight, s.upstream.requests_per_minute, s.upstream.max_attempts), (32, 450, 3));
+        assert_eq!(s.upstream.consumer_secret.expose_secret(), "from-env");
+        assert!(!format!("{s:?}").contains("from-env"), "secrets do not print");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let env = BTreeMap::from([("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "0".to_string())]);
+        let err = Settings::load_with(None, Some(env)).unwrap_err().to_string();
+        assert!(err.contains("max_in_flight"), "{err}");
+    }
+}

@@ -1,0 +1,50 @@
+//! What every request shares: settings, clients, the upstream, the scheduler.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use engagement::Limits;
+use tokio::sync::Semaphore;
+use upstream::{RetryPolicy, Upstream};
+
+use crate::auth::Keyring;
+use crate::scheduler::Scheduler;
+use crate::settings::Settings;
+
+/// The service's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    pub keyring: Keyring,
+    pub upstream: Arc<dyn Upstream>,
+    pub scheduler: Scheduler,
+    pub retry_policy: RetryPolicy,
+    /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
+    pub limits: Limits,
+    /// Client requests being answered; full means `503` at once.
+    pub admission: Arc<Semaphore>,
+    /// False once shutdown has begun.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    /// The state for `settings`, calling `upstream`.
+    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>) -> AppState {
+        let u = &settings.upstream;
+        AppState {
+            keyring: Keyring::from_settings(&settings),
+            scheduler: Scheduler::new(u.max_in_flight),
+            retry_policy: RetryPolicy {
+                max_attempts: u.max_attempts,
+                base_delay: Duration::from_millis(u.retry_base_ms),
+                max_delay: Duration::from_millis(u.retry_max_ms),
+            },
+            limits: Limits { max_tweet_ids: settings.server.max_tweet_ids, max_span_hours: None, clamp_future_end: true },
+            admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
+            ready: AtomicBool::new(true),
+            upstream,
+            settings,
+        }
+    }
+}
