@@ -51,19 +51,35 @@ impl Application {
             }
         };
         let u = &settings.upstream;
-        let app = AppCredentials { consumer_key: u.consumer_key.clone(), consumer_secret: u.consumer_secret.expose_secret().into() };
+        let app = AppCredentials {
+            consumer_key: u.consumer_key.clone(),
+            consumer_secret: u.consumer_secret.expose_secret().into(),
+        };
         let budget = Arc::new(RateBudget::new(u.requests_per_minute, u.rate_burst));
-        let client = HttpUpstream::new(&upstream_url, app, budget, Duration::from_secs(u.call_timeout_secs))?;
+        let client = HttpUpstream::new(
+            &upstream_url,
+            app,
+            budget,
+            Duration::from_secs(u.call_timeout_secs),
+        )?;
         Self::with_upstream(settings, Arc::new(client), upstream_url).await
     }
 
     /// Like [`Application::build`], with the upstream given (tests, other stand-ins).
-    pub async fn with_upstream(settings: Settings, upstream: Arc<dyn Upstream>, upstream_url: String) -> anyhow::Result<Application> {
+    pub async fn with_upstream(
+        settings: Settings,
+        upstream: Arc<dyn Upstream>,
+        upstream_url: String,
+    ) -> anyhow::Result<Application> {
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         let state = Arc::new(AppState::new(settings, upstream));
-        Ok(Application { listener, state, upstream_url })
+        Ok(Application {
+            listener,
+            state,
+            upstream_url,
+        })
     }
 
     /// The address the service listens on.
@@ -82,7 +98,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, upstream = %self.upstream_url, "stitcher serving");
         let state = Arc::clone(&self.state);

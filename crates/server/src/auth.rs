@@ -56,8 +56,18 @@ impl Keyring {
             .clients
             .iter()
             .map(|(name, c)| {
-                let granted = c.handles.iter().filter_map(|h| handles.get(h.as_str()).cloned()).collect();
-                (c.key_sha256.to_ascii_lowercase(), Client { name: name.clone(), handles: granted })
+                let granted = c
+                    .handles
+                    .iter()
+                    .filter_map(|h| handles.get(h.as_str()).cloned())
+                    .collect();
+                (
+                    c.key_sha256.to_ascii_lowercase(),
+                    Client {
+                        name: name.clone(),
+                        handles: granted,
+                    },
+                )
             })
             .collect();
         Keyring { clients }
@@ -65,45 +75,76 @@ impl Keyring {
 
     /// Authenticates a request by its headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
-        let header = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
-            ServiceError::Unauthorized("missing credentials: send Authorization: Bearer <your API key>".into())
-        })?;
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ServiceError::Unauthorized(
+                    "missing credentials: send Authorization: Bearer <your API key>".into(),
+                )
+            })?;
         let key = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| ServiceError::Unauthorized("the Authorization header must be \"Bearer <your API key>\"".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Unauthorized(
+                    "the Authorization header must be \"Bearer <your API key>\"".into(),
+                )
+            })?;
         let client = self
             .clients
             .get(&key_hash(key))
             .ok_or_else(|| ServiceError::Unauthorized("unknown API key".into()))?;
-        let wanted = headers.get("x-handle").map(|v| v.to_str().unwrap_or_default().trim().trim_start_matches('@'));
+        let wanted = headers.get("x-handle").map(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .trim()
+                .trim_start_matches('@')
+        });
         let handle = match wanted {
-            Some(name) => client.handles.iter().find(|h| h.handle.eq_ignore_ascii_case(name)).ok_or_else(|| {
-                ServiceError::Forbidden(format!(
-                    "handle \"{name}\" is not granted to this API key; granted: {}",
-                    granted(client)
-                ))
-            })?,
+            Some(name) => client
+                .handles
+                .iter()
+                .find(|h| h.handle.eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    ServiceError::Forbidden(format!(
+                        "handle \"{name}\" is not granted to this API key; granted: {}",
+                        granted(client)
+                    ))
+                })?,
             None => match client.handles.as_slice() {
                 [only] => only,
-                [] => return Err(ServiceError::Forbidden("this API key is granted no handle".into())),
+                [] => {
+                    return Err(ServiceError::Forbidden(
+                        "this API key is granted no handle".into(),
+                    ));
+                }
                 _ => {
-                    return Err(ServiceError::BadRequest(engagement::ApiError::new(format!(
-                        "this API key may ask as several handles; pick one with the X-Handle header: {}",
-                        granted(client)
-                    ))));
+                    return Err(ServiceError::BadRequest(engagement::ApiError::new(
+                        format!(
+                            "this API key may ask as several handles; pick one with the X-Handle header: {}",
+                            granted(client)
+                        ),
+                    )));
                 }
             },
         };
-        Ok(Caller { client: client.name.clone(), handle: Arc::clone(handle) })
+        Ok(Caller {
+            client: client.name.clone(),
+            handle: Arc::clone(handle),
+        })
     }
 }
 
 fn granted(client: &Client) -> String {
-    client.handles.iter().map(|h| h.handle.as_str()).collect::<Vec<_>>().join(", ")
+    client
+        .handles
+        .iter()
+        .map(|h| h.handle.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -122,23 +163,45 @@ mod tests {
     #[test]
     fn the_demo_key_is_the_demo_handle() {
         let ring = Keyring::from_settings(&Settings::defaults());
-        let caller = ring.authenticate(&headers(&[("authorization", "Bearer demo-key")])).unwrap();
-        assert_eq!((caller.client.as_str(), caller.handle.handle.as_str()), ("demo", "demo"));
-        assert!(ring.authenticate(&headers(&[("authorization", "Bearer demo-key"), ("x-handle", "@demo")])).is_ok());
+        let caller = ring
+            .authenticate(&headers(&[("authorization", "Bearer demo-key")]))
+            .unwrap();
+        assert_eq!(
+            (caller.client.as_str(), caller.handle.handle.as_str()),
+            ("demo", "demo")
+        );
+        assert!(
+            ring.authenticate(&headers(&[
+                ("authorization", "Bearer demo-key"),
+                ("x-handle", "@demo")
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]
     fn missing_wrong_and_ungranted_are_refused() {
         let ring = Keyring::from_settings(&Settings::defaults());
-        let status = |h: &[(&'static str, &'static str)]| ring.authenticate(&headers(h)).unwrap_err().status().as_u16();
+        let status = |h: &[(&'static str, &'static str)]| {
+            ring.authenticate(&headers(h))
+                .unwrap_err()
+                .status()
+                .as_u16()
+        };
         assert_eq!(status(&[]), 401);
         assert_eq!(status(&[("authorization", "Bearer nope")]), 401);
         assert_eq!(status(&[("authorization", "Basic abc")]), 401);
-        assert_eq!(status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]), 403);
+        assert_eq!(
+            status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]),
+            403
+        );
     }
 
     #[test]
     fn key_hash_is_sha256_hex() {
-        assert_eq!(key_hash("demo-key"), "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c");
+        assert_eq!(
+            key_hash("demo-key"),
+            "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c"
+        );
     }
 }

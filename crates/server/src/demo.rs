@@ -26,7 +26,10 @@ pub async fn start_simulator() -> std::io::Result<String> {
 pub fn is_loopback(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = if rest.starts_with('[') {
-        rest.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or_default()
+        rest.split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or_default()
     } else {
         rest.split([':', '/']).next().unwrap_or_default()
     };
@@ -36,7 +39,9 @@ pub fn is_loopback(url: &str) -> bool {
 /// The demo credentials still in use, by setting name.
 pub fn demo_credentials_in_use(settings: &Settings) -> Vec<String> {
     let mut found = Vec::new();
-    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY || settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET {
+    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY
+        || settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET
+    {
         found.push("upstream.consumer_key/consumer_secret".to_string());
     }
     for (name, h) in &settings.handles {
@@ -59,10 +64,19 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognized() {
-        for url in ["http://127.0.0.1:9090", "http://localhost:1/x", "http://[::1]:80", "127.0.0.2"] {
+        for url in [
+            "http://127.0.0.1:9090",
+            "http://localhost:1/x",
+            "http://[::1]:80",
+            "127.0.0.2",
+        ] {
             assert!(is_loopback(url), "{url}");
         }
-        for url in ["https://data-api.x.com", "http://10.0.0.1:80", "http://127example.com"] {
+        for url in [
+            "https://data-api.x.com",
+            "http://10.0.0.1:80",
+            "http://127example.com",
+        ] {
             assert!(!is_loopback(url), "{url}");
         }
     }

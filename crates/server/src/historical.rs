@@ -52,12 +52,23 @@ struct Fetched {
 
 /// Answers `query` as `caller`. With `partial`, failed slices are listed instead of
 /// failing the question.
-pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partial: bool) -> Result<Answer, ServiceError> {
+pub async fn answer(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    query: Query,
+    partial: bool,
+) -> Result<Answer, ServiceError> {
     let started = Instant::now();
     let Some(range) = query.range else {
-        return Err(ServiceError::Internal("a historical question without a range".into()));
+        return Err(ServiceError::Internal(
+            "a historical question without a range".into(),
+        ));
     };
-    let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+    let plan = Arc::new(stitch::plan(
+        &query.tweet_ids,
+        range,
+        Endpoint::Historical.max_tweet_ids(),
+    ));
     let deadline = started + state.settings.request_timeout();
     let query = Arc::new(query);
     let lane = Arc::new(state.scheduler.lane());
@@ -70,7 +81,11 @@ pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partia
             ..(*query).clone()
         }
         .to_raw();
-        let (state, lane, handle) = (Arc::clone(state), Arc::clone(&lane), Arc::clone(&caller.handle));
+        let (state, lane, handle) = (
+            Arc::clone(state),
+            Arc::clone(&lane),
+            Arc::clone(&caller.handle),
+        );
         tasks.spawn(async move {
             let retried = retry(&state.retry_policy, deadline, |_| async {
                 let _turn = lane.turn().await;
@@ -96,8 +111,14 @@ pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partia
             match retried.result {
                 Ok(response) => {
                     fetched += 1;
-                    absorb(&mut merged, response).map_err(|e| {
-                        ServiceError::UpstreamFailed { failed: vec![failed_slice(&plan, slice, &[format!("the upstream's answers do not add up: {e}")], None, retried.attempts)] }
+                    absorb(&mut merged, response).map_err(|e| ServiceError::UpstreamFailed {
+                        failed: vec![failed_slice(
+                            &plan,
+                            slice,
+                            &[format!("the upstream's answers do not add up: {e}")],
+                            None,
+                            retried.attempts,
+                        )],
                     })?;
                 }
                 Err(error) => {
@@ -133,13 +154,25 @@ pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partia
     let deleted: HashSet<TweetId> = merged.unavailable_tweet_ids.iter().copied().collect();
     for (b, zeros) in plan.synthesized.iter().enumerate() {
         if let Some(z) = zeros {
-            let shown: Vec<TweetId> = plan.batches[b].iter().copied().filter(|id| !deleted.contains(id)).collect();
-            absorb(&mut merged, synthesize(&shown, &query.types, &query.groupings, *z))
-                .map_err(|e| ServiceError::Internal(format!("synthesized zeros do not fit the answers: {e}")))?;
+            let shown: Vec<TweetId> = plan.batches[b]
+                .iter()
+                .copied()
+                .filter(|id| !deleted.contains(id))
+                .collect();
+            absorb(
+                &mut merged,
+                synthesize(&shown, &query.types, &query.groupings, *z),
+            )
+            .map_err(|e| {
+                ServiceError::Internal(format!("synthesized zeros do not fit the answers: {e}"))
+            })?;
         }
     }
     for g in &query.groupings {
-        merged.groupings.entry(g.name.clone()).or_insert_with(engagement::Node::branch);
+        merged
+            .groupings
+            .entry(g.name.clone())
+            .or_insert_with(engagement::Node::branch);
     }
     merged.start = Some(format_instant(range.start));
     merged.end = Some(format_instant(range.end));
@@ -160,17 +193,32 @@ pub async fn answer(state: &Arc<AppState>, caller: &Caller, query: Query, partia
     };
     let incomplete = failed
         .into_iter()
-        .map(|(slice, error, attempts)| failed_slice(&plan, slice, &[error.to_string()], error.status(), attempts))
+        .map(|(slice, error, attempts)| {
+            failed_slice(&plan, slice, &[error.to_string()], error.status(), attempts)
+        })
         .collect();
-    Ok(Answer { response: merged, meta, incomplete })
+    Ok(Answer {
+        response: merged,
+        meta,
+        incomplete,
+    })
 }
 
-fn failed_slice(plan: &Plan, slice: Slice, errors: &[String], status: Option<u16>, attempts: u32) -> FailedSlice {
+fn failed_slice(
+    plan: &Plan,
+    slice: Slice,
+    errors: &[String],
+    status: Option<u16>,
+    attempts: u32,
+) -> FailedSlice {
     let errors = errors.to_vec();
     FailedSlice {
         start: format_instant(slice.window.start),
         end: format_instant(slice.window.end),
-        tweet_ids: plan.batches[slice.batch].iter().map(ToString::to_string).collect(),
+        tweet_ids: plan.batches[slice.batch]
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         status,
         errors,
         attempts,
@@ -179,7 +227,11 @@ fn failed_slice(plan: &Plan, slice: Slice, errors: &[String], status: Option<u16
 
 /// The client's error for a question whose slices failed, by the worst failure: a refusal
 /// by the upstream, then the rate budget, then the deadline, then transient failures.
-fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u32)>) -> ServiceError {
+fn failure(
+    plan: &Plan,
+    timeout: &Duration,
+    failed: Vec<(Slice, AttemptError, u32)>,
+) -> ServiceError {
     let slices: Vec<FailedSlice> = failed
         .iter()
         .map(|(slice, error, attempts)| {
@@ -190,23 +242,47 @@ fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u3
             failed_slice(plan, *slice, &errors, error.status(), *attempts)
         })
         .collect();
-    if let Some((_, AttemptError::Refused { status, errors }, _)) = failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Refused { .. })) {
+    if let Some((_, AttemptError::Refused { status, errors }, _)) = failed
+        .iter()
+        .find(|(_, e, _)| matches!(e, AttemptError::Refused { .. }))
+    {
         // 400 and 403 are about the Tweets asked for, and pass through. Anything else the
         // upstream refuses (401: the handle's credentials) is this service's problem.
         return match status {
-            400 | 403 => ServiceError::UpstreamRefused { status: *status, errors: errors.clone(), failed: slices },
+            400 | 403 => ServiceError::UpstreamRefused {
+                status: *status,
+                errors: errors.clone(),
+                failed: slices,
+            },
             _ => ServiceError::UpstreamRefused {
                 status: 502,
-                errors: errors.iter().map(|e| format!("the Engagement API refused the service's call ({status}): {e}")).collect(),
+                errors: errors
+                    .iter()
+                    .map(|e| {
+                        format!("the Engagement API refused the service's call ({status}): {e}")
+                    })
+                    .collect(),
                 failed: slices,
             },
         };
     }
-    if let Some((_, AttemptError::Budget { wait }, _)) = failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Budget { .. })) {
-        return ServiceError::RateBudget { retry_after: *wait, failed: slices };
+    if let Some((_, AttemptError::Budget { wait }, _)) = failed
+        .iter()
+        .find(|(_, e, _)| matches!(e, AttemptError::Budget { .. }))
+    {
+        return ServiceError::RateBudget {
+            retry_after: *wait,
+            failed: slices,
+        };
     }
-    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline)) {
-        return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
+    if failed
+        .iter()
+        .any(|(_, e, _)| matches!(e, AttemptError::Deadline))
+    {
+        return ServiceError::DeadlineExceeded {
+            timeout: *timeout,
+            failed: slices,
+        };
     }
     ServiceError::UpstreamFailed { failed: slices }
 }

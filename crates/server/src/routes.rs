@@ -23,17 +23,31 @@ use crate::state::AppState;
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Admits, authenticates and reads a question; then answers it.
-async fn ask(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>, native: bool) -> Result<Answer, ServiceError> {
+async fn ask(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    native: bool,
+) -> Result<Answer, ServiceError> {
     let _admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
-        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
+        .map_err(|_| ServiceError::Overloaded {
+            retry_after: OVERLOADED_RETRY_AFTER,
+        })?;
     let caller = state.keyring.authenticate(headers)?;
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge { limit: state.settings.server.max_body_bytes },
-        _ => ServiceError::BadRequest(ApiError::new(format!("the request body could not be read: {rejection}"))),
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge {
+            limit: state.settings.server.max_body_bytes,
+        },
+        _ => ServiceError::BadRequest(ApiError::new(format!(
+            "the request body could not be read: {rejection}"
+        ))),
     })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ServiceError::BadRequest(ApiError::new(format!("the request body is not valid JSON: {e}"))))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ServiceError::BadRequest(ApiError::new(format!(
+            "the request body is not valid JSON: {e}"
+        )))
+    })?;
     let partial = match value.get("partial") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) if native => *b,
@@ -42,26 +56,47 @@ async fn ask(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, Byt
                 "\"partial\" is only for /v1/historical; the drop-in endpoint answers in full or not at all",
             )));
         }
-        Some(other) => return Err(ServiceError::BadRequest(ApiError::new(format!("\"partial\" must be true or false, not {other}")))),
+        Some(other) => {
+            return Err(ServiceError::BadRequest(ApiError::new(format!(
+                "\"partial\" must be true or false, not {other}"
+            ))));
+        }
     };
-    let query = Query::from_json(Endpoint::Historical, &value, &state.limits, chrono::Utc::now()).map_err(ServiceError::BadRequest)?;
+    let query = Query::from_json(
+        Endpoint::Historical,
+        &value,
+        &state.limits,
+        chrono::Utc::now(),
+    )
+    .map_err(ServiceError::BadRequest)?;
     historical::answer(state, &caller, query, partial).await
 }
 
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
-pub async fn drop_in(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ServiceError> {
+pub async fn drop_in(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
     let answer = ask(&state, &headers, body, false).await?;
     Ok(Json(answer.response.styled(CountStyle::Strings)).into_response())
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
-pub async fn native(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ServiceError> {
+pub async fn native(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
     let answer = ask(&state, &headers, body, true).await?;
-    let mut meta = serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let mut meta =
+        serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if !answer.incomplete.is_empty() {
-        meta["incomplete"] = serde_json::to_value(&answer.incomplete).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        meta["incomplete"] = serde_json::to_value(&answer.incomplete)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
     }
-    let data = serde_json::to_value(answer.response.styled(CountStyle::Integers)).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let data = serde_json::to_value(answer.response.styled(CountStyle::Integers))
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(Json(json!({ "data": data, "meta": meta })).into_response())
 }
 
@@ -75,12 +110,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting down" })),
+        )
+            .into_response()
     }
 }
 
 /// Any other path.
 pub async fn not_found(uri: axum::http::Uri) -> Response {
-    let message = format!("no such route: {}; the service answers POST /insights/engagement/historical and POST /v1/historical", uri.path());
+    let message = format!(
+        "no such route: {}; the service answers POST /insights/engagement/historical and POST /v1/historical",
+        uri.path()
+    );
     (StatusCode::NOT_FOUND, Json(ApiError::new(message))).into_response()
 }

@@ -77,11 +77,15 @@ impl Settings {
         file: Option<&str>,
         env: Option<BTreeMap<String, String>>,
     ) -> Result<Settings, config::ConfigError> {
-        let mut builder = config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::with_name(path).required(true));
         }
-        let mut environment = Environment::with_prefix("STITCHER").prefix_separator("__").separator("__").try_parsing(true);
+        let mut environment = Environment::with_prefix("STITCHER")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -92,7 +96,8 @@ impl Settings {
 
     /// The defaults alone.
     pub fn defaults() -> Settings {
-        Settings::load_with(None, Some(BTreeMap::new())).unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
+        Settings::load_with(None, Some(BTreeMap::new()))
+            .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
     }
 
     fn check(&self) -> Result<(), config::ConfigError> {
@@ -107,12 +112,18 @@ impl Settings {
             return fail("server.max_concurrent_requests must be at least 1".into());
         }
         for (name, client) in &self.clients {
-            if client.key_sha256.len() != 64 || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return fail(format!("clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"));
+            if client.key_sha256.len() != 64
+                || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return fail(format!(
+                    "clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"
+                ));
             }
             for h in &client.handles {
                 if !self.handles.contains_key(h) {
-                    return fail(format!("clients.{name} is granted handle \"{h}\", which is not under [handles]"));
+                    return fail(format!(
+                        "clients.{name} is granted handle \"{h}\", which is not under [handles]"
+                    ));
                 }
             }
         }
@@ -139,31 +150,70 @@ mod tests {
         assert_eq!(s.server.request_timeout_secs, 120);
         assert_eq!(s.server.max_tweet_ids, 10_000);
         assert_eq!(s.clients["demo"].handles, ["demo"]);
-        assert_eq!(s.handles["demo"].token_secret.expose_secret(), "demo-token-secret");
+        assert_eq!(
+            s.handles["demo"].token_secret.expose_secret(),
+            "demo-token-secret"
+        );
     }
 
     #[test]
     fn the_environment_overrides_any_key() {
         let env = BTreeMap::from([
-            ("STITCHER__SERVER__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
-            ("STITCHER__UPSTREAM__BASE_URL".to_string(), "https://data-api.x.com".to_string()),
-            ("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "32".to_string()),
-            ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(), "450".to_string()),
-            ("STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(), "3".to_string()),
-            ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "from-env".to_string()),
+            (
+                "STITCHER__SERVER__LISTEN".to_string(),
+                "0.0.0.0:9000".to_string(),
+            ),
+            (
+                "STITCHER__UPSTREAM__BASE_URL".to_string(),
+                "https://data-api.x.com".to_string(),
+            ),
+            (
+                "STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(),
+                "32".to_string(),
+            ),
+            (
+                "STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(),
+                "450".to_string(),
+            ),
+            (
+                "STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(),
+                "3".to_string(),
+            ),
+            (
+                "STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(),
+                "from-env".to_string(),
+            ),
         ]);
         let s = Settings::load_with(None, Some(env)).unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:9000");
-        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
-        assert_eq!((s.upstream.max_in_flight, s.upstream.requests_per_minute, s.upstream.max_attempts), (32, 450, 3));
+        assert_eq!(
+            s.upstream.base_url.as_deref(),
+            Some("https://data-api.x.com")
+        );
+        assert_eq!(
+            (
+                s.upstream.max_in_flight,
+                s.upstream.requests_per_minute,
+                s.upstream.max_attempts
+            ),
+            (32, 450, 3)
+        );
         assert_eq!(s.upstream.consumer_secret.expose_secret(), "from-env");
-        assert!(!format!("{s:?}").contains("from-env"), "secrets do not print");
+        assert!(
+            !format!("{s:?}").contains("from-env"),
+            "secrets do not print"
+        );
     }
 
     #[test]
     fn bad_settings_are_refused_with_a_reason() {
-        let env = BTreeMap::from([("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "0".to_string())]);
-        let err = Settings::load_with(None, Some(env)).unwrap_err().to_string();
+        let env = BTreeMap::from([(
+            "STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(),
+            "0".to_string(),
+        )]);
+        let err = Settings::load_with(None, Some(env))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_in_flight"), "{err}");
     }
 }

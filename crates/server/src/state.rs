@@ -40,7 +40,11 @@ impl AppState {
                 base_delay: Duration::from_millis(u.retry_base_ms),
                 max_delay: Duration::from_millis(u.retry_max_ms),
             },
-            limits: Limits { max_tweet_ids: settings.server.max_tweet_ids, max_span_hours: None, clamp_future_end: true },
+            limits: Limits {
+                max_tweet_ids: settings.server.max_tweet_ids,
+                max_span_hours: None,
+                clamp_future_end: true,
+            },
             admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
             ready: AtomicBool::new(true),
             upstream,

@@ -190,7 +190,10 @@ async fn answer_call(
         Err(e) => return Reply::error(400, format!("the request body is not valid JSON: {e}")),
     };
     let starts = &sim.config.faults.failing_window_starts;
-    let start = value.get("start").and_then(Value::as_str).and_then(engagement::parse_instant);
+    let start = value
+        .get("start")
+        .and_then(Value::as_str)
+        .and_then(engagement::parse_instant);
     if start.is_some_and(|s| starts.iter().any(|f| engagement::time::floor_hour(s) == *f)) {
         return Reply::error(503, "Service unavailable for this window, please retry");
     }
