@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The defaults, as shipped in `config/default.toml`.
@@ -111,6 +111,22 @@ impl Settings {
         if self.server.max_concurrent_requests == 0 {
             return fail("server.max_concurrent_requests must be at least 1".into());
         }
+        if self.upstream.base_url.is_some() {
+            if self.upstream.consumer_secret.expose_secret().is_empty() {
+                return fail(
+                    "upstream.consumer_secret is empty: set STITCHER__UPSTREAM__CONSUMER_SECRET"
+                        .into(),
+                );
+            }
+            for (name, h) in &self.handles {
+                if h.token_secret.expose_secret().is_empty() {
+                    return fail(format!(
+                        "handles.{name}.token_secret is empty: set STITCHER__HANDLES__{}__TOKEN_SECRET",
+                        name.to_ascii_uppercase()
+                    ));
+                }
+            }
+        }
         for (name, client) in &self.clients {
             if client.key_sha256.len() != 64
                 || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
@@ -139,7 +155,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn defaults_are_demo_mode_on_8080() {
@@ -202,6 +217,42 @@ mod tests {
         assert!(
             !format!("{s:?}").contains("from-env"),
             "secrets do not print"
+        );
+    }
+
+    #[test]
+    fn the_production_example_needs_its_secrets_from_the_environment() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/production.example.toml"
+        );
+        let err = Settings::load_with(Some(path), Some(BTreeMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STITCHER__UPSTREAM__CONSUMER_SECRET"), "{err}");
+        let env = BTreeMap::from([
+            (
+                "STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(),
+                "cs".to_string(),
+            ),
+            (
+                "STITCHER__HANDLES__BRAND__TOKEN_SECRET".to_string(),
+                "b".to_string(),
+            ),
+            (
+                "STITCHER__HANDLES__BRAND_SUPPORT__TOKEN_SECRET".to_string(),
+                "bs".to_string(),
+            ),
+        ]);
+        let s = Settings::load_with(Some(path), Some(env)).unwrap();
+        assert_eq!(
+            s.upstream.base_url.as_deref(),
+            Some("https://data-api.x.com")
+        );
+        assert_eq!(s.clients["dashboards"].handles, ["brand", "brand_support"]);
+        assert_eq!(
+            s.handles["brand_support"].token_secret.expose_secret(),
+            "bs"
         );
     }
 

@@ -1,0 +1,25 @@
+# Multi-stage build: cargo-chef caches the dependency build in its own layer, so a code
+# change rebuilds only the workspace's crates.
+FROM rust:1-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin stitcher --bin engagement-sim
+
+# Distroless carries CA certificates and runs as a non-root user.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /app/target/release/stitcher /usr/local/bin/stitcher
+COPY --from=builder /app/target/release/engagement-sim /usr/local/bin/engagement-sim
+COPY config /etc/stitcher
+ENV STITCHER__SERVER__LISTEN=0.0.0.0:8080
+USER nonroot
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/stitcher"]

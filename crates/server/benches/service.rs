@@ -1,0 +1,417 @@
+//! The service's benchmark table: fan-out against a slow upstream, calls saved by the
+//! creation-time cut, merge cost against plain JSON parsing, and peak memory.
+//!
+//! `cargo bench -p server --bench service` prints the tables of BENCHMARKS.md. Every
+//! timing is a ratio measured in the same run (service vs. ideal, merge vs. parse).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use engagement::time::{floor_hour, format_instant};
+use engagement::{Endpoint, Limits, Response, TimeRange, TweetId};
+use serde_json::{Value, json};
+use server::{Application, Settings};
+use simulator::faults::Faults;
+use simulator::{Clock, Config, Simulator};
+
+fn now() -> DateTime<Utc> {
+    floor_hour(Utc::now())
+}
+
+/// `n` Tweets created `days_old` days ago (spread over a day).
+fn tweets(n: u64, days_old: f64, salt: u64) -> Vec<TweetId> {
+    (0..n)
+        .map(|k| {
+            let at = now()
+                - chrono::Duration::seconds(((days_old + k as f64 / n as f64) * 86_400.0) as i64);
+            TweetId(TweetId::minted_at(at).0 + salt)
+        })
+        .collect()
+}
+
+fn question(ids: &[TweetId], range: TimeRange, groupings: Value, types: &[&str]) -> Value {
+    json!({
+        "tweet_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "engagement_types": types,
+        "groupings": groupings,
+        "start": format_instant(range.start),
+        "end": format_instant(range.end),
+    })
+}
+
+fn per_tweet() -> Value {
+    json!({"per tweet": {"group_by": ["tweet.id", "engagement.type"]}})
+}
+
+/// A simulator on its own thread and runtime, so its work does not share the service's.
+fn start_simulator(config: Config) -> (String, Arc<Simulator>) {
+    let sim = Simulator::new(Config {
+        clock: Clock::Fixed(now()),
+        ..config
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let served = Arc::clone(&sim);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            served.serve(listener).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), sim)
+}
+
+async fn start_service(sim_url: &str, in_flight: usize) -> String {
+    let env = [
+        ("STITCHER__SERVER__LISTEN", "127.0.0.1:0".to_string()),
+        ("STITCHER__UPSTREAM__BASE_URL", sim_url.to_string()),
+        ("STITCHER__UPSTREAM__MAX_IN_FLIGHT", in_flight.to_string()),
+        ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "600".to_string()),
+    ];
+    let settings = Settings::load_with(
+        None,
+        Some(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+    )
+    .unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run());
+    url
+}
+
+async fn ask(url: &str, body: &Value) -> (Duration, Value) {
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/historical"))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    (started.elapsed(), answer)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn creation_cut_table() {
+    println!(
+        "\n## A 2-year question for 100 Tweets created over the last 3 years (200 ms upstream latency, max_in_flight 8)\n"
+    );
+    let latency = Duration::from_millis(200);
+    let (sim_url, sim) = start_simulator(Config {
+        faults: Faults {
+            latency,
+            ..Faults::default()
+        },
+        ..Config::default()
+    });
+    let url = start_service(&sim_url, 8).await;
+    let ids: Vec<TweetId> = (0..100)
+        .flat_map(|k| tweets(1, k as f64 * 365.0 * 3.0 / 100.0, k))
+        .collect();
+    let range = TimeRange::covering(
+        now() - chrono::Duration::days(730),
+        now() - chrono::Duration::days(1),
+    );
+    let (took, answer) = ask(
+        &url,
+        &question(&ids, range, per_tweet(), &["impressions", "engagements"]),
+    )
+    .await;
+    let calls = answer["meta"]["upstream_calls"].as_u64().unwrap();
+    let planned = answer["meta"]["slices_planned"].as_u64().unwrap();
+    let ideal = latency * calls.div_ceil(8) as u32;
+    println!(
+        "| calls made | windows × batches | wall time | ideal ceil(calls/8) × 200 ms | calls × 200 ms | wall / ideal |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {calls} | {planned} | {} | {} | {} | {:.2} |",
+        ms(took),
+        ms(ideal),
+        ms(latency * calls as u32),
+        took.as_secs_f64() / ideal.as_secs_f64()
+    );
+    assert_eq!(sim.stats().requests_total, calls);
+}
+
+async fn fan_out_table() {
+    println!(
+        "\n## Fan-out: wall time vs. ideal ceil(calls / in_flight) × latency (100 ms upstream latency)\n"
+    );
+    let latency = Duration::from_millis(100);
+    let (sim_url, _sim) = start_simulator(Config {
+        faults: Faults {
+            latency,
+            ..Faults::default()
+        },
+        ..Config::default()
+    });
+    // All Tweets older than the range: calls = batches × windows exactly.
+    let cases: [(u64, i64); 3] = [(25, 30), (100, 25), (200, 50)];
+    println!("| calls | in_flight | wall time | ideal | wall / ideal |");
+    println!("|---|---|---|---|---|");
+    for in_flight in [1usize, 8, 32] {
+        let url = start_service(&sim_url, in_flight).await;
+        for (n, windows) in cases {
+            let ids = tweets(n, 3000.0, in_flight as u64);
+            let end = TimeRange::covering(now() - chrono::Duration::days(2), now()).start;
+            let anchor_aligned = stitch::windows(TimeRange {
+                start: end - chrono::Duration::days(28 * windows),
+                end,
+            });
+            let range = TimeRange {
+                start: anchor_aligned[0].start,
+                end,
+            };
+            let range = if stitch::windows(range).len() as i64 > windows {
+                TimeRange {
+                    start: anchor_aligned[1].start,
+                    end,
+                }
+            } else {
+                range
+            };
+            let (took, answer) =
+                ask(&url, &question(&ids, range, per_tweet(), &["impressions"])).await;
+            let calls = answer["meta"]["upstream_calls"].as_u64().unwrap();
+            let ideal = latency * calls.div_ceil(in_flight as u64) as u32;
+            println!(
+                "| {calls} | {in_flight} | {} | {} | {:.2} |",
+                ms(took),
+                ms(ideal),
+                took.as_secs_f64() / ideal.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn calls_saved_table() {
+    println!("\n## Calls saved: Tweets of mixed ages, 3-year question\n");
+    println!(
+        "| Tweets | ages | calls made | windows × batches | 27-day windows × batches (published Python client) |"
+    );
+    println!("|---|---|---|---|---|");
+    let range = TimeRange::covering(
+        now() - chrono::Duration::days(3 * 365),
+        now() - chrono::Duration::days(1),
+    );
+    for (label, ids) in [
+        ("all older than the range", tweets(100, 4.0 * 365.0, 0)),
+        (
+            "spread evenly over 3 years",
+            (0..100)
+                .flat_map(|k| tweets(1, k as f64 * 10.95, k))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "half from the last 90 days",
+            (0..100)
+                .flat_map(|k| {
+                    tweets(
+                        1,
+                        if k % 2 == 0 {
+                            k as f64 * 0.9
+                        } else {
+                            k as f64 * 10.95
+                        },
+                        k,
+                    )
+                })
+                .collect(),
+        ),
+        ("all from the last 30 days", tweets(100, 15.0, 0)),
+    ] {
+        let p = stitch::plan(&ids, range, 25);
+        let python = (range.hours() as u64).div_ceil(27 * 24) * p.batches.len() as u64;
+        println!(
+            "| {} | {label} | {} | {} | {python} |",
+            ids.len(),
+            p.fetched.len(),
+            p.planned()
+        );
+    }
+}
+
+fn merge_cost_table() {
+    println!(
+        "\n## Merge cost: parse + merge of the upstream answers vs. plain serde_json parsing of the same bytes\n"
+    );
+    println!("| question | answers | bytes | serde_json::Value parse | parse + merge | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let config = Config {
+        clock: Clock::Fixed(now()),
+        ..Config::default()
+    };
+    let model = simulator::Model {
+        seed: 0,
+        now: now(),
+    };
+    let end = now() - chrono::Duration::days(1);
+    for (label, n, days, groupings) in [
+        (
+            "1 year, 300 Tweets, daily",
+            300u64,
+            365i64,
+            json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
+        ),
+        (
+            "28 days, 25 Tweets, hourly",
+            25,
+            28,
+            json!({"hourly": {"group_by": ["tweet.id", "engagement.type", "engagement.day", "engagement.hour"]}}),
+        ),
+    ] {
+        let ids = tweets(n, days as f64 + 30.0, 0);
+        let range = TimeRange::covering(end - chrono::Duration::days(days), end);
+        let p = stitch::plan(&ids, range, 25);
+        let types = ["impressions", "engagements", "favorites"];
+        let bodies: Vec<Vec<u8>> = p
+            .fetched
+            .iter()
+            .map(|s| {
+                let q = question(&p.batches[s.batch], s.window, groupings.clone(), &types);
+                let r = simulator::answer(
+                    &config,
+                    &model,
+                    Endpoint::Historical,
+                    &q,
+                    &Limits::of(Endpoint::Historical),
+                )
+                .unwrap();
+                serde_json::to_vec(&r).unwrap()
+            })
+            .collect();
+        let bytes: usize = bodies.iter().map(Vec::len).sum();
+        let rounds = 5;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for b in &bodies {
+                std::hint::black_box(serde_json::from_slice::<Value>(b).unwrap());
+            }
+        }
+        let parse = started.elapsed() / rounds;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let mut acc = Response::default();
+            for b in &bodies {
+                stitch::absorb(&mut acc, serde_json::from_slice::<Response>(b).unwrap()).unwrap();
+            }
+            std::hint::black_box(acc);
+        }
+        let merge = started.elapsed() / rounds;
+        println!(
+            "| {label} | {} | {:.1} MB | {} | {} | {:.2} |",
+            bodies.len(),
+            bytes as f64 / 1e6,
+            ms(parse),
+            ms(merge),
+            merge.as_secs_f64() / parse.as_secs_f64()
+        );
+    }
+}
+
+/// Peak resident memory of a `stitcher` process (from /proc), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+async fn memory_table() {
+    println!("\n## Peak memory of the service process for the largest question\n");
+    let (sim_url, _sim) = start_simulator(Config::default());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stitcher"))
+        .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
+        .env("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "32")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("the stitcher binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/livez")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle = peak_rss(child.id()).unwrap_or(0);
+    println!("| question | answer size | peak RSS | target 4 × answer + 50 MB | idle RSS |");
+    println!("|---|---|---|---|---|");
+    let end = now() - chrono::Duration::days(1);
+    for (label, n, days, groupings) in [
+        (
+            "1 year, 300 Tweets, 3 types, daily",
+            300u64,
+            365i64,
+            json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
+        ),
+        (
+            "4 years, 1000 Tweets, 3 types, daily",
+            1000,
+            4 * 365,
+            json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
+        ),
+    ] {
+        let ids = tweets(n, days as f64 + 10.0, 0);
+        let range = TimeRange::covering(end - chrono::Duration::days(days), end);
+        let body = question(
+            &ids,
+            range,
+            groupings,
+            &["impressions", "engagements", "favorites"],
+        );
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/insights/engagement/historical"))
+            .bearer_auth("demo-key")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let size = resp.bytes().await.unwrap().len() as u64;
+        let peak = peak_rss(child.id()).unwrap_or(0);
+        println!(
+            "| {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB |",
+            size as f64 / 1e6,
+            peak as f64 / 1e6,
+            (4 * size + 50_000_000) as f64 / 1e6,
+            idle as f64 / 1e6
+        );
+    }
+    let _ = child.kill();
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` probes bench binaries; the table is for `cargo bench`.
+        return;
+    }
+    println!(
+        "# stitcher benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    creation_cut_table().await;
+    calls_saved_table();
+    merge_cost_table();
+    memory_table().await;
+    fan_out_table().await;
+}
