@@ -397,6 +397,7 @@ async fn memory_table() {
         );
     }
     let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[tokio::main]
