@@ -3,6 +3,7 @@
 //! service all speak through these types.
 
 pub mod error;
+pub mod oauth;
 pub mod render;
 pub mod request;
 pub mod time;

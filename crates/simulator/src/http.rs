@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::Simulator;
 use crate::config::Handle;
 use crate::faults::Fault;
-use crate::oauth::{OAuthHeader, base_string, normalize_url, query_pairs, sign, signatures_match};
 use crate::rate::Quota;
+use engagement::oauth::{Received, normalize_url, verify};
 
 /// How far a client's `oauth_timestamp` may be from the simulator's wall clock.
 const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
@@ -223,36 +223,6 @@ fn authenticate<'a>(
     headers: &HeaderMap,
 ) -> Result<&'a Handle, String> {
     let creds = &sim.config.credentials;
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(OAuthHeader::parse)
-        .ok_or("OAuth 1.0a Authorization header missing")?;
-    if header.get("oauth_signature_method") != Some("HMAC-SHA1") {
-        return Err("Unsupported signature method (HMAC-SHA1 is required)".into());
-    }
-    if header.get("oauth_consumer_key") != Some(creds.consumer_key.as_str()) {
-        return Err("Consumer key not found".into());
-    }
-    let token = header.get("oauth_token").ok_or("Access token not found")?;
-    let handle = creds
-        .handles
-        .iter()
-        .find(|h| h.token == token)
-        .ok_or("Access token not found")?;
-    let timestamp: i64 = header
-        .get("oauth_timestamp")
-        .and_then(|t| t.parse().ok())
-        .ok_or("oauth_timestamp missing")?;
-    if (timestamp - chrono::Utc::now().timestamp()).abs() > TIMESTAMP_TOLERANCE_SECS {
-        return Err("Timestamp out of bounds".into());
-    }
-    if header.get("oauth_nonce").is_none_or(str::is_empty) {
-        return Err("oauth_nonce missing".into());
-    }
-    let given = header
-        .get("oauth_signature")
-        .ok_or("oauth_signature missing")?;
     let url = match &sim.config.public_url {
         Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
         None => {
@@ -263,17 +233,35 @@ fn authenticate<'a>(
             normalize_url("http", host, uri.path())
         }
     };
-    let mut params: Vec<(String, String)> = header.signed_params().cloned().collect();
-    params.extend(query_pairs(uri.query().unwrap_or("")));
-    let expected = sign(
-        &base_string(method.as_str(), &url, &params),
+    let received = Received {
+        method: method.as_str(),
+        url: &url,
+        query: uri.query().unwrap_or(""),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let secret_of = |token: &str| {
+        creds
+            .handles
+            .iter()
+            .find(|h| h.token == token)
+            .map(|h| h.token_secret.clone())
+    };
+    let verified = verify(
+        &received,
+        &creds.consumer_key,
         &creds.consumer_secret,
-        &handle.token_secret,
-    );
-    if !signatures_match(given, &expected) {
-        return Err("Could not authenticate you (signature mismatch)".into());
-    }
-    Ok(handle)
+        secret_of,
+        chrono::Utc::now().timestamp(),
+        TIMESTAMP_TOLERANCE_SECS,
+    )
+    .map_err(|r| r.to_string())?;
+    creds
+        .handles
+        .iter()
+        .find(|h| h.token == verified.token)
+        .ok_or_else(|| "Access token not found".to_string())
 }
 
 async fn oracle(

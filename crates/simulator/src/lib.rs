@@ -7,7 +7,6 @@ pub mod config;
 pub mod faults;
 pub mod http;
 pub mod model;
-pub mod oauth;
 pub mod rate;
 pub mod stats;
 

@@ -1,5 +1,6 @@
 //! OAuth 1.0a (HMAC-SHA1) as a server checks it: read the `Authorization` header, rebuild
-//! the signature base string from the request as received, and compare signatures.
+//! the signature base string from the request as received, and compare signatures. The
+//! simulator checks the service's calls with it, and the service checks drop-in clients.
 //!
 //! This is written from the specification (RFC 5849 §3.4) on its own, so that it can check
 //! the client's signer (a separate library) rather than agree with it by construction.
@@ -132,6 +133,96 @@ pub fn signatures_match(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// A request as the server received it, for checking its signature.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub method: &'a str,
+    /// The URL the client signed, without query: see [`normalize_url`].
+    pub url: &'a str,
+    pub query: &'a str,
+    pub authorization: Option<&'a str>,
+}
+
+/// Why a signature was not accepted; the text is the reason given to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("OAuth 1.0a Authorization header missing")]
+    Missing,
+    #[error("Unsupported signature method (HMAC-SHA1 is required)")]
+    Method,
+    #[error("Consumer key not found")]
+    ConsumerKey,
+    #[error("Access token not found")]
+    Token,
+    #[error("Timestamp out of bounds")]
+    Timestamp,
+    #[error("oauth_nonce missing")]
+    Nonce,
+    #[error("Could not authenticate you (signature mismatch)")]
+    Signature,
+}
+
+/// What a verified signature says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub token: String,
+    pub nonce: String,
+    pub timestamp: i64,
+}
+
+/// Checks an OAuth 1.0a HMAC-SHA1 signature: the consumer key, the access token (whose
+/// secret `token_secret` finds), a timestamp within `tolerance_secs` of `now_unix`, a nonce,
+/// and the signature over the method, URL and query parameters. Replayed nonces are the
+/// caller's to refuse.
+pub fn verify(
+    request: &Received<'_>,
+    consumer_key: &str,
+    consumer_secret: &str,
+    token_secret: impl Fn(&str) -> Option<String>,
+    now_unix: i64,
+    tolerance_secs: i64,
+) -> Result<Verified, Rejection> {
+    let header = request
+        .authorization
+        .and_then(OAuthHeader::parse)
+        .ok_or(Rejection::Missing)?;
+    if header.get("oauth_signature_method") != Some("HMAC-SHA1") {
+        return Err(Rejection::Method);
+    }
+    if header.get("oauth_consumer_key") != Some(consumer_key) {
+        return Err(Rejection::ConsumerKey);
+    }
+    let token = header.get("oauth_token").ok_or(Rejection::Token)?;
+    let secret = token_secret(token).ok_or(Rejection::Token)?;
+    let timestamp: i64 = header
+        .get("oauth_timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or(Rejection::Timestamp)?;
+    if (timestamp - now_unix).abs() > tolerance_secs {
+        return Err(Rejection::Timestamp);
+    }
+    let nonce = header
+        .get("oauth_nonce")
+        .filter(|n| !n.is_empty())
+        .ok_or(Rejection::Nonce)?;
+    let given = header.get("oauth_signature").ok_or(Rejection::Signature)?;
+    let mut params: Vec<(String, String)> = header.signed_params().cloned().collect();
+    params.extend(query_pairs(request.query));
+    let expected = sign(
+        &base_string(request.method, request.url, &params),
+        consumer_secret,
+        &secret,
+    );
+    if !signatures_match(given, &expected) {
+        return Err(Rejection::Signature);
+    }
+    Ok(Verified {
+        token: token.to_string(),
+        nonce: nonce.to_string(),
+        timestamp,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +267,64 @@ mod tests {
             "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE",
         );
         assert_eq!(sig, "hCtSmYh+iHYCEqBWrE7C7hYmtUk=");
+    }
+
+    #[test]
+    fn verify_accepts_the_published_example_and_rejects_changes() {
+        // The example's parameters, moved into the header and query as a client sends them.
+        let header = r#"OAuth oauth_consumer_key="xvz1evFS4wEEPTGEFPHBog", oauth_nonce="kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg", oauth_signature="hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D", oauth_signature_method="HMAC-SHA1", oauth_timestamp="1318622958", oauth_token="370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb", oauth_version="1.0""#;
+        let request = Received {
+            method: "POST",
+            url: "https://api.twitter.com/1.1/statuses/update.json",
+            query: "include_entities=true&status=Hello%20Ladies%20%2B%20Gentlemen%2C%20a%20signed%20OAuth%20request%21",
+            authorization: Some(header),
+        };
+        let secret = |t: &str| {
+            (t == "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb")
+                .then(|| "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE".to_string())
+        };
+        let ck = "xvz1evFS4wEEPTGEFPHBog";
+        let cs = "kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw";
+        let ok = verify(&request, ck, cs, secret, 1318622958 + 10, 300).unwrap();
+        assert_eq!(ok.nonce, "kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg");
+        assert_eq!(
+            verify(&request, ck, cs, secret, 1318622958 + 301, 300),
+            Err(Rejection::Timestamp)
+        );
+        assert_eq!(
+            verify(&request, ck, "other", secret, 1318622958, 300),
+            Err(Rejection::Signature)
+        );
+        assert_eq!(
+            verify(&request, "other", cs, secret, 1318622958, 300),
+            Err(Rejection::ConsumerKey)
+        );
+        assert_eq!(
+            verify(&request, ck, cs, |_| None, 1318622958, 300),
+            Err(Rejection::Token)
+        );
+        let moved = Received {
+            url: "https://api.twitter.com/1.1/statuses/other.json",
+            ..request
+        };
+        assert_eq!(
+            verify(&moved, ck, cs, secret, 1318622958, 300),
+            Err(Rejection::Signature)
+        );
+        assert_eq!(
+            verify(
+                &Received {
+                    authorization: None,
+                    ..request
+                },
+                ck,
+                cs,
+                secret,
+                0,
+                300
+            ),
+            Err(Rejection::Missing)
+        );
     }
 
     #[test]
