@@ -1,11 +1,21 @@
-//! Who is asking, and as which handle: `Authorization: Bearer <api key>` matched against the
-//! SHA-256 hashes in the settings, and `X-Handle` among the client's granted handles.
+//! Who is asking, and as which handle. Two ways in:
+//!
+//! - `Authorization: Bearer <api key>`, matched against the SHA-256 hashes in the settings,
+//!   with `X-Handle` picking among the client's granted handles;
+//! - an OAuth 1.0a signature, as existing Engagement API clients send it: made with the
+//!   app's consumer key and a configured handle's access token, over the URL as the client
+//!   saw it (`server.public_base_url`, else `http://` + the `Host` header). It is
+//!   authenticated as that handle; timestamps more than 5 minutes off and replayed nonces
+//!   are refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use secrecy::ExposeSecret;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use engagement::oauth::{self, Received};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use upstream::HandleCredentials;
 
@@ -26,10 +36,20 @@ pub struct Caller {
     pub handle: Arc<HandleCredentials>,
 }
 
-/// Clients by key hash.
+/// How far an OAuth timestamp may be from this server's clock.
+pub const OAUTH_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// Clients by key hash, and handles by access token for OAuth callers.
 #[derive(Debug)]
 pub struct Keyring {
     clients: HashMap<String, Client>,
+    consumer_key: String,
+    consumer_secret: SecretString,
+    by_token: HashMap<String, Arc<HandleCredentials>>,
+    public_base_url: Option<String>,
+    /// Nonces seen within the timestamp tolerance (a nonce older than that is refused by
+    /// its timestamp anyway).
+    nonces: moka::sync::Cache<String, ()>,
 }
 
 /// The SHA-256 of `key` in lower-case hex.
@@ -52,6 +72,10 @@ impl Keyring {
                 (name.as_str(), Arc::new(creds))
             })
             .collect();
+        let by_token = handles
+            .values()
+            .map(|h| (h.token.clone(), Arc::clone(h)))
+            .collect();
         let clients = settings
             .clients
             .iter()
@@ -70,18 +94,105 @@ impl Keyring {
                 )
             })
             .collect();
-        Keyring { clients }
+        Keyring {
+            clients,
+            consumer_key: settings.upstream.consumer_key.clone(),
+            consumer_secret: settings.upstream.consumer_secret.clone(),
+            by_token,
+            public_base_url: settings.server.public_base_url.clone(),
+            nonces: moka::sync::Cache::builder()
+                .time_to_live(2 * OAUTH_TIMESTAMP_TOLERANCE)
+                .max_capacity(1_000_000)
+                .build(),
+        }
     }
 
-    /// Authenticates a request by its headers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ServiceError::Unauthorized(
-                    "missing credentials: send Authorization: Bearer <your API key>".into(),
-                )
-            })?;
+    /// Authenticates a request by its method, URI and headers.
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ServiceError> {
+        let is_oauth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("OAuth "));
+        if is_oauth {
+            self.oauth_caller(method, uri, headers)
+        } else {
+            self.bearer_caller(headers)
+        }
+    }
+
+    fn oauth_caller(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ServiceError> {
+        let url = match &self.public_base_url {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
+            None => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                oauth::normalize_url("http", host, uri.path())
+            }
+        };
+        let received = Received {
+            method: method.as_str(),
+            url: &url,
+            query: uri.query().unwrap_or(""),
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        };
+        let secret_of = |token: &str| {
+            self.by_token
+                .get(token)
+                .map(|h| h.token_secret.expose_secret().to_string())
+        };
+        let verified = oauth::verify(
+            &received,
+            &self.consumer_key,
+            self.consumer_secret.expose_secret(),
+            secret_of,
+            chrono::Utc::now().timestamp(),
+            OAUTH_TIMESTAMP_TOLERANCE.as_secs() as i64,
+        )
+        .map_err(|r| {
+            ServiceError::Unauthorized(format!(
+                "Your account could not be authenticated. Reason: {r}"
+            ))
+        })?;
+        let fresh = self
+            .nonces
+            .entry(format!("{}:{}", verified.token, verified.nonce))
+            .or_insert(())
+            .is_fresh();
+        if !fresh {
+            return Err(ServiceError::Unauthorized(
+                "Your account could not be authenticated. Reason: this oauth_nonce was already used; sign each request afresh".into(),
+            ));
+        }
+        let handle = self
+            .by_token
+            .get(&verified.token)
+            .ok_or_else(|| ServiceError::Unauthorized("Access token not found".into()))?;
+        Ok(Caller {
+            client: format!("oauth:{}", handle.handle),
+            handle: Arc::clone(handle),
+        })
+    }
+
+    fn bearer_caller(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
+        let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ServiceError::Unauthorized(
+                "missing credentials: send Authorization: Bearer <your API key>".into(),
+            )
+        })?;
         let key = header
             .to_str()
             .ok()
@@ -164,17 +275,22 @@ mod tests {
     fn the_demo_key_is_the_demo_handle() {
         let ring = Keyring::from_settings(&Settings::defaults());
         let caller = ring
-            .authenticate(&headers(&[("authorization", "Bearer demo-key")]))
+            .authenticate(
+                &Method::POST,
+                &Uri::from_static("/v1/historical"),
+                &headers(&[("authorization", "Bearer demo-key")]),
+            )
             .unwrap();
         assert_eq!(
             (caller.client.as_str(), caller.handle.handle.as_str()),
             ("demo", "demo")
         );
         assert!(
-            ring.authenticate(&headers(&[
-                ("authorization", "Bearer demo-key"),
-                ("x-handle", "@demo")
-            ]))
+            ring.authenticate(
+                &Method::POST,
+                &Uri::from_static("/v1/historical"),
+                &headers(&[("authorization", "Bearer demo-key"), ("x-handle", "@demo")])
+            )
             .is_ok()
         );
     }
@@ -183,10 +299,14 @@ mod tests {
     fn missing_wrong_and_ungranted_are_refused() {
         let ring = Keyring::from_settings(&Settings::defaults());
         let status = |h: &[(&'static str, &'static str)]| {
-            ring.authenticate(&headers(h))
-                .unwrap_err()
-                .status()
-                .as_u16()
+            ring.authenticate(
+                &Method::POST,
+                &Uri::from_static("/v1/historical"),
+                &headers(h),
+            )
+            .unwrap_err()
+            .status()
+            .as_u16()
         };
         assert_eq!(status(&[]), 401);
         assert_eq!(status(&[("authorization", "Bearer nope")]), 401);

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
@@ -22,10 +22,17 @@ use crate::state::AppState;
 /// How long an overloaded service asks clients to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// What authentication looks at.
+struct RequestHead {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
 /// Admits, authenticates and reads a question; then answers it.
 async fn ask(
     state: &Arc<AppState>,
-    headers: &HeaderMap,
+    request: &RequestHead,
     body: Result<Bytes, BytesRejection>,
     native: bool,
 ) -> Result<Answer, ServiceError> {
@@ -34,7 +41,9 @@ async fn ask(
         .map_err(|_| ServiceError::Overloaded {
             retry_after: OVERLOADED_RETRY_AFTER,
         })?;
-    let caller = state.keyring.authenticate(headers)?;
+    let caller = state
+        .keyring
+        .authenticate(&request.method, &request.uri, &request.headers)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge {
             limit: state.settings.server.max_body_bytes,
@@ -75,20 +84,44 @@ async fn ask(
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
 pub async fn drop_in(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
-    let answer = ask(&state, &headers, body, false).await?;
+    let answer = ask(
+        &state,
+        &RequestHead {
+            method,
+            uri,
+            headers,
+        },
+        body,
+        false,
+    )
+    .await?;
     Ok(Json(answer.response.styled(CountStyle::Strings)).into_response())
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
 pub async fn native(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
-    let answer = ask(&state, &headers, body, true).await?;
+    let answer = ask(
+        &state,
+        &RequestHead {
+            method,
+            uri,
+            headers,
+        },
+        body,
+        true,
+    )
+    .await?;
     let mut meta =
         serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if !answer.incomplete.is_empty() {

@@ -33,6 +33,9 @@ pub struct ServerSettings {
     pub max_tweet_ids: usize,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// The base URL clients see (e.g. `https://stitcher.example.com`), which OAuth 1.0a
+    /// signatures cover; by default `http://` + the `Host` header.
+    pub public_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
