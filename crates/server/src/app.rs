@@ -97,7 +97,9 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    /// Serves until `shutdown` completes. Then `/readyz` answers `503` and new questions are
+    /// refused at once, questions in flight get `server.shutdown_grace_secs` to finish, and
+    /// the server stops.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -105,14 +107,40 @@ impl Application {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, upstream = %self.upstream_url, "stitcher serving");
         let state = Arc::clone(&self.state);
-        let router = router(Arc::clone(&self.state));
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                state.ready.store(false, Ordering::SeqCst);
-                tracing::info!("shutting down: finishing requests in flight");
-            })
-            .await
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
+        let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = async move {
+            shutdown.await;
+            state.ready.store(false, Ordering::SeqCst);
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                in_flight = state.questions_in_flight(),
+                "shutting down: refusing new questions, finishing those in flight"
+            );
+            let deadline = tokio::time::Instant::now() + grace;
+            while state.questions_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = drained.send(());
+        };
+        let server = axum::serve(self.listener, router(Arc::clone(&self.state)))
+            .with_graceful_shutdown(draining);
+        // Once drained, connections that stay open (idle keep-alives, questions past the
+        // grace period) get a moment to close before the process stops anyway.
+        let hard_stop = async {
+            if drained_rx.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = server => served,
+            () = hard_stop => {
+                tracing::warn!("connections still open after the grace period; stopping");
+                Ok(())
+            }
+        }
     }
 
     /// Serves until the process is told to stop.

@@ -53,6 +53,10 @@ pub enum ServiceError {
     },
     #[error("too many requests in flight")]
     Overloaded { retry_after: Duration },
+    #[error(
+        "the service is shutting down and takes no new questions; retry against another instance"
+    )]
+    ShuttingDown,
     #[error("{0}")]
     Internal(String),
 }
@@ -78,7 +82,9 @@ impl ServiceError {
             ServiceError::RateBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ServiceError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +139,7 @@ impl ServiceError {
         match self {
             ServiceError::RateBudget { retry_after, .. }
             | ServiceError::Overloaded { retry_after } => Some(*retry_after),
+            ServiceError::ShuttingDown => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

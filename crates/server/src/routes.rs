@@ -36,6 +36,9 @@ async fn ask(
     body: Result<Bytes, BytesRejection>,
     native: bool,
 ) -> Result<Answer, ServiceError> {
+    if !state.ready.load(Ordering::SeqCst) {
+        return Err(ServiceError::ShuttingDown);
+    }
     let _admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
         .map_err(|_| ServiceError::Overloaded {

@@ -33,6 +33,8 @@ pub struct ServerSettings {
     pub max_tweet_ids: usize,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// After SIGTERM or Ctrl-C, how long questions in flight may take to finish.
+    pub shutdown_grace_secs: u64,
     /// The base URL clients see (e.g. `https://stitcher.example.com`), which OAuth 1.0a
     /// signatures cover; by default `http://` + the `Host` header.
     pub public_base_url: Option<String>,

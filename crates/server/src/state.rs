@@ -29,6 +29,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Questions being answered now.
+    pub fn questions_in_flight(&self) -> usize {
+        self.settings.server.max_concurrent_requests - self.admission.available_permits()
+    }
+
     /// The state for `settings`, calling `upstream`.
     pub fn new(settings: Settings, upstream: Arc<dyn Upstream>) -> AppState {
         let u = &settings.upstream;
