@@ -32,10 +32,7 @@ async fn post(world: &World, authorization: &str, body: &Value) -> (u16, Value) 
         .send()
         .await
         .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -58,45 +55,18 @@ async fn an_unmodified_oauth_client_gets_a_stitched_year() {
     // The same signature again is a replay.
     let (status, answer) = post(&world, &header, &body).await;
     assert_eq!(status, 401);
-    assert!(
-        answer["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{answer}"
-    );
+    assert!(answer["errors"][0].as_str().unwrap().contains("already used"), "{answer}");
 
     // A timestamp 10 minutes off, a wrong secret, another URL: refused.
     let stale = (chrono::Utc::now().timestamp() - 600) as u64;
-    let (status, answer) = post(
-        &world,
-        &signed(&url, Some(stale), "demo-token-secret"),
-        &body,
-    )
-    .await;
+    let (status, answer) = post(&world, &signed(&url, Some(stale), "demo-token-secret"), &body).await;
     assert_eq!(status, 401);
-    assert!(
-        answer["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("Timestamp out of bounds"),
-        "{answer}"
-    );
-    assert_eq!(
-        post(&world, &signed(&url, None, "wrong"), &body).await.0,
-        401
-    );
-    let elsewhere = signed(
-        &format!("{}/v1/historical", world.url),
-        None,
-        "demo-token-secret",
-    );
+    assert!(answer["errors"][0].as_str().unwrap().contains("Timestamp out of bounds"), "{answer}");
+    assert_eq!(post(&world, &signed(&url, None, "wrong"), &body).await.0, 401);
+    let elsewhere = signed(&format!("{}/v1/historical", world.url), None, "demo-token-secret");
     assert_eq!(post(&world, &elsewhere, &body).await.0, 401);
     assert!(world.upstream_calls() > 0);
 
     // Bearer keys keep working.
-    assert_eq!(
-        world.ask("/insights/engagement/historical", &body).await.0,
-        200
-    );
+    assert_eq!(world.ask("/insights/engagement/historical", &body).await.0, 200);
 }

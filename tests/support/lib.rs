@@ -32,14 +32,7 @@ impl World {
     /// A world whose simulator has `config` (its clock fixed at [`test_now`]) and whose
     /// service has the default settings overridden by `env` (`STITCHER__...` names).
     pub async fn start(config: Config, env: &[(&str, &str)]) -> World {
-        World::start_with_clock(
-            Config {
-                clock: Clock::Fixed(test_now()),
-                ..config
-            },
-            env,
-        )
-        .await
+        World::start_with_clock(Config { clock: Clock::Fixed(test_now()), ..config }, env).await
     }
 
     /// Like [`World::start`], with the simulator's clock as `config` has it.
@@ -62,13 +55,7 @@ impl World {
         let app = Application::build(settings).await.unwrap();
         let url = format!("http://{}", app.local_addr().unwrap());
         tokio::spawn(app.run());
-        World {
-            url,
-            sim_url,
-            sim,
-            http: reqwest::Client::new(),
-            now,
-        }
+        World { url, sim_url, sim, http: reqwest::Client::new(), now }
     }
 
     /// `POST` to the service with the demo key.
@@ -89,13 +76,8 @@ impl World {
 
     /// The simulator's unlimited answer to `body`.
     pub async fn oracle(&self, body: &Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/_oracle/historical", self.sim_url))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            self.http.post(format!("{}/_oracle/historical", self.sim_url)).json(body).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         resp.json().await.unwrap()
     }
@@ -142,11 +124,7 @@ impl Dice {
 pub fn counts_as_strings(v: Value) -> Value {
     match v {
         Value::Number(n) => Value::String(n.to_string()),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k, counts_as_strings(v)))
-                .collect(),
-        ),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, counts_as_strings(v))).collect()),
         other => other,
     }
 }

@@ -13,8 +13,6 @@ pub struct ApiError {
 impl ApiError {
     /// One message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            errors: vec![message.into()],
-        }
+        Self { errors: vec![message.into()] }
     }
 }

@@ -12,11 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use sha1::Sha1;
 
 /// RFC 3986 unreserved characters stay; everything else is encoded.
-const OAUTH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const OAUTH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes as OAuth 1.0a requires.
 pub fn encode(s: &str) -> String {
@@ -26,26 +22,16 @@ pub fn encode(s: &str) -> String {
 /// The signature base string: `METHOD&url&params`, with parameters sorted by encoded name
 /// then value.
 pub fn base_string(method: &str, base_url: &str, params: &[(String, String)]) -> String {
-    let mut encoded: Vec<(String, String)> =
-        params.iter().map(|(k, v)| (encode(k), encode(v))).collect();
+    let mut encoded: Vec<(String, String)> = params.iter().map(|(k, v)| (encode(k), encode(v))).collect();
     encoded.sort();
-    let joined: Vec<String> = encoded
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    format!(
-        "{}&{}&{}",
-        method.to_ascii_uppercase(),
-        encode(base_url),
-        encode(&joined.join("&"))
-    )
+    let joined: Vec<String> = encoded.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{}&{}&{}", method.to_ascii_uppercase(), encode(base_url), encode(&joined.join("&")))
 }
 
 /// The HMAC-SHA1 signature of a base string, base64-encoded.
 pub fn sign(base_string: &str, consumer_secret: &str, token_secret: &str) -> String {
     let key = format!("{}&{}", encode(consumer_secret), encode(token_secret));
-    let mut mac =
-        Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(base_string.as_bytes());
     BASE64.encode(mac.finalize().into_bytes())
 }
@@ -68,12 +54,7 @@ impl OAuthHeader {
             }
             let (k, v) = part.split_once('=')?;
             let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
-            let decode = |s: &str| {
-                percent_decode_str(s)
-                    .decode_utf8()
-                    .ok()
-                    .map(|c| c.into_owned())
-            };
+            let decode = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
             params.push((decode(k.trim())?, decode(v)?));
         }
         Some(OAuthHeader { params })
@@ -81,17 +62,12 @@ impl OAuthHeader {
 
     /// The value of one parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The parameters that enter the base string (all but `oauth_signature` and `realm`).
     pub fn signed_params(&self) -> impl Iterator<Item = &(String, String)> {
-        self.params
-            .iter()
-            .filter(|(k, _)| k != "oauth_signature" && k != "realm")
+        self.params.iter().filter(|(k, _)| k != "oauth_signature" && k != "realm")
     }
 }
 
@@ -114,11 +90,7 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let decode = |s: &str| {
-                percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
+            let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
             (decode(k), decode(v))
         })
         .collect()
@@ -126,11 +98,7 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 
 /// Whether two signatures are equal, in time that does not depend on where they differ.
 pub fn signatures_match(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A request as the server received it, for checking its signature.
@@ -182,10 +150,7 @@ pub fn verify(
     now_unix: i64,
     tolerance_secs: i64,
 ) -> Result<Verified, Rejection> {
-    let header = request
-        .authorization
-        .and_then(OAuthHeader::parse)
-        .ok_or(Rejection::Missing)?;
+    let header = request.authorization.and_then(OAuthHeader::parse).ok_or(Rejection::Missing)?;
     if header.get("oauth_signature_method") != Some("HMAC-SHA1") {
         return Err(Rejection::Method);
     }
@@ -194,33 +159,20 @@ pub fn verify(
     }
     let token = header.get("oauth_token").ok_or(Rejection::Token)?;
     let secret = token_secret(token).ok_or(Rejection::Token)?;
-    let timestamp: i64 = header
-        .get("oauth_timestamp")
-        .and_then(|t| t.parse().ok())
-        .ok_or(Rejection::Timestamp)?;
+    let timestamp: i64 =
+        header.get("oauth_timestamp").and_then(|t| t.parse().ok()).ok_or(Rejection::Timestamp)?;
     if (timestamp - now_unix).abs() > tolerance_secs {
         return Err(Rejection::Timestamp);
     }
-    let nonce = header
-        .get("oauth_nonce")
-        .filter(|n| !n.is_empty())
-        .ok_or(Rejection::Nonce)?;
+    let nonce = header.get("oauth_nonce").filter(|n| !n.is_empty()).ok_or(Rejection::Nonce)?;
     let given = header.get("oauth_signature").ok_or(Rejection::Signature)?;
     let mut params: Vec<(String, String)> = header.signed_params().cloned().collect();
     params.extend(query_pairs(request.query));
-    let expected = sign(
-        &base_string(request.method, request.url, &params),
-        consumer_secret,
-        &secret,
-    );
+    let expected = sign(&base_string(request.method, request.url, &params), consumer_secret, &secret);
     if !signatures_match(given, &expected) {
         return Err(Rejection::Signature);
     }
-    Ok(Verified {
-        token: token.to_string(),
-        nonce: nonce.to_string(),
-        timestamp,
-    })
+    Ok(Verified { token: token.to_string(), nonce: nonce.to_string(), timestamp })
 }
 
 #[cfg(test)]
@@ -230,19 +182,13 @@ mod tests {
     /// Twitter's published "Creating a signature" example.
     fn example_params() -> Vec<(String, String)> {
         [
-            (
-                "status",
-                "Hello Ladies + Gentlemen, a signed OAuth request!",
-            ),
+            ("status", "Hello Ladies + Gentlemen, a signed OAuth request!"),
             ("include_entities", "true"),
             ("oauth_consumer_key", "xvz1evFS4wEEPTGEFPHBog"),
             ("oauth_nonce", "kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg"),
             ("oauth_signature_method", "HMAC-SHA1"),
             ("oauth_timestamp", "1318622958"),
-            (
-                "oauth_token",
-                "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb",
-            ),
+            ("oauth_token", "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb"),
             ("oauth_version", "1.0"),
         ]
         .into_iter()
@@ -252,11 +198,7 @@ mod tests {
 
     #[test]
     fn base_string_and_signature_match_twitters_example() {
-        let base = base_string(
-            "post",
-            "https://api.twitter.com/1.1/statuses/update.json",
-            &example_params(),
-        );
+        let base = base_string("post", "https://api.twitter.com/1.1/statuses/update.json", &example_params());
         assert_eq!(
             base,
             "POST&https%3A%2F%2Fapi.twitter.com%2F1.1%2Fstatuses%2Fupdate.json&include_entities%3Dtrue%26oauth_consumer_key%3Dxvz1evFS4wEEPTGEFPHBog%26oauth_nonce%3DkYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg%26oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D1318622958%26oauth_token%3D370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb%26oauth_version%3D1.0%26status%3DHello%2520Ladies%2520%252B%2520Gentlemen%252C%2520a%2520signed%2520OAuth%2520request%2521"
@@ -287,42 +229,14 @@ mod tests {
         let cs = "kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw";
         let ok = verify(&request, ck, cs, secret, 1318622958 + 10, 300).unwrap();
         assert_eq!(ok.nonce, "kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg");
+        assert_eq!(verify(&request, ck, cs, secret, 1318622958 + 301, 300), Err(Rejection::Timestamp));
+        assert_eq!(verify(&request, ck, "other", secret, 1318622958, 300), Err(Rejection::Signature));
+        assert_eq!(verify(&request, "other", cs, secret, 1318622958, 300), Err(Rejection::ConsumerKey));
+        assert_eq!(verify(&request, ck, cs, |_| None, 1318622958, 300), Err(Rejection::Token));
+        let moved = Received { url: "https://api.twitter.com/1.1/statuses/other.json", ..request };
+        assert_eq!(verify(&moved, ck, cs, secret, 1318622958, 300), Err(Rejection::Signature));
         assert_eq!(
-            verify(&request, ck, cs, secret, 1318622958 + 301, 300),
-            Err(Rejection::Timestamp)
-        );
-        assert_eq!(
-            verify(&request, ck, "other", secret, 1318622958, 300),
-            Err(Rejection::Signature)
-        );
-        assert_eq!(
-            verify(&request, "other", cs, secret, 1318622958, 300),
-            Err(Rejection::ConsumerKey)
-        );
-        assert_eq!(
-            verify(&request, ck, cs, |_| None, 1318622958, 300),
-            Err(Rejection::Token)
-        );
-        let moved = Received {
-            url: "https://api.twitter.com/1.1/statuses/other.json",
-            ..request
-        };
-        assert_eq!(
-            verify(&moved, ck, cs, secret, 1318622958, 300),
-            Err(Rejection::Signature)
-        );
-        assert_eq!(
-            verify(
-                &Received {
-                    authorization: None,
-                    ..request
-                },
-                ck,
-                cs,
-                secret,
-                0,
-                300
-            ),
+            verify(&Received { authorization: None, ..request }, ck, cs, secret, 0, 300),
             Err(Rejection::Missing)
         );
     }
@@ -330,10 +244,7 @@ mod tests {
     #[test]
     fn header_parses_and_decodes() {
         let h = OAuthHeader::parse(r#"OAuth oauth_consumer_key="abc", oauth_signature="tnnArxj06cWHq44gCs1OSKk%2FjLY%3D", oauth_version="1.0""#).unwrap();
-        assert_eq!(
-            h.get("oauth_signature"),
-            Some("tnnArxj06cWHq44gCs1OSKk/jLY=")
-        );
+        assert_eq!(h.get("oauth_signature"), Some("tnnArxj06cWHq44gCs1OSKk/jLY="));
         assert_eq!(h.signed_params().count(), 2);
         assert!(OAuthHeader::parse("Bearer abc").is_none());
         assert!(OAuthHeader::parse("OAuth broken").is_none());
@@ -341,19 +252,11 @@ mod tests {
 
     #[test]
     fn urls_normalize_for_the_base_string() {
-        assert_eq!(
-            normalize_url("HTTP", "Example.COM:80", "/a"),
-            "http://example.com/a"
-        );
+        assert_eq!(normalize_url("HTTP", "Example.COM:80", "/a"), "http://example.com/a");
         assert_eq!(normalize_url("https", "x.com:443", "/b"), "https://x.com/b");
-        assert_eq!(
-            normalize_url("http", "127.0.0.1:9090", "/c"),
-            "http://127.0.0.1:9090/c"
-        );
+        assert_eq!(normalize_url("http", "127.0.0.1:9090", "/c"), "http://127.0.0.1:9090/c");
         assert!(
-            signatures_match("abc", "abc")
-                && !signatures_match("abc", "abd")
-                && !signatures_match("a", "ab")
+            signatures_match("abc", "abc") && !signatures_match("abc", "abd") && !signatures_match("a", "ab")
         );
     }
 }

@@ -28,8 +28,8 @@ impl HourlyCounts for Zeros {
 }
 
 const HOUR_KEYS: [&str; 24] = [
-    "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15",
-    "16", "17", "18", "19", "20", "21", "22", "23",
+    "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23",
 ];
 
 /// The calendar of a range: for each hour, its day and its hour of day.
@@ -54,11 +54,7 @@ impl Calendar {
             day_of.push((day_keys.len() - 1) as u32);
             hour_of_day.push(h);
         }
-        Calendar {
-            day_of,
-            day_keys,
-            hour_of_day,
-        }
+        Calendar { day_of, day_keys, hour_of_day }
     }
 }
 
@@ -83,10 +79,8 @@ pub fn render_each(
     range_of: impl Fn(TweetId) -> TimeRange,
     counts: &impl HourlyCounts,
 ) -> BTreeMap<String, Node> {
-    let mut out: BTreeMap<String, Node> = groupings
-        .iter()
-        .map(|g| (g.name.clone(), Node::branch()))
-        .collect();
+    let mut out: BTreeMap<String, Node> =
+        groupings.iter().map(|g| (g.name.clone(), Node::branch())).collect();
     let mut cached: Option<(TimeRange, Calendar)> = None;
     let mut series: Vec<Vec<u64>> = vec![Vec::new(); types.len()];
     for &tweet in tweets {
@@ -104,12 +98,7 @@ pub fn render_each(
         }
         let all_hours: Vec<u32> = (0..range.hours() as u32).collect();
         let all_types: Vec<usize> = (0..types.len()).collect();
-        let cx = Context {
-            tweet,
-            types,
-            series: &series,
-            calendar,
-        };
+        let cx = Context { tweet, types, series: &series, calendar };
         for g in groupings {
             let tree = cx.build(&g.group_by, &all_types, &all_hours);
             if let Some(acc) = out.get_mut(&g.name) {
@@ -132,50 +121,27 @@ impl Context<'_> {
     /// The subtree of one Tweet for `levels`, over the types (indices) and hours given.
     fn build(&self, levels: &[GroupBy], types: &[usize], hours: &[u32]) -> Node {
         let Some((level, rest)) = levels.split_first() else {
-            let sum = types
-                .iter()
-                .map(|&t| {
-                    hours
-                        .iter()
-                        .map(|&h| self.series[t][h as usize])
-                        .sum::<u64>()
-                })
-                .sum();
+            let sum =
+                types.iter().map(|&t| hours.iter().map(|&h| self.series[t][h as usize]).sum::<u64>()).sum();
             return Node::Count(sum);
         };
         let entries: Vec<(Key, Node)> = match level {
-            GroupBy::TweetId => vec![(
-                Key::Owned(self.tweet.to_string()),
-                self.build(rest, types, hours),
-            )],
+            GroupBy::TweetId => vec![(Key::Owned(self.tweet.to_string()), self.build(rest, types, hours))],
             GroupBy::EngagementType => types
                 .iter()
-                .map(|&t| {
-                    (
-                        Key::Borrowed(self.types[t].name()),
-                        self.build(rest, &[t], hours),
-                    )
-                })
+                .map(|&t| (Key::Borrowed(self.types[t].name()), self.build(rest, &[t], hours)))
                 .collect(),
             GroupBy::EngagementDay => hours
-                .chunk_by(|a, b| {
-                    self.calendar.day_of[*a as usize] == self.calendar.day_of[*b as usize]
-                })
+                .chunk_by(|a, b| self.calendar.day_of[*a as usize] == self.calendar.day_of[*b as usize])
                 .map(|run| {
                     let day = self.calendar.day_of[run[0] as usize] as usize;
-                    (
-                        Key::Owned(self.calendar.day_keys[day].clone()),
-                        self.build(rest, types, run),
-                    )
+                    (Key::Owned(self.calendar.day_keys[day].clone()), self.build(rest, types, run))
                 })
                 .collect(),
             GroupBy::EngagementHour => {
                 let contiguous = hours.len() <= 24 && hours.windows(2).all(|w| w[1] == w[0] + 1);
                 if contiguous {
-                    hours
-                        .chunks(1)
-                        .map(|one| (self.hour_key(one[0]), self.build(rest, types, one)))
-                        .collect()
+                    hours.chunks(1).map(|one| (self.hour_key(one[0]), self.build(rest, types, one))).collect()
                 } else {
                     let mut by_hour: [Vec<u32>; 24] = Default::default();
                     for &h in hours {
@@ -185,9 +151,7 @@ impl Context<'_> {
                         .iter()
                         .enumerate()
                         .filter(|(_, hs)| !hs.is_empty())
-                        .map(|(hod, hs)| {
-                            (Key::Borrowed(HOUR_KEYS[hod]), self.build(rest, types, hs))
-                        })
+                        .map(|(hod, hs)| (Key::Borrowed(HOUR_KEYS[hod]), self.build(rest, types, hs)))
                         .collect()
                 }
             }
@@ -219,17 +183,11 @@ mod tests {
     }
 
     fn range(a: &str, b: &str) -> TimeRange {
-        TimeRange {
-            start: parse_instant(a).unwrap(),
-            end: parse_instant(b).unwrap(),
-        }
+        TimeRange { start: parse_instant(a).unwrap(), end: parse_instant(b).unwrap() }
     }
 
     fn g(levels: &[GroupBy]) -> Vec<Grouping> {
-        vec![Grouping {
-            name: "g".into(),
-            group_by: levels.to_vec(),
-        }]
+        vec![Grouping { name: "g".into(), group_by: levels.to_vec() }]
     }
 
     fn tree(v: serde_json::Value) -> Node {
@@ -242,12 +200,7 @@ mod tests {
         let out = render(
             &[TweetId(1)],
             &[EngagementType::Impressions],
-            &g(&[
-                G::TweetId,
-                G::EngagementType,
-                G::EngagementDay,
-                G::EngagementHour,
-            ]),
+            &g(&[G::TweetId, G::EngagementType, G::EngagementDay, G::EngagementHour]),
             range("2015-09-14T22:00:00Z", "2015-09-15T02:00:00Z"),
             &Formula,
         );
@@ -266,10 +219,7 @@ mod tests {
             range("2015-09-14T22:00:00Z", "2015-09-16T01:00:00Z"),
             &Zeros,
         );
-        assert_eq!(
-            zeros["g"],
-            tree(json!({"2015-09-14": 0, "2015-09-15": 0, "2015-09-16": 0}))
-        );
+        assert_eq!(zeros["g"], tree(json!({"2015-09-14": 0, "2015-09-15": 0, "2015-09-16": 0})));
     }
 
     #[test]
@@ -283,9 +233,7 @@ mod tests {
             range("2015-01-01T23:00:00Z", "2015-01-03T01:00:00Z"),
             &Formula,
         );
-        let Node::Branch(hours) = &out["g"] else {
-            panic!("not a branch")
-        };
+        let Node::Branch(hours) = &out["g"] else { panic!("not a branch") };
         assert_eq!(hours.len(), 24);
         // Hour 00 occurs twice per (tweet, type): sum over tweets 1,2 and types 0,1 of
         // 2 × (0 + 100 × type + 1000 × tweet) = 2 × (4×0 + 2×100 + 2×3000) = 12400.
@@ -304,10 +252,7 @@ mod tests {
             r,
             &Formula,
         );
-        assert_eq!(
-            out["g"].get("22"),
-            Some(&tree(json!({"2015-01-01": 22, "2015-01-02": 22})))
-        );
+        assert_eq!(out["g"].get("22"), Some(&tree(json!({"2015-01-01": 22, "2015-01-02": 22}))));
         assert_eq!(out["g"].get("23"), Some(&tree(json!({"2015-01-01": 23}))));
         let totals = render(
             &[TweetId(1), TweetId(2)],
@@ -317,9 +262,6 @@ mod tests {
             &Formula,
         );
         // Retweets is index 3: per hour 300 + hour + 1000 × tweet; hours 0,1; tweets 1,2.
-        assert_eq!(
-            totals["g"],
-            tree(json!({"retweets": 2 * 300 + 1 + 2 * 300 + 1 + 2000 + 4000}))
-        );
+        assert_eq!(totals["g"], tree(json!({"retweets": 2 * 300 + 1 + 2 * 300 + 1 + 2000 + 4000})));
     }
 }

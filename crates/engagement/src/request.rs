@@ -76,24 +76,18 @@ impl Query {
             ));
         };
         let mut errors = Vec::new();
-        let tweet_ids = read_tweet_ids(obj.get("tweet_ids"), limits)
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default();
-        let types = read_types(endpoint, obj.get("engagement_types"))
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default();
-        let groupings = read_groupings(endpoint, obj.get("groupings"))
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default();
+        let tweet_ids =
+            read_tweet_ids(obj.get("tweet_ids"), limits).map_err(|e| errors.push(e)).unwrap_or_default();
+        let types =
+            read_types(endpoint, obj.get("engagement_types")).map_err(|e| errors.push(e)).unwrap_or_default();
+        let groupings =
+            read_groupings(endpoint, obj.get("groupings")).map_err(|e| errors.push(e)).unwrap_or_default();
         let mut end_clamped = false;
         let range = match endpoint {
             Endpoint::Totals => None,
             Endpoint::Hr28 => {
                 let end = ceil_hour(now);
-                Some(TimeRange {
-                    start: end - Duration::hours(28),
-                    end,
-                })
+                Some(TimeRange { start: end - Duration::hours(28), end })
             }
             Endpoint::Historical => match read_range(obj, limits, now) {
                 Ok((range, clamped)) => {
@@ -109,14 +103,7 @@ impl Query {
         if !errors.is_empty() {
             return Err(ApiError { errors });
         }
-        Ok(Query {
-            endpoint,
-            tweet_ids,
-            types,
-            groupings,
-            range,
-            end_clamped,
-        })
+        Ok(Query { endpoint, tweet_ids, types, groupings, range, end_clamped })
     }
 
     /// The body that asks this question of the API.
@@ -139,7 +126,8 @@ impl Query {
 }
 
 fn read_tweet_ids(value: Option<&Value>, limits: &Limits) -> Result<Vec<TweetId>, String> {
-    const SHAPE: &str = "tweet_ids must be a non-empty array of Tweet IDs as decimal strings, e.g. [\"1060976163948904448\"]";
+    const SHAPE: &str =
+        "tweet_ids must be a non-empty array of Tweet IDs as decimal strings, e.g. [\"1060976163948904448\"]";
     let Some(Value::Array(items)) = value else {
         return Err(SHAPE.into());
     };
@@ -179,15 +167,8 @@ fn read_tweet_ids(value: Option<&Value>, limits: &Limits) -> Result<Vec<TweetId>
 }
 
 fn read_types(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<EngagementType>, String> {
-    let valid = || {
-        endpoint
-            .types()
-            .map(|t| t.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let Some(Value::Array(items)) = value.filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-    else {
+    let valid = || endpoint.types().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+    let Some(Value::Array(items)) = value.filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) else {
         return Err(format!(
             "engagement_types must be a non-empty array of type names; the {} endpoint knows: {}",
             endpoint.name(),
@@ -251,10 +232,7 @@ fn read_groupings(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Group
                 }
             }
         }
-        groupings.push(Grouping {
-            name: name.clone(),
-            group_by,
-        });
+        groupings.push(Grouping { name: name.clone(), group_by });
     }
     check_groupings(endpoint, &groupings).map_err(|e| e.errors.join("; "))?;
     Ok(groupings)
@@ -272,8 +250,8 @@ fn read_range(
             "{field} must be a string such as \"2015-08-01\" or \"2015-08-01T00:00:00Z\", not {other}"
         )),
     };
-    let mut range = TimeRange::from_request(text("start")?, text("end")?, now)
-        .map_err(|e| e.errors.join("; "))?;
+    let mut range =
+        TimeRange::from_request(text("start")?, text("end")?, now).map_err(|e| e.errors.join("; "))?;
     let earliest = earliest_start();
     if range.start < earliest {
         return Err(format!(
@@ -325,12 +303,7 @@ mod tests {
     }
 
     fn historical(body: Value) -> Result<Query, ApiError> {
-        Query::from_json(
-            Endpoint::Historical,
-            &body,
-            &Limits::of(Endpoint::Historical),
-            now(),
-        )
+        Query::from_json(Endpoint::Historical, &body, &Limits::of(Endpoint::Historical), now())
     }
 
     fn base() -> Value {
@@ -346,14 +319,8 @@ mod tests {
     #[test]
     fn a_good_request_is_read_deduplicated_and_normalized() {
         let q = historical(base()).unwrap();
-        assert_eq!(
-            q.tweet_ids,
-            vec![TweetId(1060976163948904448), TweetId(1045709644067471360)]
-        );
-        assert_eq!(
-            q.types,
-            vec![EngagementType::Impressions, EngagementType::Engagements]
-        );
+        assert_eq!(q.tweet_ids, vec![TweetId(1060976163948904448), TweetId(1045709644067471360)]);
+        assert_eq!(q.types, vec![EngagementType::Impressions, EngagementType::Engagements]);
         let range = q.range.unwrap();
         assert_eq!(format_instant(range.end), "2020-05-15T07:00:00Z");
         assert_eq!(q.to_raw().end.as_deref(), Some("2020-05-15T07:00:00Z"));
@@ -388,10 +355,7 @@ mod tests {
         assert!(rejected(json!({"end": "2020-06-15T11:00:01Z"})).contains("in the future"));
         assert!(rejected(json!({"start": "2020-04-01"})).contains("at most 672 hours"));
         assert!(rejected(json!({"start": 20200401})).contains("must be a string"));
-        assert!(
-            rejected(json!({"groupings": {"start": {"group_by": ["tweet.id"]}}}))
-                .contains("reserved")
-        );
+        assert!(rejected(json!({"groupings": {"start": {"group_by": ["tweet.id"]}}})).contains("reserved"));
         assert!(
             rejected(json!({"groupings": {"g": {"group_by": ["tweet.day"]}}}))
                 .contains("not a group_by value")
@@ -401,10 +365,9 @@ mod tests {
 
     #[test]
     fn every_field_is_reported_at_once() {
-        let err = historical(
-            json!({"tweet_ids": "1", "engagement_types": [], "groupings": {}, "start": "x"}),
-        )
-        .unwrap_err();
+        let err =
+            historical(json!({"tweet_ids": "1", "engagement_types": [], "groupings": {}, "start": "x"}))
+                .unwrap_err();
         assert_eq!(err.errors.len(), 4, "{err:?}");
     }
 
@@ -414,11 +377,7 @@ mod tests {
         body["start"] = json!("2020-06-01");
         body["end"] = json!("2020-06-15T11:00:00Z");
         assert!(historical(body.clone()).is_ok());
-        let relaxed = Limits {
-            max_tweet_ids: 10_000,
-            max_span_hours: None,
-            clamp_future_end: true,
-        };
+        let relaxed = Limits { max_tweet_ids: 10_000, max_span_hours: None, clamp_future_end: true };
         body["end"] = json!("2030-01-01");
         let q = Query::from_json(Endpoint::Historical, &body, &relaxed, now()).unwrap();
         assert!(q.end_clamped);

@@ -13,9 +13,7 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
         let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
         return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?));
     }
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// The start of the hour that holds `t`.
@@ -45,10 +43,7 @@ pub struct TimeRange {
 impl TimeRange {
     /// A range from two instants: start floored and end ceiled to the hour.
     pub fn covering(start: DateTime<Utc>, end: DateTime<Utc>) -> TimeRange {
-        TimeRange {
-            start: floor_hour(start),
-            end: ceil_hour(end),
-        }
+        TimeRange { start: floor_hour(start), end: ceil_hour(end) }
     }
 
     /// Reads `start`/`end` as a request gives them, with the default of the 28 days up to
@@ -103,11 +98,7 @@ impl TimeRange {
 
     /// `2015-08-01T00:00:00Z/2015-08-29T00:00:00Z`, for messages.
     pub fn describe(&self) -> String {
-        format!(
-            "{}/{}",
-            format_instant(self.start),
-            format_instant(self.end)
-        )
+        format!("{}/{}", format_instant(self.start), format_instant(self.end))
     }
 }
 
@@ -127,17 +118,8 @@ mod tests {
     #[test]
     fn dates_and_timestamps_parse_to_utc() {
         assert_eq!(format_instant(at("2015-08-01")), "2015-08-01T00:00:00Z");
-        assert_eq!(
-            format_instant(at("2015-08-01T10:30:00+02:00")),
-            "2015-08-01T08:30:00Z"
-        );
-        for bad in [
-            "2015-8-1",
-            "2015-02-30",
-            "yesterday",
-            "2015-08-01 10:00:00",
-            "",
-        ] {
+        assert_eq!(format_instant(at("2015-08-01T10:30:00+02:00")), "2015-08-01T08:30:00Z");
+        for bad in ["2015-8-1", "2015-02-30", "yesterday", "2015-08-01 10:00:00", ""] {
             assert!(parse_instant(bad).is_none(), "{bad}");
         }
     }
@@ -145,22 +127,14 @@ mod tests {
     #[test]
     fn start_floors_and_end_ceils_to_the_hour() {
         let now = at("2020-01-01");
-        let r = TimeRange::from_request(
-            Some("2015-11-17T22:59:59Z"),
-            Some("2015-11-19T02:27:50Z"),
-            now,
-        )
-        .unwrap();
+        let r =
+            TimeRange::from_request(Some("2015-11-17T22:59:59Z"), Some("2015-11-19T02:27:50Z"), now).unwrap();
         assert_eq!(format_instant(r.start), "2015-11-17T22:00:00Z");
         assert_eq!(format_instant(r.end), "2015-11-19T03:00:00Z");
         assert_eq!(r.hours(), 29);
         // An end already on the hour stays: its last bucket is the hour before.
-        let r = TimeRange::from_request(
-            Some("2015-09-14T17:00:00Z"),
-            Some("2015-09-14T22:00:00Z"),
-            now,
-        )
-        .unwrap();
+        let r =
+            TimeRange::from_request(Some("2015-09-14T17:00:00Z"), Some("2015-09-14T22:00:00Z"), now).unwrap();
         assert_eq!(r.hour_starts().last().map(|h| h.hour()), Some(21));
     }
 
@@ -178,12 +152,7 @@ mod tests {
         assert!(TimeRange::from_request(Some("2015-08-02"), Some("2015-08-01"), now).is_err());
         // 10:10 to 10:20 rounds to 10:00-11:00, a valid hour.
         assert!(
-            TimeRange::from_request(
-                Some("2015-08-01T10:10:00Z"),
-                Some("2015-08-01T10:20:00Z"),
-                now
-            )
-            .is_ok()
+            TimeRange::from_request(Some("2015-08-01T10:10:00Z"), Some("2015-08-01T10:20:00Z"), now).is_ok()
         );
         let err = TimeRange::from_request(Some("2015-08-01"), Some("2015-08-01"), now).unwrap_err();
         assert!(err.errors[0].contains("must be before end"));

@@ -62,10 +62,7 @@ impl Branch {
 
     /// The child at `key`.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &self.entries[i].1)
+        self.entries.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| &self.entries[i].1)
     }
 
     /// The children in key order.
@@ -149,15 +146,11 @@ impl Node {
     fn absorb_at(&mut self, other: Node, path: &mut Vec<String>) -> Result<(), TreeError> {
         match (self, other) {
             (Node::Count(a), Node::Count(b)) => {
-                *a = a.checked_add(b).ok_or_else(|| TreeError::Overflow {
-                    path: path.join("/"),
-                })?;
+                *a = a.checked_add(b).ok_or_else(|| TreeError::Overflow { path: path.join("/") })?;
                 Ok(())
             }
             (Node::Branch(mine), Node::Branch(theirs)) => mine.absorb_at(theirs, path),
-            _ => Err(TreeError::Shape {
-                path: path.join("/"),
-            }),
+            _ => Err(TreeError::Shape { path: path.join("/") }),
         }
     }
 
@@ -173,10 +166,7 @@ impl Node {
     pub fn total(&self) -> u64 {
         match self {
             Node::Count(c) => *c,
-            Node::Branch(b) => b
-                .iter()
-                .map(|(_, n)| n.total())
-                .fold(0, u64::saturating_add),
+            Node::Branch(b) => b.iter().map(|(_, n)| n.total()).fold(0, u64::saturating_add),
         }
     }
 
@@ -220,10 +210,7 @@ impl Response {
     pub fn id_lists_mut(&mut self) -> [(&'static str, &mut Vec<TweetId>); 3] {
         [
             ("unavailable_tweet_ids", &mut self.unavailable_tweet_ids),
-            (
-                "unsupported_for_video_views_tweet_ids",
-                &mut self.unsupported_for_video_views_tweet_ids,
-            ),
+            ("unsupported_for_video_views_tweet_ids", &mut self.unsupported_for_video_views_tweet_ids),
             (
                 "unsupported_for_impressions_engagements_tweet_ids",
                 &mut self.unsupported_for_impressions_engagements_tweet_ids,
@@ -249,13 +236,7 @@ impl Serialize for Styled<'_, Node> {
             Node::Branch(b) => {
                 let mut m = s.serialize_map(Some(b.len()))?;
                 for (k, v) in b.iter() {
-                    m.serialize_entry(
-                        k,
-                        &Styled {
-                            value: v,
-                            style: self.style,
-                        },
-                    )?;
+                    m.serialize_entry(k, &Styled { value: v, style: self.style })?;
                 }
                 m.end()
             }
@@ -265,11 +246,7 @@ impl Serialize for Styled<'_, Node> {
 
 impl Serialize for Node {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Styled {
-            value: self,
-            style: CountStyle::Strings,
-        }
-        .serialize(s)
+        Styled { value: self, style: CountStyle::Strings }.serialize(s)
     }
 }
 
@@ -285,10 +262,7 @@ impl Serialize for Styled<'_, Response> {
         }
         for (name, ids) in [
             ("unavailable_tweet_ids", &r.unavailable_tweet_ids),
-            (
-                "unsupported_for_video_views_tweet_ids",
-                &r.unsupported_for_video_views_tweet_ids,
-            ),
+            ("unsupported_for_video_views_tweet_ids", &r.unsupported_for_video_views_tweet_ids),
             (
                 "unsupported_for_impressions_engagements_tweet_ids",
                 &r.unsupported_for_impressions_engagements_tweet_ids,
@@ -302,13 +276,7 @@ impl Serialize for Styled<'_, Response> {
             m.serialize_entry("errors", &r.errors)?;
         }
         for (name, node) in &r.groupings {
-            m.serialize_entry(
-                name,
-                &Styled {
-                    value: node,
-                    style: self.style,
-                },
-            )?;
+            m.serialize_entry(name, &Styled { value: node, style: self.style })?;
         }
         m.end()
     }
@@ -339,21 +307,15 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Count(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        u64::try_from(v)
-            .map(Node::Count)
-            .map_err(|_| E::custom(format!("negative count {v}")))
+        u64::try_from(v).map(Node::Count).map_err(|_| E::custom(format!("negative count {v}")))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Err(E::custom(format!(
-            "count {v} is not a whole number that fits in 64 bits"
-        )))
+        Err(E::custom(format!("count {v} is not a whole number that fits in 64 bits")))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        parse_count(v).map(Node::Count).ok_or_else(|| {
-            E::custom(format!(
-                "\"{v}\" is not a count (decimal digits that fit in 64 bits)"
-            ))
-        })
+        parse_count(v)
+            .map(Node::Count)
+            .ok_or_else(|| E::custom(format!("\"{v}\" is not a count (decimal digits that fit in 64 bits)")))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Node, A::Error> {
         let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0));
@@ -406,8 +368,7 @@ impl<'de> Deserialize<'de> for Response {
                             r.unsupported_for_video_views_tweet_ids = access.next_value()?
                         }
                         "unsupported_for_impressions_engagements_tweet_ids" => {
-                            r.unsupported_for_impressions_engagements_tweet_ids =
-                                access.next_value()?
+                            r.unsupported_for_impressions_engagements_tweet_ids = access.next_value()?
                         }
                         _ => {
                             let node: Node = access.next_value()?;
@@ -446,29 +407,20 @@ mod tests {
             json!(true),
             json!(null),
         ] {
-            assert!(
-                serde_json::from_value::<Node>(bad.clone()).is_err(),
-                "{bad} parsed"
-            );
+            assert!(serde_json::from_value::<Node>(bad.clone()).is_err(), "{bad} parsed");
         }
     }
 
     #[test]
     fn absorb_adds_equal_paths_and_inserts_new_ones() {
         let mut a = node(json!({"1": {"impressions": "5"}, "2": {"impressions": "1"}}));
-        a.absorb(node(json!({"1": {"impressions": "7", "engagements": "1"}})))
-            .unwrap();
+        a.absorb(node(json!({"1": {"impressions": "7", "engagements": "1"}}))).unwrap();
         assert_eq!(
             a,
-            node(
-                json!({"1": {"impressions": "12", "engagements": "1"}, "2": {"impressions": "1"}})
-            )
+            node(json!({"1": {"impressions": "12", "engagements": "1"}, "2": {"impressions": "1"}}))
         );
         let mut max = Node::Count(u64::MAX);
-        assert!(matches!(
-            max.absorb(Node::Count(1)),
-            Err(TreeError::Overflow { .. })
-        ));
+        assert!(matches!(max.absorb(Node::Count(1)), Err(TreeError::Overflow { .. })));
         let mut shaped = node(json!({"a": "1"}));
         let err = shaped.absorb(node(json!({"a": {"b": "1"}}))).unwrap_err();
         assert_eq!(err, TreeError::Shape { path: "a".into() });

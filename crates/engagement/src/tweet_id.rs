@@ -67,15 +67,11 @@ impl<'de> Deserialize<'de> for TweetId {
                 Ok(TweetId(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<TweetId, E> {
-                u64::try_from(v)
-                    .map(TweetId)
-                    .map_err(|_| E::custom("a Tweet ID cannot be negative"))
+                u64::try_from(v).map(TweetId).map_err(|_| E::custom("a Tweet ID cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TweetId, E> {
                 TweetId::parse(v).ok_or_else(|| {
-                    E::custom(format!(
-                        "\"{v}\" is not a Tweet ID (decimal digits that fit in 64 bits)"
-                    ))
+                    E::custom(format!("\"{v}\" is not a Tweet ID (decimal digits that fit in 64 bits)"))
                 })
             }
         }
@@ -91,10 +87,7 @@ mod tests {
     fn creation_time_from_a_known_id() {
         // 1060976163948904448 is a Tweet of 2018-11-09; (id >> 22) + epoch is its millisecond.
         let at = TweetId(1_060_976_163_948_904_448).created_at();
-        assert_eq!(
-            at.timestamp_millis(),
-            (1_060_976_163_948_904_448u64 >> 22) as i64 + SNOWFLAKE_EPOCH_MS
-        );
+        assert_eq!(at.timestamp_millis(), (1_060_976_163_948_904_448u64 >> 22) as i64 + SNOWFLAKE_EPOCH_MS);
         assert_eq!(at.format("%Y-%m-%d").to_string(), "2018-11-09");
     }
 
@@ -115,23 +108,9 @@ mod tests {
     fn ids_parse_from_strings_and_integers_without_f64() {
         let ids: Vec<TweetId> =
             serde_json::from_str(r#"["18446744073709551615", 1060976163948904449]"#).unwrap();
-        assert_eq!(
-            ids,
-            vec![TweetId(u64::MAX), TweetId(1_060_976_163_948_904_449)]
-        );
-        for bad in [
-            r#""""#,
-            r#""12a""#,
-            r#""-1""#,
-            "-1",
-            "1.5",
-            r#""18446744073709551616""#,
-            r#"" 1""#,
-        ] {
-            assert!(
-                serde_json::from_str::<TweetId>(bad).is_err(),
-                "{bad} parsed"
-            );
+        assert_eq!(ids, vec![TweetId(u64::MAX), TweetId(1_060_976_163_948_904_449)]);
+        for bad in [r#""""#, r#""12a""#, r#""-1""#, "-1", "1.5", r#""18446744073709551616""#, r#"" 1""#] {
+            assert!(serde_json::from_str::<TweetId>(bad).is_err(), "{bad} parsed");
         }
     }
 }

@@ -107,12 +107,8 @@ pub enum GroupBy {
 
 impl GroupBy {
     /// Every level, in the order of the API's documentation.
-    pub const ALL: [GroupBy; 4] = [
-        Self::TweetId,
-        Self::EngagementType,
-        Self::EngagementDay,
-        Self::EngagementHour,
-    ];
+    pub const ALL: [GroupBy; 4] =
+        [Self::TweetId, Self::EngagementType, Self::EngagementDay, Self::EngagementHour];
 
     /// The name the API uses on the wire.
     pub const fn name(self) -> &'static str {
@@ -146,18 +142,8 @@ pub struct Grouping {
 
 /// The two orders in which a grouping may use all four levels.
 const FOUR_LEVEL_ORDERS: [[GroupBy; 4]; 2] = [
-    [
-        GroupBy::TweetId,
-        GroupBy::EngagementType,
-        GroupBy::EngagementDay,
-        GroupBy::EngagementHour,
-    ],
-    [
-        GroupBy::EngagementType,
-        GroupBy::TweetId,
-        GroupBy::EngagementDay,
-        GroupBy::EngagementHour,
-    ],
+    [GroupBy::TweetId, GroupBy::EngagementType, GroupBy::EngagementDay, GroupBy::EngagementHour],
+    [GroupBy::EngagementType, GroupBy::TweetId, GroupBy::EngagementDay, GroupBy::EngagementHour],
 ];
 
 /// At most this many groupings in one request.
@@ -196,11 +182,7 @@ pub fn check_groupings(endpoint: Endpoint, groupings: &[Grouping]) -> Result<(),
             }
         }
         if !endpoint.allows_time_groupings() {
-            let unsupported: Vec<&str> = levels
-                .iter()
-                .filter(|l| l.is_time())
-                .map(|l| l.name())
-                .collect();
+            let unsupported: Vec<&str> = levels.iter().filter(|l| l.is_time()).map(|l| l.name()).collect();
             if !unsupported.is_empty() {
                 return Err(ApiError::new(format!(
                     "One or more of the groupBys you have specified are not supported: ({}). The {} endpoint supports tweet.id and engagement.type only.",
@@ -210,10 +192,7 @@ pub fn check_groupings(endpoint: Endpoint, groupings: &[Grouping]) -> Result<(),
             }
         }
         if levels.len() == 4 {
-            if !FOUR_LEVEL_ORDERS
-                .iter()
-                .any(|order| order.as_slice() == levels.as_slice())
-            {
+            if !FOUR_LEVEL_ORDERS.iter().any(|order| order.as_slice() == levels.as_slice()) {
                 return Err(ApiError::new(format!(
                     "grouping \"{}\": a group_by of 4 values must be [tweet.id, engagement.type, engagement.day, engagement.hour] or [engagement.type, tweet.id, engagement.day, engagement.hour]",
                     g.name
@@ -223,9 +202,7 @@ pub fn check_groupings(endpoint: Endpoint, groupings: &[Grouping]) -> Result<(),
         }
     }
     if four_level > 1 {
-        return Err(ApiError::new(
-            "only one grouping with 4 group_by values is allowed per request",
-        ));
+        return Err(ApiError::new("only one grouping with 4 group_by values is allowed per request"));
     }
     Ok(())
 }
@@ -290,9 +267,7 @@ impl Endpoint {
 
     /// The types this endpoint answers for.
     pub fn types(self) -> impl Iterator<Item = EngagementType> {
-        EngagementType::ALL
-            .into_iter()
-            .filter(move |t| self.allows_type(*t))
+        EngagementType::ALL.into_iter().filter(move |t| self.allows_type(*t))
     }
 }
 
@@ -301,9 +276,7 @@ pub const MAX_WINDOW_HOURS: i64 = 28 * 24;
 
 /// The earliest instant `/historical` can be asked about.
 pub fn earliest_start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2014, 9, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2014, 9, 1, 0, 0, 0).single().unwrap_or_default()
 }
 
 /// Tweets older than this (at request time) get no `video_views`.
@@ -317,10 +290,7 @@ mod tests {
     use super::*;
 
     fn grouping(levels: &[GroupBy]) -> Grouping {
-        Grouping {
-            name: "g".into(),
-            group_by: levels.to_vec(),
-        }
+        Grouping { name: "g".into(), group_by: levels.to_vec() }
     }
 
     #[test]
@@ -351,13 +321,7 @@ mod tests {
         assert!(check_groupings(Endpoint::Historical, std::slice::from_ref(&ok1)).is_ok());
         assert!(check_groupings(Endpoint::Historical, std::slice::from_ref(&ok2)).is_ok());
         assert!(check_groupings(Endpoint::Historical, &[bad]).is_err());
-        let two = [
-            ok1,
-            Grouping {
-                name: "h".into(),
-                ..ok2
-            },
-        ];
+        let two = [ok1, Grouping { name: "h".into(), ..ok2 }];
         let err = check_groupings(Endpoint::Historical, &two).unwrap_err();
         assert!(err.errors[0].contains("only one grouping with 4"));
     }
@@ -372,21 +336,11 @@ mod tests {
         ] {
             assert!(check_groupings(Endpoint::Historical, &[grouping(&levels)]).is_ok());
         }
-        let err =
-            check_groupings(Endpoint::Totals, &[grouping(&[TweetId, EngagementHour])]).unwrap_err();
-        assert!(
-            err.errors[0].contains("not supported: (engagement.hour)"),
-            "{err}"
-        );
-        let err =
-            check_groupings(Endpoint::Historical, &[grouping(&[TweetId, TweetId])]).unwrap_err();
+        let err = check_groupings(Endpoint::Totals, &[grouping(&[TweetId, EngagementHour])]).unwrap_err();
+        assert!(err.errors[0].contains("not supported: (engagement.hour)"), "{err}");
+        let err = check_groupings(Endpoint::Historical, &[grouping(&[TweetId, TweetId])]).unwrap_err();
         assert!(err.errors[0].contains("twice"));
         let four = vec![grouping(&[TweetId]); 4];
-        assert!(
-            check_groupings(Endpoint::Historical, &four)
-                .unwrap_err()
-                .errors[0]
-                .contains("at most 3")
-        );
+        assert!(check_groupings(Endpoint::Historical, &four).unwrap_err().errors[0].contains("at most 3"));
     }
 }

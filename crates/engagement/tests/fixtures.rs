@@ -4,15 +4,11 @@
 use std::path::PathBuf;
 
 use chrono::{Duration, Timelike};
-use engagement::{
-    Endpoint, EngagementType, HourlyCounts, Limits, Query, Response, TweetId, render,
-};
+use engagement::{Endpoint, EngagementType, HourlyCounts, Limits, Query, Response, TweetId, render};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -21,11 +17,7 @@ fn fixture(name: &str) -> Value {
 fn counts_as_strings(v: Value) -> Value {
     match v {
         Value::Number(n) => Value::String(n.to_string()),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k, counts_as_strings(v)))
-                .collect(),
-        ),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, counts_as_strings(v))).collect()),
         Value::Array(a) => Value::Array(a.into_iter().map(counts_as_strings).collect()),
         other => other,
     }
@@ -58,30 +50,20 @@ fn special_members_are_read_as_such() {
     assert_eq!(r.unavailable_tweet_ids, vec![TweetId(323456789)]);
     assert_eq!(r.errors, vec!["1 Tweet ID(s) are unavailable".to_string()]);
     assert_eq!(
-        r.groupings["group1"]
-            .get("423456789")
-            .and_then(|n| n.get("retweets")),
+        r.groupings["group1"].get("423456789").and_then(|n| n.get("retweets")),
         Some(&engagement::Node::Count(26))
     );
     let r: Response = serde_json::from_value(fixture("video-views-unsupported.json")).unwrap();
     assert_eq!(r.unsupported_for_video_views_tweet_ids.len(), 2);
     let r: Response = serde_json::from_value(fixture("historical-hour-of-day.json")).unwrap();
-    let hours = r.groupings["hourly_timeseries"]
-        .get("impressions")
-        .and_then(|n| n.get("695310089847111681"));
+    let hours = r.groupings["hourly_timeseries"].get("impressions").and_then(|n| n.get("695310089847111681"));
     assert!(matches!(hours, Some(engagement::Node::Branch(b)) if b.len() == 24));
 }
 
 /// Count = 1 in every hour: each leaf then counts its hours.
 struct Ones;
 impl HourlyCounts for Ones {
-    fn fill(
-        &self,
-        _: TweetId,
-        _: EngagementType,
-        _: chrono::DateTime<chrono::Utc>,
-        out: &mut [u64],
-    ) {
+    fn fill(&self, _: TweetId, _: EngagementType, _: chrono::DateTime<chrono::Utc>, out: &mut [u64]) {
         out.fill(1);
     }
 }
@@ -90,13 +72,7 @@ impl HourlyCounts for Ones {
 fn the_documented_request_renders_the_documented_shape() {
     let request = fixture("historical-tweet-type.request.json");
     let now = engagement::parse_instant("2016-01-01").unwrap();
-    let q = Query::from_json(
-        Endpoint::Historical,
-        &request,
-        &Limits::of(Endpoint::Historical),
-        now,
-    )
-    .unwrap();
+    let q = Query::from_json(Endpoint::Historical, &request, &Limits::of(Endpoint::Historical), now).unwrap();
     let range = q.range.unwrap();
     let trees = render(&q.tweet_ids, &q.types, &q.groupings, range, &Ones);
     let rendered = serde_json::to_value(&Response {
@@ -142,8 +118,7 @@ fn the_28hr_fixture_shape_is_what_render_gives_for_its_window() {
     );
     let rendered = serde_json::to_value(&trees["hourly-time-series"]).unwrap();
     let day = &rendered["123456789"]["impressions"]["2015-09-14"];
-    let documented_day =
-        &documented["hourly-time-series"]["123456789"]["impressions"]["2015-09-14"];
+    let documented_day = &documented["hourly-time-series"]["123456789"]["impressions"]["2015-09-14"];
     let hours = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(hours(day), hours(documented_day));
     assert_eq!(range.start.hour(), 17);

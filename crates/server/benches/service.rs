@@ -25,8 +25,7 @@ fn now() -> DateTime<Utc> {
 fn tweets(n: u64, days_old: f64, salt: u64) -> Vec<TweetId> {
     (0..n)
         .map(|k| {
-            let at = now()
-                - chrono::Duration::seconds(((days_old + k as f64 / n as f64) * 86_400.0) as i64);
+            let at = now() - chrono::Duration::seconds(((days_old + k as f64 / n as f64) * 86_400.0) as i64);
             TweetId(TweetId::minted_at(at).0 + salt)
         })
         .collect()
@@ -48,22 +47,14 @@ fn per_tweet() -> Value {
 
 /// A simulator on its own thread and runtime, so its work does not share the service's.
 fn start_simulator(config: Config) -> (String, Arc<Simulator>) {
-    let sim = Simulator::new(Config {
-        clock: Clock::Fixed(now()),
-        ..config
-    });
+    let sim = Simulator::new(Config { clock: Clock::Fixed(now()), ..config });
     let (tx, rx) = std::sync::mpsc::channel();
     let served = Arc::clone(&sim);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(format!("http://{}", listener.local_addr().unwrap()))
-                .unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
             served.serve(listener).await.unwrap();
         });
     });
@@ -77,11 +68,8 @@ async fn start_service(sim_url: &str, in_flight: usize) -> String {
         ("STITCHER__UPSTREAM__MAX_IN_FLIGHT", in_flight.to_string()),
         ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "600".to_string()),
     ];
-    let settings = Settings::load_with(
-        None,
-        Some(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
-    )
-    .unwrap();
+    let settings =
+        Settings::load_with(None, Some(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).unwrap();
     let app = Application::build(settings).await.unwrap();
     let url = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run());
@@ -111,26 +99,13 @@ async fn creation_cut_table() {
         "\n## A 2-year question for 100 Tweets created over the last 3 years (200 ms upstream latency, max_in_flight 8)\n"
     );
     let latency = Duration::from_millis(200);
-    let (sim_url, sim) = start_simulator(Config {
-        faults: Faults {
-            latency,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
+    let (sim_url, sim) =
+        start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
     let url = start_service(&sim_url, 8).await;
-    let ids: Vec<TweetId> = (0..100)
-        .flat_map(|k| tweets(1, k as f64 * 365.0 * 3.0 / 100.0, k))
-        .collect();
-    let range = TimeRange::covering(
-        now() - chrono::Duration::days(730),
-        now() - chrono::Duration::days(1),
-    );
-    let (took, answer) = ask(
-        &url,
-        &question(&ids, range, per_tweet(), &["impressions", "engagements"]),
-    )
-    .await;
+    let ids: Vec<TweetId> = (0..100).flat_map(|k| tweets(1, k as f64 * 365.0 * 3.0 / 100.0, k)).collect();
+    let range = TimeRange::covering(now() - chrono::Duration::days(730), now() - chrono::Duration::days(1));
+    let (took, answer) =
+        ask(&url, &question(&ids, range, per_tweet(), &["impressions", "engagements"])).await;
     let calls = answer["meta"]["upstream_calls"].as_u64().unwrap();
     let planned = answer["meta"]["slices_planned"].as_u64().unwrap();
     let ideal = latency * calls.div_ceil(8) as u32;
@@ -153,13 +128,8 @@ async fn fan_out_table() {
         "\n## Fan-out: wall time vs. ideal ceil(calls / in_flight) × latency (100 ms upstream latency)\n"
     );
     let latency = Duration::from_millis(100);
-    let (sim_url, _sim) = start_simulator(Config {
-        faults: Faults {
-            latency,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
+    let (sim_url, _sim) =
+        start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
     // All Tweets older than the range: calls = batches × windows exactly.
     let cases: [(u64, i64); 3] = [(25, 30), (100, 25), (200, 50)];
     println!("| calls | in_flight | wall time | ideal | wall / ideal |");
@@ -169,24 +139,15 @@ async fn fan_out_table() {
         for (n, windows) in cases {
             let ids = tweets(n, 3000.0, in_flight as u64);
             let end = TimeRange::covering(now() - chrono::Duration::days(2), now()).start;
-            let anchor_aligned = stitch::windows(TimeRange {
-                start: end - chrono::Duration::days(28 * windows),
-                end,
-            });
-            let range = TimeRange {
-                start: anchor_aligned[0].start,
-                end,
-            };
+            let anchor_aligned =
+                stitch::windows(TimeRange { start: end - chrono::Duration::days(28 * windows), end });
+            let range = TimeRange { start: anchor_aligned[0].start, end };
             let range = if stitch::windows(range).len() as i64 > windows {
-                TimeRange {
-                    start: anchor_aligned[1].start,
-                    end,
-                }
+                TimeRange { start: anchor_aligned[1].start, end }
             } else {
                 range
             };
-            let (took, answer) =
-                ask(&url, &question(&ids, range, per_tweet(), &["impressions"])).await;
+            let (took, answer) = ask(&url, &question(&ids, range, per_tweet(), &["impressions"])).await;
             let calls = answer["meta"]["upstream_calls"].as_u64().unwrap();
             let ideal = latency * calls.div_ceil(in_flight as u64) as u32;
             println!(
@@ -205,44 +166,25 @@ fn calls_saved_table() {
         "| Tweets | ages | calls made | windows × batches | 27-day windows × batches (published Python client) |"
     );
     println!("|---|---|---|---|---|");
-    let range = TimeRange::covering(
-        now() - chrono::Duration::days(3 * 365),
-        now() - chrono::Duration::days(1),
-    );
+    let range =
+        TimeRange::covering(now() - chrono::Duration::days(3 * 365), now() - chrono::Duration::days(1));
     for (label, ids) in [
         ("all older than the range", tweets(100, 4.0 * 365.0, 0)),
         (
             "spread evenly over 3 years",
-            (0..100)
-                .flat_map(|k| tweets(1, k as f64 * 10.95, k))
-                .collect::<Vec<_>>(),
+            (0..100).flat_map(|k| tweets(1, k as f64 * 10.95, k)).collect::<Vec<_>>(),
         ),
         (
             "half from the last 90 days",
             (0..100)
-                .flat_map(|k| {
-                    tweets(
-                        1,
-                        if k % 2 == 0 {
-                            k as f64 * 0.9
-                        } else {
-                            k as f64 * 10.95
-                        },
-                        k,
-                    )
-                })
+                .flat_map(|k| tweets(1, if k % 2 == 0 { k as f64 * 0.9 } else { k as f64 * 10.95 }, k))
                 .collect(),
         ),
         ("all from the last 30 days", tweets(100, 15.0, 0)),
     ] {
         let p = stitch::plan(&ids, range, 25);
         let python = (range.hours() as u64).div_ceil(27 * 24) * p.batches.len() as u64;
-        println!(
-            "| {} | {label} | {} | {} | {python} |",
-            ids.len(),
-            p.fetched.len(),
-            p.planned()
-        );
+        println!("| {} | {label} | {} | {} | {python} |", ids.len(), p.fetched.len(), p.planned());
     }
 }
 
@@ -252,14 +194,8 @@ fn merge_cost_table() {
     );
     println!("| question | answers | bytes | serde_json::Value parse | parse + merge | ratio |");
     println!("|---|---|---|---|---|---|");
-    let config = Config {
-        clock: Clock::Fixed(now()),
-        ..Config::default()
-    };
-    let model = simulator::Model {
-        seed: 0,
-        now: now(),
-    };
+    let config = Config { clock: Clock::Fixed(now()), ..Config::default() };
+    let model = simulator::Model { seed: 0, now: now() };
     let end = now() - chrono::Duration::days(1);
     for (label, n, days, groupings) in [
         (
@@ -372,12 +308,7 @@ async fn memory_table() {
     ] {
         let ids = tweets(n, days as f64 + 10.0, 0);
         let range = TimeRange::covering(end - chrono::Duration::days(days), end);
-        let body = question(
-            &ids,
-            range,
-            groupings,
-            &["impressions", "engagements", "favorites"],
-        );
+        let body = question(&ids, range, groupings, &["impressions", "engagements", "favorites"]);
         let resp = reqwest::Client::new()
             .post(format!("{url}/insights/engagement/historical"))
             .bearer_auth("demo-key")
@@ -406,10 +337,7 @@ async fn main() {
         // `cargo test --benches` probes bench binaries; the table is for `cargo bench`.
         return;
     }
-    println!(
-        "# stitcher benchmarks ({} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("# stitcher benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     creation_cut_table().await;
     calls_saved_table();
     merge_cost_table();

@@ -56,12 +56,7 @@ impl Application {
             consumer_secret: u.consumer_secret.expose_secret().into(),
         };
         let budget = Arc::new(RateBudget::new(u.requests_per_minute, u.rate_burst));
-        let client = HttpUpstream::new(
-            &upstream_url,
-            app,
-            budget,
-            Duration::from_secs(u.call_timeout_secs),
-        )?;
+        let client = HttpUpstream::new(&upstream_url, app, budget, Duration::from_secs(u.call_timeout_secs))?;
         Self::with_upstream(settings, Arc::new(client), upstream_url).await
     }
 
@@ -75,11 +70,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         let state = Arc::new(AppState::new(settings, upstream));
-        Ok(Application {
-            listener,
-            state,
-            upstream_url,
-        })
+        Ok(Application { listener, state, upstream_url })
     }
 
     /// The address the service listens on.
@@ -100,10 +91,7 @@ impl Application {
     /// Serves until `shutdown` completes. Then `/readyz` answers `503` and new questions are
     /// refused at once, questions in flight get `server.shutdown_grace_secs` to finish, and
     /// the server stops.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, upstream = %self.upstream_url, "stitcher serving");
         let state = Arc::clone(&self.state);
@@ -123,8 +111,8 @@ impl Application {
             }
             let _ = drained.send(());
         };
-        let server = axum::serve(self.listener, router(Arc::clone(&self.state)))
-            .with_graceful_shutdown(draining);
+        let server =
+            axum::serve(self.listener, router(Arc::clone(&self.state))).with_graceful_shutdown(draining);
         // Once drained, connections that stay open (idle keep-alives, questions past the
         // grace period) get a moment to close before the process stops anyway.
         let hard_stop = async {

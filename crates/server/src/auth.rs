@@ -72,26 +72,13 @@ impl Keyring {
                 (name.as_str(), Arc::new(creds))
             })
             .collect();
-        let by_token = handles
-            .values()
-            .map(|h| (h.token.clone(), Arc::clone(h)))
-            .collect();
+        let by_token = handles.values().map(|h| (h.token.clone(), Arc::clone(h))).collect();
         let clients = settings
             .clients
             .iter()
             .map(|(name, c)| {
-                let granted = c
-                    .handles
-                    .iter()
-                    .filter_map(|h| handles.get(h.as_str()).cloned())
-                    .collect();
-                (
-                    c.key_sha256.to_ascii_lowercase(),
-                    Client {
-                        name: name.clone(),
-                        handles: granted,
-                    },
-                )
+                let granted = c.handles.iter().filter_map(|h| handles.get(h.as_str()).cloned()).collect();
+                (c.key_sha256.to_ascii_lowercase(), Client { name: name.clone(), handles: granted })
             })
             .collect();
         Keyring {
@@ -118,26 +105,14 @@ impl Keyring {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("OAuth "));
-        if is_oauth {
-            self.oauth_caller(method, uri, headers)
-        } else {
-            self.bearer_caller(headers)
-        }
+        if is_oauth { self.oauth_caller(method, uri, headers) } else { self.bearer_caller(headers) }
     }
 
-    fn oauth_caller(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Result<Caller, ServiceError> {
+    fn oauth_caller(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Caller, ServiceError> {
         let url = match &self.public_base_url {
             Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
             None => {
-                let host = headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("localhost");
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
                 oauth::normalize_url("http", host, uri.path())
             }
         };
@@ -145,15 +120,10 @@ impl Keyring {
             method: method.as_str(),
             url: &url,
             query: uri.query().unwrap_or(""),
-            authorization: headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
+            authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
         };
-        let secret_of = |token: &str| {
-            self.by_token
-                .get(token)
-                .map(|h| h.token_secret.expose_secret().to_string())
-        };
+        let secret_of =
+            |token: &str| self.by_token.get(token).map(|h| h.token_secret.expose_secret().to_string());
         let verified = oauth::verify(
             &received,
             &self.consumer_key,
@@ -163,15 +133,10 @@ impl Keyring {
             OAUTH_TIMESTAMP_TOLERANCE.as_secs() as i64,
         )
         .map_err(|r| {
-            ServiceError::Unauthorized(format!(
-                "Your account could not be authenticated. Reason: {r}"
-            ))
+            ServiceError::Unauthorized(format!("Your account could not be authenticated. Reason: {r}"))
         })?;
-        let fresh = self
-            .nonces
-            .entry(format!("{}:{}", verified.token, verified.nonce))
-            .or_insert(())
-            .is_fresh();
+        let fresh =
+            self.nonces.entry(format!("{}:{}", verified.token, verified.nonce)).or_insert(()).is_fresh();
         if !fresh {
             return Err(ServiceError::Unauthorized(
                 "Your account could not be authenticated. Reason: this oauth_nonce was already used; sign each request afresh".into(),
@@ -181,10 +146,7 @@ impl Keyring {
             .by_token
             .get(&verified.token)
             .ok_or_else(|| ServiceError::Unauthorized("Access token not found".into()))?;
-        Ok(Caller {
-            client: format!("oauth:{}", handle.handle),
-            handle: Arc::clone(handle),
-        })
+        Ok(Caller { client: format!("oauth:{}", handle.handle), handle: Arc::clone(handle) })
     }
 
     fn bearer_caller(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
@@ -208,54 +170,36 @@ impl Keyring {
             .clients
             .get(&key_hash(key))
             .ok_or_else(|| ServiceError::Unauthorized("unknown API key".into()))?;
-        let wanted = headers.get("x-handle").map(|v| {
-            v.to_str()
-                .unwrap_or_default()
-                .trim()
-                .trim_start_matches('@')
-        });
+        let wanted =
+            headers.get("x-handle").map(|v| v.to_str().unwrap_or_default().trim().trim_start_matches('@'));
         let handle = match wanted {
-            Some(name) => client
-                .handles
-                .iter()
-                .find(|h| h.handle.eq_ignore_ascii_case(name))
-                .ok_or_else(|| {
+            Some(name) => {
+                client.handles.iter().find(|h| h.handle.eq_ignore_ascii_case(name)).ok_or_else(|| {
                     ServiceError::Forbidden(format!(
                         "handle \"{name}\" is not granted to this API key; granted: {}",
                         granted(client)
                     ))
-                })?,
+                })?
+            }
             None => match client.handles.as_slice() {
                 [only] => only,
                 [] => {
-                    return Err(ServiceError::Forbidden(
-                        "this API key is granted no handle".into(),
-                    ));
+                    return Err(ServiceError::Forbidden("this API key is granted no handle".into()));
                 }
                 _ => {
-                    return Err(ServiceError::BadRequest(engagement::ApiError::new(
-                        format!(
-                            "this API key may ask as several handles; pick one with the X-Handle header: {}",
-                            granted(client)
-                        ),
-                    )));
+                    return Err(ServiceError::BadRequest(engagement::ApiError::new(format!(
+                        "this API key may ask as several handles; pick one with the X-Handle header: {}",
+                        granted(client)
+                    ))));
                 }
             },
         };
-        Ok(Caller {
-            client: client.name.clone(),
-            handle: Arc::clone(handle),
-        })
+        Ok(Caller { client: client.name.clone(), handle: Arc::clone(handle) })
     }
 }
 
 fn granted(client: &Client) -> String {
-    client
-        .handles
-        .iter()
-        .map(|h| h.handle.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    client.handles.iter().map(|h| h.handle.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -281,10 +225,7 @@ mod tests {
                 &headers(&[("authorization", "Bearer demo-key")]),
             )
             .unwrap();
-        assert_eq!(
-            (caller.client.as_str(), caller.handle.handle.as_str()),
-            ("demo", "demo")
-        );
+        assert_eq!((caller.client.as_str(), caller.handle.handle.as_str()), ("demo", "demo"));
         assert!(
             ring.authenticate(
                 &Method::POST,
@@ -299,29 +240,19 @@ mod tests {
     fn missing_wrong_and_ungranted_are_refused() {
         let ring = Keyring::from_settings(&Settings::defaults());
         let status = |h: &[(&'static str, &'static str)]| {
-            ring.authenticate(
-                &Method::POST,
-                &Uri::from_static("/v1/historical"),
-                &headers(h),
-            )
-            .unwrap_err()
-            .status()
-            .as_u16()
+            ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &headers(h))
+                .unwrap_err()
+                .status()
+                .as_u16()
         };
         assert_eq!(status(&[]), 401);
         assert_eq!(status(&[("authorization", "Bearer nope")]), 401);
         assert_eq!(status(&[("authorization", "Basic abc")]), 401);
-        assert_eq!(
-            status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]),
-            403
-        );
+        assert_eq!(status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]), 403);
     }
 
     #[test]
     fn key_hash_is_sha256_hex() {
-        assert_eq!(
-            key_hash("demo-key"),
-            "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c"
-        );
+        assert_eq!(key_hash("demo-key"), "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c");
     }
 }

@@ -26,10 +26,7 @@ pub async fn start_simulator() -> std::io::Result<String> {
 pub fn is_loopback(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = if rest.starts_with('[') {
-        rest.split(']')
-            .next()
-            .map(|h| h.trim_start_matches('['))
-            .unwrap_or_default()
+        rest.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or_default()
     } else {
         rest.split([':', '/']).next().unwrap_or_default()
     };
@@ -64,19 +61,10 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognized() {
-        for url in [
-            "http://127.0.0.1:9090",
-            "http://localhost:1/x",
-            "http://[::1]:80",
-            "127.0.0.2",
-        ] {
+        for url in ["http://127.0.0.1:9090", "http://localhost:1/x", "http://[::1]:80", "127.0.0.2"] {
             assert!(is_loopback(url), "{url}");
         }
-        for url in [
-            "https://data-api.x.com",
-            "http://10.0.0.1:80",
-            "http://127example.com",
-        ] {
+        for url in ["https://data-api.x.com", "http://10.0.0.1:80", "http://127example.com"] {
             assert!(!is_loopback(url), "{url}");
         }
     }

@@ -34,28 +34,16 @@ pub enum ServiceError {
     #[error("{0}")]
     Forbidden(String),
     #[error("the upstream refused a batch ({status})")]
-    UpstreamRefused {
-        status: u16,
-        errors: Vec<String>,
-        failed: Vec<FailedSlice>,
-    },
+    UpstreamRefused { status: u16, errors: Vec<String>, failed: Vec<FailedSlice> },
     #[error("the upstream rate budget has no room before the deadline")]
-    RateBudget {
-        retry_after: Duration,
-        failed: Vec<FailedSlice>,
-    },
+    RateBudget { retry_after: Duration, failed: Vec<FailedSlice> },
     #[error("upstream calls kept failing after retries")]
     UpstreamFailed { failed: Vec<FailedSlice> },
     #[error("the request's deadline passed")]
-    DeadlineExceeded {
-        timeout: Duration,
-        failed: Vec<FailedSlice>,
-    },
+    DeadlineExceeded { timeout: Duration, failed: Vec<FailedSlice> },
     #[error("too many requests in flight")]
     Overloaded { retry_after: Duration },
-    #[error(
-        "the service is shutting down and takes no new questions; retry against another instance"
-    )]
+    #[error("the service is shutting down and takes no new questions; retry against another instance")]
     ShuttingDown,
     #[error("{0}")]
     Internal(String),
@@ -82,9 +70,7 @@ impl ServiceError {
             ServiceError::RateBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,18 +78,12 @@ impl ServiceError {
     fn messages(&self) -> Vec<String> {
         let slices = |failed: &[FailedSlice]| {
             let n = failed.len();
-            format!(
-                "{n} slice{} could not be had; see failed_slices",
-                if n == 1 { "" } else { "s" }
-            )
+            format!("{n} slice{} could not be had; see failed_slices", if n == 1 { "" } else { "s" })
         };
         match self {
             ServiceError::BadRequest(e) => e.errors.clone(),
             ServiceError::UpstreamRefused { errors, .. } => errors.clone(),
-            ServiceError::RateBudget {
-                retry_after,
-                failed,
-            } => vec![format!(
+            ServiceError::RateBudget { retry_after, failed } => vec![format!(
                 "the upstream's per-minute budget has no room for this question before its deadline; retry in {} s ({})",
                 retry_after.as_secs().max(1),
                 slices(failed)
@@ -137,8 +117,9 @@ impl ServiceError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ServiceError::RateBudget { retry_after, .. }
-            | ServiceError::Overloaded { retry_after } => Some(*retry_after),
+            ServiceError::RateBudget { retry_after, .. } | ServiceError::Overloaded { retry_after } => {
+                Some(*retry_after)
+            }
             ServiceError::ShuttingDown => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -151,16 +132,10 @@ impl IntoResponse for ServiceError {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "question failed");
         }
-        let body = Body {
-            errors: self.messages(),
-            failed_slices: self.failed(),
-        };
+        let body = Body { errors: self.messages(), failed_slices: self.failed() };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after() {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
         }
         response
     }

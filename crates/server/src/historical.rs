@@ -60,15 +60,9 @@ pub async fn answer(
 ) -> Result<Answer, ServiceError> {
     let started = Instant::now();
     let Some(range) = query.range else {
-        return Err(ServiceError::Internal(
-            "a historical question without a range".into(),
-        ));
+        return Err(ServiceError::Internal("a historical question without a range".into()));
     };
-    let plan = Arc::new(stitch::plan(
-        &query.tweet_ids,
-        range,
-        Endpoint::Historical.max_tweet_ids(),
-    ));
+    let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
     let deadline = started + state.settings.request_timeout();
     let query = Arc::new(query);
     let lane = Arc::new(state.scheduler.lane());
@@ -81,11 +75,7 @@ pub async fn answer(
             ..(*query).clone()
         }
         .to_raw();
-        let (state, lane, handle) = (
-            Arc::clone(state),
-            Arc::clone(&lane),
-            Arc::clone(&caller.handle),
-        );
+        let (state, lane, handle) = (Arc::clone(state), Arc::clone(&lane), Arc::clone(&caller.handle));
         tasks.spawn(async move {
             let retried = retry(&state.retry_policy, deadline, |_| async {
                 let _turn = lane.turn().await;
@@ -154,25 +144,15 @@ pub async fn answer(
     let deleted: HashSet<TweetId> = merged.unavailable_tweet_ids.iter().copied().collect();
     for (b, zeros) in plan.synthesized.iter().enumerate() {
         if let Some(z) = zeros {
-            let shown: Vec<TweetId> = plan.batches[b]
-                .iter()
-                .copied()
-                .filter(|id| !deleted.contains(id))
-                .collect();
-            absorb(
-                &mut merged,
-                synthesize(&shown, &query.types, &query.groupings, *z),
-            )
-            .map_err(|e| {
+            let shown: Vec<TweetId> =
+                plan.batches[b].iter().copied().filter(|id| !deleted.contains(id)).collect();
+            absorb(&mut merged, synthesize(&shown, &query.types, &query.groupings, *z)).map_err(|e| {
                 ServiceError::Internal(format!("synthesized zeros do not fit the answers: {e}"))
             })?;
         }
     }
     for g in &query.groupings {
-        merged
-            .groupings
-            .entry(g.name.clone())
-            .or_insert_with(engagement::Node::branch);
+        merged.groupings.entry(g.name.clone()).or_insert_with(engagement::Node::branch);
     }
     merged.start = Some(format_instant(range.start));
     merged.end = Some(format_instant(range.end));
@@ -197,11 +177,7 @@ pub async fn answer(
             failed_slice(&plan, slice, &[error.to_string()], error.status(), attempts)
         })
         .collect();
-    Ok(Answer {
-        response: merged,
-        meta,
-        incomplete,
-    })
+    Ok(Answer { response: merged, meta, incomplete })
 }
 
 fn failed_slice(
@@ -215,10 +191,7 @@ fn failed_slice(
     FailedSlice {
         start: format_instant(slice.window.start),
         end: format_instant(slice.window.end),
-        tweet_ids: plan.batches[slice.batch]
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        tweet_ids: plan.batches[slice.batch].iter().map(ToString::to_string).collect(),
         status,
         errors,
         attempts,
@@ -227,11 +200,7 @@ fn failed_slice(
 
 /// The client's error for a question whose slices failed, by the worst failure: a refusal
 /// by the upstream, then the rate budget, then the deadline, then transient failures.
-fn failure(
-    plan: &Plan,
-    timeout: &Duration,
-    failed: Vec<(Slice, AttemptError, u32)>,
-) -> ServiceError {
+fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u32)>) -> ServiceError {
     let slices: Vec<FailedSlice> = failed
         .iter()
         .map(|(slice, error, attempts)| {
@@ -242,47 +211,32 @@ fn failure(
             failed_slice(plan, *slice, &errors, error.status(), *attempts)
         })
         .collect();
-    if let Some((_, AttemptError::Refused { status, errors }, _)) = failed
-        .iter()
-        .find(|(_, e, _)| matches!(e, AttemptError::Refused { .. }))
+    if let Some((_, AttemptError::Refused { status, errors }, _)) =
+        failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Refused { .. }))
     {
         // 400 and 403 are about the Tweets asked for, and pass through. Anything else the
         // upstream refuses (401: the handle's credentials) is this service's problem.
         return match status {
-            400 | 403 => ServiceError::UpstreamRefused {
-                status: *status,
-                errors: errors.clone(),
-                failed: slices,
-            },
+            400 | 403 => {
+                ServiceError::UpstreamRefused { status: *status, errors: errors.clone(), failed: slices }
+            }
             _ => ServiceError::UpstreamRefused {
                 status: 502,
                 errors: errors
                     .iter()
-                    .map(|e| {
-                        format!("the Engagement API refused the service's call ({status}): {e}")
-                    })
+                    .map(|e| format!("the Engagement API refused the service's call ({status}): {e}"))
                     .collect(),
                 failed: slices,
             },
         };
     }
-    if let Some((_, AttemptError::Budget { wait }, _)) = failed
-        .iter()
-        .find(|(_, e, _)| matches!(e, AttemptError::Budget { .. }))
+    if let Some((_, AttemptError::Budget { wait }, _)) =
+        failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Budget { .. }))
     {
-        return ServiceError::RateBudget {
-            retry_after: *wait,
-            failed: slices,
-        };
+        return ServiceError::RateBudget { retry_after: *wait, failed: slices };
     }
-    if failed
-        .iter()
-        .any(|(_, e, _)| matches!(e, AttemptError::Deadline))
-    {
-        return ServiceError::DeadlineExceeded {
-            timeout: *timeout,
-            failed: slices,
-        };
+    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline)) {
+        return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
     }
     ServiceError::UpstreamFailed { failed: slices }
 }

@@ -41,24 +41,18 @@ async fn ask(
     }
     let _admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
-        .map_err(|_| ServiceError::Overloaded {
-            retry_after: OVERLOADED_RETRY_AFTER,
-        })?;
-    let caller = state
-        .keyring
-        .authenticate(&request.method, &request.uri, &request.headers)?;
+        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
+    let caller = state.keyring.authenticate(&request.method, &request.uri, &request.headers)?;
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge {
-            limit: state.settings.server.max_body_bytes,
-        },
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ServiceError::PayloadTooLarge { limit: state.settings.server.max_body_bytes }
+        }
         _ => ServiceError::BadRequest(ApiError::new(format!(
             "the request body could not be read: {rejection}"
         ))),
     })?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ServiceError::BadRequest(ApiError::new(format!(
-            "the request body is not valid JSON: {e}"
-        )))
+        ServiceError::BadRequest(ApiError::new(format!("the request body is not valid JSON: {e}")))
     })?;
     let partial = match value.get("partial") {
         None | Some(Value::Null) => false,
@@ -74,13 +68,8 @@ async fn ask(
             ))));
         }
     };
-    let query = Query::from_json(
-        Endpoint::Historical,
-        &value,
-        &state.limits,
-        chrono::Utc::now(),
-    )
-    .map_err(ServiceError::BadRequest)?;
+    let query = Query::from_json(Endpoint::Historical, &value, &state.limits, chrono::Utc::now())
+        .map_err(ServiceError::BadRequest)?;
     historical::answer(state, &caller, query, partial).await
 }
 
@@ -92,17 +81,7 @@ pub async fn drop_in(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
-    let answer = ask(
-        &state,
-        &RequestHead {
-            method,
-            uri,
-            headers,
-        },
-        body,
-        false,
-    )
-    .await?;
+    let answer = ask(&state, &RequestHead { method, uri, headers }, body, false).await?;
     Ok(Json(answer.response.styled(CountStyle::Strings)).into_response())
 }
 
@@ -114,22 +93,11 @@ pub async fn native(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
-    let answer = ask(
-        &state,
-        &RequestHead {
-            method,
-            uri,
-            headers,
-        },
-        body,
-        true,
-    )
-    .await?;
-    let mut meta =
-        serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let answer = ask(&state, &RequestHead { method, uri, headers }, body, true).await?;
+    let mut meta = serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if !answer.incomplete.is_empty() {
-        meta["incomplete"] = serde_json::to_value(&answer.incomplete)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        meta["incomplete"] =
+            serde_json::to_value(&answer.incomplete).map_err(|e| ServiceError::Internal(e.to_string()))?;
     }
     let data = serde_json::to_value(answer.response.styled(CountStyle::Integers))
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -146,11 +114,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "shutting down" })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response()
     }
 }
 

@@ -51,22 +51,14 @@ pub struct Turn {
 impl Scheduler {
     /// A scheduler with `capacity` calls in flight at most.
     pub fn new(capacity: usize) -> Scheduler {
-        Scheduler {
-            inner: Arc::new(Inner {
-                capacity: capacity.max(1),
-                state: Mutex::default(),
-            }),
-        }
+        Scheduler { inner: Arc::new(Inner { capacity: capacity.max(1), state: Mutex::default() }) }
     }
 
     /// A lane for one client request.
     pub fn lane(&self) -> Lane {
         let mut s = self.inner.lock();
         s.next_lane += 1;
-        Lane {
-            id: s.next_lane,
-            inner: Arc::clone(&self.inner),
-        }
+        Lane { id: s.next_lane, inner: Arc::clone(&self.inner) }
     }
 
     /// Calls in flight now.
@@ -97,9 +89,7 @@ impl Inner {
             } else {
                 s.ring.push_back(lane);
             }
-            match waiter.send(Turn {
-                inner: Some(Arc::clone(self)),
-            }) {
+            match waiter.send(Turn { inner: Some(Arc::clone(self)) }) {
                 Ok(()) => s.in_flight += 1,
                 // The call was cancelled while it waited: its turn is not taken.
                 Err(mut unused) => unused.inner = None,
@@ -116,9 +106,7 @@ impl Lane {
             let s = &mut *guard;
             if s.in_flight < self.inner.capacity && s.ring.is_empty() {
                 s.in_flight += 1;
-                return Turn {
-                    inner: Some(Arc::clone(&self.inner)),
-                };
+                return Turn { inner: Some(Arc::clone(&self.inner)) };
             }
             let (tx, rx) = oneshot::channel();
             let queue = s.waiting.entry(self.id).or_default();
@@ -189,18 +177,12 @@ mod tests {
     #[tokio::test]
     async fn a_small_request_behind_a_big_one_gets_the_next_turns() {
         // Lane 1 queues 8 calls, then lane 2 queues 2: lane 2 alternates in at once.
-        assert_eq!(
-            order(&[(1, 8), (2, 2)]).await,
-            [1, 2, 1, 2, 1, 1, 1, 1, 1, 1]
-        );
+        assert_eq!(order(&[(1, 8), (2, 2)]).await, [1, 2, 1, 2, 1, 1, 1, 1, 1, 1]);
     }
 
     #[tokio::test]
     async fn three_lanes_share_round_robin() {
-        assert_eq!(
-            order(&[(1, 3), (2, 3), (3, 1)]).await,
-            [1, 2, 3, 1, 2, 1, 2]
-        );
+        assert_eq!(order(&[(1, 3), (2, 3), (3, 1)]).await, [1, 2, 3, 1, 2, 1, 2]);
     }
 
     #[tokio::test]
@@ -213,11 +195,7 @@ mod tests {
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), lane.turn()).await;
         assert!(waiting.is_err(), "a third call waits");
         drop(a);
-        assert_eq!(
-            scheduler.in_flight(),
-            1,
-            "the cancelled waiter took no turn"
-        );
+        assert_eq!(scheduler.in_flight(), 1, "the cancelled waiter took no turn");
         let _c = lane.turn().await;
         assert_eq!(scheduler.in_flight(), 2);
     }

@@ -87,10 +87,8 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(File::with_name(path).required(true));
         }
-        let mut environment = Environment::with_prefix("STITCHER")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true);
+        let mut environment =
+            Environment::with_prefix("STITCHER").prefix_separator("__").separator("__").try_parsing(true);
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -119,8 +117,7 @@ impl Settings {
         if self.upstream.base_url.is_some() {
             if self.upstream.consumer_secret.expose_secret().is_empty() {
                 return fail(
-                    "upstream.consumer_secret is empty: set STITCHER__UPSTREAM__CONSUMER_SECRET"
-                        .into(),
+                    "upstream.consumer_secret is empty: set STITCHER__UPSTREAM__CONSUMER_SECRET".into(),
                 );
             }
             for (name, h) in &self.handles {
@@ -133,9 +130,7 @@ impl Settings {
             }
         }
         for (name, client) in &self.clients {
-            if client.key_sha256.len() != 64
-                || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if client.key_sha256.len() != 64 || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return fail(format!(
                     "clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"
                 ));
@@ -170,106 +165,50 @@ mod tests {
         assert_eq!(s.server.request_timeout_secs, 120);
         assert_eq!(s.server.max_tweet_ids, 10_000);
         assert_eq!(s.clients["demo"].handles, ["demo"]);
-        assert_eq!(
-            s.handles["demo"].token_secret.expose_secret(),
-            "demo-token-secret"
-        );
+        assert_eq!(s.handles["demo"].token_secret.expose_secret(), "demo-token-secret");
     }
 
     #[test]
     fn the_environment_overrides_any_key() {
         let env = BTreeMap::from([
-            (
-                "STITCHER__SERVER__LISTEN".to_string(),
-                "0.0.0.0:9000".to_string(),
-            ),
-            (
-                "STITCHER__UPSTREAM__BASE_URL".to_string(),
-                "https://data-api.x.com".to_string(),
-            ),
-            (
-                "STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(),
-                "32".to_string(),
-            ),
-            (
-                "STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(),
-                "450".to_string(),
-            ),
-            (
-                "STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(),
-                "3".to_string(),
-            ),
-            (
-                "STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(),
-                "from-env".to_string(),
-            ),
+            ("STITCHER__SERVER__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("STITCHER__UPSTREAM__BASE_URL".to_string(), "https://data-api.x.com".to_string()),
+            ("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "32".to_string()),
+            ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(), "450".to_string()),
+            ("STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "from-env".to_string()),
         ]);
         let s = Settings::load_with(None, Some(env)).unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
         assert_eq!(
-            s.upstream.base_url.as_deref(),
-            Some("https://data-api.x.com")
-        );
-        assert_eq!(
-            (
-                s.upstream.max_in_flight,
-                s.upstream.requests_per_minute,
-                s.upstream.max_attempts
-            ),
+            (s.upstream.max_in_flight, s.upstream.requests_per_minute, s.upstream.max_attempts),
             (32, 450, 3)
         );
         assert_eq!(s.upstream.consumer_secret.expose_secret(), "from-env");
-        assert!(
-            !format!("{s:?}").contains("from-env"),
-            "secrets do not print"
-        );
+        assert!(!format!("{s:?}").contains("from-env"), "secrets do not print");
     }
 
     #[test]
     fn the_production_example_needs_its_secrets_from_the_environment() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/production.example.toml"
-        );
-        let err = Settings::load_with(Some(path), Some(BTreeMap::new()))
-            .unwrap_err()
-            .to_string();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/production.example.toml");
+        let err = Settings::load_with(Some(path), Some(BTreeMap::new())).unwrap_err().to_string();
         assert!(err.contains("STITCHER__UPSTREAM__CONSUMER_SECRET"), "{err}");
         let env = BTreeMap::from([
-            (
-                "STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(),
-                "cs".to_string(),
-            ),
-            (
-                "STITCHER__HANDLES__BRAND__TOKEN_SECRET".to_string(),
-                "b".to_string(),
-            ),
-            (
-                "STITCHER__HANDLES__BRAND_SUPPORT__TOKEN_SECRET".to_string(),
-                "bs".to_string(),
-            ),
+            ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "cs".to_string()),
+            ("STITCHER__HANDLES__BRAND__TOKEN_SECRET".to_string(), "b".to_string()),
+            ("STITCHER__HANDLES__BRAND_SUPPORT__TOKEN_SECRET".to_string(), "bs".to_string()),
         ]);
         let s = Settings::load_with(Some(path), Some(env)).unwrap();
-        assert_eq!(
-            s.upstream.base_url.as_deref(),
-            Some("https://data-api.x.com")
-        );
+        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
         assert_eq!(s.clients["dashboards"].handles, ["brand", "brand_support"]);
-        assert_eq!(
-            s.handles["brand_support"].token_secret.expose_secret(),
-            "bs"
-        );
+        assert_eq!(s.handles["brand_support"].token_secret.expose_secret(), "bs");
     }
 
     #[test]
     fn bad_settings_are_refused_with_a_reason() {
-        let env = BTreeMap::from([(
-            "STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(),
-            "0".to_string(),
-        )]);
-        let err = Settings::load_with(None, Some(env))
-            .unwrap_err()
-            .to_string();
+        let env = BTreeMap::from([("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "0".to_string())]);
+        let err = Settings::load_with(None, Some(env)).unwrap_err().to_string();
         assert!(err.contains("max_in_flight"), "{err}");
     }
 }

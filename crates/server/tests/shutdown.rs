@@ -14,20 +14,13 @@ use simulator::{Config, Simulator};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_question_in_flight_finish_then_exits_zero() {
     let sim = Simulator::new(Config {
-        faults: Faults {
-            latency: Duration::from_millis(1500),
-            ..Faults::default()
-        },
+        faults: Faults { latency: Duration::from_millis(1500), ..Faults::default() },
         ..Config::default()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(Arc::clone(&sim).serve(listener));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
@@ -40,12 +33,7 @@ async fn sigterm_lets_the_question_in_flight_finish_then_exits_zero() {
     let http = reqwest::Client::new();
     let mut up = false;
     for _ in 0..200 {
-        if http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
             up = true;
             break;
         }
@@ -62,37 +50,22 @@ async fn sigterm_lets_the_question_in_flight_finish_then_exits_zero() {
     let in_flight = {
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
         tokio::spawn(async move {
-            http.post(format!("{url}/v1/historical"))
-                .bearer_auth("demo-key")
-                .json(&body)
-                .send()
-                .await
+            http.post(format!("{url}/v1/historical")).bearer_auth("demo-key").json(&body).send().await
         })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503, "readyz turns 503 at once");
-    let refused = http
-        .post(format!("{url}/v1/historical"))
-        .bearer_auth("demo-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let refused =
+        http.post(format!("{url}/v1/historical")).bearer_auth("demo-key").json(&body).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 503, "new questions are refused");
     assert!(refused.headers().contains_key("retry-after"));
 
-    let answered = in_flight
-        .await
-        .unwrap()
-        .expect("the question in flight is answered");
+    let answered = in_flight.await.unwrap().expect("the question in flight is answered");
     assert_eq!(answered.status().as_u16(), 200);
     let answer: serde_json::Value = answered.json().await.unwrap();
     assert_eq!(answer["meta"]["slices_fetched"], 1);

@@ -10,15 +10,10 @@ use simulator::{Clock, Config, Model};
 
 fn largest_call(c: &mut Criterion) {
     let now = engagement::parse_instant("2024-06-01T00:00:00Z").expect("a valid instant");
-    let config = Config {
-        clock: Clock::Fixed(now),
-        ..Config::default()
-    };
+    let config = Config { clock: Clock::Fixed(now), ..Config::default() };
     let model = Model { seed: 0, now };
     let ids: Vec<String> = (0..25)
-        .map(|k| {
-            (TweetId::minted_at(now - chrono::Duration::days(20 + k)).0 + k as u64).to_string()
-        })
+        .map(|k| (TweetId::minted_at(now - chrono::Duration::days(20 + k)).0 + k as u64).to_string())
         .collect();
     let types: Vec<&str> = Endpoint::Historical.types().map(|t| t.name()).collect();
     let body = json!({
@@ -29,26 +24,12 @@ fn largest_call(c: &mut Criterion) {
     let limits = Limits::of(Endpoint::Historical);
     let mut group = c.benchmark_group("largest legal call");
     group.bench_function("answer", |b| {
-        b.iter(|| {
-            simulator::answer(
-                &config,
-                &model,
-                Endpoint::Historical,
-                black_box(&body),
-                &limits,
-            )
-        })
+        b.iter(|| simulator::answer(&config, &model, Endpoint::Historical, black_box(&body), &limits))
     });
     group.bench_function("answer + json + gzip", |b| {
         b.iter(|| {
-            let r = simulator::answer(
-                &config,
-                &model,
-                Endpoint::Historical,
-                black_box(&body),
-                &limits,
-            )
-            .expect("a legal call");
+            let r = simulator::answer(&config, &model, Endpoint::Historical, black_box(&body), &limits)
+                .expect("a legal call");
             let json = serde_json::to_vec(&r).expect("serializable");
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut enc, &json).expect("in memory");

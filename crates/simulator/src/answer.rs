@@ -35,10 +35,7 @@ fn listed(ids: &[TweetId], set: &std::collections::HashSet<TweetId>) -> Vec<Twee
 }
 
 fn join(ids: &[TweetId]) -> String {
-    ids.iter()
-        .map(|id| id.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Answers one call to `endpoint` as the API would, within `limits`.
@@ -49,8 +46,7 @@ pub fn answer(
     body: &Value,
     limits: &Limits,
 ) -> Result<Response, Refusal> {
-    let query =
-        Query::from_json(endpoint, body, limits, model.now).map_err(Refusal::bad_request)?;
+    let query = Query::from_json(endpoint, body, limits, model.now).map_err(Refusal::bad_request)?;
     let foreign = listed(&query.tweet_ids, &config.foreign_ids);
     if !foreign.is_empty() {
         return Err(Refusal {
@@ -70,22 +66,13 @@ pub fn answer(
         ..Response::default()
     };
     if !response.unavailable_tweet_ids.is_empty() {
-        response
-            .errors
-            .push(unavailable_error(response.unavailable_tweet_ids.len()));
+        response.errors.push(unavailable_error(response.unavailable_tweet_ids.len()));
     }
-    let shown: Vec<TweetId> = query
-        .tweet_ids
-        .iter()
-        .copied()
-        .filter(|id| !config.deleted_ids.contains(id))
-        .collect();
+    let shown: Vec<TweetId> =
+        query.tweet_ids.iter().copied().filter(|id| !config.deleted_ids.contains(id)).collect();
     if query.types.contains(&EngagementType::VideoViews) {
-        response.unsupported_for_video_views_tweet_ids = shown
-            .iter()
-            .copied()
-            .filter(|id| !model.video_views_supported(*id))
-            .collect();
+        response.unsupported_for_video_views_tweet_ids =
+            shown.iter().copied().filter(|id| !model.video_views_supported(*id)).collect();
         response.unsupported_for_video_views_tweet_ids.sort();
     }
     match query.range {
@@ -95,31 +82,18 @@ pub fn answer(
             response.groupings = render(&shown, &query.types, &query.groupings, range, model);
         }
         None => {
-            let lifetime = Lifetime {
-                model,
-                now: model.now,
-            };
+            let lifetime = Lifetime { model, now: model.now };
             if query
                 .types
                 .iter()
                 .any(|t| matches!(t, EngagementType::Impressions | EngagementType::Engagements))
             {
-                response.unsupported_for_impressions_engagements_tweet_ids = shown
-                    .iter()
-                    .copied()
-                    .filter(|id| lifetime.too_old(*id))
-                    .collect();
-                response
-                    .unsupported_for_impressions_engagements_tweet_ids
-                    .sort();
+                response.unsupported_for_impressions_engagements_tweet_ids =
+                    shown.iter().copied().filter(|id| lifetime.too_old(*id)).collect();
+                response.unsupported_for_impressions_engagements_tweet_ids.sort();
             }
-            response.groupings = render_each(
-                &shown,
-                &query.types,
-                &query.groupings,
-                |id| lifetime.range(id),
-                &lifetime,
-            );
+            response.groupings =
+                render_each(&shown, &query.types, &query.groupings, |id| lifetime.range(id), &lifetime);
         }
     }
     Ok(response)
@@ -127,11 +101,7 @@ pub fn answer(
 
 /// The answer one call with no limit on span or IDs would give to a `/historical` question.
 pub fn oracle(config: &Config, model: &Model, body: &Value) -> Result<Response, Refusal> {
-    let unlimited = Limits {
-        max_tweet_ids: usize::MAX,
-        max_span_hours: None,
-        clamp_future_end: false,
-    };
+    let unlimited = Limits { max_tweet_ids: usize::MAX, max_span_hours: None, clamp_future_end: false };
     answer(config, model, Endpoint::Historical, body, &unlimited)
 }
 
@@ -156,10 +126,8 @@ impl Lifetime<'_> {
 
 impl HourlyCounts for Lifetime<'_> {
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
-        let hidden = matches!(
-            ty,
-            EngagementType::Impressions | EngagementType::Engagements
-        ) && self.too_old(tweet);
+        let hidden =
+            matches!(ty, EngagementType::Impressions | EngagementType::Engagements) && self.too_old(tweet);
         if hidden {
             out.fill(0);
         } else {

@@ -36,10 +36,7 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle")
-            .field("name", &self.name)
-            .field("token", &self.token)
-            .finish_non_exhaustive()
+        f.debug_struct("Handle").field("name", &self.name).field("token", &self.token).finish_non_exhaustive()
     }
 }
 
@@ -99,6 +96,8 @@ pub struct Config {
     pub deleted_ids: HashSet<TweetId>,
     /// Calls allowed per minute across all handles; 0 for no limit.
     pub rate_limit_per_minute: u32,
+    /// The limit's window in seconds: 60, as the API counts; tests shorten it. 0 means 60.
+    pub rate_window_secs: u64,
     pub faults: Faults,
     pub clock: Clock,
     /// The URL clients sign against, if not `http://` + the `Host` header.

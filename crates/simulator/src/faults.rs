@@ -44,17 +44,13 @@ pub struct Dice {
 
 impl Dice {
     pub fn new(seed: u64) -> Dice {
-        Dice {
-            seed,
-            calls: AtomicU64::new(0),
-        }
+        Dice { seed, calls: AtomicU64::new(0) }
     }
 
     /// Draws the fate of the next call and its delay.
     pub fn roll(&self, faults: &Faults) -> (Fault, Duration, bool) {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let draw =
-            |salt: u64| unit(mix(self.seed ^ 0x5EED) ^ n.wrapping_mul(0x9E37_79B9) ^ salt << 56);
+        let draw = |salt: u64| unit(mix(self.seed ^ 0x5EED) ^ n.wrapping_mul(0x9E37_79B9) ^ salt << 56);
         let delay = faults.latency + faults.jitter.mul_f64(draw(1));
         let truncate = draw(5) < faults.truncate_rate;
         let fault = if faults.burst_every > 0 && n % faults.burst_every < faults.burst_length {

@@ -52,12 +52,7 @@ impl Reply {
     }
 
     fn refusal(status: u16, error: &ApiError) -> Reply {
-        Reply {
-            status,
-            json: serde_json::to_vec(error).unwrap_or_default(),
-            quota: None,
-            truncate: false,
-        }
+        Reply { status, json: serde_json::to_vec(error).unwrap_or_default(), quota: None, truncate: false }
     }
 
     fn into_http(self, gzip: bool) -> HttpResponse {
@@ -68,10 +63,7 @@ impl Reply {
         }
         let mut response = (status, body).into_response();
         let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
         if gzip {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
@@ -92,10 +84,7 @@ impl Reply {
 }
 
 fn gzipped(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 8 + 64),
-        Compression::fast(),
-    );
+    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 8 + 64), Compression::fast());
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(bytes);
     enc.finish().unwrap_or_default()
@@ -124,9 +113,8 @@ async fn api(
     body: Bytes,
 ) -> HttpResponse {
     let gzip = accepts_gzip(&headers);
-    let Some(endpoint) = [Endpoint::Totals, Endpoint::Hr28, Endpoint::Historical]
-        .into_iter()
-        .find(|e| e.name() == name)
+    let Some(endpoint) =
+        [Endpoint::Totals, Endpoint::Hr28, Endpoint::Historical].into_iter().find(|e| e.name() == name)
     else {
         sim.stats.record("other", 404, None);
         return Reply::error(404, format!("no such endpoint: {}", uri.path())).into_http(gzip);
@@ -143,11 +131,8 @@ async fn api(
         Ok(h) => h.name.clone(),
         Err(reason) => {
             sim.stats.record(endpoint.name(), 401, None);
-            return Reply::error(
-                401,
-                format!("Your account could not be authenticated. Reason: {reason}"),
-            )
-            .into_http(gzip);
+            return Reply::error(401, format!("Your account could not be authenticated. Reason: {reason}"))
+                .into_http(gzip);
         }
     };
     let quota = sim.limiter.take(chrono::Utc::now().timestamp());
@@ -164,36 +149,18 @@ async fn api(
             _ => answer_call(&sim, endpoint, &body, truncate).await,
         }
     };
-    reply.quota = quota.map(|q| {
-        if reply.status == 429 {
-            Quota {
-                allowed: false,
-                ..q
-            }
-        } else {
-            q
-        }
-    });
-    sim.stats
-        .record(endpoint.name(), reply.status, Some(&handle));
+    reply.quota = quota.map(|q| if reply.status == 429 { Quota { allowed: false, ..q } } else { q });
+    sim.stats.record(endpoint.name(), reply.status, Some(&handle));
     reply.into_http(gzip)
 }
 
-async fn answer_call(
-    sim: &Arc<Simulator>,
-    endpoint: Endpoint,
-    body: &Bytes,
-    truncate: bool,
-) -> Reply {
+async fn answer_call(sim: &Arc<Simulator>, endpoint: Endpoint, body: &Bytes, truncate: bool) -> Reply {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Reply::error(400, format!("the request body is not valid JSON: {e}")),
     };
     let starts = &sim.config.faults.failing_window_starts;
-    let start = value
-        .get("start")
-        .and_then(Value::as_str)
-        .and_then(engagement::parse_instant);
+    let start = value.get("start").and_then(Value::as_str).and_then(engagement::parse_instant);
     if start.is_some_and(|s| starts.iter().any(|f| engagement::time::floor_hour(s) == *f)) {
         return Reply::error(503, "Service unavailable for this window, please retry");
     }
@@ -204,12 +171,7 @@ async fn answer_call(
             .map(|r| serde_json::to_vec(&r).unwrap_or_default())
     });
     match work.await {
-        Ok(Ok(json)) => Reply {
-            status: 200,
-            json,
-            quota: None,
-            truncate,
-        },
+        Ok(Ok(json)) => Reply { status: 200, json, quota: None, truncate },
         Ok(Err(refusal)) => Reply::refusal(refusal.status, &refusal.error),
         Err(_) => Reply::error(500, "the simulator failed while answering"),
     }
@@ -226,10 +188,7 @@ fn authenticate<'a>(
     let url = match &sim.config.public_url {
         Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
         None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             normalize_url("http", host, uri.path())
         }
     };
@@ -237,17 +196,10 @@ fn authenticate<'a>(
         method: method.as_str(),
         url: &url,
         query: uri.query().unwrap_or(""),
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
+        authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
     };
-    let secret_of = |token: &str| {
-        creds
-            .handles
-            .iter()
-            .find(|h| h.token == token)
-            .map(|h| h.token_secret.clone())
-    };
+    let secret_of =
+        |token: &str| creds.handles.iter().find(|h| h.token == token).map(|h| h.token_secret.clone());
     let verified = verify(
         &received,
         &creds.consumer_key,
@@ -264,31 +216,19 @@ fn authenticate<'a>(
         .ok_or_else(|| "Access token not found".to_string())
 }
 
-async fn oracle(
-    State(sim): State<Arc<Simulator>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> HttpResponse {
+async fn oracle(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes) -> HttpResponse {
     let gzip = accepts_gzip(&headers);
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return Reply::error(400, format!("the request body is not valid JSON: {e}"))
-                .into_http(gzip);
+            return Reply::error(400, format!("the request body is not valid JSON: {e}")).into_http(gzip);
         }
     };
     let work = tokio::task::spawn_blocking(move || {
-        crate::oracle(&sim.config, &sim.model(), &value)
-            .map(|r| serde_json::to_vec(&r).unwrap_or_default())
+        crate::oracle(&sim.config, &sim.model(), &value).map(|r| serde_json::to_vec(&r).unwrap_or_default())
     });
     match work.await {
-        Ok(Ok(json)) => Reply {
-            status: 200,
-            json,
-            quota: None,
-            truncate: false,
-        }
-        .into_http(gzip),
+        Ok(Ok(json)) => Reply { status: 200, json, quota: None, truncate: false }.into_http(gzip),
         Ok(Err(refusal)) => Reply::refusal(refusal.status, &refusal.error).into_http(gzip),
         Err(_) => Reply::error(500, "the oracle failed while answering").into_http(gzip),
     }
@@ -316,15 +256,9 @@ mod tests {
     fn gzip_is_recognized_in_accept_encoding() {
         let mut h = HeaderMap::new();
         assert!(!accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("deflate, GZIP;q=0.8"),
-        );
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("deflate, GZIP;q=0.8"));
         assert!(accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip;q=0, br"),
-        );
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
         assert!(!accepts_gzip(&h));
     }
 
@@ -333,9 +267,7 @@ mod tests {
         use std::io::Read;
         let data = br#"{"a":"1"}"#;
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&gzipped(data)[..])
-            .read_to_string(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(&gzipped(data)[..]).read_to_string(&mut out).unwrap();
         assert_eq!(out.as_bytes(), data);
     }
 }

@@ -31,7 +31,7 @@ impl Simulator {
     /// A simulator with `config`, ready to serve.
     pub fn new(config: Config) -> Arc<Simulator> {
         Arc::new(Simulator {
-            limiter: rate::PerMinute::new(config.rate_limit_per_minute),
+            limiter: rate::PerMinute::new(config.rate_limit_per_minute, config.rate_window_secs),
             faults: faults::Dice::new(config.seed),
             stats: stats::Stats::default(),
             config,
@@ -45,10 +45,7 @@ impl Simulator {
 
     /// The engagement model as of now.
     pub fn model(&self) -> Model {
-        Model {
-            seed: self.config.seed,
-            now: self.now(),
-        }
+        Model { seed: self.config.seed, now: self.now() }
     }
 
     /// The axum router that serves the API, the oracle and the statistics.

@@ -59,12 +59,7 @@ struct Args {
     #[arg(long, env = "SIM_CONSUMER_SECRET", default_value = simulator::config::DEMO_CONSUMER_SECRET, hide_default_value = true)]
     consumer_secret: String,
     /// A handle as NAME:TOKEN:SECRET; repeat for more. Default: demo:demo-token:demo-token-secret.
-    #[arg(
-        long = "handle",
-        env = "SIM_HANDLES",
-        value_delimiter = ' ',
-        hide_env_values = true
-    )]
+    #[arg(long = "handle", env = "SIM_HANDLES", value_delimiter = ' ', hide_env_values = true)]
     handles: Vec<String>,
     /// Freeze the clock at this instant (RFC 3339), for reproducible answers.
     #[arg(long)]
@@ -91,20 +86,16 @@ fn config(args: Args) -> anyhow::Result<Config> {
             .map(|h| {
                 let mut parts = h.splitn(3, ':');
                 match (parts.next(), parts.next(), parts.next()) {
-                    (Some(name), Some(token), Some(secret)) => Ok(Handle {
-                        name: name.into(),
-                        token: token.into(),
-                        token_secret: secret.into(),
-                    }),
+                    (Some(name), Some(token), Some(secret)) => {
+                        Ok(Handle { name: name.into(), token: token.into(), token_secret: secret.into() })
+                    }
                     _ => anyhow::bail!("--handle takes NAME:TOKEN:SECRET"),
                 }
             })
             .collect::<anyhow::Result<_>>()?;
     }
     let clock = match args.now {
-        Some(t) => {
-            Clock::Fixed(engagement::parse_instant(&t).context("--now takes an RFC 3339 instant")?)
-        }
+        Some(t) => Clock::Fixed(engagement::parse_instant(&t).context("--now takes an RFC 3339 instant")?),
         None => Clock::System,
     };
     for (name, rate) in [
@@ -112,10 +103,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         ("--hang-rate", args.hang_rate),
         ("--truncate-rate", args.truncate_rate),
     ] {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&rate),
-            "{name} takes a share from 0 to 1, not {rate}"
-        );
+        anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} takes a share from 0 to 1, not {rate}");
     }
     Ok(Config {
         seed: args.seed,
@@ -124,6 +112,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         protected_ids: ids(&args.protected_ids),
         deleted_ids: ids(&args.deleted_ids),
         rate_limit_per_minute: args.rate_limit_per_minute,
+        rate_window_secs: 60,
         faults: Faults {
             latency: Duration::from_millis(args.latency_ms),
             jitter: Duration::from_millis(args.jitter_ms),
@@ -149,9 +138,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listen = args.listen.clone();
     let sim = Simulator::new(config(args)?);
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "engagement-sim serving /insights/engagement/{{totals,28hr,historical}}, /_oracle/historical, /_stats");
     sim.serve(listener).await?;
     Ok(())

@@ -96,18 +96,10 @@ impl Model {
         )
     }
 
-    fn impressions(
-        &self,
-        p: &Profile,
-        tweet: TweetId,
-        age_hours: f64,
-        hour: i64,
-        hour_of_day: f64,
-    ) -> f64 {
+    fn impressions(&self, p: &Profile, tweet: TweetId, age_hours: f64, hour: i64, hour_of_day: f64) -> f64 {
         let burst = (-age_hours / p.decay_hours).exp();
         let tail = p.tail / (1.0 + age_hours / (24.0 * 30.0));
-        let rhythm =
-            1.0 + 0.6 * (std::f64::consts::TAU * (hour_of_day - p.awake_hour) / 24.0).cos();
+        let rhythm = 1.0 + 0.6 * (std::f64::consts::TAU * (hour_of_day - p.awake_hour) / 24.0).cos();
         (p.peak * (burst + tail) * rhythm * self.noise(tweet, 1, hour)).floor()
     }
 }
@@ -119,8 +111,7 @@ impl HourlyCounts for Model {
         let now_hour = floor_hour(self.now);
         let progress = (self.now - now_hour).num_seconds() as f64 / 3600.0;
         let now_hour = now_hour.timestamp() / 3600;
-        let video =
-            ty == EngagementType::VideoViews && p.has_video && self.video_views_supported(tweet);
+        let video = ty == EngagementType::VideoViews && p.has_video && self.video_views_supported(tweet);
         let share = share_of_engagements(ty, &p);
         let first_hour = start.timestamp().div_euclid(3600);
         for (i, slot) in out.iter_mut().enumerate() {
@@ -136,19 +127,11 @@ impl HourlyCounts for Model {
             let value = match ty {
                 EngagementType::Impressions => imp,
                 EngagementType::Engagements => eng,
-                EngagementType::VideoViews if video => {
-                    (imp * 0.2 * self.noise(tweet, 3, hour)).floor()
-                }
-                EngagementType::MediaViews if p.has_media => {
-                    (imp * 0.3 * self.noise(tweet, 4, hour)).floor()
-                }
+                EngagementType::VideoViews if video => (imp * 0.2 * self.noise(tweet, 3, hour)).floor(),
+                EngagementType::MediaViews if p.has_media => (imp * 0.3 * self.noise(tweet, 4, hour)).floor(),
                 _ => (eng * share * self.noise(tweet, 5 + ty.index() as u64, hour)).floor(),
             };
-            let value = if hour == now_hour {
-                (value * progress).floor()
-            } else {
-                value
-            };
+            let value = if hour == now_hour { (value * progress).floor() } else { value };
             *slot = value as u64;
         }
     }
@@ -160,19 +143,10 @@ mod tests {
     use engagement::time::parse_instant;
 
     fn model() -> Model {
-        Model {
-            seed: 7,
-            now: parse_instant("2024-01-01T00:30:00Z").unwrap(),
-        }
+        Model { seed: 7, now: parse_instant("2024-01-01T00:30:00Z").unwrap() }
     }
 
-    fn series(
-        m: &Model,
-        tweet: TweetId,
-        ty: EngagementType,
-        start: &str,
-        hours: usize,
-    ) -> Vec<u64> {
+    fn series(m: &Model, tweet: TweetId, ty: EngagementType, start: &str, hours: usize) -> Vec<u64> {
         let mut out = vec![u64::MAX; hours];
         m.fill(tweet, ty, parse_instant(start).unwrap(), &mut out);
         out
@@ -182,13 +156,7 @@ mod tests {
     fn zero_before_creation_and_after_now() {
         let m = model();
         let tweet = TweetId::minted_at(parse_instant("2023-12-30T10:15:00Z").unwrap());
-        let s = series(
-            &m,
-            tweet,
-            EngagementType::Impressions,
-            "2023-12-30T08:00:00Z",
-            48,
-        );
+        let s = series(&m, tweet, EngagementType::Impressions, "2023-12-30T08:00:00Z", 48);
         assert_eq!(&s[..2], &[0, 0], "before creation");
         assert!(s[2..8].iter().sum::<u64>() > 0, "the burst after posting");
         assert_eq!(&s[41..], &[0; 7], "after now (the hour in progress is 40)");
@@ -201,8 +169,7 @@ mod tests {
         for ty in EngagementType::ALL {
             let whole = series(&m, tweet, ty, "2023-06-01T00:00:00Z", 100);
             for i in [0usize, 13, 99] {
-                let t = parse_instant("2023-06-01T00:00:00Z").unwrap()
-                    + engagement::time::HOUR * i as i32;
+                let t = parse_instant("2023-06-01T00:00:00Z").unwrap() + engagement::time::HOUR * i as i32;
                 let mut one = [0];
                 m.fill(tweet, ty, t, &mut one);
                 assert_eq!(one[0], whole[i], "{ty} hour {i}");
@@ -216,40 +183,16 @@ mod tests {
         let mut peaks = Vec::new();
         for k in 0..50u64 {
             let tweet = TweetId(
-                TweetId::minted_at(parse_instant("2023-11-01T00:00:00Z").unwrap()).0
-                    + k * 4_000_000_007,
+                TweetId::minted_at(parse_instant("2023-11-01T00:00:00Z").unwrap()).0 + k * 4_000_000_007,
             );
-            let imp: u64 = series(
-                &m,
-                tweet,
-                EngagementType::Impressions,
-                "2023-11-01T00:00:00Z",
-                24 * 30,
-            )
-            .iter()
-            .sum();
-            let eng: u64 = series(
-                &m,
-                tweet,
-                EngagementType::Engagements,
-                "2023-11-01T00:00:00Z",
-                24 * 30,
-            )
-            .iter()
-            .sum();
-            assert!(
-                eng * 5 < imp.max(1),
-                "tweet {k}: {eng} engagements of {imp} impressions"
-            );
+            let imp: u64 =
+                series(&m, tweet, EngagementType::Impressions, "2023-11-01T00:00:00Z", 24 * 30).iter().sum();
+            let eng: u64 =
+                series(&m, tweet, EngagementType::Engagements, "2023-11-01T00:00:00Z", 24 * 30).iter().sum();
+            assert!(eng * 5 < imp.max(1), "tweet {k}: {eng} engagements of {imp} impressions");
             peaks.push(imp);
         }
-        let (min, max) = (
-            peaks.iter().min().copied().unwrap_or(0),
-            peaks.iter().max().copied().unwrap_or(0),
-        );
-        assert!(
-            max > 100 * min.max(1),
-            "sizes span orders of magnitude: {min}..{max}"
-        );
+        let (min, max) = (peaks.iter().min().copied().unwrap_or(0), peaks.iter().max().copied().unwrap_or(0));
+        assert!(max > 100 * min.max(1), "sizes span orders of magnitude: {min}..{max}");
     }
 }

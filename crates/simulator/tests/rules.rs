@@ -23,11 +23,7 @@ fn tweet(days_before_now: i64, n: u64) -> TweetId {
 }
 
 fn config() -> Config {
-    Config {
-        seed: 3,
-        clock: Clock::Fixed(now()),
-        ..Config::default()
-    }
+    Config { seed: 3, clock: Clock::Fixed(now()), ..Config::default() }
 }
 
 async fn start(config: Config) -> (String, Arc<Simulator>) {
@@ -52,18 +48,9 @@ struct Answer {
     body: Value,
 }
 
-async fn call_with(
-    base: &str,
-    path: &str,
-    body: &Value,
-    auth: Option<String>,
-    gzip: bool,
-) -> Answer {
-    let client = if gzip {
-        reqwest::Client::new()
-    } else {
-        reqwest::Client::builder().no_gzip().build().unwrap()
-    };
+async fn call_with(base: &str, path: &str, body: &Value, auth: Option<String>, gzip: bool) -> Answer {
+    let client =
+        if gzip { reqwest::Client::new() } else { reqwest::Client::builder().no_gzip().build().unwrap() };
     let mut req = client.post(format!("{base}{path}")).json(body);
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -72,11 +59,7 @@ async fn call_with(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 async fn call(base: &str, body: &Value) -> Answer {
@@ -85,12 +68,7 @@ async fn call(base: &str, body: &Value) -> Answer {
         base,
         "/insights/engagement/historical",
         body,
-        Some(sign(
-            &url,
-            "demo-token",
-            "demo-token-secret",
-            "sim-consumer-secret",
-        )),
+        Some(sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret")),
         true,
     )
     .await
@@ -108,12 +86,7 @@ fn question(ids: &[TweetId]) -> Value {
 fn message(a: &Answer) -> String {
     a.body["errors"]
         .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
+        .map(|e| e.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(" | "))
         .unwrap_or_default()
 }
 
@@ -133,10 +106,7 @@ async fn a_signed_gzip_request_gets_the_documented_shape() {
     for id in ids {
         for ty in ["impressions", "engagements", "favorites"] {
             let leaf = &a.body["by tweet"][id.to_string()][ty];
-            assert!(
-                leaf.as_str().is_some_and(|s| s.parse::<u64>().is_ok()),
-                "{id} {ty}: {leaf}"
-            );
+            assert!(leaf.as_str().is_some_and(|s| s.parse::<u64>().is_ok()), "{id} {ty}: {leaf}");
         }
     }
 }
@@ -151,15 +121,7 @@ async fn every_answer_is_gzip_on_the_wire() {
         .unwrap()
         .post(&url)
         .header("accept-encoding", "gzip")
-        .header(
-            "authorization",
-            sign(
-                &url,
-                "demo-token",
-                "demo-token-secret",
-                "sim-consumer-secret",
-            ),
-        )
+        .header("authorization", sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret"))
         .json(&question(&[tweet(10, 0)]))
         .send()
         .await
@@ -177,12 +139,7 @@ async fn without_gzip_the_answer_is_406() {
         &base,
         "/insights/engagement/historical",
         &question(&[tweet(10, 0)]),
-        Some(sign(
-            &url,
-            "demo-token",
-            "demo-token-secret",
-            "sim-consumer-secret",
-        )),
+        Some(sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret")),
         false,
     )
     .await;
@@ -199,26 +156,16 @@ async fn bad_or_missing_credentials_are_401() {
     let none = call_with(&base, path, &body, None, true).await;
     assert_eq!(none.status, 401);
     assert!(message(&none).starts_with("Your account could not be authenticated. Reason:"));
-    let wrong_secret = call_with(
-        &base,
-        path,
-        &body,
-        Some(sign(&url, "demo-token", "nope", "sim-consumer-secret")),
-        true,
-    )
-    .await;
+    let wrong_secret =
+        call_with(&base, path, &body, Some(sign(&url, "demo-token", "nope", "sim-consumer-secret")), true)
+            .await;
     assert_eq!(wrong_secret.status, 401);
     assert!(message(&wrong_secret).contains("signature"));
     let wrong_token = call_with(
         &base,
         path,
         &body,
-        Some(sign(
-            &url,
-            "other",
-            "demo-token-secret",
-            "sim-consumer-secret",
-        )),
+        Some(sign(&url, "other", "demo-token-secret", "sim-consumer-secret")),
         true,
     )
     .await;
@@ -231,12 +178,7 @@ async fn bad_or_missing_credentials_are_401() {
         "demo-token-secret",
         "sim-consumer-secret",
     );
-    assert_eq!(
-        call_with(&base, path, &body, Some(elsewhere), true)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(call_with(&base, path, &body, Some(elsewhere), true).await.status, 401);
     assert_eq!(sim.stats().by_status.get("401"), Some(&4));
 }
 
@@ -247,19 +189,10 @@ async fn limits_and_rules_are_400_with_a_message() {
     let cases: Vec<(Value, &str)> = vec![
         (question(&ids), "at most 25"),
         (json!({"start": "2024-04-01"}), "at most 672 hours"),
-        (
-            json!({"start": "2014-08-01", "end": "2014-08-10"}),
-            "before 2014-09-01",
-        ),
+        (json!({"start": "2014-08-01", "end": "2014-08-10"}), "before 2014-09-01"),
         (json!({"end": "2024-06-02"}), "in the future"),
-        (
-            json!({"engagement_types": ["clicks"]}),
-            "unknown engagement type",
-        ),
-        (
-            json!({"engagement_types": ["quote_tweets"]}),
-            "not available on the historical endpoint",
-        ),
+        (json!({"engagement_types": ["clicks"]}), "unknown engagement type"),
+        (json!({"engagement_types": ["quote_tweets"]}), "not available on the historical endpoint"),
         (
             json!({"groupings": {"g": {"group_by": ["engagement.day", "tweet.id", "engagement.type", "engagement.hour"]}}}),
             "4 values must be",
@@ -268,10 +201,7 @@ async fn limits_and_rules_are_400_with_a_message() {
             json!({"groupings": {"a": {"group_by": ["tweet.id"]}, "b": {"group_by": ["tweet.id"]}, "c": {"group_by": ["tweet.id"]}, "d": {"group_by": ["tweet.id"]}}}),
             "at most 3",
         ),
-        (
-            json!({"start": "2024-05-10", "end": "2024-05-09"}),
-            "must be before end",
-        ),
+        (json!({"start": "2024-05-10", "end": "2024-05-09"}), "must be before end"),
     ];
     for (patch, expected) in cases {
         let mut body = question(&[tweet(50, 0)]);
@@ -294,12 +224,7 @@ async fn day_groupings_on_totals_are_400() {
         &base,
         path,
         &body,
-        Some(sign(
-            &url,
-            "demo-token",
-            "demo-token-secret",
-            "sim-consumer-secret",
-        )),
+        Some(sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret")),
         true,
     )
     .await;
@@ -310,12 +235,7 @@ async fn day_groupings_on_totals_are_400() {
         &base,
         path,
         &ok,
-        Some(sign(
-            &url,
-            "demo-token",
-            "demo-token-secret",
-            "sim-consumer-secret",
-        )),
+        Some(sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret")),
         true,
     )
     .await;
@@ -329,27 +249,20 @@ async fn day_groupings_on_totals_are_400() {
 
 #[tokio::test]
 async fn foreign_protected_and_deleted_tweets() {
-    let (good, foreign, protected, deleted) =
-        (tweet(30, 0), tweet(30, 1), tweet(30, 2), tweet(30, 3));
+    let (good, foreign, protected, deleted) = (tweet(30, 0), tweet(30, 1), tweet(30, 2), tweet(30, 3));
     let mut cfg = config();
     cfg.foreign_ids = HashSet::from([foreign]);
     cfg.protected_ids = HashSet::from([protected]);
     cfg.deleted_ids = HashSet::from([deleted]);
     let (base, _) = start(cfg).await;
     let a = call(&base, &question(&[good, foreign])).await;
-    assert_eq!(
-        (a.status, message(&a)),
-        (403, format!("Forbidden to access tweets: {foreign}"))
-    );
+    assert_eq!((a.status, message(&a)), (403, format!("Forbidden to access tweets: {foreign}")));
     let a = call(&base, &question(&[good, protected])).await;
     assert_eq!(a.status, 400);
     assert!(message(&a).contains(&protected.to_string()));
     let a = call(&base, &question(&[good, deleted])).await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        a.body["unavailable_tweet_ids"],
-        json!([deleted.to_string()])
-    );
+    assert_eq!(a.body["unavailable_tweet_ids"], json!([deleted.to_string()]));
     assert_eq!(message(&a), "1 Tweet ID(s) are unavailable");
     assert!(a.body["by tweet"].get(deleted.to_string()).is_none());
     assert!(a.body["by tweet"].get(good.to_string()).is_some());
@@ -363,10 +276,7 @@ async fn video_views_of_tweets_older_than_1800_days_are_unsupported() {
     body["engagement_types"] = json!(["video_views", "impressions"]);
     let a = call(&base, &body).await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        a.body["unsupported_for_video_views_tweet_ids"],
-        json!([old.to_string()])
-    );
+    assert_eq!(a.body["unsupported_for_video_views_tweet_ids"], json!([old.to_string()]));
     assert_eq!(a.body["by tweet"][old.to_string()]["video_views"], "0");
 }
 
@@ -381,8 +291,7 @@ async fn the_per_minute_limit_answers_429_with_headers() {
         let a = call(&base, &body).await;
         assert_eq!(a.headers["x-per-minute-limit"], "3");
         assert!(
-            a.headers.contains_key("x-per-minute-remaining")
-                && a.headers.contains_key("x-per-minute-reset")
+            a.headers.contains_key("x-per-minute-remaining") && a.headers.contains_key("x-per-minute-reset")
         );
         statuses.push(a.status);
         if a.status == 429 {
@@ -406,20 +315,13 @@ async fn the_per_minute_limit_answers_429_with_headers() {
 async fn injected_faults() {
     let body = question(&[tweet(10, 0)]);
     let mut cfg = config();
-    cfg.faults = Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    };
+    cfg.faults = Faults { error_rate: 1.0, ..Faults::default() };
     let (base, _) = start(cfg).await;
     let a = call(&base, &body).await;
     assert!([500, 502, 503].contains(&a.status), "{}", a.status);
 
     let mut cfg = config();
-    cfg.faults = Faults {
-        burst_every: 4,
-        burst_length: 2,
-        ..Faults::default()
-    };
+    cfg.faults = Faults { burst_every: 4, burst_length: 2, ..Faults::default() };
     let (base, _) = start(cfg).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
@@ -428,36 +330,18 @@ async fn injected_faults() {
     assert_eq!(statuses, [429, 429, 200, 200]);
 
     let mut cfg = config();
-    cfg.faults = Faults {
-        truncate_rate: 1.0,
-        ..Faults::default()
-    };
+    cfg.faults = Faults { truncate_rate: 1.0, ..Faults::default() };
     let (base, _) = start(cfg).await;
     let a = call(&base, &body).await;
-    assert_eq!(
-        (a.status, a.body.clone()),
-        (200, Value::Null),
-        "a cut body does not parse"
-    );
+    assert_eq!((a.status, a.body.clone()), (200, Value::Null), "a cut body does not parse");
 
     let mut cfg = config();
-    cfg.faults = Faults {
-        hang_rate: 1.0,
-        ..Faults::default()
-    };
+    cfg.faults = Faults { hang_rate: 1.0, ..Faults::default() };
     let (base, _) = start(cfg).await;
     let url = format!("{base}/insights/engagement/historical");
     let result = reqwest::Client::new()
         .post(&url)
-        .header(
-            "authorization",
-            sign(
-                &url,
-                "demo-token",
-                "demo-token-secret",
-                "sim-consumer-secret",
-            ),
-        )
+        .header("authorization", sign(&url, "demo-token", "demo-token-secret", "sim-consumer-secret"))
         .json(&body)
         .timeout(Duration::from_millis(300))
         .send()
@@ -475,12 +359,7 @@ async fn oracle_is_unlimited_and_stats_count_api_calls_only() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["by tweet"].as_object().unwrap().len(), 40);
     call(&base, &question(&ids[..2])).await;
-    let stats: Value = reqwest::get(format!("{base}/_stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = reqwest::get(format!("{base}/_stats")).await.unwrap().json().await.unwrap();
     assert_eq!(stats["requests_total"], 1);
     assert_eq!(stats["by_status"]["200"], 1);
     assert_eq!(stats["by_endpoint"]["historical"], 1);
@@ -496,36 +375,19 @@ async fn random_legal_requests_equal_the_oracle() {
         &["tweet.id", "engagement.type"],
         &["engagement.hour"],
         &["engagement.day", "tweet.id"],
-        &[
-            "tweet.id",
-            "engagement.type",
-            "engagement.day",
-            "engagement.hour",
-        ],
-        &[
-            "engagement.type",
-            "tweet.id",
-            "engagement.day",
-            "engagement.hour",
-        ],
+        &["tweet.id", "engagement.type", "engagement.day", "engagement.hour"],
+        &["engagement.type", "tweet.id", "engagement.day", "engagement.hour"],
         &["engagement.hour", "engagement.type", "engagement.day"],
     ];
-    let types: Vec<&str> = engagement::Endpoint::Historical
-        .types()
-        .map(|t| t.name())
-        .collect();
+    let types: Vec<&str> = engagement::Endpoint::Historical.types().map(|t| t.name()).collect();
     let mut state = 11u64;
     let mut next = |n: u64| {
         state = simulator::model::mix(state);
         state % n
     };
     for case in 0..30 {
-        let ids: Vec<String> = (0..1 + next(25))
-            .map(|k| tweet(next(900) as i64, k).to_string())
-            .collect();
-        let ty: Vec<&str> = (0..1 + next(5))
-            .map(|_| types[next(types.len() as u64) as usize])
-            .collect();
+        let ids: Vec<String> = (0..1 + next(25)).map(|k| tweet(next(900) as i64, k).to_string()).collect();
+        let ty: Vec<&str> = (0..1 + next(5)).map(|_| types[next(types.len() as u64) as usize]).collect();
         let hours = 1 + next(28 * 24);
         let start = now() - chrono::Duration::hours(hours as i64 + next(24 * 400) as i64);
         let end = start + chrono::Duration::hours(hours as i64);
@@ -545,10 +407,7 @@ async fn random_legal_requests_equal_the_oracle() {
 #[test]
 fn the_oracle_over_a_range_is_the_sum_of_its_hourly_counts() {
     let cfg = config();
-    let model = simulator::Model {
-        seed: cfg.seed,
-        now: now(),
-    };
+    let model = simulator::Model { seed: cfg.seed, now: now() };
     let ids = [tweet(120, 0), tweet(60, 7)];
     let body = json!({
         "tweet_ids": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
@@ -558,15 +417,11 @@ fn the_oracle_over_a_range_is_the_sum_of_its_hourly_counts() {
     });
     let answer = simulator::oracle(&cfg, &model, &body).unwrap();
     let start = engagement::parse_instant("2024-01-01").unwrap();
-    let hours =
-        (engagement::parse_instant("2024-05-31T05:00:00Z").unwrap() - start).num_hours() as usize;
+    let hours = (engagement::parse_instant("2024-05-31T05:00:00Z").unwrap() - start).num_hours() as usize;
     let mut by_type = [0u64; 2];
     let mut by_hour = [0u64; 24];
     for id in ids {
-        for (i, ty) in [EngagementType::Impressions, EngagementType::UrlClicks]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, ty) in [EngagementType::Impressions, EngagementType::UrlClicks].into_iter().enumerate() {
             let mut series = vec![0; hours];
             model.fill(id, ty, start, &mut series);
             by_type[i] += series.iter().sum::<u64>();
@@ -576,14 +431,8 @@ fn the_oracle_over_a_range_is_the_sum_of_its_hourly_counts() {
         }
     }
     assert!(by_type[0] > 0);
-    assert_eq!(
-        answer.groupings["total"].get("impressions"),
-        Some(&engagement::Node::Count(by_type[0]))
-    );
-    assert_eq!(
-        answer.groupings["total"].get("url_clicks"),
-        Some(&engagement::Node::Count(by_type[1]))
-    );
+    assert_eq!(answer.groupings["total"].get("impressions"), Some(&engagement::Node::Count(by_type[0])));
+    assert_eq!(answer.groupings["total"].get("url_clicks"), Some(&engagement::Node::Count(by_type[1])));
     for (h, sum) in by_hour.iter().enumerate() {
         assert_eq!(
             answer.groupings["hod"].get(&format!("{h:02}")),

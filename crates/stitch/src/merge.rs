@@ -30,10 +30,7 @@ pub fn absorb(acc: &mut Response, other: Response) -> Result<(), TreeError> {
         ..
     } = other;
     union(&mut acc.unavailable_tweet_ids, unavailable_tweet_ids);
-    union(
-        &mut acc.unsupported_for_video_views_tweet_ids,
-        unsupported_for_video_views_tweet_ids,
-    );
+    union(&mut acc.unsupported_for_video_views_tweet_ids, unsupported_for_video_views_tweet_ids);
     union(
         &mut acc.unsupported_for_impressions_engagements_tweet_ids,
         unsupported_for_impressions_engagements_tweet_ids,
@@ -43,8 +40,7 @@ pub fn absorb(acc: &mut Response, other: Response) -> Result<(), TreeError> {
     acc.errors.sort();
     acc.errors.dedup();
     if !acc.unavailable_tweet_ids.is_empty() {
-        acc.errors
-            .insert(0, unavailable_error(acc.unavailable_tweet_ids.len()));
+        acc.errors.insert(0, unavailable_error(acc.unavailable_tweet_ids.len()));
     }
     acc.start = [acc.start.take(), start].into_iter().flatten().min();
     acc.end = [acc.end.take(), end].into_iter().flatten().max();
@@ -90,17 +86,13 @@ mod tests {
 
     #[test]
     fn lists_union_and_the_deleted_count_is_recomputed() {
-        let a = response(
-            json!({"start": "2015-01-29T00:00:00Z", "end": "2015-02-26T00:00:00Z",
+        let a = response(json!({"start": "2015-01-29T00:00:00Z", "end": "2015-02-26T00:00:00Z",
             "unavailable_tweet_ids": ["30"], "errors": ["1 Tweet ID(s) are unavailable", "x"],
-            "g": {"1": {"impressions": "3"}}}),
-        );
-        let b = response(
-            json!({"start": "2015-01-01T00:00:00Z", "end": "2015-01-29T00:00:00Z",
+            "g": {"1": {"impressions": "3"}}}));
+        let b = response(json!({"start": "2015-01-01T00:00:00Z", "end": "2015-01-29T00:00:00Z",
             "unavailable_tweet_ids": ["4", "30"], "errors": ["2 Tweet ID(s) are unavailable", "x"],
             "unsupported_for_video_views_tweet_ids": ["9"],
-            "g": {"1": {"impressions": "4"}, "2": {"impressions": "1"}}}),
-        );
+            "g": {"1": {"impressions": "4"}, "2": {"impressions": "1"}}}));
         let m = merge(a, b).unwrap();
         assert_eq!(
             serde_json::to_value(&m).unwrap(),

@@ -24,10 +24,7 @@ pub fn windows(range: TimeRange) -> Vec<TimeRange> {
         let offset = (start_hour - anchor_hour) + (from - range.start).num_hours();
         let next_boundary = from + Duration::hours(cell - offset.rem_euclid(cell));
         let to = next_boundary.min(range.end);
-        out.push(TimeRange {
-            start: from,
-            end: to,
-        });
+        out.push(TimeRange { start: from, end: to });
         from = to;
     }
     out
@@ -74,19 +71,13 @@ pub fn plan(ids: &[TweetId], range: TimeRange, batch_size: usize) -> Plan {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let batches: Vec<Vec<TweetId>> = sorted
-        .chunks(batch_size.max(1))
-        .map(<[TweetId]>::to_vec)
-        .collect();
+    let batches: Vec<Vec<TweetId>> = sorted.chunks(batch_size.max(1)).map(<[TweetId]>::to_vec).collect();
     let windows = windows(range);
     let mut fetched = Vec::new();
     let mut synthesized = Vec::with_capacity(batches.len());
     for (b, batch) in batches.iter().enumerate() {
         // IDs grow with creation time, so the first of a sorted batch is its oldest Tweet.
-        let born = batch
-            .first()
-            .map(|id| id.created_at())
-            .unwrap_or(range.start);
+        let born = batch.first().map(|id| id.created_at()).unwrap_or(range.start);
         let zeros = windows.iter().take_while(|w| w.end <= born).count();
         let real = if zeros < windows.len() {
             zeros..windows.len()
@@ -96,34 +87,16 @@ pub fn plan(ids: &[TweetId], range: TimeRange, batch_size: usize) -> Plan {
             // first and last windows (the inner ones are all 28 days), so the zeros stay
             // one span.
             let last = windows.len() - 1;
-            if windows[0].hours() < windows[last].hours() {
-                0..1
-            } else {
-                last..last + 1
-            }
+            if windows[0].hours() < windows[last].hours() { 0..1 } else { last..last + 1 }
         };
-        fetched.extend(
-            windows[real.clone()]
-                .iter()
-                .map(|&window| Slice { batch: b, window }),
-        );
-        let before = (real.start > 0).then(|| TimeRange {
-            start: windows[0].start,
-            end: windows[real.start - 1].end,
-        });
-        let after = (real.end < windows.len()).then(|| TimeRange {
-            start: windows[real.end].start,
-            end: range.end,
-        });
+        fetched.extend(windows[real.clone()].iter().map(|&window| Slice { batch: b, window }));
+        let before =
+            (real.start > 0).then(|| TimeRange { start: windows[0].start, end: windows[real.start - 1].end });
+        let after =
+            (real.end < windows.len()).then(|| TimeRange { start: windows[real.end].start, end: range.end });
         synthesized.push(before.or(after));
     }
-    Plan {
-        range,
-        batches,
-        windows,
-        fetched,
-        synthesized,
-    }
+    Plan { range, batches, windows, fetched, synthesized }
 }
 
 #[cfg(test)]
@@ -132,10 +105,7 @@ mod tests {
     use engagement::parse_instant;
 
     fn range(a: &str, b: &str) -> TimeRange {
-        TimeRange {
-            start: parse_instant(a).unwrap(),
-            end: parse_instant(b).unwrap(),
-        }
+        TimeRange { start: parse_instant(a).unwrap(), end: parse_instant(b).unwrap() }
     }
 
     #[test]
@@ -162,16 +132,8 @@ mod tests {
         let young = TweetId::minted_at(parse_instant("2015-04-01T10:00:00Z").unwrap());
         let p = plan(&[young], r, 25);
         let first_fetched = p.fetched.first().unwrap().window;
-        assert!(
-            first_fetched.end > young.created_at() && first_fetched.start <= young.created_at()
-        );
-        assert_eq!(
-            p.synthesized[0],
-            Some(TimeRange {
-                start: r.start,
-                end: first_fetched.start
-            })
-        );
+        assert!(first_fetched.end > young.created_at() && first_fetched.start <= young.created_at());
+        assert_eq!(p.synthesized[0], Some(TimeRange { start: r.start, end: first_fetched.start }));
         assert_eq!(p.fetched.len() + p.synthesized_slices(), p.windows.len());
     }
 

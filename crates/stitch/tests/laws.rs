@@ -19,14 +19,8 @@ impl HourlyCounts for Fake {
         let first = start.timestamp() / 3600;
         for (i, c) in out.iter_mut().enumerate() {
             let h = first + i as i64;
-            let x = tweet.0
-                ^ (ty.index() as u64) << 50
-                ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            *c = if h < born {
-                0
-            } else {
-                x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 58
-            };
+            let x = tweet.0 ^ (ty.index() as u64) << 50 ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            *c = if h < born { 0 } else { x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 58 };
         }
     }
 }
@@ -38,10 +32,7 @@ fn base() -> DateTime<Utc> {
 fn arb_range(max_hours: i64) -> impl Strategy<Value = TimeRange> {
     (0i64..24 * 700, 1i64..=max_hours).prop_map(|(offset, len)| {
         let start = base() + Duration::hours(offset);
-        TimeRange {
-            start,
-            end: start + Duration::hours(len),
-        }
+        TimeRange { start, end: start + Duration::hours(len) }
     })
 }
 
@@ -49,10 +40,7 @@ fn arb_ids(max: usize) -> impl Strategy<Value = Vec<TweetId>> {
     prop::collection::vec((0i64..24 * 900, 0u64..1000), 1..=max).prop_map(|v| {
         v.into_iter()
             .map(|(hours, salt)| {
-                TweetId(
-                    TweetId::minted_at(base() - Duration::days(60) + Duration::hours(hours)).0
-                        + salt,
-                )
+                TweetId(TweetId::minted_at(base() - Duration::days(60) + Duration::hours(hours)).0 + salt)
             })
             .collect()
     })
@@ -63,28 +51,13 @@ const SHAPES: [&[GroupBy]; 8] = [
     &[GroupBy::TweetId, GroupBy::EngagementType],
     &[GroupBy::EngagementHour],
     &[GroupBy::EngagementDay],
-    &[
-        GroupBy::EngagementType,
-        GroupBy::EngagementDay,
-        GroupBy::TweetId,
-    ],
-    &[
-        GroupBy::TweetId,
-        GroupBy::EngagementType,
-        GroupBy::EngagementDay,
-        GroupBy::EngagementHour,
-    ],
-    &[
-        GroupBy::EngagementType,
-        GroupBy::TweetId,
-        GroupBy::EngagementDay,
-        GroupBy::EngagementHour,
-    ],
+    &[GroupBy::EngagementType, GroupBy::EngagementDay, GroupBy::TweetId],
+    &[GroupBy::TweetId, GroupBy::EngagementType, GroupBy::EngagementDay, GroupBy::EngagementHour],
+    &[GroupBy::EngagementType, GroupBy::TweetId, GroupBy::EngagementDay, GroupBy::EngagementHour],
     &[GroupBy::EngagementHour, GroupBy::EngagementType],
 ];
 
-fn arb_question()
--> impl Strategy<Value = (Vec<TweetId>, Vec<EngagementType>, Vec<Grouping>, TimeRange)> {
+fn arb_question() -> impl Strategy<Value = (Vec<TweetId>, Vec<EngagementType>, Vec<Grouping>, TimeRange)> {
     (
         arb_ids(40),
         prop::sample::subsequence(EngagementType::ALL.to_vec(), 1..=3),
@@ -94,22 +67,14 @@ fn arb_question()
         .prop_map(|(ids, types, shapes, range)| {
             let groupings = shapes
                 .into_iter()
-                .map(|s| Grouping {
-                    name: format!("g{s}"),
-                    group_by: SHAPES[s].to_vec(),
-                })
+                .map(|s| Grouping { name: format!("g{s}"), group_by: SHAPES[s].to_vec() })
                 .collect();
             (ids, types, groupings, range)
         })
 }
 
 /// What one unlimited call answers.
-fn whole(
-    ids: &[TweetId],
-    types: &[EngagementType],
-    groupings: &[Grouping],
-    range: TimeRange,
-) -> Response {
+fn whole(ids: &[TweetId], types: &[EngagementType], groupings: &[Grouping], range: TimeRange) -> Response {
     let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
@@ -131,11 +96,8 @@ fn stitched(
     shuffle: u64,
 ) -> Response {
     let p = plan(ids, range, 25);
-    let mut parts: Vec<Response> = p
-        .fetched
-        .iter()
-        .map(|s| whole(&p.batches[s.batch], types, groupings, s.window))
-        .collect();
+    let mut parts: Vec<Response> =
+        p.fetched.iter().map(|s| whole(&p.batches[s.batch], types, groupings, s.window)).collect();
     for (b, zeros) in p.synthesized.iter().enumerate() {
         if let Some(z) = zeros {
             parts.push(synthesize(&p.batches[b], types, groupings, *z));
@@ -146,10 +108,7 @@ fn stitched(
     if shuffle % 2 == 1 {
         parts.reverse();
     }
-    parts
-        .into_iter()
-        .reduce(|a, b| merge(a, b).unwrap())
-        .unwrap()
+    parts.into_iter().reduce(|a, b| merge(a, b).unwrap()).unwrap()
 }
 
 proptest! {
@@ -220,18 +179,12 @@ fn arb_response() -> impl Strategy<Value = Response> {
         0u64..1000,
         0..3,
     );
-    let tree = prop::collection::btree_map(
-        prop::sample::select(vec!["impressions", "favorites"]),
-        leaf,
-        0..3,
-    );
+    let tree =
+        prop::collection::btree_map(prop::sample::select(vec!["impressions", "favorites"]), leaf, 0..3);
     (
         tree,
         prop::collection::vec(0u64..6, 0..3),
-        prop::collection::vec(
-            prop::sample::select(vec!["a", "b", "1 Tweet ID(s) are unavailable"]),
-            0..2,
-        ),
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "1 Tweet ID(s) are unavailable"]), 0..2),
         prop::sample::select(vec!["2015-01-01T00:00:00Z", "2015-01-02T00:00:00Z"]),
     )
         .prop_map(|(tree, unavailable, errors, start)| {

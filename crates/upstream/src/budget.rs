@@ -27,11 +27,7 @@ impl RateBudget {
             let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
         });
-        RateBudget {
-            limiter,
-            clock,
-            paused_until: Mutex::new(None),
-        }
+        RateBudget { limiter, clock, paused_until: Mutex::new(None) }
     }
 
     /// Waits for a call to be free. `Ok` gives the time waited; `Err` the wait that would
@@ -95,9 +91,6 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(100);
         assert!(b.acquire(soon).await.is_ok(), "the first call is free");
         let wait = b.acquire(soon).await.unwrap_err();
-        assert!(
-            wait > Duration::from_millis(500),
-            "the next is a second away: {wait:?}"
-        );
+        assert!(wait > Duration::from_millis(500), "the next is a second away: {wait:?}");
     }
 }

@@ -97,19 +97,12 @@ pub fn classify(
     };
     if is_transient_status(status) {
         Err(AttemptError::Transient {
-            reason: format!(
-                "upstream answered {}: {}",
-                status.as_u16(),
-                errors.join("; ")
-            ),
+            reason: format!("upstream answered {}: {}", status.as_u16(), errors.join("; ")),
             status: Some(status.as_u16()),
             retry_after: retry_after(headers, now_unix),
         })
     } else {
-        Err(AttemptError::Refused {
-            status: status.as_u16(),
-            errors,
-        })
+        Err(AttemptError::Refused { status: status.as_u16(), errors })
     }
 }
 
@@ -128,12 +121,7 @@ mod tests {
 
     #[test]
     fn answers_refusals_and_transients() {
-        let ok = classify(
-            StatusCode::OK,
-            &HeaderMap::new(),
-            Ok(br#"{"g": {"1": "2"}}"#.to_vec()),
-            0,
-        );
+        let ok = classify(StatusCode::OK, &HeaderMap::new(), Ok(br#"{"g": {"1": "2"}}"#.to_vec()), 0);
         assert!(ok.is_ok());
         let forbidden = classify(
             StatusCode::FORBIDDEN,
@@ -143,70 +131,34 @@ mod tests {
         );
         assert_eq!(
             forbidden,
-            Err(AttemptError::Refused {
-                status: 403,
-                errors: vec!["Forbidden to access tweets: 1".into()]
-            })
+            Err(AttemptError::Refused { status: 403, errors: vec!["Forbidden to access tweets: 1".into()] })
         );
         for status in [429u16, 500, 502, 503, 504] {
-            let e = classify(
-                StatusCode::from_u16(status).unwrap(),
-                &HeaderMap::new(),
-                Ok(Vec::new()),
-                0,
-            )
-            .unwrap_err();
+            let e = classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), Ok(Vec::new()), 0)
+                .unwrap_err();
             assert!(e.is_transient(), "{status}");
         }
-        let cut = classify(
-            StatusCode::OK,
-            &HeaderMap::new(),
-            Ok(br#"{"g": {"1"#.to_vec()),
-            0,
-        )
-        .unwrap_err();
+        let cut = classify(StatusCode::OK, &HeaderMap::new(), Ok(br#"{"g": {"1"#.to_vec()), 0).unwrap_err();
         assert!(cut.is_transient());
-        let unreadable = classify(
-            StatusCode::OK,
-            &HeaderMap::new(),
-            Err("gzip error".into()),
-            0,
-        )
-        .unwrap_err();
+        let unreadable =
+            classify(StatusCode::OK, &HeaderMap::new(), Err("gzip error".into()), 0).unwrap_err();
         assert!(unreadable.is_transient());
-        let html = classify(
-            StatusCode::BAD_REQUEST,
-            &HeaderMap::new(),
-            Ok(b"<html>bad</html>".to_vec()),
-            0,
-        )
-        .unwrap_err();
-        assert_eq!(
-            html,
-            AttemptError::Refused {
-                status: 400,
-                errors: vec!["<html>bad</html>".into()]
-            }
-        );
+        let html = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), Ok(b"<html>bad</html>".to_vec()), 0)
+            .unwrap_err();
+        assert_eq!(html, AttemptError::Refused { status: 400, errors: vec!["<html>bad</html>".into()] });
     }
 
     #[test]
     fn retry_after_prefers_the_header_then_the_reset() {
         assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "7"), ("x-per-minute-reset", "1000")]),
-                900
-            ),
+            retry_after(&headers(&[("retry-after", "7"), ("x-per-minute-reset", "1000")]), 900),
             Some(Duration::from_secs(7))
         );
         assert_eq!(
             retry_after(&headers(&[("x-per-minute-reset", "1000")]), 990),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(
-            retry_after(&headers(&[("x-per-minute-reset", "1000")]), 2000),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(retry_after(&headers(&[("x-per-minute-reset", "1000")]), 2000), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new(), 0), None);
     }
 }

@@ -23,10 +23,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let app = AppCredentials {
-            consumer_key: "ck".into(),
-            consumer_secret: "top-secret-1".into(),
-        };
+        let app = AppCredentials { consumer_key: "ck".into(), consumer_secret: "top-secret-1".into() };
         let handle = HandleCredentials {
             handle: "demo".into(),
             token: "tok".into(),

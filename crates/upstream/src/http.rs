@@ -37,18 +37,8 @@ impl HttpUpstream {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
-        let url = format!(
-            "{}{}",
-            base_url.trim_end_matches('/'),
-            Endpoint::Historical.path()
-        );
-        Ok(HttpUpstream {
-            client,
-            url,
-            app,
-            budget,
-            call_timeout,
-        })
+        let url = format!("{}{}", base_url.trim_end_matches('/'), Endpoint::Historical.path());
+        Ok(HttpUpstream { client, url, app, budget, call_timeout })
     }
 
     /// The URL calls go to (and are signed for).
@@ -65,9 +55,7 @@ impl HttpUpstream {
         if status == 429 || remaining == Some(0) {
             // Whole seconds from the upstream's clock: at least one, so a reset that looks
             // due already is not raced.
-            let wait = retry_after(headers, now_unix)
-                .unwrap_or_default()
-                .max(Duration::from_secs(1));
+            let wait = retry_after(headers, now_unix).unwrap_or_default().max(Duration::from_secs(1));
             self.budget.pause_for(wait);
         }
     }
@@ -121,11 +109,7 @@ impl Upstream for HttpUpstream {
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
         self.observe(status.as_u16(), &headers, now_unix);
-        let bytes = response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| e.to_string());
+        let bytes = response.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string());
         classify(status, &headers, bytes, now_unix)
     }
 }

@@ -93,11 +93,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn transient(retry_after: Option<Duration>) -> AttemptError {
-        AttemptError::Transient {
-            reason: "503".into(),
-            status: Some(503),
-            retry_after,
-        }
+        AttemptError::Transient { reason: "503".into(), status: Some(503), retry_after }
     }
 
     #[test]
@@ -115,53 +111,30 @@ mod tests {
     fn full_jitter_stays_under_the_ceiling_and_retry_after_wins() {
         let ceiling = Duration::from_millis(800);
         assert_eq!(RetryPolicy::wait(ceiling, None, 0.0), Duration::ZERO);
-        assert_eq!(
-            RetryPolicy::wait(ceiling, None, 0.5),
-            Duration::from_millis(400)
-        );
-        assert_eq!(
-            RetryPolicy::wait(ceiling, Some(Duration::from_secs(3)), 0.5),
-            Duration::from_secs(3)
-        );
+        assert_eq!(RetryPolicy::wait(ceiling, None, 0.5), Duration::from_millis(400));
+        assert_eq!(RetryPolicy::wait(ceiling, Some(Duration::from_secs(3)), 0.5), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let r = retry(
-            &RetryPolicy::default(),
-            Instant::now() + Duration::from_secs(60),
-            |_| async {
-                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                    Err(transient(None))
-                } else {
-                    Ok(7)
-                }
-            },
-        )
+        let r = retry(&RetryPolicy::default(), Instant::now() + Duration::from_secs(60), |_| async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(transient(None)) } else { Ok(7) }
+        })
         .await;
         assert_eq!((r.result, r.attempts), (Ok(7), 3));
     }
 
     #[tokio::test(start_paused = true)]
     async fn refusals_are_not_retried_and_attempts_are_capped() {
-        let r: Retried<()> = retry(
-            &RetryPolicy::default(),
-            Instant::now() + Duration::from_secs(600),
-            |_| async {
-                Err(AttemptError::Refused {
-                    status: 403,
-                    errors: vec![],
-                })
-            },
-        )
-        .await;
+        let r: Retried<()> =
+            retry(&RetryPolicy::default(), Instant::now() + Duration::from_secs(600), |_| async {
+                Err(AttemptError::Refused { status: 403, errors: vec![] })
+            })
+            .await;
         assert_eq!(r.attempts, 1);
         let r: Retried<()> = retry(
-            &RetryPolicy {
-                max_attempts: 4,
-                ..RetryPolicy::default()
-            },
+            &RetryPolicy { max_attempts: 4, ..RetryPolicy::default() },
             Instant::now() + Duration::from_secs(600),
             |_| async { Err(transient(None)) },
         )
@@ -172,11 +145,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_ends_the_retries() {
         let start = Instant::now();
-        let r: Retried<()> = retry(
-            &RetryPolicy::default(),
-            start + Duration::from_secs(5),
-            |_| async { Err(transient(Some(Duration::from_secs(30)))) },
-        )
+        let r: Retried<()> = retry(&RetryPolicy::default(), start + Duration::from_secs(5), |_| async {
+            Err(transient(Some(Duration::from_secs(30))))
+        })
         .await;
         assert_eq!(r.attempts, 1);
         assert!(Instant::now() - start < Duration::from_secs(1));

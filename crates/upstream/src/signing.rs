@@ -15,15 +15,9 @@ fn builder<'a>(
     app: &'a AppCredentials,
     handle: &'a HandleCredentials,
 ) -> oauth::Builder<'a, oauth::HmacSha1, &'a str> {
-    let client = oauth::Credentials::new(
-        app.consumer_key.as_str(),
-        app.consumer_secret.expose_secret(),
-    );
+    let client = oauth::Credentials::new(app.consumer_key.as_str(), app.consumer_secret.expose_secret());
     let mut b = oauth::Builder::new(client, oauth::HmacSha1::new());
-    b.token(oauth::Credentials::new(
-        handle.token.as_str(),
-        handle.token_secret.expose_secret(),
-    ));
+    b.token(oauth::Credentials::new(handle.token.as_str(), handle.token_secret.expose_secret()));
     // The API's published signature example includes the version parameter.
     b.version(true);
     b
@@ -47,29 +41,19 @@ mod tests {
             token_secret: "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE".into(),
         };
         let mut b = builder(&app, &handle);
-        b.nonce("kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg")
-            .timestamp(NonZeroU64::new(1318622958));
+        b.nonce("kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg").timestamp(NonZeroU64::new(1318622958));
         let params = oauth::ParameterList::new([
             ("include_entities", &"true" as &dyn Display),
-            (
-                "status",
-                &"Hello Ladies + Gentlemen, a signed OAuth request!",
-            ),
+            ("status", &"Hello Ladies + Gentlemen, a signed OAuth request!"),
         ]);
         let header = b.post("https://api.twitter.com/1.1/statuses/update.json", &params);
-        assert!(
-            header.contains(r#"oauth_signature="hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D""#),
-            "{header}"
-        );
+        assert!(header.contains(r#"oauth_signature="hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D""#), "{header}");
         assert!(header.contains(r#"oauth_version="1.0""#));
     }
 
     #[test]
     fn each_signature_is_fresh() {
-        let app = AppCredentials {
-            consumer_key: "k".into(),
-            consumer_secret: "zz-consumer-secret".into(),
-        };
+        let app = AppCredentials { consumer_key: "k".into(), consumer_secret: "zz-consumer-secret".into() };
         let handle = HandleCredentials {
             handle: "h".into(),
             token: "t".into(),

@@ -10,19 +10,14 @@ use engagement::{RawRequest, TweetId};
 use simulator::faults::Faults;
 use simulator::{Clock, Config, Simulator};
 use tokio::time::Instant;
-use upstream::{
-    AppCredentials, AttemptError, HandleCredentials, HttpUpstream, RateBudget, Upstream,
-};
+use upstream::{AppCredentials, AttemptError, HandleCredentials, HttpUpstream, RateBudget, Upstream};
 
 fn now() -> chrono::DateTime<chrono::Utc> {
     engagement::parse_instant("2024-06-01T00:00:00Z").unwrap()
 }
 
 async fn start(config: Config) -> (HttpUpstream, Arc<Simulator>) {
-    let sim = Simulator::new(Config {
-        clock: Clock::Fixed(now()),
-        ..config
-    });
+    let sim = Simulator::new(Config { clock: Clock::Fixed(now()), ..config });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(Arc::clone(&sim).serve(listener));
@@ -30,13 +25,8 @@ async fn start(config: Config) -> (HttpUpstream, Arc<Simulator>) {
         consumer_key: "sim-consumer-key".into(),
         consumer_secret: "sim-consumer-secret".into(),
     };
-    let client = HttpUpstream::new(
-        &base,
-        app,
-        Arc::new(RateBudget::new(0, 1)),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let client =
+        HttpUpstream::new(&base, app, Arc::new(RateBudget::new(0, 1)), Duration::from_secs(5)).unwrap();
     (client, sim)
 }
 
@@ -72,10 +62,7 @@ fn deadline() -> Instant {
 async fn signed_calls_are_answered() {
     let (client, _) = start(Config::default()).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    let r = client
-        .historical(&demo(), &body(&[id]), deadline())
-        .await
-        .unwrap();
+    let r = client.historical(&demo(), &body(&[id]), deadline()).await.unwrap();
     assert_eq!(r.start.as_deref(), Some("2024-05-01T00:00:00Z"));
     assert!(r.groupings["g"].get(&id.to_string()).is_some());
 }
@@ -83,87 +70,38 @@ async fn signed_calls_are_answered() {
 #[tokio::test]
 async fn refusals_keep_the_upstreams_words() {
     let foreign = TweetId::minted_at(now() - chrono::Duration::days(40));
-    let (client, _) = start(Config {
-        foreign_ids: HashSet::from([foreign]),
-        ..Config::default()
-    })
-    .await;
-    let err = client
-        .historical(&demo(), &body(&[foreign]), deadline())
-        .await
-        .unwrap_err();
+    let (client, _) = start(Config { foreign_ids: HashSet::from([foreign]), ..Config::default() }).await;
+    let err = client.historical(&demo(), &body(&[foreign]), deadline()).await.unwrap_err();
     assert_eq!(
         err,
-        AttemptError::Refused {
-            status: 403,
-            errors: vec![format!("Forbidden to access tweets: {foreign}")]
-        }
+        AttemptError::Refused { status: 403, errors: vec![format!("Forbidden to access tweets: {foreign}")] }
     );
-    let wrong = HandleCredentials {
-        token_secret: "wrong".into(),
-        ..demo()
-    };
-    let err = client
-        .historical(&wrong, &body(&[foreign]), deadline())
-        .await
-        .unwrap_err();
+    let wrong = HandleCredentials { token_secret: "wrong".into(), ..demo() };
+    let err = client.historical(&wrong, &body(&[foreign]), deadline()).await.unwrap_err();
     assert_eq!(err.status(), Some(401));
 }
 
 #[tokio::test]
 async fn faults_are_transient() {
-    let (client, _) = start(Config {
-        faults: Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        },
-        ..Config::default()
-    })
-    .await;
+    let (client, _) =
+        start(Config { faults: Faults { error_rate: 1.0, ..Faults::default() }, ..Config::default() }).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    assert!(
-        client
-            .historical(&demo(), &body(&[id]), deadline())
-            .await
-            .unwrap_err()
-            .is_transient()
-    );
-    let (client, _) = start(Config {
-        faults: Faults {
-            truncate_rate: 1.0,
-            ..Faults::default()
-        },
-        ..Config::default()
-    })
-    .await;
-    assert!(
-        client
-            .historical(&demo(), &body(&[id]), deadline())
-            .await
-            .unwrap_err()
-            .is_transient()
-    );
+    assert!(client.historical(&demo(), &body(&[id]), deadline()).await.unwrap_err().is_transient());
+    let (client, _) =
+        start(Config { faults: Faults { truncate_rate: 1.0, ..Faults::default() }, ..Config::default() })
+            .await;
+    assert!(client.historical(&demo(), &body(&[id]), deadline()).await.unwrap_err().is_transient());
 }
 
 #[tokio::test]
 async fn a_spent_minute_pauses_the_budget() {
-    let (client, sim) = start(Config {
-        rate_limit_per_minute: 1,
-        ..Config::default()
-    })
-    .await;
+    let (client, sim) = start(Config { rate_limit_per_minute: 1, ..Config::default() }).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    client
-        .historical(&demo(), &body(&[id]), deadline())
-        .await
-        .unwrap();
+    client.historical(&demo(), &body(&[id]), deadline()).await.unwrap();
     // The answer said 0 remaining: the next call waits for the reset rather than drawing a
     // 429, and a deadline before the reset makes it give up without calling.
     let soon = Instant::now() + Duration::from_millis(50);
-    let err = client
-        .historical(&demo(), &body(&[id]), soon)
-        .await
-        .unwrap_err();
+    let err = client.historical(&demo(), &body(&[id]), soon).await.unwrap_err();
     assert!(matches!(err, AttemptError::Budget { .. }), "{err:?}");
     assert_eq!(sim.stats().requests_total, 1);
 }
