@@ -1,0 +1,103 @@
+//! Concurrent questions against a rate-limited simulator, and overload: the rate budget
+//! is shared by all questions, and a full service says so at once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use end_to_end::{World, tweet};
+use engagement::time::format_instant;
+use serde_json::{Value, json};
+use simulator::Config;
+use simulator::faults::Faults;
+
+/// Three questions of 8, 10 and 12 calls (25 Tweets each, older than the range).
+fn questions(world: &World) -> Vec<Value> {
+    let end = world.now - Span::days(1);
+    [8i64, 10, 12]
+        .iter()
+        .enumerate()
+        .map(|(q, windows)| {
+            let ids: Vec<String> =
+                (0..25).map(|n| tweet(world.now, 2000.0, q as u64 * 100 + n).to_string()).collect();
+            let range = stitch::windows(engagement::TimeRange::covering(end - Span::days(28 * windows), end));
+            json!({
+                "tweet_ids": ids,
+                "engagement_types": ["impressions"],
+                "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
+                "start": format_instant(range[1].start),
+                "end": format_instant(end),
+            })
+        })
+        .collect()
+}
+
+/// Asks every question at once.
+async fn ask_all(world: &World, bodies: &[Value]) -> Vec<(u16, Value)> {
+    futures::future::join_all(bodies.iter().map(|b| world.ask("/insights/engagement/historical", b))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_at_the_upstreams_limit_draws_no_429() {
+    // The simulator allows 30 calls per 2-second window (900 a minute); the service spends
+    // 600 a minute, spaced evenly, across all questions together.
+    let config = Config { rate_limit_per_minute: 30, rate_window_secs: 2, ..Config::default() };
+    let world = World::start(config, &[("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "600")]).await;
+    let bodies = questions(&world);
+    let answers = ask_all(&world, &bodies).await;
+    for ((status, answer), body) in answers.iter().zip(&bodies) {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(*answer, world.oracle(body).await);
+    }
+    let stats = world.sim.stats();
+    assert_eq!(stats.by_status.get("429"), None, "{stats:?}");
+    assert_eq!(stats.requests_total, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_above_the_limit_slows_down_by_the_headers_and_stays_exact() {
+    // 6 calls per 2-second window upstream; the service has no budget of its own and 8
+    // calls in flight, so only the x-per-minute-* headers and 429s can slow it.
+    let config = Config { rate_limit_per_minute: 6, rate_window_secs: 2, ..Config::default() };
+    let world = World::start(config, &[("STITCHER__UPSTREAM__MAX_ATTEMPTS", "10")]).await;
+    let bodies = questions(&world);
+    let answers = ask_all(&world, &bodies).await;
+    for ((status, answer), body) in answers.iter().zip(&bodies) {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(*answer, world.oracle(body).await);
+    }
+    let stats = world.sim.stats();
+    let refused = stats.by_status.get("429").copied().unwrap_or(0);
+    // Each window, the calls already in flight when the window is spent may be refused
+    // (at most 8); pausing on the headers keeps it far from retrying blindly.
+    let windows = (stats.requests_total - refused).div_ceil(6);
+    assert!(refused <= 8 * windows, "{refused} refusals over {windows} windows: {stats:?}");
+    assert_eq!(stats.requests_total - refused, 30, "every slice answered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_concurrent_requests_the_answer_is_503_at_once() {
+    let config = Config {
+        faults: Faults { latency: Duration::from_millis(1500), ..Faults::default() },
+        ..Config::default()
+    };
+    let world = World::start(config, &[("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "1")]).await;
+    let bodies = questions(&world);
+    let slow = {
+        let (http, url, body) = (world.http.clone(), world.url.clone(), bodies[0].clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/insights/engagement/historical"))
+                .bearer_auth("demo-key")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, answer) = world.ask("/insights/engagement/historical", &bodies[1]).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["errors"][0].as_str().unwrap().contains("retry in"));
+    assert!(!slow.is_finished(), "the refusal came while the first question was still running");
+    assert_eq!(slow.await.unwrap().unwrap().status().as_u16(), 200);
+}
