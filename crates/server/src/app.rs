@@ -19,7 +19,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{demo, routes};
+use crate::{demo, metrics, routes};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -56,8 +56,13 @@ impl Application {
             consumer_secret: u.consumer_secret.expose_secret().into(),
         };
         let budget = Arc::new(RateBudget::new(u.requests_per_minute, u.rate_burst));
-        let client = HttpUpstream::new(&upstream_url, app, budget, Duration::from_secs(u.call_timeout_secs))?;
-        Self::with_upstream(settings, Arc::new(client), upstream_url).await
+        let client = HttpUpstream::new(
+            &upstream_url,
+            app,
+            Arc::clone(&budget),
+            Duration::from_secs(u.call_timeout_secs),
+        )?;
+        Self::with_upstream(settings, Arc::new(client), upstream_url, Some(budget)).await
     }
 
     /// Like [`Application::build`], with the upstream given (tests, other stand-ins).
@@ -65,11 +70,13 @@ impl Application {
         settings: Settings,
         upstream: Arc<dyn Upstream>,
         upstream_url: String,
+        budget: Option<Arc<RateBudget>>,
     ) -> anyhow::Result<Application> {
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
-        let state = Arc::new(AppState::new(settings, upstream));
+        metrics::handle();
+        let state = Arc::new(AppState::new(settings, upstream, budget));
         Ok(Application { listener, state, upstream_url })
     }
 
@@ -145,6 +152,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/historical", post(routes::native))
         .route("/livez", get(routes::livez))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics::serve))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())

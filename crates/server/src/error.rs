@@ -52,6 +52,8 @@ pub enum ServiceError {
 #[derive(Serialize)]
 struct Body<'a> {
     errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[FailedSlice]>::is_empty")]
     failed_slices: &'a [FailedSlice],
 }
@@ -128,11 +130,18 @@ impl ServiceError {
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
+        self.into_response_for(None)
+    }
+}
+
+impl ServiceError {
+    /// The response, naming the request's ID so a client can quote it.
+    pub fn into_response_for(self, request_id: Option<&str>) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "question failed");
         }
-        let body = Body { errors: self.messages(), failed_slices: self.failed() };
+        let body = Body { errors: self.messages(), request_id, failed_slices: self.failed() };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));

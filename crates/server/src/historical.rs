@@ -15,6 +15,7 @@ use upstream::{AttemptError, Retried, retry::retry};
 
 use crate::auth::Caller;
 use crate::error::{FailedSlice, ServiceError};
+use crate::metrics;
 use crate::state::AppState;
 
 /// What a question took, for the native endpoint's `meta`.
@@ -79,7 +80,9 @@ pub async fn answer(
         tasks.spawn(async move {
             let retried = retry(&state.retry_policy, deadline, |_| async {
                 let _turn = lane.turn().await;
-                state.upstream.historical(&handle, &body, deadline).await
+                let result = state.upstream.historical(&handle, &body, deadline).await;
+                metrics::upstream_call(&outcome(&result));
+                result
             })
             .await;
             Fetched { slice, retried }
@@ -171,6 +174,7 @@ pub async fn answer(
         retries: attempts.saturating_sub(done.len() as u32),
         duration_ms: started.elapsed().as_millis() as u64,
     };
+    metrics::slices(meta.slices_planned, meta.slices_fetched, meta.slices_synthesized, meta.retries);
     let incomplete = failed
         .into_iter()
         .map(|(slice, error, attempts)| {
@@ -178,6 +182,19 @@ pub async fn answer(
         })
         .collect();
     Ok(Answer { response: merged, meta, incomplete })
+}
+
+/// The label of one attempt's outcome: the upstream's status, or what kept it from one.
+fn outcome(result: &Result<Response, AttemptError>) -> String {
+    match result {
+        Ok(_) => "200".into(),
+        Err(e) => match (e, e.status()) {
+            (_, Some(status)) => status.to_string(),
+            (AttemptError::Budget { .. }, None) => "budget".into(),
+            (AttemptError::Deadline, None) => "deadline".into(),
+            (_, None) => "error".into(),
+        },
+    }
 }
 
 fn failed_slice(

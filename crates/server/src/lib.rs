@@ -6,6 +6,7 @@ pub mod auth;
 pub mod demo;
 pub mod error;
 pub mod historical;
+pub mod metrics;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;

@@ -15,6 +15,7 @@ use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
 use serde_json::{Value, json};
 
+use crate::app::REQUEST_ID;
 use crate::error::ServiceError;
 use crate::historical::{self, Answer};
 use crate::state::AppState;
@@ -80,9 +81,17 @@ pub async fn drop_in(
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ServiceError> {
-    let answer = ask(&state, &RequestHead { method, uri, headers }, body, false).await?;
-    Ok(Json(answer.response.styled(CountStyle::Strings)).into_response())
+) -> Response {
+    let id = request_id(&headers);
+    match ask(&state, &RequestHead { method, uri, headers }, body, false).await {
+        Ok(answer) => Json(answer.response.styled(CountStyle::Strings)).into_response(),
+        Err(e) => e.into_response_for(id.as_deref()),
+    }
+}
+
+/// The request's ID, as the request-ID layer set it.
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
@@ -92,16 +101,35 @@ pub async fn native(
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ServiceError> {
-    let answer = ask(&state, &RequestHead { method, uri, headers }, body, true).await?;
-    let mut meta = serde_json::to_value(&answer.meta).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    if !answer.incomplete.is_empty() {
-        meta["incomplete"] =
-            serde_json::to_value(&answer.incomplete).map_err(|e| ServiceError::Internal(e.to_string()))?;
+) -> Response {
+    let id = request_id(&headers);
+    match ask(&state, &RequestHead { method, uri, headers }, body, true).await {
+        Ok(answer) => native_answer(answer),
+        Err(e) => e.into_response_for(id.as_deref()),
     }
-    let data = serde_json::to_value(answer.response.styled(CountStyle::Integers))
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok(Json(json!({ "data": data, "meta": meta })).into_response())
+}
+
+/// The native body, written straight from the tree (no intermediate JSON value).
+#[derive(serde::Serialize)]
+struct NativeBody<'a> {
+    data: engagement::tree::Styled<'a, engagement::Response>,
+    meta: NativeMeta<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct NativeMeta<'a> {
+    #[serde(flatten)]
+    meta: &'a historical::Meta,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    incomplete: &'a [crate::error::FailedSlice],
+}
+
+fn native_answer(answer: Answer) -> Response {
+    let body = NativeBody {
+        data: answer.response.styled(CountStyle::Integers),
+        meta: NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete },
+    };
+    Json(body).into_response()
 }
 
 /// `GET /livez`: the process answers.

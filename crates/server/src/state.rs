@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use engagement::Limits;
 use tokio::sync::Semaphore;
-use upstream::{RetryPolicy, Upstream};
+use upstream::{RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
 use crate::scheduler::Scheduler;
@@ -18,6 +18,8 @@ pub struct AppState {
     pub settings: Settings,
     pub keyring: Keyring,
     pub upstream: Arc<dyn Upstream>,
+    /// The per-minute budget of the HTTP upstream, for its metrics.
+    pub budget: Option<Arc<RateBudget>>,
     pub scheduler: Scheduler,
     pub retry_policy: RetryPolicy,
     /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
@@ -34,8 +36,8 @@ impl AppState {
         self.settings.server.max_concurrent_requests - self.admission.available_permits()
     }
 
-    /// The state for `settings`, calling `upstream`.
-    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>) -> AppState {
+    /// The state for `settings`, calling `upstream` (paced by `budget`, if it is shown).
+    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>, budget: Option<Arc<RateBudget>>) -> AppState {
         let u = &settings.upstream;
         AppState {
             keyring: Keyring::from_settings(&settings),
@@ -53,6 +55,7 @@ impl AppState {
             admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
             ready: AtomicBool::new(true),
             upstream,
+            budget,
             settings,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -16,6 +17,8 @@ pub struct RateBudget {
     limiter: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
     paused_until: Mutex<Option<Instant>>,
+    /// Total time calls have waited here, in nanoseconds.
+    waited_nanos: AtomicU64,
 }
 
 impl RateBudget {
@@ -27,13 +30,25 @@ impl RateBudget {
             let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
         });
-        RateBudget { limiter, clock, paused_until: Mutex::new(None) }
+        RateBudget { limiter, clock, paused_until: Mutex::new(None), waited_nanos: AtomicU64::new(0) }
     }
 
     /// Waits for a call to be free. `Ok` gives the time waited; `Err` the wait that would
     /// pass `deadline` (nothing is taken then).
     pub async fn acquire(&self, deadline: Instant) -> Result<Duration, Duration> {
         let started = Instant::now();
+        let result = self.wait_for_room(deadline).await;
+        let waited = started.elapsed();
+        self.waited_nanos.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        result.map(|()| waited)
+    }
+
+    /// The total time calls have waited for the budget.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
+    }
+
+    async fn wait_for_room(&self, deadline: Instant) -> Result<(), Duration> {
         loop {
             let now = Instant::now();
             let pause = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,10 +60,10 @@ impl RateBudget {
                 continue;
             }
             let Some(limiter) = &self.limiter else {
-                return Ok(started.elapsed());
+                return Ok(());
             };
             match limiter.check() {
-                Ok(()) => return Ok(started.elapsed()),
+                Ok(()) => return Ok(()),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     if now + wait > deadline {

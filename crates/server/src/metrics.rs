@@ -1,0 +1,82 @@
+//! Prometheus metrics: one recorder for the process, served at `GET /metrics`.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `stitcher_requests_total` | counter | `route`, `status` |
+//! | `stitcher_request_duration_seconds` | histogram | `route` |
+//! | `stitcher_upstream_calls_total` | counter | `status` (`200`, `429`, `503`, ..., `timeout`, `error`) |
+//! | `stitcher_upstream_retries_total` | counter | |
+//! | `stitcher_rate_limit_wait_seconds` | gauge (total time calls waited for the budget) | |
+//! | `stitcher_slices_total` | counter | `kind` (`planned`, `fetched`, `synthesized`) |
+//! | `stitcher_upstream_in_flight` | gauge | |
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder, installed on first use. `None` if another recorder was
+/// installed first (then metrics go there).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("stitcher_request_duration_seconds".into()),
+                    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0],
+                )
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Counts and times every request by its route and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("stitcher_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("stitcher_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Records one upstream attempt by its outcome.
+pub fn upstream_call(outcome: &str) {
+    metrics::counter!("stitcher_upstream_calls_total", "status" => outcome.to_owned()).increment(1);
+}
+
+/// Records the slices of one question.
+pub fn slices(planned: usize, fetched: usize, synthesized: usize, retries: u32) {
+    for (kind, n) in [("planned", planned), ("fetched", fetched), ("synthesized", synthesized)] {
+        metrics::counter!("stitcher_slices_total", "kind" => kind).increment(n as u64);
+    }
+    metrics::counter!("stitcher_upstream_retries_total").increment(u64::from(retries));
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
+    metrics::gauge!("stitcher_upstream_in_flight").set(state.scheduler.in_flight() as f64);
+    if let Some(budget) = &state.budget {
+        metrics::gauge!("stitcher_rate_limit_wait_seconds").set(budget.waited().as_secs_f64());
+    }
+    match handle() {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "metrics are recorded elsewhere in this process")
+                .into_response()
+        }
+    }
+}
