@@ -19,7 +19,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{demo, metrics, routes};
+use crate::{demo, metrics, openapi, routes};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -153,6 +153,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/livez", get(routes::livez))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::serve))
+        .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -10,7 +10,7 @@ use engagement::ApiError;
 use serde::Serialize;
 
 /// A slice (a batch of Tweets over one window) that could not be had.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FailedSlice {
     pub start: String,
     pub end: String,

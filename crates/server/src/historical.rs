@@ -19,7 +19,7 @@ use crate::metrics;
 use crate::state::AppState;
 
 /// What a question took, for the native endpoint's `meta`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Meta {
     pub start: String,
     pub end: String,

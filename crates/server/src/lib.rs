@@ -7,6 +7,7 @@ pub mod demo;
 pub mod error;
 pub mod historical;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;

@@ -67,6 +67,7 @@ pub fn slices(planned: usize, fetched: usize, synthesized: usize, retries: u32) 
 }
 
 /// `GET /metrics`: the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("stitcher_upstream_in_flight").set(state.scheduler.in_flight() as f64);
     if let Some(budget) = &state.budget {

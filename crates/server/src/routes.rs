@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::app::REQUEST_ID;
 use crate::error::ServiceError;
 use crate::historical::{self, Answer};
+use crate::openapi::{DropInAnswer, ErrorBody, NativeAnswer, NativeQuestion, Question, Status};
 use crate::state::AppState;
 
 /// How long an overloaded service asks clients to wait.
@@ -75,6 +76,19 @@ async fn ask(
 }
 
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
+#[utoipa::path(post, path = "/insights/engagement/historical", tag = "questions", request_body = Question,
+    responses(
+        (status = 200, description = "The whole answer, counts as strings", body = DropInAnswer),
+        (status = 400, description = "A bad question, before any upstream call", body = ErrorBody),
+        (status = 401, description = "No or unknown API key, or a bad OAuth signature", body = ErrorBody),
+        (status = 403, description = "Handle not granted to the key, or Tweets of another handle", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "The per-minute budget has no room before the deadline (Retry-After)", body = ErrorBody),
+        (status = 502, description = "Upstream failures outlasted the retries", body = ErrorBody),
+        (status = 503, description = "Too many questions in flight, or shutting down (Retry-After)", body = ErrorBody),
+        (status = 504, description = "The deadline passed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
 pub async fn drop_in(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -95,6 +109,19 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
+#[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
+    responses(
+        (status = 200, description = "The answer with integer counts and meta", body = NativeAnswer),
+        (status = 400, description = "A bad question, before any upstream call", body = ErrorBody),
+        (status = 401, description = "No or unknown API key, or a bad OAuth signature", body = ErrorBody),
+        (status = 403, description = "Handle not granted to the key, or Tweets of another handle", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "The per-minute budget has no room before the deadline (Retry-After)", body = ErrorBody),
+        (status = 502, description = "Upstream failures outlasted the retries", body = ErrorBody),
+        (status = 503, description = "Too many questions in flight, or shutting down (Retry-After)", body = ErrorBody),
+        (status = 504, description = "The deadline passed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
 pub async fn native(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -133,11 +160,13 @@ fn native_answer(answer: Answer) -> Response {
 }
 
 /// `GET /livez`: the process answers.
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Alive", body = Status)))]
 pub async fn livez() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the service takes questions (not while shutting down).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down", body = Status)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         Json(json!({ "status": "ready" })).into_response()

@@ -1,0 +1,59 @@
+//! The OpenAPI document describes every route, body and error, and changes only on purpose:
+//! it is compared with `tests/openapi.snapshot.json` (rewrite it with
+//! `UPDATE_SNAPSHOTS=1 cargo test -p server --test openapi` after a deliberate change).
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use server::openapi::ApiDoc;
+use utoipa::OpenApi;
+
+#[test]
+fn every_route_body_and_error_is_described() {
+    let doc: Value = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/insights/engagement/historical",
+        "/v1/historical",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not described");
+    }
+    for route in ["/insights/engagement/historical", "/v1/historical"] {
+        let post = &paths[route]["post"];
+        assert!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"].is_string(),
+            "{route} body"
+        );
+        for status in ["200", "400", "401", "403", "413", "429", "502", "503", "504"] {
+            assert!(post["responses"][status].is_object(), "{route} does not describe {status}");
+        }
+        assert_eq!(
+            post["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert!(schemes.contains_key("bearer") && schemes.contains_key("oauth1"));
+    let question = &doc["components"]["schemas"]["Question"]["properties"];
+    for field in ["tweet_ids", "engagement_types", "groupings", "start", "end"] {
+        assert!(question[field].is_object(), "Question.{field}");
+    }
+}
+
+#[test]
+fn the_document_matches_its_snapshot() {
+    let doc = ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi.snapshot.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(path, &doc).unwrap();
+    }
+    let snapshot = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        snapshot == doc,
+        "the OpenAPI document changed; review it and rewrite the snapshot with UPDATE_SNAPSHOTS=1"
+    );
+}
