@@ -101,3 +101,60 @@ async fn past_max_concurrent_requests_the_answer_is_503_at_once() {
     assert!(!slow.is_finished(), "the refusal came while the first question was still running");
     assert_eq!(slow.await.unwrap().unwrap().status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_question_goes_between_a_big_ones_calls_and_a_disconnect_cancels() {
+    let latency = Duration::from_millis(40);
+    let config = Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() };
+    let world = World::start(config, &[("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "2")]).await;
+    let now = world.now;
+    // 1,000 Tweets over 5 years: 40 batches × 66 windows, far more calls than this test waits for.
+    let big_ids: Vec<String> = (0..1000).map(|n| tweet(now, 2200.0, n).to_string()).collect();
+    let big = json!({
+        "tweet_ids": big_ids, "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": format_instant(now - Span::days(5 * 365)), "end": format_instant(now - Span::days(1)),
+    });
+    let small_ids: Vec<String> = (0..10).map(|n| tweet(now, 60.0, 5000 + n).to_string()).collect();
+    let end = now - Span::days(1);
+    let one_window = stitch::windows(engagement::TimeRange::covering(end - Span::days(10), end));
+    let small = json!({
+        "tweet_ids": small_ids, "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": format_instant(one_window.last().unwrap().start), "end": format_instant(end),
+    });
+    let running = {
+        let (http, url) = (world.http.clone(), world.url.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/insights/engagement/historical"))
+                .bearer_auth("demo-key")
+                .json(&big)
+                .send()
+                .await
+        })
+    };
+    while world.upstream_calls() < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = world.upstream_calls();
+    let (status, answer) = world.ask("/insights/engagement/historical", &small).await;
+    let after = world.upstream_calls();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, world.oracle(&small).await);
+    // The small question's one call waited for at most the calls already in flight (2)
+    // and the big question's next turn, not for its thousands of queued calls.
+    assert!(
+        after - before <= 5,
+        "{} upstream calls were answered while the small question waited",
+        after - before
+    );
+    assert!(!running.is_finished());
+
+    // The client of the big question goes away: its remaining calls are cancelled.
+    running.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = world.upstream_calls();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.upstream_calls(), settled, "no more upstream calls after the client left");
+    assert!(settled < 200, "the big question was cut short: {settled} calls of 2,640");
+}

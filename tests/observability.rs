@@ -69,7 +69,8 @@ async fn request_ids_are_made_or_kept_and_named_in_errors() {
 #[tokio::test]
 async fn the_openapi_document_is_served() {
     let world = World::start(Config::default(), &[]).await;
-    let doc: Value = world.http.get(format!("{}/openapi.json", world.url)).send().await.unwrap().json().await.unwrap();
+    let doc: Value =
+        world.http.get(format!("{}/openapi.json", world.url)).send().await.unwrap().json().await.unwrap();
     let expected = serde_json::to_value(<server::openapi::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
     assert_eq!(doc, expected);
 }
