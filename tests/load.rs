@@ -158,3 +158,38 @@ async fn a_small_question_goes_between_a_big_ones_calls_and_a_disconnect_cancels
     assert_eq!(world.upstream_calls(), settled, "no more upstream calls after the client left");
     assert!(settled < 200, "the big question was cut short: {settled} calls of 2,640");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_flight_share_a_bounded_number_of_counts() {
+    let config = Config {
+        faults: Faults { latency: Duration::from_millis(800), ..Faults::default() },
+        ..Config::default()
+    };
+    let world = World::start(config, &[("STITCHER__SERVER__MAX_COUNTS_IN_FLIGHT", "1000")]).await;
+    let end = (world.now - Span::days(2)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let daily = |days: i64, salt: u64| {
+        let ids: Vec<String> = (0..25).map(|n| tweet(world.now, 400.0, salt + n).to_string()).collect();
+        json!({
+            "tweet_ids": ids, "engagement_types": ["impressions"],
+            "groupings": {"g": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}},
+            "start": format_instant(end - Span::days(days)), "end": format_instant(end),
+        })
+    };
+    // 25 Tweets × 1 type × 100 days = 2,500 counts: never answerable here.
+    let (status, answer) = world.ask("/v1/historical", &daily(100, 0)).await;
+    assert_eq!(status, 400);
+    assert!(answer["errors"][0].as_str().unwrap().contains("would hold 2500 counts"), "{answer}");
+    // 600 counts each: the first holds its room while it runs, the second does not fit.
+    let first = {
+        let (http, url, body) = (world.http.clone(), world.url.clone(), daily(24, 100));
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/historical")).bearer_auth("demo-key").json(&body).send().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, answer) = world.ask("/v1/historical", &daily(24, 200)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(first.await.unwrap().unwrap().status().as_u16(), 200);
+    // Once the first is answered, its room is free again.
+    assert_eq!(world.ask("/v1/historical", &daily(24, 200)).await.0, 200);
+}

@@ -106,6 +106,35 @@ impl Query {
         Ok(Query { endpoint, tweet_ids, types, groupings, range, end_clamped })
     }
 
+    /// How many counts (leaves) the answer holds: for each grouping, the product of its
+    /// levels' sizes (Tweets, types, days; hours of the range under a day level, hours of
+    /// the day without one). An upper bound when Tweets are deleted.
+    pub fn answer_counts(&self) -> u64 {
+        let Some(range) = self.range else {
+            return self.groupings.iter().map(|g| self.level_product(g, 1, 1)).fold(0, u64::saturating_add);
+        };
+        let hours = range.hours() as u64;
+        let first_day = range.start.timestamp().div_euclid(86_400);
+        let last_day = (range.end.timestamp() - 1).div_euclid(86_400);
+        let days = (last_day - first_day + 1).max(1) as u64;
+        self.groupings.iter().map(|g| self.level_product(g, days, hours)).fold(0, u64::saturating_add)
+    }
+
+    fn level_product(&self, g: &Grouping, days: u64, hours: u64) -> u64 {
+        let has_day = g.group_by.contains(&GroupBy::EngagementDay);
+        g.group_by
+            .iter()
+            .map(|level| match level {
+                GroupBy::TweetId => self.tweet_ids.len() as u64,
+                GroupBy::EngagementType => self.types.len() as u64,
+                GroupBy::EngagementDay if g.group_by.contains(&GroupBy::EngagementHour) => 1,
+                GroupBy::EngagementDay => days,
+                GroupBy::EngagementHour if has_day => hours,
+                GroupBy::EngagementHour => hours.min(24),
+            })
+            .fold(1, u64::saturating_mul)
+    }
+
     /// The body that asks this question of the API.
     pub fn to_raw(&self) -> RawRequest {
         RawRequest {
@@ -361,6 +390,29 @@ mod tests {
                 .contains("not a group_by value")
         );
         assert!(historical(json!([1, 2])).unwrap_err().errors[0].contains("JSON object"));
+    }
+
+    #[test]
+    fn answer_counts_multiply_the_levels() {
+        // 2 Tweets, 2 types, 2020-05-01T00 to 2020-05-15T07: 15 days touched, 343 hours.
+        let mut q = historical(base()).unwrap();
+        let g = |levels: &[GroupBy]| Grouping { name: "g".into(), group_by: levels.to_vec() };
+        let cases: [(&[GroupBy], u64); 5] = [
+            (&[GroupBy::TweetId, GroupBy::EngagementType], 4),
+            (&[GroupBy::EngagementDay], 15),
+            (&[GroupBy::EngagementHour], 24),
+            (
+                &[GroupBy::TweetId, GroupBy::EngagementType, GroupBy::EngagementDay, GroupBy::EngagementHour],
+                4 * 343,
+            ),
+            (&[GroupBy::EngagementHour, GroupBy::EngagementDay], 343),
+        ];
+        for (levels, expected) in cases {
+            q.groupings = vec![g(levels)];
+            assert_eq!(q.answer_counts(), expected, "{levels:?}");
+        }
+        q.groupings = vec![g(&[GroupBy::TweetId]), g(&[GroupBy::EngagementDay])];
+        assert_eq!(q.answer_counts(), 2 + 15);
     }
 
     #[test]

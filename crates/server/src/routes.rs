@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::REQUEST_ID;
 use crate::error::ServiceError;
@@ -23,6 +24,12 @@ use crate::state::AppState;
 
 /// How long an overloaded service asks clients to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A question's place among those in flight, held until its answer is written.
+struct Admitted {
+    _request: OwnedSemaphorePermit,
+    _counts: OwnedSemaphorePermit,
+}
 
 /// What authentication looks at.
 struct RequestHead {
@@ -37,11 +44,11 @@ async fn ask(
     request: &RequestHead,
     body: Result<Bytes, BytesRejection>,
     native: bool,
-) -> Result<Answer, ServiceError> {
+) -> Result<(Answer, Admitted), ServiceError> {
     if !state.ready.load(Ordering::SeqCst) {
         return Err(ServiceError::ShuttingDown);
     }
-    let _admitted = Arc::clone(&state.admission)
+    let admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
         .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
     let caller = state.keyring.authenticate(&request.method, &request.uri, &request.headers)?;
@@ -72,7 +79,18 @@ async fn ask(
     };
     let query = Query::from_json(Endpoint::Historical, &value, &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
-    historical::answer(state, &caller, query, partial).await
+    let counts = query.answer_counts();
+    let budget = state.settings.max_counts_in_flight();
+    if counts > u64::from(budget) {
+        return Err(ServiceError::BadRequest(ApiError::new(format!(
+            "this question's answer would hold {counts} counts (Tweets × types × days or hours, per grouping); at most {budget} are answered at once: ask for fewer Tweets or types, a shorter range, or engagement.day instead of engagement.hour"
+        ))));
+    }
+    let room = Arc::clone(&state.counts)
+        .try_acquire_many_owned(counts as u32)
+        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
+    let answer = historical::answer(state, &caller, query, partial).await?;
+    Ok((answer, Admitted { _request: admitted, _counts: room }))
 }
 
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
@@ -98,7 +116,7 @@ pub async fn drop_in(
 ) -> Response {
     let id = request_id(&headers);
     match ask(&state, &RequestHead { method, uri, headers }, body, false).await {
-        Ok(answer) => Json(answer.response.styled(CountStyle::Strings)).into_response(),
+        Ok((answer, _admitted)) => Json(answer.response.styled(CountStyle::Strings)).into_response(),
         Err(e) => e.into_response_for(id.as_deref()),
     }
 }
@@ -131,7 +149,7 @@ pub async fn native(
 ) -> Response {
     let id = request_id(&headers);
     match ask(&state, &RequestHead { method, uri, headers }, body, true).await {
-        Ok(answer) => native_answer(answer),
+        Ok((answer, _admitted)) => native_answer(answer),
         Err(e) => e.into_response_for(id.as_deref()),
     }
 }

@@ -33,6 +33,9 @@ pub struct ServerSettings {
     pub max_tweet_ids: usize,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// Counts (leaves of the answers) held by all questions in flight together: the bound
+    /// on the memory answers take. A question whose answer alone is larger is refused.
+    pub max_counts_in_flight: u64,
     /// After SIGTERM or Ctrl-C, how long questions in flight may take to finish.
     pub shutdown_grace_secs: u64,
     /// The base URL clients see (e.g. `https://stitcher.example.com`), which OAuth 1.0a
@@ -144,6 +147,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// `server.max_counts_in_flight`, within what one semaphore can count.
+    pub fn max_counts_in_flight(&self) -> u32 {
+        self.server.max_counts_in_flight.min(u64::from(u32::MAX)) as u32
     }
 
     /// The per-request deadline.

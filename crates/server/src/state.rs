@@ -26,6 +26,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Client requests being answered; full means `503` at once.
     pub admission: Arc<Semaphore>,
+    /// Counts the answers in flight may hold (one permit per count).
+    pub counts: Arc<Semaphore>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
 }
@@ -53,6 +55,7 @@ impl AppState {
                 clamp_future_end: true,
             },
             admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
+            counts: Arc::new(Semaphore::new(settings.max_counts_in_flight() as usize)),
             ready: AtomicBool::new(true),
             upstream,
             budget,
