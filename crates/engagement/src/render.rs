@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Timelike, Utc};
 
 use crate::time::TimeRange;
-use crate::tree::{Branch, Key, Node};
+use crate::tree::{Branch, HOUR_KEYS, Key, Node, day_key};
 use crate::tweet_id::TweetId;
 use crate::vocabulary::{EngagementType, GroupBy, Grouping};
 
@@ -27,15 +27,10 @@ impl HourlyCounts for Zeros {
     }
 }
 
-const HOUR_KEYS: [&str; 24] = [
-    "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20", "21", "22", "23",
-];
-
 /// The calendar of a range: for each hour, its day and its hour of day.
 struct Calendar {
     day_of: Vec<u32>,
-    day_keys: Vec<String>,
+    day_keys: Vec<Key>,
     hour_of_day: Vec<u8>,
 }
 
@@ -43,13 +38,13 @@ impl Calendar {
     fn new(range: TimeRange) -> Calendar {
         let hours = range.hours();
         let mut day_of = Vec::with_capacity(hours);
-        let mut day_keys: Vec<String> = Vec::new();
+        let mut day_keys: Vec<Key> = Vec::new();
         let mut hour_of_day = Vec::with_capacity(hours);
         for i in 0..hours {
             let t = range.start + Duration::hours(i as i64);
             let h = t.hour() as u8;
             if i == 0 || h == 0 {
-                day_keys.push(t.format("%Y-%m-%d").to_string());
+                day_keys.push(day_key(&t.format("%Y-%m-%d").to_string()));
             }
             day_of.push((day_keys.len() - 1) as u32);
             hour_of_day.push(h);
@@ -135,7 +130,7 @@ impl Context<'_> {
                 .chunk_by(|a, b| self.calendar.day_of[*a as usize] == self.calendar.day_of[*b as usize])
                 .map(|run| {
                     let day = self.calendar.day_of[run[0] as usize] as usize;
-                    (Key::Owned(self.calendar.day_keys[day].clone()), self.build(rest, types, run))
+                    (self.calendar.day_keys[day].clone(), self.build(rest, types, run))
                 })
                 .collect(),
             GroupBy::EngagementHour => {

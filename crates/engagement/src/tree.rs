@@ -1,8 +1,9 @@
 //! Response trees: nested maps whose leaves are counts, plus the API's special members.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{OnceLock, RwLock};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -31,9 +32,63 @@ pub fn is_unavailable_error(s: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// A key of a branch: a Tweet ID, a type name, a day or an hour. Names and hours are
-/// static text, so the hottest keys cost no allocation.
+/// A key of a branch: a Tweet ID, a type name, a day or an hour. Type names, hours and
+/// days are shared static text (see [`key`]), so the keys of the leaves, which are most of
+/// a tree, cost no allocation of their own.
 pub type Key = Cow<'static, str>;
+
+/// The hour keys, `00` to `23`.
+pub const HOUR_KEYS: [&str; 24] = [
+    "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23",
+];
+
+/// At most this many distinct day keys are shared (every day from 2014 to 2100 is fewer);
+/// past it, day keys are owned like any other.
+const MAX_SHARED_DAYS: usize = 40_000;
+
+/// The key for `text`: shared static text for a type name, an hour or a day, else owned.
+pub fn key(text: String) -> Key {
+    match shared_key(&text) {
+        Some(k) => Key::Borrowed(k),
+        None => Key::Owned(text),
+    }
+}
+
+/// The key for a day `YYYY-MM-DD` of the calendar.
+pub fn day_key(text: &str) -> Key {
+    match shared_day(text) {
+        Some(k) => Key::Borrowed(k),
+        None => Key::Owned(text.to_owned()),
+    }
+}
+
+fn shared_key(text: &str) -> Option<&'static str> {
+    match text.len() {
+        2 => HOUR_KEYS.iter().find(|h| **h == text).copied(),
+        10 if text.as_bytes()[4] == b'-' => shared_day(text),
+        _ => text.parse::<crate::vocabulary::EngagementType>().ok().map(|t| t.name()),
+    }
+}
+
+/// Days are interned once per process: there are a few thousand that can ever be asked
+/// about, and each answer repeats them once per Tweet and type.
+fn shared_day(text: &str) -> Option<&'static str> {
+    static DAYS: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
+    let days = DAYS.get_or_init(Default::default);
+    if let Some(k) = days.read().unwrap_or_else(|e| e.into_inner()).get(text) {
+        return Some(k);
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    if !(2006..=2100).contains(&chrono::Datelike::year(&date)) || text.len() != 10 {
+        return None;
+    }
+    let mut days = days.write().unwrap_or_else(|e| e.into_inner());
+    if days.len() >= MAX_SHARED_DAYS {
+        return None;
+    }
+    Some(*days.entry(text.to_owned()).or_insert_with(|| Box::leak(text.to_owned().into_boxed_str())))
+}
 
 /// One node of a grouping: a count, or keys leading to more nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,51 +140,48 @@ impl Branch {
         self.entries.is_empty()
     }
 
-    fn absorb_at(&mut self, other: Branch, path: &mut Vec<String>) -> Result<(), TreeError> {
+    /// Adds `other` in place: keys already here are summed below, new keys are appended
+    /// and the entries re-sorted only if they landed out of order. Answers of later
+    /// windows add later days, so most merges only append; the vector grows amortized
+    /// rather than being rebuilt.
+    fn absorb(&mut self, other: Branch) -> Result<(), TreeError> {
         if self.entries.is_empty() {
             self.entries = other.entries;
             return Ok(());
         }
-        let mine = std::mem::take(&mut self.entries);
-        let mut merged = Vec::with_capacity(mine.len().max(other.entries.len()));
-        let mut a = mine.into_iter().peekable();
-        let mut b = other.entries.into_iter().peekable();
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.0.cmp(&y.0),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => break,
-            };
-            match order {
-                std::cmp::Ordering::Less => merged.extend(a.next()),
-                std::cmp::Ordering::Greater => merged.extend(b.next()),
-                std::cmp::Ordering::Equal => {
-                    if let (Some((key, mut x)), Some((_, y))) = (a.next(), b.next()) {
-                        path.push(key.to_string());
-                        let result = x.absorb_at(y, path);
-                        path.pop();
-                        if let Err(e) = result {
-                            self.entries = merged;
-                            return Err(e);
-                        }
-                        merged.push((key, x));
-                    }
-                }
+        let sorted = self.entries.len();
+        for (key, node) in other.entries {
+            match self.entries[..sorted].binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
+                Ok(i) => self.entries[i].1.absorb(node).map_err(|e| e.under(&key))?,
+                Err(_) => self.entries.push((key, node)),
             }
         }
-        self.entries = merged;
+        if self.entries.len() > sorted && sorted > 0 && self.entries[sorted - 1].0 > self.entries[sorted].0 {
+            // Two sorted runs: the stable sort merges them in linear time.
+            self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         Ok(())
     }
 }
 
-/// Why two trees could not be added up.
+/// Why two trees could not be added up; `path` is the keys from the root, `/`-separated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TreeError {
     #[error("counts at {path} overflow 64 bits when added")]
     Overflow { path: String },
     #[error("at {path} one answer has a count where another has keys")]
     Shape { path: String },
+}
+
+impl TreeError {
+    /// The same error one level down, under `key` (paths are built only on failure).
+    fn under(self, key: &str) -> TreeError {
+        let join = |path: String| if path.is_empty() { key.to_string() } else { format!("{key}/{path}") };
+        match self {
+            TreeError::Overflow { path } => TreeError::Overflow { path: join(path) },
+            TreeError::Shape { path } => TreeError::Shape { path: join(path) },
+        }
+    }
 }
 
 impl Node {
@@ -140,17 +192,13 @@ impl Node {
 
     /// Adds `other` into `self`: equal paths add up, new paths are inserted.
     pub fn absorb(&mut self, other: Node) -> Result<(), TreeError> {
-        self.absorb_at(other, &mut Vec::new())
-    }
-
-    fn absorb_at(&mut self, other: Node, path: &mut Vec<String>) -> Result<(), TreeError> {
         match (self, other) {
             (Node::Count(a), Node::Count(b)) => {
-                *a = a.checked_add(b).ok_or_else(|| TreeError::Overflow { path: path.join("/") })?;
+                *a = a.checked_add(b).ok_or(TreeError::Overflow { path: String::new() })?;
                 Ok(())
             }
-            (Node::Branch(mine), Node::Branch(theirs)) => mine.absorb_at(theirs, path),
-            _ => Err(TreeError::Shape { path: path.join("/") }),
+            (Node::Branch(mine), Node::Branch(theirs)) => mine.absorb(theirs),
+            _ => Err(TreeError::Shape { path: String::new() }),
         }
     }
 
@@ -320,7 +368,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Node, A::Error> {
         let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0));
         while let Some((k, v)) = access.next_entry::<String, Node>()? {
-            entries.push((Key::Owned(k), v));
+            entries.push((key(k), v));
         }
         Ok(Node::Branch(Branch::from_entries(entries)))
     }

@@ -45,13 +45,13 @@ fn per_tweet() -> Value {
     json!({"per tweet": {"group_by": ["tweet.id", "engagement.type"]}})
 }
 
-/// A simulator on its own thread and runtime, so its work does not share the service's.
+/// A simulator on threads and a runtime of its own.
 fn start_simulator(config: Config) -> (String, Arc<Simulator>) {
     let sim = Simulator::new(Config { clock: Clock::Fixed(now()), ..config });
     let (tx, rx) = std::sync::mpsc::channel();
     let served = Arc::clone(&sim);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
@@ -337,10 +337,23 @@ async fn main() {
         // `cargo test --benches` probes bench binaries; the table is for `cargo bench`.
         return;
     }
+    // `cargo bench -p server --bench service -- fan` runs only the tables whose name holds "fan".
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     println!("# stitcher benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    creation_cut_table().await;
-    calls_saved_table();
-    merge_cost_table();
-    memory_table().await;
-    fan_out_table().await;
+    if wanted("creation-cut") {
+        creation_cut_table().await;
+    }
+    if wanted("calls-saved") {
+        calls_saved_table();
+    }
+    if wanted("merge-cost") {
+        merge_cost_table();
+    }
+    if wanted("memory") {
+        memory_table().await;
+    }
+    if wanted("fan-out") {
+        fan_out_table().await;
+    }
 }

@@ -12,6 +12,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod settings;
 pub mod state;
+pub mod streaming;
 
 pub use app::Application;
 pub use settings::Settings;

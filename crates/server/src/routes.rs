@@ -21,6 +21,7 @@ use crate::error::ServiceError;
 use crate::historical::{self, Answer};
 use crate::openapi::{DropInAnswer, ErrorBody, NativeAnswer, NativeQuestion, Question, Status};
 use crate::state::AppState;
+use crate::streaming;
 
 /// How long an overloaded service asks clients to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -116,7 +117,10 @@ pub async fn drop_in(
 ) -> Response {
     let id = request_id(&headers);
     match ask(&state, &RequestHead { method, uri, headers }, body, false).await {
-        Ok((answer, _admitted)) => Json(answer.response.styled(CountStyle::Strings)).into_response(),
+        Ok((answer, admitted)) => streaming::json(move |out| {
+            let _admitted = admitted;
+            serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
+        }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
 }
@@ -149,7 +153,10 @@ pub async fn native(
 ) -> Response {
     let id = request_id(&headers);
     match ask(&state, &RequestHead { method, uri, headers }, body, true).await {
-        Ok((answer, _admitted)) => native_answer(answer),
+        Ok((answer, admitted)) => streaming::json(move |out| {
+            let _admitted = admitted;
+            serde_json::to_writer(out, &native_body(&answer))
+        }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
 }
@@ -169,12 +176,11 @@ struct NativeMeta<'a> {
     incomplete: &'a [crate::error::FailedSlice],
 }
 
-fn native_answer(answer: Answer) -> Response {
-    let body = NativeBody {
+fn native_body(answer: &Answer) -> NativeBody<'_> {
+    NativeBody {
         data: answer.response.styled(CountStyle::Integers),
         meta: NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete },
-    };
-    Json(body).into_response()
+    }
 }
 
 /// `GET /livez`: the process answers.
