@@ -83,6 +83,15 @@ pub fn normalize_url(scheme: &str, host: &str, path: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
+/// The URL a client signed for a request to `path`: `public_base_url` + `path` when the
+/// server knows how clients reach it (behind a proxy), else `http://` + the `Host` header.
+pub fn signed_url(public_base_url: Option<&str>, host: Option<&str>, path: &str) -> String {
+    match public_base_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => normalize_url("http", host.unwrap_or("localhost"), path),
+    }
+}
+
 /// Parses a query string into decoded pairs (`+` is a space, as in forms).
 pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query

@@ -109,13 +109,8 @@ impl Keyring {
     }
 
     fn oauth_caller(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Caller, ServiceError> {
-        let url = match &self.public_base_url {
-            Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
-            None => {
-                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-                oauth::normalize_url("http", host, uri.path())
-            }
-        };
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let url = oauth::signed_url(self.public_base_url.as_deref(), host, uri.path());
         let received = Received {
             method: method.as_str(),
             url: &url,

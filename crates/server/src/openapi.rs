@@ -98,6 +98,30 @@ pub struct ErrorBody {
     pub failed_slices: Option<Vec<FailedSlice>>,
 }
 
+/// The errors a question can get, each with an [`ErrorBody`].
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum QuestionErrors {
+    #[response(status = 400, description = "A bad question, before any upstream call")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No or unknown API key, or a bad OAuth signature")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "Handle not granted to the key, or Tweets of another handle")]
+    Forbidden(ErrorBody),
+    #[response(status = 413, description = "Body over server.max_body_bytes")]
+    PayloadTooLarge(ErrorBody),
+    #[response(
+        status = 429,
+        description = "The per-minute budget has no room before the deadline (Retry-After)"
+    )]
+    RateBudget(ErrorBody),
+    #[response(status = 502, description = "Upstream failures outlasted the retries")]
+    UpstreamFailed(ErrorBody),
+    #[response(status = 503, description = "Too many questions in flight, or shutting down (Retry-After)")]
+    Unavailable(ErrorBody),
+    #[response(status = 504, description = "The deadline passed")]
+    DeadlineExceeded(ErrorBody),
+}
+
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {

@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::app::REQUEST_ID;
 use crate::error::ServiceError;
 use crate::historical::{self, Answer};
-use crate::openapi::{DropInAnswer, ErrorBody, NativeAnswer, NativeQuestion, Question, Status};
+use crate::openapi::{DropInAnswer, NativeAnswer, NativeQuestion, Question, QuestionErrors, Status};
 use crate::state::AppState;
 use crate::streaming;
 
@@ -98,14 +98,7 @@ async fn ask(
 #[utoipa::path(post, path = "/insights/engagement/historical", tag = "questions", request_body = Question,
     responses(
         (status = 200, description = "The whole answer, counts as strings", body = DropInAnswer),
-        (status = 400, description = "A bad question, before any upstream call", body = ErrorBody),
-        (status = 401, description = "No or unknown API key, or a bad OAuth signature", body = ErrorBody),
-        (status = 403, description = "Handle not granted to the key, or Tweets of another handle", body = ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 429, description = "The per-minute budget has no room before the deadline (Retry-After)", body = ErrorBody),
-        (status = 502, description = "Upstream failures outlasted the retries", body = ErrorBody),
-        (status = 503, description = "Too many questions in flight, or shutting down (Retry-After)", body = ErrorBody),
-        (status = 504, description = "The deadline passed", body = ErrorBody),
+        QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
 pub async fn drop_in(
@@ -134,14 +127,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 #[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
     responses(
         (status = 200, description = "The answer with integer counts and meta", body = NativeAnswer),
-        (status = 400, description = "A bad question, before any upstream call", body = ErrorBody),
-        (status = 401, description = "No or unknown API key, or a bad OAuth signature", body = ErrorBody),
-        (status = 403, description = "Handle not granted to the key, or Tweets of another handle", body = ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 429, description = "The per-minute budget has no room before the deadline (Retry-After)", body = ErrorBody),
-        (status = 502, description = "Upstream failures outlasted the retries", body = ErrorBody),
-        (status = 503, description = "Too many questions in flight, or shutting down (Retry-After)", body = ErrorBody),
-        (status = 504, description = "The deadline passed", body = ErrorBody),
+        QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
 pub async fn native(

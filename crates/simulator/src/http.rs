@@ -20,7 +20,7 @@ use crate::Simulator;
 use crate::config::Handle;
 use crate::faults::Fault;
 use crate::rate::Quota;
-use engagement::oauth::{Received, normalize_url, verify};
+use engagement::oauth::{Received, signed_url, verify};
 
 /// How far a client's `oauth_timestamp` may be from the simulator's wall clock.
 const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
@@ -185,13 +185,8 @@ fn authenticate<'a>(
     headers: &HeaderMap,
 ) -> Result<&'a Handle, String> {
     let creds = &sim.config.credentials;
-    let url = match &sim.config.public_url {
-        Some(base) => format!("{}{}", base.trim_end_matches('/'), uri.path()),
-        None => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            normalize_url("http", host, uri.path())
-        }
-    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let url = signed_url(sim.config.public_url.as_deref(), host, uri.path());
     let received = Received {
         method: method.as_str(),
         url: &url,
