@@ -108,14 +108,7 @@ pub async fn drop_in(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = request_id(&headers);
-    match ask(&state, &RequestHead { method, uri, headers }, body, false).await {
-        Ok((answer, admitted)) => streaming::json(move |out| {
-            let _admitted = admitted;
-            serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
-        }),
-        Err(e) => e.into_response_for(id.as_deref()),
-    }
+    respond(&state, RequestHead { method, uri, headers }, body, false).await
 }
 
 /// The request's ID, as the request-ID layer set it.
@@ -137,11 +130,26 @@ pub async fn native(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let id = request_id(&headers);
-    match ask(&state, &RequestHead { method, uri, headers }, body, true).await {
+    respond(&state, RequestHead { method, uri, headers }, body, true).await
+}
+
+/// Answers a question in the drop-in shape or the native one, streaming the answer and
+/// naming the request's ID in errors.
+async fn respond(
+    state: &Arc<AppState>,
+    head: RequestHead,
+    body: Result<Bytes, BytesRejection>,
+    native: bool,
+) -> Response {
+    let id = request_id(&head.headers);
+    match ask(state, &head, body, native).await {
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
-            serde_json::to_writer(out, &native_body(&answer))
+            if native {
+                serde_json::to_writer(out, &native_body(&answer))
+            } else {
+                serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
+            }
         }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
