@@ -404,3 +404,24 @@ async fn demo_mode_serves_the_demo_key_with_no_setup() {
     let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_question_past_its_deadline_is_504_naming_what_was_not_done() {
+    let now = end_to_end::test_now();
+    let config = Config {
+        faults: Faults { latency: std::time::Duration::from_secs(3), ..Faults::default() },
+        ..Config::default()
+    };
+    let world = World::start(config, &[("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "1")]).await;
+    let q = question(&[tweet(now, 400.0, 0)], &day(now, 100), &day(now, 2));
+    let (status, body) = world.ask("/v1/historical", &q).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("not answered within 1 s"), "{body}");
+    let failed = body["failed_slices"].as_array().unwrap();
+    let plan = stitch::plan(
+        &[tweet(now, 400.0, 0)],
+        engagement::TimeRange::covering(now - Duration::days(100), now - Duration::days(2)),
+        25,
+    );
+    assert_eq!(failed.len(), plan.fetched.len(), "every slice not done is named");
+}

@@ -134,7 +134,7 @@ pub async fn answer(
         // Whatever did not finish is what the deadline cut off.
         for &slice in &plan.fetched {
             if !done.contains(&slice) {
-                failed.push((slice, AttemptError::Deadline, 0));
+                failed.push((slice, AttemptError::Deadline { last: None }, 0));
             }
         }
     }
@@ -191,7 +191,7 @@ fn outcome(result: &Result<Response, AttemptError>) -> String {
         Err(e) => match (e, e.status()) {
             (_, Some(status)) => status.to_string(),
             (AttemptError::Budget { .. }, None) => "budget".into(),
-            (AttemptError::Deadline, None) => "deadline".into(),
+            (AttemptError::Deadline { .. }, None) => "deadline".into(),
             (_, None) => "error".into(),
         },
     }
@@ -252,7 +252,7 @@ fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u3
     {
         return ServiceError::RateBudget { retry_after: *wait, failed: slices };
     }
-    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline)) {
+    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline { .. })) {
         return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
     }
     ServiceError::UpstreamFailed { failed: slices }

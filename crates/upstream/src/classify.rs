@@ -23,9 +23,10 @@ pub enum AttemptError {
     /// The per-minute budget has no call free before the deadline.
     #[error("no upstream call is free in the per-minute budget before the deadline")]
     Budget { wait: Duration },
-    /// The request's deadline passed.
-    #[error("the deadline passed")]
-    Deadline,
+    /// The request's deadline passed (or would have before the next attempt); `last` is the
+    /// failure that attempt was to retry.
+    #[error("the deadline passed{}", last.as_ref().map(|l| format!(" (last failure: {l})")).unwrap_or_default())]
+    Deadline { last: Option<String> },
 }
 
 impl AttemptError {

@@ -74,7 +74,7 @@ impl Upstream for HttpUpstream {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(AttemptError::Deadline);
+            return Err(AttemptError::Deadline { last: None });
         }
         let authorization = signing::authorization(&self.url, &self.app, handle);
         let sent = self
@@ -88,7 +88,7 @@ impl Upstream for HttpUpstream {
         let response = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() && self.call_timeout >= left => {
-                return Err(AttemptError::Deadline);
+                return Err(AttemptError::Deadline { last: None });
             }
             Err(e) => {
                 let kind = if e.is_timeout() {

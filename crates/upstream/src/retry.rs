@@ -80,7 +80,9 @@ where
         };
         let wait = RetryPolicy::wait(ceiling, retry_after, fastrand::f64());
         if Instant::now() + wait >= deadline {
-            return Retried { result, attempts };
+            // The deadline, not the retries, ran out.
+            let last = result.err().map(|e| e.to_string());
+            return Retried { result: Err(AttemptError::Deadline { last }), attempts };
         }
         tracing::debug!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), "retrying upstream call");
         tokio::time::sleep(wait).await;
@@ -150,6 +152,7 @@ mod tests {
         })
         .await;
         assert_eq!(r.attempts, 1);
+        assert_eq!(r.result, Err(AttemptError::Deadline { last: Some("503".into()) }));
         assert!(Instant::now() - start < Duration::from_secs(1));
     }
 }
