@@ -141,10 +141,11 @@ async fn a_small_question_goes_between_a_big_ones_calls_and_a_disconnect_cancels
     let after = world.upstream_calls();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, world.oracle(&small).await);
-    // The small question's one call waited for at most the calls already in flight (2)
-    // and the big question's next turn, not for its thousands of queued calls.
+    // The small question's one call waited for the calls already in flight (2) and about
+    // one turn of the big question (a couple more if releases raced its arrival), not for
+    // the big question's thousands of queued calls.
     assert!(
-        after - before <= 5,
+        after - before <= 8,
         "{} upstream calls were answered while the small question waited",
         after - before
     );
