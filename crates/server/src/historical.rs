@@ -175,6 +175,19 @@ pub async fn answer(
         duration_ms: started.elapsed().as_millis() as u64,
     };
     metrics::slices(meta.slices_planned, meta.slices_fetched, meta.slices_synthesized, meta.retries);
+    tracing::info!(
+        client = %caller.client,
+        handle = %caller.handle.handle,
+        tweets = meta.tweets,
+        range = %range.describe(),
+        slices_planned = meta.slices_planned,
+        slices_synthesized = meta.slices_synthesized,
+        upstream_calls = meta.upstream_calls,
+        retries = meta.retries,
+        incomplete = failed.len(),
+        duration_ms = meta.duration_ms,
+        "question answered"
+    );
     let incomplete = failed
         .into_iter()
         .map(|(slice, error, attempts)| {
