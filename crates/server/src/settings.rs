@@ -1,5 +1,6 @@
 //! The service's settings: `config/default.toml` (built into the binary), then an optional
-//! file named by `STITCHER_CONFIG`, then `STITCHER__SECTION__KEY` environment variables.
+//! file (`--config` or `STITCHER_CONFIG`), then `STITCHER__SECTION__KEY` environment
+//! variables.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,12 +76,8 @@ pub struct ClientSettings {
 }
 
 impl Settings {
-    /// Reads the defaults, the file named by `STITCHER_CONFIG` if set, and the environment.
-    pub fn load() -> Result<Settings, config::ConfigError> {
-        Settings::load_with(std::env::var("STITCHER_CONFIG").ok().as_deref(), None)
-    }
-
-    /// Like [`Settings::load`], with the file and the environment given (tests).
+    /// Reads the defaults, then `file` if given, then the environment (the process's, or
+    /// `env` in tests).
     pub fn load_with(
         file: Option<&str>,
         env: Option<BTreeMap<String, String>>,
