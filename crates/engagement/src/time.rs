@@ -89,13 +89,6 @@ impl TimeRange {
         (0..self.hours() as i64).map(|i| self.start + Duration::hours(i))
     }
 
-    /// The part of the range in common with `other`, if any.
-    pub fn intersect(&self, other: &TimeRange) -> Option<TimeRange> {
-        let start = self.start.max(other.start);
-        let end = self.end.min(other.end);
-        (start < end).then_some(TimeRange { start, end })
-    }
-
     /// `2015-08-01T00:00:00Z/2015-08-29T00:00:00Z`, for messages.
     pub fn describe(&self) -> String {
         format!("{}/{}", format_instant(self.start), format_instant(self.end))

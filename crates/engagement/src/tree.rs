@@ -125,11 +125,6 @@ impl Branch {
         self.entries.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    /// The keys in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(k, _)| k.as_ref())
-    }
-
     /// How many children.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -209,22 +204,6 @@ impl Node {
             Node::Count(_) => None,
         }
     }
-
-    /// The sum of every count below this node.
-    pub fn total(&self) -> u64 {
-        match self {
-            Node::Count(c) => *c,
-            Node::Branch(b) => b.iter().map(|(_, n)| n.total()).fold(0, u64::saturating_add),
-        }
-    }
-
-    /// The number of leaves below this node.
-    pub fn leaves(&self) -> usize {
-        match self {
-            Node::Count(_) => 1,
-            Node::Branch(b) => b.iter().map(|(_, n)| n.leaves()).sum(),
-        }
-    }
 }
 
 /// How counts are written: as the API does (`"551"`) or as JSON integers.
@@ -252,18 +231,6 @@ impl Response {
     /// A view that serializes with counts in `style`.
     pub fn styled(&self, style: CountStyle) -> Styled<'_, Response> {
         Styled { value: self, style }
-    }
-
-    /// The three ID lists, by their member names.
-    pub fn id_lists_mut(&mut self) -> [(&'static str, &mut Vec<TweetId>); 3] {
-        [
-            ("unavailable_tweet_ids", &mut self.unavailable_tweet_ids),
-            ("unsupported_for_video_views_tweet_ids", &mut self.unsupported_for_video_views_tweet_ids),
-            (
-                "unsupported_for_impressions_engagements_tweet_ids",
-                &mut self.unsupported_for_impressions_engagements_tweet_ids,
-            ),
-        ]
     }
 }
 

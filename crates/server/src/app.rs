@@ -91,11 +91,6 @@ impl Application {
         &self.upstream_url
     }
 
-    /// The shared state (tests read the scheduler and settings).
-    pub fn state(&self) -> &Arc<AppState> {
-        &self.state
-    }
-
     /// Serves until `shutdown` completes. Then `/readyz` answers `503` and new questions are
     /// refused at once, questions in flight get `server.shutdown_grace_secs` to finish, and
     /// the server stops.

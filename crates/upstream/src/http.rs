@@ -41,11 +41,6 @@ impl HttpUpstream {
         Ok(HttpUpstream { client, url, app, budget, call_timeout })
     }
 
-    /// The URL calls go to (and are signed for).
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Pauses the shared budget when the upstream says this minute is spent.
     fn observe(&self, status: u16, headers: &HeaderMap, now_unix: i64) {
         let remaining = headers
