@@ -33,9 +33,17 @@ fn questions(world: &World) -> Vec<Value> {
         .collect()
 }
 
-/// Asks every question at once.
-async fn ask_all(world: &World, bodies: &[Value]) -> Vec<(u16, Value)> {
-    futures::future::join_all(bodies.iter().map(|b| world.ask("/insights/engagement/historical", b))).await
+/// Asks the three questions at once and checks every answer against the oracle; returns
+/// the simulator's statistics.
+async fn ask_all_exactly(world: &World) -> simulator::stats::Snapshot {
+    let bodies = questions(world);
+    let asks = bodies.iter().map(|b| world.ask("/insights/engagement/historical", b));
+    let answers = futures::future::join_all(asks).await;
+    for ((status, answer), body) in answers.iter().zip(&bodies) {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(*answer, world.oracle(body).await);
+    }
+    world.sim.stats()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,13 +52,7 @@ async fn a_budget_at_the_upstreams_limit_draws_no_429() {
     // 600 a minute, spaced evenly, across all questions together.
     let config = Config { rate_limit_per_minute: 30, rate_window_secs: 2, ..Config::default() };
     let world = World::start(config, &[("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "600")]).await;
-    let bodies = questions(&world);
-    let answers = ask_all(&world, &bodies).await;
-    for ((status, answer), body) in answers.iter().zip(&bodies) {
-        assert_eq!(*status, 200, "{answer}");
-        assert_eq!(*answer, world.oracle(body).await);
-    }
-    let stats = world.sim.stats();
+    let stats = ask_all_exactly(&world).await;
     assert_eq!(stats.by_status.get("429"), None, "{stats:?}");
     assert_eq!(stats.requests_total, 30);
 }
@@ -61,13 +63,7 @@ async fn a_budget_above_the_limit_slows_down_by_the_headers_and_stays_exact() {
     // calls in flight, so only the x-per-minute-* headers and 429s can slow it.
     let config = Config { rate_limit_per_minute: 6, rate_window_secs: 2, ..Config::default() };
     let world = World::start(config, &[("STITCHER__UPSTREAM__MAX_ATTEMPTS", "10")]).await;
-    let bodies = questions(&world);
-    let answers = ask_all(&world, &bodies).await;
-    for ((status, answer), body) in answers.iter().zip(&bodies) {
-        assert_eq!(*status, 200, "{answer}");
-        assert_eq!(*answer, world.oracle(body).await);
-    }
-    let stats = world.sim.stats();
+    let stats = ask_all_exactly(&world).await;
     let refused = stats.by_status.get("429").copied().unwrap_or(0);
     // Each window, the calls already in flight when the window is spent may be refused
     // (at most 8); pausing on the headers keeps it far from retrying blindly.
