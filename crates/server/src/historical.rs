@@ -63,17 +63,20 @@ pub async fn answer(
     let Some(range) = query.range else {
         return Err(ServiceError::Internal("a historical question without a range".into()));
     };
-    let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+    let plan = stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids());
     let deadline = started + state.settings.request_timeout();
-    let query = Arc::new(query);
     let lane = Arc::new(state.scheduler.lane());
     let mut tasks = JoinSet::new();
     for &slice in &plan.fetched {
+        // The slice's own question: its batch and window, the rest as asked (built field by
+        // field so the question's full ID list is not copied for every slice).
         let body = Query {
+            endpoint: Endpoint::Historical,
             tweet_ids: plan.batches[slice.batch].clone(),
+            types: query.types.clone(),
+            groupings: query.groupings.clone(),
             range: Some(slice.window),
             end_clamped: false,
-            ..(*query).clone()
         }
         .to_raw();
         let (state, lane, handle) = (Arc::clone(state), Arc::clone(&lane), Arc::clone(&caller.handle));
