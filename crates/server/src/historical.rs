@@ -111,7 +111,7 @@ pub async fn answer(
                         failed: vec![failed_slice(
                             &plan,
                             slice,
-                            &[format!("the upstream's answers do not add up: {e}")],
+                            vec![format!("the upstream's answers do not add up: {e}")],
                             None,
                             retried.attempts,
                         )],
@@ -192,10 +192,8 @@ pub async fn answer(
         "question answered"
     );
     let incomplete = failed
-        .into_iter()
-        .map(|(slice, error, attempts)| {
-            failed_slice(&plan, slice, &[error.to_string()], error.status(), attempts)
-        })
+        .iter()
+        .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
         .collect();
     Ok(Answer { response: merged, meta, incomplete })
 }
@@ -216,11 +214,10 @@ fn outcome(result: &Result<Response, AttemptError>) -> String {
 fn failed_slice(
     plan: &Plan,
     slice: Slice,
-    errors: &[String],
+    errors: Vec<String>,
     status: Option<u16>,
     attempts: u32,
 ) -> FailedSlice {
-    let errors = errors.to_vec();
     FailedSlice {
         start: format_instant(slice.window.start),
         end: format_instant(slice.window.end),
@@ -231,18 +228,22 @@ fn failed_slice(
     }
 }
 
+/// A slice whose last attempt failed with `error`: the upstream's own messages when it
+/// refused, else what went wrong.
+fn failed_attempt(plan: &Plan, slice: Slice, error: &AttemptError, attempts: u32) -> FailedSlice {
+    let errors = match error {
+        AttemptError::Refused { errors, .. } => errors.clone(),
+        other => vec![other.to_string()],
+    };
+    failed_slice(plan, slice, errors, error.status(), attempts)
+}
+
 /// The client's error for a question whose slices failed, by the worst failure: a refusal
 /// by the upstream, then the rate budget, then the deadline, then transient failures.
 fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u32)>) -> ServiceError {
     let slices: Vec<FailedSlice> = failed
         .iter()
-        .map(|(slice, error, attempts)| {
-            let errors = match error {
-                AttemptError::Refused { errors, .. } => errors.clone(),
-                other => vec![other.to_string()],
-            };
-            failed_slice(plan, *slice, &errors, error.status(), *attempts)
-        })
+        .map(|(slice, error, attempts)| failed_attempt(plan, *slice, error, *attempts))
         .collect();
     if let Some((_, AttemptError::Refused { status, errors }, _)) =
         failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Refused { .. }))
