@@ -29,6 +29,8 @@ impl HourlyCounts for Zeros {
 
 /// The calendar of a range: for each hour, its day and its hour of day.
 struct Calendar {
+    /// Every hour's index, `0..hours`: the selection the trees start from.
+    hours: Vec<u32>,
     day_of: Vec<u32>,
     day_keys: Vec<Key>,
     hour_of_day: Vec<u8>,
@@ -49,7 +51,7 @@ impl Calendar {
             day_of.push((day_keys.len() - 1) as u32);
             hour_of_day.push(h);
         }
-        Calendar { day_of, day_keys, hour_of_day }
+        Calendar { hours: (0..hours as u32).collect(), day_of, day_keys, hour_of_day }
     }
 }
 
@@ -78,6 +80,7 @@ pub fn render_each(
         groupings.iter().map(|g| (g.name.clone(), Node::branch())).collect();
     let mut cached: Option<(TimeRange, Calendar)> = None;
     let mut series: Vec<Vec<u64>> = vec![Vec::new(); types.len()];
+    let all_types: Vec<usize> = (0..types.len()).collect();
     for &tweet in tweets {
         let range = range_of(tweet);
         if cached.as_ref().is_none_or(|(r, _)| *r != range) {
@@ -91,11 +94,9 @@ pub fn render_each(
             s.resize(range.hours(), 0);
             counts.fill(tweet, *ty, range.start, s);
         }
-        let all_hours: Vec<u32> = (0..range.hours() as u32).collect();
-        let all_types: Vec<usize> = (0..types.len()).collect();
         let cx = Context { tweet, types, series: &series, calendar };
         for g in groupings {
-            let tree = cx.build(&g.group_by, &all_types, &all_hours);
+            let tree = cx.build(&g.group_by, &all_types, &calendar.hours);
             if let Some(acc) = out.get_mut(&g.name) {
                 // Trees rendered here share one shape and are far from 2^64.
                 let _ = acc.absorb(tree);
