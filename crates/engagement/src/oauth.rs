@@ -45,7 +45,10 @@ pub struct OAuthHeader {
 impl OAuthHeader {
     /// Parses `OAuth k="v", ...`; `None` if the header is not an OAuth header.
     pub fn parse(header: &str) -> Option<OAuthHeader> {
-        let rest = header.trim().strip_prefix("OAuth")?.trim_start();
+        // Schemes are case-insensitive (RFC 7235).
+        let header = header.trim();
+        let scheme = header.get(..5)?;
+        let rest = if scheme.eq_ignore_ascii_case("OAuth") { &header[5..] } else { return None }.trim_start();
         let mut params = Vec::new();
         for part in rest.split(',') {
             let part = part.trim();

@@ -61,6 +61,52 @@ pub struct Query {
     pub end_clamped: bool,
 }
 
+/// Reads a request body as JSON, refusing what a JSON value would silently lose: a
+/// grouping named twice (the last would win).
+pub fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(format!("the request body is not valid JSON: {e}")))?;
+    if let Some(Value::Object(groupings)) = value.get("groupings") {
+        let named: GroupingNames = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::new(format!("the request body is not valid JSON: {e}")))?;
+        if named.groupings.map_or(0, |n| n.0) != groupings.len() {
+            return Err(ApiError::new("groupings names a grouping twice; give each grouping its own name"));
+        }
+    }
+    Ok(value)
+}
+
+/// The `groupings` member of a body, as the number of names it gives, duplicates counted.
+#[derive(serde::Deserialize)]
+struct GroupingNames {
+    groupings: Option<NameCount>,
+}
+
+struct NameCount(usize);
+
+impl<'de> serde::Deserialize<'de> for NameCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> serde::de::Visitor<'de> for Count {
+            type Value = NameCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of named groupings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NameCount, A::Error> {
+                let mut n = 0;
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(NameCount(n))
+            }
+        }
+        d.deserialize_map(Count)
+    }
+}
+
+/// How far past this server's clock a Tweet ID's embedded time may be (clocks differ).
+pub const ID_CLOCK_SKEW: Duration = Duration::minutes(5);
+
 impl Query {
     /// Reads and checks a JSON body against `limits`, at instant `now`. Every problem found
     /// is reported, one message per field.
@@ -77,7 +123,7 @@ impl Query {
         };
         let mut errors = Vec::new();
         let tweet_ids =
-            read_tweet_ids(obj.get("tweet_ids"), limits).map_err(|e| errors.push(e)).unwrap_or_default();
+            read_tweet_ids(obj.get("tweet_ids"), limits, now).map_err(|e| errors.push(e)).unwrap_or_default();
         let types =
             read_types(endpoint, obj.get("engagement_types")).map_err(|e| errors.push(e)).unwrap_or_default();
         let groupings =
@@ -154,7 +200,11 @@ impl Query {
     }
 }
 
-fn read_tweet_ids(value: Option<&Value>, limits: &Limits) -> Result<Vec<TweetId>, String> {
+fn read_tweet_ids(
+    value: Option<&Value>,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<Vec<TweetId>, String> {
     const SHAPE: &str =
         "tweet_ids must be a non-empty array of Tweet IDs as decimal strings, e.g. [\"1060976163948904448\"]";
     let Some(Value::Array(items)) = value else {
@@ -181,6 +231,15 @@ fn read_tweet_ids(value: Option<&Value>, limits: &Limits) -> Result<Vec<TweetId>
         return Err(format!(
             "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits): {}",
             bad.join(", ")
+        ));
+    }
+    let latest = now + ID_CLOCK_SKEW;
+    let impossible: Vec<String> =
+        ids.iter().filter(|id| !id.can_exist(latest)).take(5).map(ToString::to_string).collect();
+    if !impossible.is_empty() {
+        return Err(format!(
+            "tweet_ids holds IDs no Tweet can have (0, 2^63 or more, or created after now): {}",
+            impossible.join(", ")
         ));
     }
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -361,6 +420,34 @@ mod tests {
             body[k] = v.clone();
         }
         historical(body).unwrap_err().errors.join(" | ")
+    }
+
+    #[test]
+    fn ids_no_tweet_can_have_are_refused() {
+        let future = TweetId::minted_at(now() + Duration::hours(1)).to_string();
+        let skewed = TweetId::minted_at(now() + Duration::minutes(1)).to_string();
+        for bad in
+            [json!(["0"]), json!([0]), json!(["9223372036854775808"]), json!([u64::MAX]), json!([future])]
+        {
+            let message = rejected(json!({ "tweet_ids": bad }));
+            assert!(message.contains("IDs no Tweet can have"), "{bad}: {message}");
+        }
+        let mut body = base();
+        body["tweet_ids"] = json!([skewed]);
+        assert!(historical(body).is_ok(), "an ID minted a minute ahead of this clock is another clock's");
+    }
+
+    #[test]
+    fn a_grouping_named_twice_is_refused_and_one_named_once_is_read() {
+        let twice =
+            br#"{"groupings": {"g": {"group_by": ["tweet.id"]}, "g": {"group_by": ["engagement.type"]}}}"#;
+        let err = parse_body(twice).unwrap_err();
+        assert!(err.errors[0].contains("names a grouping twice"), "{err:?}");
+        let once =
+            br#"{"groupings": {"g": {"group_by": ["tweet.id"]}, "h": {"group_by": ["engagement.type"]}}}"#;
+        assert_eq!(parse_body(once).unwrap()["groupings"].as_object().unwrap().len(), 2);
+        assert!(parse_body(b"{\"groupings\": 3}").is_ok(), "the shape is validation's to refuse");
+        assert!(parse_body(b"{").unwrap_err().errors[0].contains("not valid JSON"));
     }
 
     #[test]
