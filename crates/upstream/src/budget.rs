@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -15,6 +15,10 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct RateBudget {
     limiter: Option<DefaultDirectRateLimiter>,
+    per_minute: u32,
+    burst: u32,
+    /// The upstream's own per-minute limit, from its `x-per-minute-limit` header (0: unknown).
+    learned_per_minute: AtomicU32,
     clock: DefaultClock,
     paused_until: Mutex<Option<Instant>>,
     /// Total time calls have waited here, in nanoseconds.
@@ -30,7 +34,45 @@ impl RateBudget {
             let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
         });
-        RateBudget { limiter, clock, paused_until: Mutex::new(None), waited_nanos: AtomicU64::new(0) }
+        RateBudget {
+            limiter,
+            per_minute,
+            burst: burst.clamp(1, per_minute.max(1)),
+            learned_per_minute: AtomicU32::new(0),
+            clock,
+            paused_until: Mutex::new(None),
+            waited_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// The configured calls per minute, if any.
+    pub fn configured_per_minute(&self) -> Option<u32> {
+        (self.per_minute > 0).then_some(self.per_minute)
+    }
+
+    /// The calls per minute that bound how fast questions can be answered: the configured
+    /// rate, else the upstream's limit as its headers last said.
+    pub fn per_minute(&self) -> Option<u32> {
+        self.configured_per_minute().or_else(|| {
+            let learned = self.learned_per_minute.load(Ordering::Relaxed);
+            (learned > 0).then_some(learned)
+        })
+    }
+
+    /// Calls that may go at once within the configured rate.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Remembers the upstream's per-minute limit, as its `x-per-minute-limit` header says.
+    pub fn learn_limit(&self, per_minute: u32) {
+        self.learned_per_minute.store(per_minute, Ordering::Relaxed);
+    }
+
+    /// How long calls are held by a pause the upstream asked for, from now.
+    pub fn paused_for(&self) -> Duration {
+        let pause = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        pause.map(|until| until.saturating_duration_since(Instant::now())).unwrap_or_default()
     }
 
     /// Waits for a call to be free. `Ok` gives the time waited; `Err` the wait that would
@@ -98,6 +140,17 @@ mod tests {
         let soon = Instant::now() + Duration::from_secs(1);
         let err = b.acquire(soon).await.unwrap_err();
         assert!(err > Duration::from_secs(25), "{err:?}");
+    }
+
+    #[test]
+    fn the_rate_is_the_configured_one_else_the_learned_one() {
+        let unset = RateBudget::new(0, 1);
+        assert_eq!(unset.per_minute(), None);
+        unset.learn_limit(450);
+        assert_eq!((unset.per_minute(), unset.configured_per_minute()), (Some(450), None));
+        let set = RateBudget::new(300, 5);
+        set.learn_limit(450);
+        assert_eq!((set.per_minute(), set.burst()), (Some(300), 5));
     }
 
     #[tokio::test]

@@ -47,6 +47,14 @@ impl HttpUpstream {
             .get("x-per-minute-remaining")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(limit) = headers
+            .get("x-per-minute-limit")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|l| *l > 0)
+        {
+            self.budget.learn_limit(limit);
+        }
         if status == 429 || remaining == Some(0) {
             // Whole seconds from the upstream's clock: at least one, so a reset that looks
             // due already is not raced.
