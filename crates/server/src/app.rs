@@ -8,22 +8,39 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 use tower_http::LatencyUnit;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{demo, metrics, openapi, routes};
+use crate::{connections, demo, metrics, openapi, routes};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// After the grace period, how long the `503`s of questions cut off have to be written, and
+/// connections to close.
+const CUT_OFF_LINGER: Duration = Duration::from_secs(2);
+
+/// Waits up to `limit` for the questions in flight to be answered; whether they were.
+async fn wait_for_questions(state: &AppState, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while state.questions_in_flight() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
 
 /// A built service, bound to its port, ready to serve.
 #[derive(Debug)]
@@ -38,13 +55,8 @@ impl Application {
     /// builds the state.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let upstream_url = match &settings.upstream.base_url {
-            Some(url) => {
-                let demo = demo::demo_credentials_in_use(&settings);
-                if !demo::is_loopback(url) && !demo.is_empty() {
-                    tracing::warn!(upstream = %url, settings = ?demo, "demo credentials are configured for an upstream that is not on this machine; set real ones (see config/production.example.toml)");
-                }
-                url.clone()
-            }
+            // Settings refuse demo credentials with an upstream off this machine.
+            Some(url) => url.clone(),
             None => {
                 let url = demo::start_simulator().await?;
                 tracing::info!(simulator = %url, "demo mode: no upstream.base_url is set, so answers come from the embedded Engagement API simulator; ask with Authorization: Bearer demo-key");
@@ -92,46 +104,44 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes. Then `/readyz` answers `503` and new questions are
-    /// refused at once, questions in flight get `server.shutdown_grace_secs` to finish, and
-    /// the server stops.
+    /// refused at once, questions in flight get `server.shutdown_grace_secs` to finish (those
+    /// still running then are answered `503` with what was not done), and the server stops.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, upstream = %self.upstream_url, "stitcher serving");
         let state = Arc::clone(&self.state);
-        let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
-        let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let draining = async move {
-            shutdown.await;
-            state.ready.store(false, Ordering::SeqCst);
-            tracing::info!(
-                grace_secs = grace.as_secs(),
-                in_flight = state.questions_in_flight(),
-                "shutting down: refusing new questions, finishing those in flight"
-            );
-            let deadline = tokio::time::Instant::now() + grace;
-            while state.questions_in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = drained.send(());
+        let server = &state.settings.server;
+        let grace = Duration::from_secs(server.shutdown_grace_secs);
+        let limits = connections::Limits {
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+            write_timeout: Duration::from_secs(server.write_timeout_secs),
+            max_connections: server.max_connections,
         };
-        let server =
-            axum::serve(self.listener, router(Arc::clone(&self.state))).with_graceful_shutdown(draining);
-        // Once drained, connections that stay open (idle keep-alives, questions past the
-        // grace period) get a moment to close before the process stops anyway.
-        let hard_stop = async {
-            if drained_rx.await.is_ok() {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            } else {
-                std::future::pending::<()>().await;
+        let draining = {
+            let state = Arc::clone(&state);
+            async move {
+                shutdown.await;
+                state.ready.store(false, Ordering::SeqCst);
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    in_flight = state.questions_in_flight(),
+                    "shutting down: refusing new questions, finishing those in flight"
+                );
+                if !wait_for_questions(&state, grace).await {
+                    tracing::warn!(
+                        in_flight = state.questions_in_flight(),
+                        "grace period over: answering the questions still in flight with 503"
+                    );
+                    state.cut_off.cancel();
+                    wait_for_questions(&state, CUT_OFF_LINGER).await;
+                }
             }
         };
-        tokio::select! {
-            served = server => served,
-            () = hard_stop => {
-                tracing::warn!("connections still open after the grace period; stopping");
-                Ok(())
-            }
-        }
+        // Once drained, connections get a moment to close before the process stops anyway.
+        connections::serve(self.listener, router(Arc::clone(&self.state)), limits, draining, CUT_OFF_LINGER)
+            .await;
+        Ok(())
     }
 
     /// Serves until the process is told to stop.
@@ -142,8 +152,7 @@ impl Application {
 
 /// The routes and middleware of the service.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.settings.server.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/insights/engagement/historical", post(routes::drop_in))
         .route("/v1/historical", post(routes::native))
         .route("/livez", get(routes::livez))
@@ -152,7 +161,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(routes::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new())
+        .with_state(state);
+    // The layers below see the routes' whole answers (a `405` with its `Allow`, which the
+    // routes add last).
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(routes::error_bodies))
         .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -162,8 +177,23 @@ pub fn router(state: Arc<AppState>) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 })
                 // One line per request at info: status and latency, inside the request's span.
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Millis)),
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Millis))
+                .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(routes::fresh_request_id))
+}
+
+/// Logs a `5xx`: at WARN when the service is only full or stopping (`503`, an expected
+/// condition with its own `Retry-After`), at ERROR otherwise.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis() as u64;
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            tracing::warn!(status = status.as_u16(), latency_ms, "service unavailable");
+        }
+        other => tracing::error!(classification = %other, latency_ms, "request failed"),
+    }
 }

@@ -104,7 +104,7 @@ impl Keyring {
         let is_oauth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("OAuth "));
+            .is_some_and(|v| credentials_of(v, "OAuth").is_some());
         if is_oauth { self.oauth_caller(method, uri, headers) } else { self.bearer_caller(headers) }
     }
 
@@ -153,8 +153,7 @@ impl Keyring {
         let key = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| credentials_of(v, "Bearer"))
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
                 ServiceError::Unauthorized(
@@ -191,6 +190,13 @@ impl Keyring {
         };
         Ok(Caller { client: client.name.clone(), handle: Arc::clone(handle) })
     }
+}
+
+/// What follows `scheme` in an `Authorization` value; schemes are case-insensitive
+/// (RFC 7235).
+fn credentials_of<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim_start().split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
 fn granted(client: &Client) -> String {
@@ -244,6 +250,20 @@ mod tests {
         assert_eq!(status(&[("authorization", "Bearer nope")]), 401);
         assert_eq!(status(&[("authorization", "Basic abc")]), 401);
         assert_eq!(status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]), 403);
+        assert_eq!(status(&[("authorization", "Bearerdemo-key")]), 401);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let ring = Keyring::from_settings(&Settings::defaults());
+        for value in ["bearer demo-key", "BEARER demo-key", "Bearer   demo-key"] {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", HeaderValue::from_str(value).unwrap());
+            assert!(
+                ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &h).is_ok(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

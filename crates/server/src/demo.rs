@@ -3,11 +3,36 @@
 
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use simulator::config as sim;
 
 use crate::auth::key_hash;
-use crate::settings::Settings;
+use crate::settings::{ClientSettings, HandleSettings, Settings};
+
+/// The demo client's API key, printed in the README.
+pub const DEMO_KEY: &str = "demo-key";
+
+/// Lays demo mode's handle over settings that declare no handle, and its client over
+/// settings that declare no client (granted the demo handle, when that is there). Declared
+/// ones always replace them, so a deployment's own clients never share the service with
+/// the README's key.
+pub fn fill_in(settings: &mut Settings) {
+    if settings.handles.is_empty() {
+        settings.handles.insert(
+            sim::DEMO_HANDLE.into(),
+            HandleSettings {
+                token: sim::DEMO_TOKEN.into(),
+                token_secret: SecretString::from(sim::DEMO_TOKEN_SECRET),
+            },
+        );
+    }
+    if settings.clients.is_empty() && settings.handles.contains_key(sim::DEMO_HANDLE) {
+        settings.clients.insert(
+            "demo".into(),
+            ClientSettings { key_sha256: key_hash(DEMO_KEY), handles: vec![sim::DEMO_HANDLE.into()] },
+        );
+    }
+}
 
 /// Starts the simulator on a free loopback port; returns its base URL.
 pub async fn start_simulator() -> std::io::Result<String> {
@@ -33,23 +58,23 @@ pub fn is_loopback(url: &str) -> bool {
     host == "localhost" || host == "::1" || host.starts_with("127.")
 }
 
-/// The demo credentials still in use, by setting name.
-pub fn demo_credentials_in_use(settings: &Settings) -> Vec<String> {
+/// The demo credentials in use, by setting name.
+pub fn credentials_in_use(settings: &Settings) -> Vec<String> {
     let mut found = Vec::new();
     if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY
         || settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET
     {
-        found.push("upstream.consumer_key/consumer_secret".to_string());
+        found.push("upstream.consumer_key / upstream.consumer_secret (the simulator's)".to_string());
     }
     for (name, h) in &settings.handles {
         if h.token == sim::DEMO_TOKEN || h.token_secret.expose_secret() == sim::DEMO_TOKEN_SECRET {
-            found.push(format!("handles.{name}"));
+            found.push(format!("handles.{name} (the simulator's token)"));
         }
     }
-    let demo_key = key_hash("demo-key");
+    let demo_key = key_hash(DEMO_KEY);
     for (name, c) in &settings.clients {
         if c.key_sha256.eq_ignore_ascii_case(&demo_key) {
-            found.push(format!("clients.{name} (key \"demo-key\")"));
+            found.push(format!("clients.{name} (the API key \"{DEMO_KEY}\")"));
         }
     }
     found
@@ -71,6 +96,6 @@ mod tests {
 
     #[test]
     fn the_defaults_use_every_demo_credential() {
-        assert_eq!(demo_credentials_in_use(&Settings::defaults()).len(), 3);
+        assert_eq!(credentials_in_use(&Settings::defaults()).len(), 3);
     }
 }

@@ -37,6 +37,14 @@ pub enum ServiceError {
     UpstreamRefused { status: u16, errors: Vec<String>, failed: Vec<FailedSlice> },
     #[error("the upstream rate budget has no room before the deadline")]
     RateBudget { retry_after: Duration, failed: Vec<FailedSlice> },
+    #[error("the upstream rate budget is busy with other questions")]
+    BudgetBusy { retry_after: Duration, calls: usize, ahead: usize },
+    #[error("the service shut down before the question was answered")]
+    CutOff { failed: Vec<FailedSlice> },
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("upstream calls kept failing after retries")]
     UpstreamFailed { failed: Vec<FailedSlice> },
     #[error("the request's deadline passed")]
@@ -69,10 +77,16 @@ impl ServiceError {
             ServiceError::UpstreamRefused { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            ServiceError::RateBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::RateBudget { .. } | ServiceError::BudgetBusy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ServiceError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ServiceError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown | ServiceError::CutOff { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,8 +101,19 @@ impl ServiceError {
             ServiceError::UpstreamRefused { errors, .. } => errors.clone(),
             ServiceError::RateBudget { retry_after, failed } => vec![format!(
                 "the upstream's per-minute budget has no room for this question before its deadline; retry in {} s ({})",
-                retry_after.as_secs().max(1),
+                whole_secs(*retry_after),
                 slices(failed)
+            )],
+            ServiceError::BudgetBusy { retry_after, calls, ahead } => vec![format!(
+                "the upstream's per-minute budget is busy with other questions: {ahead} of their calls go before the last of this question's {calls}, which would pass its deadline; retry in {} s",
+                whole_secs(*retry_after)
+            )],
+            ServiceError::CutOff { failed } => vec![format!(
+                "the service shut down before this question was answered ({}); ask again, another instance will answer",
+                slices(failed)
+            )],
+            ServiceError::BodyTimeout(secs) => vec![format!(
+                "the request body did not arrive within {secs} s (server.header_timeout_secs); send it at once"
             )],
             ServiceError::UpstreamFailed { failed } => vec![format!(
                 "the Engagement API kept failing after retries ({}); retry later, or send \"partial\": true to /v1/historical for the rest",
@@ -101,7 +126,7 @@ impl ServiceError {
             )],
             ServiceError::Overloaded { retry_after } => vec![format!(
                 "the service is answering as many questions as it may; retry in {} s",
-                retry_after.as_secs().max(1)
+                whole_secs(*retry_after)
             )],
             other => vec![other.to_string()],
         }
@@ -112,6 +137,7 @@ impl ServiceError {
             ServiceError::UpstreamRefused { failed, .. }
             | ServiceError::RateBudget { failed, .. }
             | ServiceError::UpstreamFailed { failed }
+            | ServiceError::CutOff { failed }
             | ServiceError::DeadlineExceeded { failed, .. } => failed,
             _ => &[],
         }
@@ -119,13 +145,24 @@ impl ServiceError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ServiceError::RateBudget { retry_after, .. } | ServiceError::Overloaded { retry_after } => {
-                Some(*retry_after)
-            }
-            ServiceError::ShuttingDown => Some(Duration::from_secs(1)),
+            ServiceError::RateBudget { retry_after, .. }
+            | ServiceError::BudgetBusy { retry_after, .. }
+            | ServiceError::Overloaded { retry_after } => Some(*retry_after),
+            ServiceError::ShuttingDown | ServiceError::CutOff { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
+}
+
+/// A response in the service's error shape with one message.
+pub fn plain(status: StatusCode, message: String, request_id: Option<&str>) -> Response {
+    (status, axum::Json(Body { errors: vec![message], request_id, failed_slices: &[] })).into_response()
+}
+
+/// A wait in whole seconds, rounded up, at least one: a client that waits that long is not
+/// early.
+fn whole_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl IntoResponse for ServiceError {
@@ -144,7 +181,7 @@ impl ServiceError {
         let body = Body { errors: self.messages(), request_id, failed_slices: self.failed() };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(whole_secs(wait)));
         }
         response
     }

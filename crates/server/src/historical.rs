@@ -65,7 +65,8 @@ pub async fn answer(
     };
     let plan = stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids());
     let deadline = started + state.settings.request_timeout();
-    let lane = Arc::new(state.scheduler.lane());
+    check_budget(state, plan.fetched.len())?;
+    let lane = Arc::new(state.scheduler.lane_for(plan.fetched.len()));
     let mut tasks = JoinSet::new();
     for &slice in &plan.fetched {
         // The slice's own question: its batch and window, the rest as asked (built field by
@@ -97,7 +98,7 @@ pub async fn answer(
     let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
     let mut attempts = 0u32;
     let mut fetched = 0usize;
-    let collected = tokio::time::timeout_at(deadline, async {
+    let collecting = tokio::time::timeout_at(deadline, async {
         while let Some(joined) = tasks.join_next().await {
             let Ok(Fetched { slice, retried }) = joined else {
                 return Err(ServiceError::Internal("a slice task failed".into()));
@@ -126,19 +127,30 @@ pub async fn answer(
             }
         }
         Ok(())
-    })
-    .await;
+    });
+    let collected = tokio::select! {
+        collected = collecting => collected.map_err(|_| Stopped::Deadline),
+        () = state.cut_off.cancelled() => Err(Stopped::CutOff),
+    };
     tasks.abort_all();
-    let timed_out = collected.is_err();
-    if let Ok(Err(e)) = collected {
-        return Err(e);
-    }
-    if timed_out {
+    let not_done = || plan.fetched.iter().filter(|s| !done.contains(s)).copied().collect::<Vec<_>>();
+    match collected {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
         // Whatever did not finish is what the deadline cut off.
-        for &slice in &plan.fetched {
-            if !done.contains(&slice) {
-                failed.push((slice, AttemptError::Deadline { last: None }, 0));
-            }
+        Err(Stopped::Deadline) => {
+            failed.extend(
+                not_done().into_iter().map(|slice| (slice, AttemptError::Deadline { last: None }, 0)),
+            );
+        }
+        Err(Stopped::CutOff) => {
+            let missing = not_done()
+                .into_iter()
+                .map(|slice| {
+                    failed_slice(&plan, slice, vec!["not fetched: the service shut down".into()], None, 0)
+                })
+                .collect();
+            return Err(ServiceError::CutOff { failed: missing });
         }
     }
     if !failed.is_empty() && !partial {
@@ -196,6 +208,51 @@ pub async fn answer(
         .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
         .collect();
     Ok(Answer { response: merged, meta, incomplete })
+}
+
+/// Why the wait for a question's slices ended early.
+enum Stopped {
+    Deadline,
+    CutOff,
+}
+
+/// Refuses, before any call, a question of `calls` upstream calls that the per-minute budget
+/// cannot carry before the deadline: never (`400`, however idle the service), or not now,
+/// beside the questions already in flight (`429` with the wait until it would fit). Turns go
+/// round-robin between questions, so each question in flight goes ahead of this one by at
+/// most as many calls as this one makes. Only a rate the service paces itself is known well
+/// enough to say "not now"; one learned from the upstream's headers is used for "never".
+fn check_budget(state: &AppState, calls: usize) -> Result<(), ServiceError> {
+    let Some(budget) = &state.budget else {
+        return Ok(());
+    };
+    let Some(per_minute) = budget.per_minute() else {
+        return Ok(());
+    };
+    let timeout = state.settings.request_timeout();
+    let configured = budget.configured_per_minute().is_some();
+    // A configured rate lets `burst` go at once; the upstream's own minute lets its whole
+    // limit go at the start of a window.
+    let burst = if configured { budget.burst() } else { per_minute } as usize;
+    let interval = Duration::from_secs(60) / per_minute;
+    let fit = burst + (timeout.as_secs_f64() / interval.as_secs_f64()) as usize;
+    if calls > fit {
+        let source =
+            if configured { "upstream.requests_per_minute" } else { "the upstream's x-per-minute-limit" };
+        return Err(ServiceError::BadRequest(engagement::ApiError::new(format!(
+            "this question needs {calls} upstream calls, but at {per_minute} calls a minute ({source}) at most {fit} fit in its deadline of {} s (server.request_timeout_secs): ask for a shorter range or fewer Tweets",
+            timeout.as_secs()
+        ))));
+    }
+    if !configured {
+        return Ok(());
+    }
+    let ahead = state.scheduler.calls_ahead_of(calls);
+    let needed = budget.paused_for() + interval * (ahead + calls).saturating_sub(burst) as u32;
+    if needed > timeout {
+        return Err(ServiceError::BudgetBusy { retry_after: needed - timeout, calls, ahead });
+    }
+    Ok(())
 }
 
 /// The label of one attempt's outcome: the upstream's status, or what kept it from one.

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod connections;
 pub mod demo;
 pub mod error;
 pub mod historical;

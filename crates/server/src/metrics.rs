@@ -9,6 +9,9 @@
 //! | `stitcher_rate_limit_wait_seconds` | gauge (total time calls waited for the budget) | |
 //! | `stitcher_slices_total` | counter | `kind` (`planned`, `fetched`, `synthesized`) |
 //! | `stitcher_upstream_in_flight` | gauge | |
+//! | `stitcher_connections_open` | gauge | |
+//! | `stitcher_connections_refused_total` | counter (closed at once: `server.max_connections` were open) | |
+//! | `stitcher_connections_timed_out_total` | counter (closed for a head, an idle wait or a write that took too long) | |
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -67,7 +70,7 @@ pub fn slices(planned: usize, fetched: usize, synthesized: usize, retries: u32) 
 }
 
 /// `GET /metrics`: the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), crate::openapi::RouteErrors))]
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("stitcher_upstream_in_flight").set(state.scheduler.in_flight() as f64);
     if let Some(budget) = &state.budget {

@@ -101,25 +101,47 @@ pub struct ErrorBody {
 /// The errors a question can get, each with an [`ErrorBody`].
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum QuestionErrors {
-    #[response(status = 400, description = "A bad question, before any upstream call")]
+    #[response(
+        status = 400,
+        description = "A bad question, or one the upstream's per-minute budget can never carry before the deadline; before any upstream call"
+    )]
     BadRequest(ErrorBody),
     #[response(status = 401, description = "No or unknown API key, or a bad OAuth signature")]
     Unauthorized(ErrorBody),
     #[response(status = 403, description = "Handle not granted to the key, or Tweets of another handle")]
     Forbidden(ErrorBody),
-    #[response(status = 413, description = "Body over server.max_body_bytes")]
+    #[response(status = 405, description = "A method the route does not answer (Allow names those it does)")]
+    MethodNotAllowed(ErrorBody),
+    #[response(status = 408, description = "The body did not arrive within server.header_timeout_secs")]
+    RequestTimeout(ErrorBody),
+    #[response(
+        status = 413,
+        description = "Body over server.max_body_bytes (refused from Content-Length, before it is read)"
+    )]
     PayloadTooLarge(ErrorBody),
+    #[response(status = 415, description = "A body that is not JSON, or a Content-Encoding other than gzip")]
+    UnsupportedMediaType(ErrorBody),
     #[response(
         status = 429,
-        description = "The per-minute budget has no room before the deadline (Retry-After)"
+        description = "The per-minute budget is busy with other questions; Retry-After is the wait until this one fits"
     )]
     RateBudget(ErrorBody),
     #[response(status = 502, description = "Upstream failures outlasted the retries")]
     UpstreamFailed(ErrorBody),
-    #[response(status = 503, description = "Too many questions in flight, or shutting down (Retry-After)")]
+    #[response(
+        status = 503,
+        description = "Too many questions in flight, shutting down, or cut off by shutdown after the grace period (Retry-After)"
+    )]
     Unavailable(ErrorBody),
     #[response(status = 504, description = "The deadline passed")]
     DeadlineExceeded(ErrorBody),
+}
+
+/// What any route answers to a method it does not serve.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum RouteErrors {
+    #[response(status = 405, description = "A method the route does not answer (Allow names those it does)")]
+    MethodNotAllowed(ErrorBody),
 }
 
 /// A probe's answer.
@@ -158,7 +180,7 @@ impl Modify for Security {
 pub struct ApiDoc;
 
 /// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", content_type = "application/json")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", content_type = "application/json"), RouteErrors))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

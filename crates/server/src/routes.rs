@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
@@ -17,9 +17,12 @@ use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::REQUEST_ID;
-use crate::error::ServiceError;
+use crate::auth::Caller;
+use crate::error::{self, ServiceError};
 use crate::historical::{self, Answer};
-use crate::openapi::{DropInAnswer, NativeAnswer, NativeQuestion, Question, QuestionErrors, Status};
+use crate::openapi::{
+    DropInAnswer, NativeAnswer, NativeQuestion, Question, QuestionErrors, RouteErrors, Status,
+};
 use crate::state::AppState;
 use crate::streaming;
 
@@ -39,31 +42,66 @@ struct RequestHead {
     headers: HeaderMap,
 }
 
-/// Admits, authenticates and reads a question; then answers it.
-async fn ask(
+/// Refuses from the head alone what needs no body (a body that would be too large, no
+/// or bad credentials, a full service, a body that is not JSON), then reads the body
+/// within `server.header_timeout_secs` and `server.max_body_bytes`.
+async fn admit(
     state: &Arc<AppState>,
-    request: &RequestHead,
-    body: Result<Bytes, BytesRejection>,
-    native: bool,
-) -> Result<(Answer, Admitted), ServiceError> {
+    head: &RequestHead,
+    body: Body,
+) -> Result<(Caller, OwnedSemaphorePermit, Bytes), ServiceError> {
     if !state.ready.load(Ordering::SeqCst) {
         return Err(ServiceError::ShuttingDown);
     }
+    let limit = state.settings.server.max_body_bytes;
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ServiceError::PayloadTooLarge { limit });
+    }
+    let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers)?;
     let admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
         .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
-    let caller = state.keyring.authenticate(&request.method, &request.uri, &request.headers)?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ServiceError::PayloadTooLarge { limit: state.settings.server.max_body_bytes }
+    if let Some(kind) = head.headers.get(header::CONTENT_TYPE) {
+        let essence = kind.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+        let json = essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json");
+        if !json {
+            return Err(ServiceError::UnsupportedMediaType(format!(
+                "the request body must be JSON (Content-Type: application/json), not {essence:?}"
+            )));
         }
-        _ => ServiceError::BadRequest(ApiError::new(format!(
-            "the request body could not be read: {rejection}"
-        ))),
-    })?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ServiceError::BadRequest(ApiError::new(format!("the request body is not valid JSON: {e}")))
-    })?;
+    }
+    let timeout = state.settings.header_timeout();
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => return Err(ServiceError::BodyTimeout(timeout.as_secs())),
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large =
+                std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                ServiceError::PayloadTooLarge { limit }
+            } else {
+                ServiceError::BadRequest(ApiError::new(format!("the request body could not be read: {e}")))
+            });
+        }
+    };
+    Ok((caller, admitted, bytes))
+}
+
+/// Admits, authenticates and reads a question; then answers it.
+async fn ask(
+    state: &Arc<AppState>,
+    head: &RequestHead,
+    body: Body,
+    native: bool,
+) -> Result<(Answer, Admitted), ServiceError> {
+    let (caller, admitted, body) = admit(state, head, body).await?;
+    let value = engagement::request::parse_body(&body).map_err(ServiceError::BadRequest)?;
     let partial = match value.get("partial") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) if native => *b,
@@ -106,7 +144,7 @@ pub async fn drop_in(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     respond(&state, RequestHead { method, uri, headers }, body, false).await
 }
@@ -128,19 +166,14 @@ pub async fn native(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     respond(&state, RequestHead { method, uri, headers }, body, true).await
 }
 
 /// Answers a question in the drop-in shape or the native one, streaming the answer and
 /// naming the request's ID in errors.
-async fn respond(
-    state: &Arc<AppState>,
-    head: RequestHead,
-    body: Result<Bytes, BytesRejection>,
-    native: bool,
-) -> Response {
+async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
     let id = request_id(&head.headers);
     match ask(state, &head, body, native).await {
         Ok((answer, admitted)) => streaming::json(move |out| {
@@ -178,13 +211,13 @@ fn native_body(answer: &Answer) -> NativeBody<'_> {
 }
 
 /// `GET /livez`: the process answers.
-#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Alive", body = Status)))]
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Alive", body = Status), RouteErrors))]
 pub async fn livez() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the service takes questions (not while shutting down).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down", body = Status)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down", body = Status), RouteErrors))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         Json(json!({ "status": "ready" })).into_response()
@@ -194,10 +227,55 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Any other path.
-pub async fn not_found(uri: axum::http::Uri) -> Response {
+pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
     let message = format!(
         "no such route: {}; the service answers POST /insights/engagement/historical and POST /v1/historical",
         uri.path()
     );
-    (StatusCode::NOT_FOUND, Json(ApiError::new(message))).into_response()
+    error::plain(StatusCode::NOT_FOUND, message, request_id(&headers).as_deref())
+}
+
+/// Gives the bodiless refusals of the router and its layers (`405` for a method a route does
+/// not answer, `415` for a body encoding it cannot decode) the service's error shape.
+pub async fn error_bodies(request: Request, next: Next) -> Response {
+    let (method, path, id) =
+        (request.method().clone(), request.uri().path().to_owned(), request_id(request.headers()));
+    let response = next.run(request).await;
+    if response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    let message = match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed: Vec<&str> = response
+                .headers()
+                .get_all(header::ALLOW)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .collect();
+            format!("{method} is not allowed on {path}; it answers {}", allowed.join(","))
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "the request body's Content-Encoding is not supported: send it as is, or gzip-compressed with Content-Encoding: gzip".to_owned(),
+        _ => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    let fresh = error::plain(parts.status, message, id.as_deref());
+    parts.headers.extend(fresh.headers().clone());
+    Response::from_parts(parts, fresh.into_body())
+}
+
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `X-Request-Id` that is too long or holds anything but visible ASCII, so
+/// a fresh one is made: the ID goes into headers, bodies and logs as it is.
+pub async fn fresh_request_id(mut request: Request, next: Next) -> Response {
+    let usable = request.headers().get(REQUEST_ID).is_none_or(|id| {
+        let id = id.as_bytes();
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| (0x21..=0x7e).contains(b))
+    });
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
 }

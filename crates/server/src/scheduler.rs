@@ -20,6 +20,8 @@ struct State {
     ring: VecDeque<u64>,
     /// Each lane's waiting calls, oldest first.
     waiting: HashMap<u64, VecDeque<oneshot::Sender<Turn>>>,
+    /// Each lane's calls planned and not yet finished.
+    planned: HashMap<u64, usize>,
     next_lane: u64,
 }
 
@@ -46,6 +48,7 @@ pub struct Lane {
 #[derive(Debug)]
 pub struct Turn {
     inner: Option<Arc<Inner>>,
+    lane: u64,
 }
 
 impl Scheduler {
@@ -56,9 +59,23 @@ impl Scheduler {
 
     /// A lane for one client request.
     pub fn lane(&self) -> Lane {
+        self.lane_for(0)
+    }
+
+    /// A lane for a client request that plans `calls` upstream calls.
+    pub fn lane_for(&self, calls: usize) -> Lane {
         let mut s = self.inner.lock();
         s.next_lane += 1;
-        Lane { id: s.next_lane, inner: Arc::clone(&self.inner) }
+        let id = s.next_lane;
+        s.planned.insert(id, calls);
+        Lane { id, inner: Arc::clone(&self.inner) }
+    }
+
+    /// The calls that go before the last of `calls` new ones, when turns go round-robin:
+    /// from each lane, its planned calls not yet finished, up to `calls`. (A call in flight
+    /// may still be waiting for the rate budget, so it counts until it is done.)
+    pub fn calls_ahead_of(&self, calls: usize) -> usize {
+        self.inner.lock().planned.values().map(|&left| left.min(calls)).sum()
     }
 
     /// Calls in flight now.
@@ -89,7 +106,7 @@ impl Inner {
             } else {
                 s.ring.push_back(lane);
             }
-            match waiter.send(Turn { inner: Some(Arc::clone(self)) }) {
+            match waiter.send(Turn { inner: Some(Arc::clone(self)), lane }) {
                 Ok(()) => s.in_flight += 1,
                 // The call was cancelled while it waited: its turn is not taken.
                 Err(mut unused) => unused.inner = None,
@@ -106,7 +123,7 @@ impl Lane {
             let s = &mut *guard;
             if s.in_flight < self.inner.capacity && s.ring.is_empty() {
                 s.in_flight += 1;
-                return Turn { inner: Some(Arc::clone(&self.inner)) };
+                return Turn { inner: Some(Arc::clone(&self.inner)), lane: self.id };
             }
             let (tx, rx) = oneshot::channel();
             let queue = s.waiting.entry(self.id).or_default();
@@ -128,6 +145,7 @@ impl Drop for Lane {
     fn drop(&mut self) {
         let mut s = self.inner.lock();
         s.waiting.remove(&self.id);
+        s.planned.remove(&self.id);
         s.ring.retain(|l| *l != self.id);
     }
 }
@@ -137,6 +155,9 @@ impl Drop for Turn {
         if let Some(inner) = self.inner.take() {
             let mut guard = inner.lock();
             guard.in_flight -= 1;
+            if let Some(left) = guard.planned.get_mut(&self.lane) {
+                *left = left.saturating_sub(1);
+            }
             inner.grant(&mut guard);
         }
     }
@@ -183,6 +204,20 @@ mod tests {
     #[tokio::test]
     async fn three_lanes_share_round_robin() {
         assert_eq!(order(&[(1, 3), (2, 3), (3, 1)]).await, [1, 2, 3, 1, 2, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn calls_ahead_count_each_lane_up_to_the_new_questions_size() {
+        let scheduler = Scheduler::new(4);
+        let big = scheduler.lane_for(1000);
+        let small = scheduler.lane_for(3);
+        assert_eq!(scheduler.calls_ahead_of(10), 10 + 3);
+        let turn = small.turn().await;
+        assert_eq!(scheduler.calls_ahead_of(10), 10 + 3, "a call in flight is still ahead");
+        drop(turn);
+        assert_eq!(scheduler.calls_ahead_of(10), 10 + 2, "a finished call is no longer ahead");
+        drop(big);
+        assert_eq!(scheduler.calls_ahead_of(10), 2, "a finished question's lane is gone");
     }
 
     #[tokio::test]

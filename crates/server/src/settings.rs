@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::demo;
 
 /// The defaults, as shipped in `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -39,6 +41,14 @@ pub struct ServerSettings {
     pub max_counts_in_flight: u64,
     /// After SIGTERM or Ctrl-C, how long questions in flight may take to finish.
     pub shutdown_grace_secs: u64,
+    /// How long a connection may take to send a request head (and then its body).
+    pub header_timeout_secs: u64,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+    /// How long an answer may wait for its client to read anything.
+    pub write_timeout_secs: u64,
+    /// Open client connections at most.
+    pub max_connections: usize,
     /// The base URL clients see (e.g. `https://stitcher.example.com`), which OAuth 1.0a
     /// signatures cover; by default `http://` + the `Host` header.
     pub public_base_url: Option<String>,
@@ -72,7 +82,26 @@ pub struct HandleSettings {
 pub struct ClientSettings {
     /// SHA-256 of the client's API key, in hex.
     pub key_sha256: String,
+    /// The handles it may ask as: a list, or names separated by commas (from the
+    /// environment, `STITCHER__CLIENTS__NAME__HANDLES=brand,support`).
+    #[serde(deserialize_with = "names")]
     pub handles: Vec<String>,
+}
+
+/// A list of names, or one string of names separated by commas.
+fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Joined(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(list) => list,
+        Names::Joined(joined) => {
+            joined.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 impl Settings {
@@ -92,7 +121,8 @@ impl Settings {
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        demo::fill_in(&mut settings);
         settings.check()?;
         Ok(settings)
     }
@@ -111,10 +141,25 @@ impl Settings {
         if self.upstream.max_attempts == 0 {
             return fail("upstream.max_attempts must be at least 1".into());
         }
-        if self.server.max_concurrent_requests == 0 {
-            return fail("server.max_concurrent_requests must be at least 1".into());
+        for (name, value) in [
+            ("server.max_concurrent_requests", self.server.max_concurrent_requests as u64),
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.header_timeout_secs", self.server.header_timeout_secs),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            ("server.write_timeout_secs", self.server.write_timeout_secs),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
         }
-        if self.upstream.base_url.is_some() {
+        if let Some(url) = &self.upstream.base_url {
+            let demo = demo::credentials_in_use(self);
+            if !demo::is_loopback(url) && !demo.is_empty() {
+                return fail(format!(
+                    "upstream.base_url {url} is not on this machine, but demo credentials would be used with it: {}; declare your own (see config/production.example.toml)",
+                    demo.join(", ")
+                ));
+            }
             if self.upstream.consumer_secret.expose_secret().is_empty() {
                 return fail(
                     "upstream.consumer_secret is empty: set STITCHER__UPSTREAM__CONSUMER_SECRET".into(),
@@ -128,6 +173,11 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if self.clients.is_empty() {
+            return fail(
+                "no client is declared under [clients], so nobody could ask: declare one (key_sha256 and handles) for each of your handles' users".into(),
+            );
         }
         for (name, client) in &self.clients {
             if client.key_sha256.len() != 64 || !client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -149,6 +199,11 @@ impl Settings {
     /// `server.max_counts_in_flight`, within what one semaphore can count.
     pub fn max_counts_in_flight(&self) -> u32 {
         self.server.max_counts_in_flight.min(u64::from(u32::MAX)) as u32
+    }
+
+    /// How long a connection may take to send its request head, and then its body.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.header_timeout_secs)
     }
 
     /// The per-request deadline.
@@ -181,7 +236,12 @@ mod tests {
             ("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "32".to_string()),
             ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".to_string(), "450".to_string()),
             ("STITCHER__UPSTREAM__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            ("STITCHER__UPSTREAM__CONSUMER_KEY".to_string(), "app".to_string()),
             ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "from-env".to_string()),
+            ("STITCHER__HANDLES__BRAND__TOKEN".to_string(), "brand-token".to_string()),
+            ("STITCHER__HANDLES__BRAND__TOKEN_SECRET".to_string(), "brand-secret".to_string()),
+            ("STITCHER__CLIENTS__DASH__KEY_SHA256".to_string(), "ab".repeat(32)),
+            ("STITCHER__CLIENTS__DASH__HANDLES".to_string(), "brand".to_string()),
         ]);
         let s = Settings::load_with(None, Some(env)).unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:9000");
@@ -191,6 +251,11 @@ mod tests {
             (32, 450, 3)
         );
         assert_eq!(s.upstream.consumer_secret.expose_secret(), "from-env");
+        assert_eq!(s.clients["dash"].handles, ["brand"]);
+        assert!(
+            !s.clients.contains_key("demo") && !s.handles.contains_key("demo"),
+            "declared ones replace the demo's"
+        );
         assert!(!format!("{s:?}").contains("from-env"), "secrets do not print");
     }
 
@@ -208,6 +273,44 @@ mod tests {
         assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
         assert_eq!(s.clients["dashboards"].handles, ["brand", "brand_support"]);
         assert_eq!(s.handles["brand_support"].token_secret.expose_secret(), "bs");
+    }
+
+    #[test]
+    fn demo_credentials_with_a_remote_upstream_are_refused_by_name() {
+        let remote = |extra: &[(&str, &str)]| {
+            let mut env = BTreeMap::from([
+                ("STITCHER__UPSTREAM__BASE_URL".to_string(), "https://data-api.x.com".to_string()),
+                ("STITCHER__UPSTREAM__CONSUMER_KEY".to_string(), "app".to_string()),
+                ("STITCHER__UPSTREAM__CONSUMER_SECRET".to_string(), "app-secret".to_string()),
+            ]);
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Settings::load_with(None, Some(env)).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let err = remote(&[]).unwrap_err();
+        assert!(err.contains("handles.demo") && err.contains("clients.demo"), "{err}");
+        let err = remote(&[
+            ("STITCHER__HANDLES__BRAND__TOKEN", "t"),
+            ("STITCHER__HANDLES__BRAND__TOKEN_SECRET", "ts"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("no client is declared"), "{err}");
+        let key = "ab".repeat(32);
+        let declared = [
+            ("STITCHER__HANDLES__BRAND__TOKEN", "t"),
+            ("STITCHER__HANDLES__BRAND__TOKEN_SECRET", "ts"),
+            ("STITCHER__CLIENTS__DASH__KEY_SHA256", key.as_str()),
+            ("STITCHER__CLIENTS__DASH__HANDLES", "brand"),
+        ];
+        assert_eq!(remote(&declared), Ok(()));
+        let mut with_sim_key = declared.to_vec();
+        with_sim_key.push(("STITCHER__UPSTREAM__CONSUMER_KEY", "sim-consumer-key"));
+        assert!(remote(&with_sim_key).unwrap_err().contains("upstream.consumer_key"));
+        // On this machine the demo's credentials are fine (a standalone simulator).
+        let env = BTreeMap::from([(
+            "STITCHER__UPSTREAM__BASE_URL".to_string(),
+            "http://127.0.0.1:9090".to_string(),
+        )]);
+        assert!(Settings::load_with(None, Some(env)).is_ok());
     }
 
     #[test]

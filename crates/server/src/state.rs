@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use engagement::Limits;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use upstream::{RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
@@ -30,6 +31,9 @@ pub struct AppState {
     pub counts: Arc<Semaphore>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
+    /// Cancelled when shutdown's grace period is over: questions still in flight then are
+    /// answered `503` with what was not done.
+    pub cut_off: CancellationToken,
 }
 
 impl AppState {
@@ -57,6 +61,7 @@ impl AppState {
             admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
             counts: Arc::new(Semaphore::new(settings.max_counts_in_flight() as usize)),
             ready: AtomicBool::new(true),
+            cut_off: CancellationToken::new(),
             upstream,
             budget,
             settings,

@@ -43,6 +43,7 @@ async fn logs_of_a_full_run_hold_no_secret() {
         .env("STITCHER__HANDLES__DEMO__TOKEN", "brand-token")
         .env("STITCHER__HANDLES__DEMO__TOKEN_SECRET", TOKEN_SECRET)
         .env("STITCHER__CLIENTS__DEMO__KEY_SHA256", server::auth::key_hash(API_KEY))
+        .env("STITCHER__CLIENTS__DEMO__HANDLES", "demo")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()

@@ -1,0 +1,222 @@
+//! Clients that hold connections without sending or reading, against the real binary: each
+//! wait has its timeout, open connections have a cap, and what needs only the head is
+//! refused before the body is read.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use simulator::Config;
+use support::{Stitcher, simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A question for `tweets` Tweets created long before its `windows` 28-day windows.
+fn question(tweets: u64, windows: i64, hourly: bool) -> Value {
+    let first = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
+    let ids: Vec<String> = (0..tweets).map(|n| (first + n).to_string()).collect();
+    let start = engagement::parse_instant("2022-01-01").unwrap();
+    let end = start + chrono::Duration::days(28 * windows);
+    let levels: &[&str] = if hourly {
+        &["tweet.id", "engagement.type", "engagement.day", "engagement.hour"]
+    } else {
+        &["tweet.id", "engagement.type"]
+    };
+    json!({
+        "tweet_ids": ids,
+        "engagement_types": ["impressions", "engagements"],
+        "groupings": {"g": {"group_by": levels}},
+        "start": engagement::time::format_instant(start),
+        "end": engagement::time::format_instant(end),
+    })
+}
+
+/// Reads until the peer closes or `limit` passes; what was read, and whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&seen).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&seen).into_owned(), true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads one small response (to `GET /livez`) from a kept-alive connection.
+async fn read_livez(stream: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("\"ok\"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+const LIVEZ: &[u8] = b"GET /livez HTTP/1.1\r\nHost: stitcher\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_must_come_in_time_and_idle_connections_close() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "1"),
+        ("STITCHER__SERVER__IDLE_TIMEOUT_SECS", "4"),
+    ])
+    .await;
+
+    // A bare connect that sends nothing.
+    let started = Instant::now();
+    let mut bare = TcpStream::connect(&stitcher.addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut bare, Duration::from_secs(8)).await;
+    assert!(closed, "a connection that sends nothing is closed");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+
+    // Half a head, then nothing.
+    let mut half = TcpStream::connect(&stitcher.addr).await.unwrap();
+    half.write_all(b"POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\n").await.unwrap();
+    let (_, closed) = read_until_closed(&mut half, Duration::from_secs(8)).await;
+    assert!(closed, "a head that never ends is cut off");
+
+    // Kept alive: quiet longer than the head timeout is fine, longer than the idle one is not.
+    let mut kept = TcpStream::connect(&stitcher.addr).await.unwrap();
+    kept.write_all(LIVEZ).await.unwrap();
+    assert!(read_livez(&mut kept).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kept.write_all(LIVEZ).await.unwrap();
+    assert!(read_livez(&mut kept).await.starts_with("HTTP/1.1 200"), "idle 2 s is within the idle timeout");
+    let quiet = Instant::now();
+    let (_, closed) = read_until_closed(&mut kept, Duration::from_secs(10)).await;
+    assert!(closed, "an idle kept-alive connection is closed");
+    assert!(quiet.elapsed() >= Duration::from_secs(3), "not before its idle timeout: {:?}", quiet.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_new_ones_are_closed_and_the_service_recovers() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "2"),
+        ("STITCHER__SERVER__MAX_CONNECTIONS", "4"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&stitcher.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(&stitcher.addr).await.unwrap();
+    let _ = fifth.write_all(LIVEZ).await;
+    let (seen, closed) = read_until_closed(&mut fifth, Duration::from_millis(1500)).await;
+    assert!(closed && seen.is_empty(), "the fifth connection is closed unanswered: {seen:?}");
+
+    // The held ones time out; the service answers again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let live = reqwest::get(format!("{}/livez", stitcher.url)).await.unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    let metrics = reqwest::get(format!("{}/metrics", stitcher.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stitcher_connections_refused_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_nobody_reads_gives_its_place_back_after_the_write_timeout() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "2"),
+        ("STITCHER__SERVER__WRITE_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    // Two answers of about 1.6 million counts (tens of MB): far more than socket buffers
+    // hold, sent to clients that never read.
+    let body = serde_json::to_vec(&question(400, 3, true)).unwrap();
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\nAuthorization: Bearer demo-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        stuck.push(s);
+    }
+    let small = question(1, 1, false);
+    let http = reqwest::Client::new();
+    let ask =
+        || http.post(format!("{}/v1/historical", stitcher.url)).bearer_auth("demo-key").json(&small).send();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ask().await.unwrap().status().as_u16(), 503, "both places are taken");
+
+    let mut answered = None;
+    for _ in 0..120 {
+        let status = ask().await.unwrap().status().as_u16();
+        if status == 200 {
+            answered = Some(status);
+            break;
+        }
+        assert_eq!(status, 503);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(answered, Some(200), "the stuck answers gave their places back: {}", stitcher.logs());
+    let metrics = reqwest::get(format!("{}/metrics", stitcher.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stitcher_connections_timed_out_total"), "{metrics}");
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_need_only_the_head_come_before_the_body() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
+
+    // No credentials and a large body that is never sent: 401 at once.
+    let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();
+    s.write_all(b"POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n{\"tweet_ids\"").await.unwrap();
+    let (seen, _) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(seen.starts_with("HTTP/1.1 401"), "{seen}");
+    assert!(seen.contains("\"errors\""), "{seen}");
+
+    // Over max_body_bytes, asking to continue: 413, and no 100 Continue first.
+    let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();
+    s.write_all(b"POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\nAuthorization: Bearer demo-key\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    let (seen, _) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
+
+    // Many unauthenticated clients sending most of a body each: nothing is buffered.
+    let pid = stitcher.child.id();
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = peak();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut senders = Vec::new();
+    for _ in 0..100 {
+        let addr = stitcher.addr.clone();
+        let chunk = chunk.clone();
+        senders.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(b"POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n").await.unwrap();
+            for _ in 0..14 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            read_until_closed(&mut s, Duration::from_secs(5)).await.0
+        }));
+    }
+    for sender in senders {
+        let seen = sender.await.unwrap();
+        assert!(seen.is_empty() || seen.starts_with("HTTP/1.1 401"), "{seen}");
+    }
+    let grown_kb = peak().saturating_sub(before);
+    assert!(grown_kb < 40 * 1024, "100 unauthenticated bodies of 900 kB grew the peak by {grown_kb} kB");
+}

@@ -1,0 +1,258 @@
+//! Honest refusals of the real binary: the demo key only in demo mode, questions the
+//! upstream's budget cannot carry, answers cut off by shutdown, and the rough edges of
+//! requests (impossible IDs, duplicate groupings, content types, routes, request IDs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use simulator::Config;
+use simulator::faults::Faults;
+use support::{Stitcher, simulator};
+
+/// A question for `tweets` Tweets created long before its `windows` 28-day windows on the
+/// plan's grid: `ceil(tweets / 25) × windows` upstream calls.
+fn question(tweets: u64, windows: i64) -> Value {
+    let first = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
+    let ids: Vec<String> = (0..tweets).map(|n| (first + n).to_string()).collect();
+    // 2022-01-10 is a line of the grid (2014-09-01 + 96 × 28 days).
+    let start = engagement::parse_instant("2022-01-10").unwrap();
+    let end = start + chrono::Duration::days(28 * windows);
+    json!({
+        "tweet_ids": ids,
+        "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": engagement::time::format_instant(start),
+        "end": engagement::time::format_instant(end),
+    })
+}
+
+/// Asks `/v1/historical` with `key` (owned, so it can be spawned).
+async fn post(url: String, key: &'static str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/historical"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_with_its_own_clients_does_not_take_the_demo_key() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let file = std::env::temp_dir().join(format!("stitcher-clients-{}.toml", support::free_port()));
+    let mut f = std::fs::File::create(&file).unwrap();
+    writeln!(
+        f,
+        "[upstream]\nbase_url = \"{sim_url}\"\n\n[handles.brand]\ntoken = \"demo-token\"\ntoken_secret = \"demo-token-secret\"\n\n[clients.dashboards]\nkey_sha256 = \"{}\"\nhandles = [\"brand\"]",
+        server::auth::key_hash("dashboards-key")
+    )
+    .unwrap();
+    let stitcher = Stitcher::start(&[("STITCHER_CONFIG", file.to_str().unwrap())]).await;
+    let body = question(1, 1);
+    let demo = post(stitcher.url.clone(), "demo-key", body.clone()).await;
+    assert_eq!(demo.status().as_u16(), 401);
+    let own = post(stitcher.url.clone(), "dashboards-key", body.clone()).await;
+    assert_eq!(own.status().as_u16(), 200, "{}", own.text().await.unwrap());
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn demo_credentials_with_a_remote_upstream_stop_the_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+        .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{}", support::free_port()))
+        .env("STITCHER__UPSTREAM__BASE_URL", "https://data-api.example.com")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it must not serve");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for setting in ["upstream.consumer_key", "handles.demo", "clients.demo"] {
+        assert!(said.contains(setting), "{setting} is named: {said}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_the_configured_budget_cannot_carry_are_refused_before_any_call() {
+    let (sim, sim_url) = simulator(Config::default()).await;
+    // 120 calls a minute, one every 0.5 s; 8 s deadline: 1 + 16 calls fit.
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "120"),
+        ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "8"),
+    ])
+    .await;
+    let never = post(stitcher.url.clone(), "demo-key", question(25, 18)).await;
+    assert_eq!(never.status().as_u16(), 400);
+    let message = never.text().await.unwrap();
+    for part in ["18 upstream calls", "120 calls a minute", "at most 17", "8 s"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert_eq!(sim.stats().requests_total, 0, "refused before any call");
+
+    // A question of 10 calls is running (about 4.5 s); one of 12 more would end past its
+    // deadline beside it, so it is told when it would fit.
+    let first = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(25, 10)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = post(stitcher.url.clone(), "demo-key", question(25, 12)).await;
+    assert_eq!(busy.status().as_u16(), 429);
+    let wait: u64 = busy.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    // 8 or 9 calls ahead + 12 of its own, less the burst, at 0.5 s: 9.5 or 10 s, 8 s allowed.
+    assert!((2..=3).contains(&wait), "Retry-After {wait}");
+    let message = busy.text().await.unwrap();
+    assert!(message.contains("busy with other questions"), "{message}");
+    let first = first.await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(sim.stats().requests_total, 10, "the refused question made no call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_learned_from_the_upstreams_headers_refuses_what_can_never_fit() {
+    let (sim, sim_url) = simulator(Config { rate_limit_per_minute: 6, ..Config::default() }).await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "10"),
+    ])
+    .await;
+    assert_eq!(post(stitcher.url.clone(), "demo-key", question(1, 1)).await.status().as_u16(), 200);
+    let never = post(stitcher.url.clone(), "demo-key", question(25, 30)).await;
+    assert_eq!(never.status().as_u16(), 400);
+    let message = never.text().await.unwrap();
+    assert!(message.contains("30 upstream calls") && message.contains("x-per-minute-limit"), "{message}");
+    assert_eq!(sim.stats().requests_total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_still_running_after_the_grace_period_is_answered_503() {
+    let (_sim, sim_url) = simulator(Config {
+        faults: Faults { latency: Duration::from_secs(6), ..Faults::default() },
+        ..Config::default()
+    })
+    .await;
+    let mut stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__SHUTDOWN_GRACE_SECS", "1"),
+    ])
+    .await;
+    let asked = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(1, 1)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stitcher.terminate();
+    let answer = asked.await.unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    assert!(answer.headers().contains_key("retry-after"));
+    let body: Value = answer.json().await.unwrap();
+    assert!(body["errors"][0].as_str().unwrap().contains("shut down"), "{body}");
+    assert_eq!(body["failed_slices"].as_array().unwrap().len(), 1, "{body}");
+    let status = stitcher.exited(Duration::from_secs(10)).await.expect("it exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rough_edges_get_clear_refusals() {
+    let (sim, sim_url) = simulator(Config {
+        faults: Faults { latency: Duration::from_millis(1500), ..Faults::default() },
+        ..Config::default()
+    })
+    .await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "1"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/historical", stitcher.url);
+
+    // IDs no Tweet can have.
+    let future = engagement::TweetId::minted_at(chrono::Utc::now() + chrono::Duration::days(1)).to_string();
+    for ids in [json!(["0"]), json!([0]), json!(["9223372036854775808"]), json!([future])] {
+        let mut body = question(1, 1);
+        body["tweet_ids"] = ids.clone();
+        let answer = post(stitcher.url.clone(), "demo-key", body.clone()).await;
+        assert_eq!(answer.status().as_u16(), 400, "{ids}");
+        assert!(answer.text().await.unwrap().contains("IDs no Tweet can have"), "{ids}");
+    }
+    // A grouping named twice.
+    let twice = r#"{"tweet_ids": ["1000000000000000000"], "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}, "g": {"group_by": ["engagement.type"]}},
+        "start": "2022-01-05", "end": "2022-01-06"}"#;
+    let answer = http.post(&url).bearer_auth("demo-key").body(twice).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    assert!(answer.text().await.unwrap().contains("twice"));
+    assert_eq!(sim.stats().requests_total, 0, "none of these made a call");
+
+    // Content types and encodings.
+    let body = serde_json::to_vec(&question(1, 1)).unwrap();
+    let answer =
+        http.post(&url).bearer_auth("demo-key").header("content-type", "text/plain").body(body.clone());
+    let answer = answer.send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 415);
+    assert!(answer.text().await.unwrap().contains("application/json"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let zipped = http
+        .post(&url)
+        .header("authorization", "bearer demo-key")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.status().as_u16(), 200, "a gzip body with a lower-case bearer scheme");
+    let plain = http.post(&url).bearer_auth("demo-key").json(&question(1, 1)).send().await.unwrap();
+    let (zipped, plain): (Value, Value) = (zipped.json().await.unwrap(), plain.json().await.unwrap());
+    assert_eq!(zipped["data"], plain["data"]);
+    let answer = http
+        .post(&url)
+        .bearer_auth("demo-key")
+        .header("content-encoding", "br")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 415);
+    let error: Value = answer.json().await.unwrap();
+    assert!(error["errors"][0].as_str().unwrap().contains("Content-Encoding"), "{error}");
+
+    // Routes and methods, in the error shape.
+    let missing = http.get(format!("{}/nope", stitcher.url)).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let error: Value = missing.json().await.unwrap();
+    assert!(error["request_id"].is_string(), "{error}");
+    let wrong = http.get(&url).send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    assert!(wrong.headers()["allow"].to_str().unwrap().contains("POST"));
+    let error: Value = wrong.json().await.unwrap();
+    assert!(
+        error["errors"][0].as_str().unwrap().contains("POST") && error["request_id"].is_string(),
+        "{error}"
+    );
+
+    // Request IDs: a usable one is echoed, anything else replaced.
+    let echoed =
+        http.get(format!("{}/livez", stitcher.url)).header("x-request-id", "dash-42").send().await.unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "dash-42");
+    for bad in [vec![b'x'; 200], b"two words".to_vec(), b"caf\xe9".to_vec()] {
+        let value = reqwest::header::HeaderValue::from_bytes(&bad).unwrap();
+        let replaced = http.get(format!("{}/nope", stitcher.url)).header("x-request-id", value);
+        let replaced = replaced.send().await.unwrap();
+        let id = replaced.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id.as_bytes() != bad && id.len() <= 128 && !id.contains(' '), "{bad:?} became {id:?}");
+        let error: Value = replaced.json().await.unwrap();
+        assert_eq!(error["request_id"], id.as_str());
+    }
+
+    // Overload is a warning, not an error.
+    let slow = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(1, 1)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post(stitcher.url.clone(), "demo-key", question(1, 1)).await.status().as_u16(), 503);
+    assert_eq!(slow.await.unwrap().status().as_u16(), 200);
+    let logs = stitcher.logs();
+    assert!(logs.lines().any(|l| l.contains("\"WARN\"") && l.contains("503")), "{logs}");
+    assert!(!logs.contains("\"ERROR\""), "{logs}");
+}

@@ -1,0 +1,91 @@
+//! The real `stitcher` binary as a child process, against a simulator in the test process.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use simulator::{Config, Simulator};
+
+/// A simulator serving on a loopback port; its base URL.
+pub async fn simulator(config: Config) -> (Arc<Simulator>, String) {
+    let sim = Simulator::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Arc::clone(&sim).serve(listener));
+    (sim, url)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `stitcher`; killed when dropped.
+#[derive(Debug)]
+pub struct Stitcher {
+    pub child: Child,
+    pub url: String,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Stitcher {
+    /// Starts the binary with `env` on a free port and waits until `/livez` answers.
+    pub async fn start(env: &[(&str, &str)]) -> Stitcher {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("stitcher-test-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+            .env("STITCHER__SERVER__LISTEN", &addr)
+            .env("STITCHER__UPSTREAM__RETRY_BASE_MS", "10")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("stitcher starts");
+        let stitcher = Stitcher { child, url: format!("http://{addr}"), addr, log };
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if http.get(format!("{}/livez", stitcher.url)).send().await.is_ok() {
+                return stitcher;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("stitcher did not come up: {}", stitcher.logs());
+    }
+
+    /// What the process has printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Stitcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
