@@ -30,10 +30,23 @@ pub fn base_string(method: &str, base_url: &str, params: &[(String, String)]) ->
 
 /// The HMAC-SHA1 signature of a base string, base64-encoded.
 pub fn sign(base_string: &str, consumer_secret: &str, token_secret: &str) -> String {
+    BASE64.encode(mac(base_string, consumer_secret, token_secret).finalize().into_bytes())
+}
+
+/// Whether `given` (base64, as sent) is the signature of `base_string`, compared in
+/// constant time so the comparison tells an attacker nothing about how close a guess was.
+pub fn signature_is(given: &str, base_string: &str, consumer_secret: &str, token_secret: &str) -> bool {
+    BASE64
+        .decode(given)
+        .is_ok_and(|bytes| mac(base_string, consumer_secret, token_secret).verify_slice(&bytes).is_ok())
+}
+
+/// HMAC-SHA1 of `base_string` under the key OAuth 1.0a builds from the two secrets.
+fn mac(base_string: &str, consumer_secret: &str, token_secret: &str) -> Hmac<Sha1> {
     let key = format!("{}&{}", encode(consumer_secret), encode(token_secret));
     let mut mac = Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(base_string.as_bytes());
-    BASE64.encode(mac.finalize().into_bytes())
+    mac
 }
 
 /// The `oauth_*` parameters of an `Authorization: OAuth ...` header, decoded.
@@ -108,11 +121,6 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether two signatures are equal, in time that does not depend on where they differ.
-pub fn signatures_match(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A request as the server received it, for checking its signature.
 #[derive(Debug, Clone, Copy)]
 pub struct Received<'a> {
@@ -173,15 +181,14 @@ pub fn verify(
     let secret = token_secret(token).ok_or(Rejection::Token)?;
     let timestamp: i64 =
         header.get("oauth_timestamp").and_then(|t| t.parse().ok()).ok_or(Rejection::Timestamp)?;
-    if (timestamp - now_unix).abs() > tolerance_secs {
+    if timestamp.abs_diff(now_unix) > tolerance_secs.unsigned_abs() {
         return Err(Rejection::Timestamp);
     }
     let nonce = header.get("oauth_nonce").filter(|n| !n.is_empty()).ok_or(Rejection::Nonce)?;
     let given = header.get("oauth_signature").ok_or(Rejection::Signature)?;
     let mut params: Vec<(String, String)> = header.signed_params().cloned().collect();
     params.extend(query_pairs(request.query));
-    let expected = sign(&base_string(request.method, request.url, &params), consumer_secret, &secret);
-    if !signatures_match(given, &expected) {
+    if !signature_is(given, &base_string(request.method, request.url, &params), consumer_secret, &secret) {
         return Err(Rejection::Signature);
     }
     Ok(Verified { token: token.to_string(), nonce: nonce.to_string(), timestamp })
@@ -267,8 +274,23 @@ mod tests {
         assert_eq!(normalize_url("HTTP", "Example.COM:80", "/a"), "http://example.com/a");
         assert_eq!(normalize_url("https", "x.com:443", "/b"), "https://x.com/b");
         assert_eq!(normalize_url("http", "127.0.0.1:9090", "/c"), "http://127.0.0.1:9090/c");
-        assert!(
-            signatures_match("abc", "abc") && !signatures_match("abc", "abd") && !signatures_match("a", "ab")
-        );
+    }
+
+    #[test]
+    fn signatures_are_checked_on_their_bytes() {
+        let good = sign("base", "cs", "ts");
+        assert!(signature_is(&good, "base", "cs", "ts"));
+        assert!(!signature_is(&good, "other", "cs", "ts"));
+        assert!(!signature_is("not base64!", "base", "cs", "ts"));
+        assert!(!signature_is(&good[..good.len() - 4], "base", "cs", "ts"), "a cut signature");
+    }
+
+    #[test]
+    fn timestamps_far_from_now_are_refused_without_overflow() {
+        let header = r#"OAuth oauth_consumer_key="ck", oauth_token="t", oauth_signature_method="HMAC-SHA1", oauth_timestamp="-9223372036854775808", oauth_nonce="a", oauth_signature="x""#;
+        let request = Received { method: "POST", url: "http://x/y", query: "", authorization: Some(header) };
+        let secret = |_: &str| Some("ts".to_string());
+        assert_eq!(verify(&request, "ck", "cs", secret, 1_700_000_000, 300), Err(Rejection::Timestamp));
+        assert_eq!(verify(&request, "ck", "cs", secret, i64::MAX, 300), Err(Rejection::Timestamp));
     }
 }
