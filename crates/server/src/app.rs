@@ -56,7 +56,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let upstream_url = match &settings.upstream.base_url {
             // Settings refuse demo credentials with an upstream off this machine.
-            Some(url) => url.clone(),
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => {
                 let url = demo::start_simulator().await?;
                 tracing::info!(simulator = %url, "demo mode: no upstream.base_url is set, so answers come from the embedded Engagement API simulator; ask with Authorization: Bearer demo-key");
@@ -89,6 +89,9 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
+        let budget = budget.unwrap_or_else(|| {
+            Arc::new(RateBudget::new(settings.upstream.requests_per_minute, settings.upstream.rate_burst))
+        });
         let state = Arc::new(AppState::new(settings, upstream, budget));
         Ok(Application { listener, state, upstream_url })
     }

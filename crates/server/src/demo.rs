@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use simulator::config as sim;
+use url::{Host, Url};
 
 use crate::auth::key_hash;
 use crate::settings::{ClientSettings, HandleSettings, Settings};
@@ -47,15 +48,15 @@ pub async fn start_simulator() -> std::io::Result<String> {
     Ok(url)
 }
 
-/// Whether `url` points at this machine.
-pub fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = if rest.starts_with('[') {
-        rest.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or_default()
-    } else {
-        rest.split([':', '/']).next().unwrap_or_default()
-    };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
+/// Whether `url`'s host is this machine: `localhost`, or a loopback address (the host as
+/// parsed, so `http://127.0.0.1@elsewhere` or `http://127.0.0.1.example.com` are not).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// The demo credentials in use, by setting name.
@@ -86,11 +87,20 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognized() {
-        for url in ["http://127.0.0.1:9090", "http://localhost:1/x", "http://[::1]:80", "127.0.0.2"] {
-            assert!(is_loopback(url), "{url}");
+        let url = |u: &str| Url::parse(u).unwrap();
+        for u in ["http://127.0.0.1:9090", "http://localhost:1/x", "http://[::1]:80", "http://127.0.0.2"] {
+            assert!(is_loopback(&url(u)), "{u}");
         }
-        for url in ["https://data-api.x.com", "http://10.0.0.1:80", "http://127example.com"] {
-            assert!(!is_loopback(url), "{url}");
+        for u in [
+            "https://data-api.x.com",
+            "http://10.0.0.1:80",
+            "http://127example.com",
+            "http://127.0.0.1@evil.com",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1%2f@evil.com",
+            "http://localhost.evil.com",
+        ] {
+            assert!(!is_loopback(&url(u)), "{u}");
         }
     }
 

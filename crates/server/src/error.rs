@@ -121,7 +121,7 @@ impl ServiceError {
             )],
             ServiceError::DeadlineExceeded { timeout, failed } => vec![format!(
                 "the question was not answered within {} s ({}); ask for fewer Tweets or a shorter range, or retry",
-                timeout.as_secs(),
+                whole_secs(*timeout),
                 slices(failed)
             )],
             ServiceError::Overloaded { retry_after } => vec![format!(

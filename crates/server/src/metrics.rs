@@ -72,10 +72,9 @@ pub fn slices(planned: usize, fetched: usize, synthesized: usize, retries: u32) 
 /// `GET /metrics`: the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), crate::openapi::RouteErrors))]
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
-    metrics::gauge!("stitcher_upstream_in_flight").set(state.scheduler.in_flight() as f64);
-    if let Some(budget) = &state.budget {
-        metrics::gauge!("stitcher_rate_limit_wait_seconds").set(budget.waited().as_secs_f64());
-    }
+    let calls = &state.engine.calls;
+    metrics::gauge!("stitcher_upstream_in_flight").set(calls.in_flight() as f64);
+    metrics::gauge!("stitcher_rate_limit_wait_seconds").set(calls.budget().waited().as_secs_f64());
     match handle() {
         Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
         None => {

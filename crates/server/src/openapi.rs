@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::engine::Meta;
 use crate::error::FailedSlice;
-use crate::historical::Meta;
 
 /// A question, in the Engagement API's own body.
 #[derive(Debug, Serialize, ToSchema)]

@@ -15,11 +15,12 @@ use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use crate::app::REQUEST_ID;
 use crate::auth::Caller;
+use crate::engine::{self, Answer, Meta, Progress};
 use crate::error::{self, ServiceError};
-use crate::historical::{self, Answer};
 use crate::openapi::{
     DropInAnswer, NativeAnswer, NativeQuestion, Question, QuestionErrors, RouteErrors, Status,
 };
@@ -128,7 +129,14 @@ async fn ask(
     let room = Arc::clone(&state.counts)
         .try_acquire_many_owned(counts as u32)
         .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
-    let answer = historical::answer(state, &caller, query, partial).await?;
+    let question = engine::Question::historical(query, partial)
+        .ok_or_else(|| ServiceError::Internal("a historical question without a range".into()))?;
+    let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
+    let answer = state
+        .engine
+        .answer(&caller.handle, &question, deadline, &Arc::new(Progress::default()), &state.cut_off)
+        .instrument(tracing::info_span!("question", client = %caller.client))
+        .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }))
 }
 
@@ -198,7 +206,7 @@ struct NativeBody<'a> {
 #[derive(serde::Serialize)]
 struct NativeMeta<'a> {
     #[serde(flatten)]
-    meta: &'a historical::Meta,
+    meta: &'a Meta,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     incomplete: &'a [crate::error::FailedSlice],
 }
@@ -258,10 +266,15 @@ pub async fn error_bodies(request: Request, next: Next) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "the request body's Content-Encoding is not supported: send it as is, or gzip-compressed with Content-Encoding: gzip".to_owned(),
         _ => return response,
     };
-    let (mut parts, _) = response.into_parts();
-    let fresh = error::plain(parts.status, message, id.as_deref());
-    parts.headers.extend(fresh.headers().clone());
-    Response::from_parts(parts, fresh.into_body())
+    let (parts, _) = response.into_parts();
+    let mut fresh = error::plain(parts.status, message, id.as_deref());
+    // Keep what the refusal said (Allow), but not the length of the body it no longer has.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && !fresh.headers().contains_key(name) {
+            fresh.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    fresh
 }
 
 /// The longest `X-Request-Id` taken from a client.

@@ -3,11 +3,13 @@
 //! variables.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
+use url::Url;
 
 use crate::demo;
 
@@ -31,7 +33,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    pub listen: String,
+    pub listen: SocketAddr,
     pub request_timeout_secs: u64,
     pub max_tweet_ids: usize,
     pub max_body_bytes: usize,
@@ -58,7 +60,7 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     /// `None`: demo mode, with the simulator started in-process.
-    pub base_url: Option<String>,
+    pub base_url: Option<Url>,
     pub consumer_key: String,
     pub consumer_secret: SecretString,
     pub max_in_flight: usize,
@@ -219,7 +221,7 @@ mod tests {
     #[test]
     fn defaults_are_demo_mode_on_8080() {
         let s = Settings::defaults();
-        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert!(s.upstream.base_url.is_none());
         assert_eq!(s.upstream.max_in_flight, 8);
         assert_eq!(s.server.request_timeout_secs, 120);
@@ -244,8 +246,8 @@ mod tests {
             ("STITCHER__CLIENTS__DASH__HANDLES".to_string(), "brand".to_string()),
         ]);
         let s = Settings::load_with(None, Some(env)).unwrap();
-        assert_eq!(s.server.listen, "0.0.0.0:9000");
-        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.upstream.base_url.as_ref().map(Url::as_str), Some("https://data-api.x.com/"));
         assert_eq!(
             (s.upstream.max_in_flight, s.upstream.requests_per_minute, s.upstream.max_attempts),
             (32, 450, 3)
@@ -270,7 +272,7 @@ mod tests {
             ("STITCHER__HANDLES__BRAND_SUPPORT__TOKEN_SECRET".to_string(), "bs".to_string()),
         ]);
         let s = Settings::load_with(Some(path), Some(env)).unwrap();
-        assert_eq!(s.upstream.base_url.as_deref(), Some("https://data-api.x.com"));
+        assert_eq!(s.upstream.base_url.as_ref().map(Url::as_str), Some("https://data-api.x.com/"));
         assert_eq!(s.clients["dashboards"].handles, ["brand", "brand_support"]);
         assert_eq!(s.handles["brand_support"].token_secret.expose_secret(), "bs");
     }
@@ -318,5 +320,13 @@ mod tests {
         let env = BTreeMap::from([("STITCHER__UPSTREAM__MAX_IN_FLIGHT".to_string(), "0".to_string())]);
         let err = Settings::load_with(None, Some(env)).unwrap_err().to_string();
         assert!(err.contains("max_in_flight"), "{err}");
+        for (key, value) in [
+            ("STITCHER__SERVER__LISTEN", "127.0.0.1:80800"),
+            ("STITCHER__SERVER__LISTEN", "localhost"),
+            ("STITCHER__UPSTREAM__BASE_URL", "data-api.x.com"),
+        ] {
+            let env = BTreeMap::from([(key.to_string(), value.to_string())]);
+            assert!(Settings::load_with(None, Some(env)).is_err(), "{key}={value} is refused at load");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! What every request shares: settings, clients, the upstream, the scheduler.
+//! What every request shares: settings, clients, the question engine, the admission limits.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -7,10 +7,10 @@ use std::time::Duration;
 use engagement::Limits;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use upstream::{RateBudget, RetryPolicy, Upstream};
+use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
-use crate::scheduler::Scheduler;
+use crate::engine::Engine;
 use crate::settings::Settings;
 
 /// The service's shared state.
@@ -18,11 +18,7 @@ use crate::settings::Settings;
 pub struct AppState {
     pub settings: Settings,
     pub keyring: Keyring,
-    pub upstream: Arc<dyn Upstream>,
-    /// The per-minute budget of the HTTP upstream, for its metrics.
-    pub budget: Option<Arc<RateBudget>>,
-    pub scheduler: Scheduler,
-    pub retry_policy: RetryPolicy,
+    pub engine: Arc<Engine>,
     /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
     pub limits: Limits,
     /// Client requests being answered; full means `503` at once.
@@ -42,17 +38,18 @@ impl AppState {
         self.settings.server.max_concurrent_requests - self.admission.available_permits()
     }
 
-    /// The state for `settings`, calling `upstream` (paced by `budget`, if it is shown).
-    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>, budget: Option<Arc<RateBudget>>) -> AppState {
+    /// The state for `settings`, calling `upstream` paced by `budget` (which the upstream
+    /// may also be telling what it learns of its limit).
+    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>, budget: Arc<RateBudget>) -> AppState {
         let u = &settings.upstream;
+        let retry = RetryPolicy {
+            max_attempts: u.max_attempts,
+            base_delay: Duration::from_millis(u.retry_base_ms),
+            max_delay: Duration::from_millis(u.retry_max_ms),
+        };
         AppState {
             keyring: Keyring::from_settings(&settings),
-            scheduler: Scheduler::new(u.max_in_flight),
-            retry_policy: RetryPolicy {
-                max_attempts: u.max_attempts,
-                base_delay: Duration::from_millis(u.retry_base_ms),
-                max_delay: Duration::from_millis(u.retry_max_ms),
-            },
+            engine: Arc::new(Engine { calls: CallPolicy::new(upstream, budget, u.max_in_flight, retry) }),
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,
                 max_span_hours: None,
@@ -62,8 +59,6 @@ impl AppState {
             counts: Arc::new(Semaphore::new(settings.max_counts_in_flight() as usize)),
             ready: AtomicBool::new(true),
             cut_off: CancellationToken::new(),
-            upstream,
-            budget,
             settings,
         }
     }

@@ -53,7 +53,12 @@ where
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter { buf: Vec::with_capacity(CHUNK), tx };
-        let written = write(&mut out).map_err(io::Error::other).and_then(|()| out.flush());
+        let written = write(&mut out)
+            .map_err(|e| match e.io_error_kind() {
+                Some(kind) => io::Error::new(kind, e),
+                None => io::Error::other(e),
+            })
+            .and_then(|()| out.flush());
         if let Err(e) = written
             && e.kind() != io::ErrorKind::BrokenPipe
         {

@@ -171,6 +171,35 @@ async fn an_answer_nobody_reads_gives_its_place_back_after_the_write_timeout() {
     drop(stuck);
 }
 
+/// Whether a whole response's `Content-Length` is the length of its body.
+fn length_is_the_bodys(response: &str) -> bool {
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|length| length == body.len() && length > 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_in_the_error_shape_say_their_own_length() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
+    for request in [
+        "GET /v1/historical HTTP/1.1\r\nHost: stitcher\r\nConnection: close\r\n\r\n",
+        "DELETE /livez HTTP/1.1\r\nHost: stitcher\r\nConnection: close\r\n\r\n",
+        "POST /v1/historical HTTP/1.1\r\nHost: stitcher\r\nAuthorization: Bearer demo-key\r\nContent-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        "GET /nowhere HTTP/1.1\r\nHost: stitcher\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (seen, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(seen.contains("\"errors\""), "{request}: {seen}");
+        assert!(length_is_the_bodys(&seen), "{request}: {seen}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_that_need_only_the_head_come_before_the_body() {
     let (_sim, sim_url) = simulator(Config::default()).await;

@@ -4,5 +4,5 @@
 pub mod merge;
 pub mod plan;
 
-pub use merge::{absorb, merge, synthesize};
+pub use merge::{absorb, absorb_zeros, finish, merge, synthesize};
 pub use plan::{Plan, Slice, plan, windows};

@@ -1,12 +1,15 @@
 //! Adding answers of disjoint slices into one. Slices never overlap in (Tweet, hour), so
 //! one rule serves every grouping shape: equal paths add up, new paths are inserted.
 
+use std::collections::HashSet;
 use std::collections::btree_map::Entry;
 
 use engagement::render::Zeros;
 use engagement::time::format_instant;
 use engagement::tree::{TreeError, is_unavailable_error, unavailable_error};
 use engagement::{EngagementType, Grouping, Response, TimeRange, TweetId, render};
+
+use crate::plan::Plan;
 
 /// Adds `other` into `acc`: trees are deep-summed, ID lists unioned and sorted, `errors`
 /// unioned (the count of deleted Tweets recomputed from the merged list), and `start`/`end`
@@ -73,6 +76,35 @@ pub fn synthesize(
         groupings: render(tweets, types, groupings, range, &Zeros),
         ..Response::default()
     }
+}
+
+/// Adds to `merged` (the answers of a plan's real calls) the zeros of every batch's
+/// synthesized part, leaving out the Tweets the API said are deleted (it leaves those out of
+/// every grouping).
+pub fn absorb_zeros(
+    merged: &mut Response,
+    plan: &Plan,
+    types: &[EngagementType],
+    groupings: &[Grouping],
+) -> Result<(), TreeError> {
+    let deleted: HashSet<TweetId> = merged.unavailable_tweet_ids.iter().copied().collect();
+    for (batch, zeros) in plan.batches.iter().zip(&plan.synthesized) {
+        if let Some(range) = zeros {
+            let shown: Vec<TweetId> = batch.iter().copied().filter(|id| !deleted.contains(id)).collect();
+            absorb(merged, synthesize(&shown, types, groupings, *range))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a merged answer read as one call over `range` would: every grouping present (an
+/// empty one when nothing fell in it) and the range's normalized `start` and `end`.
+pub fn finish(merged: &mut Response, groupings: &[Grouping], range: TimeRange) {
+    for g in groupings {
+        merged.groupings.entry(g.name.clone()).or_insert_with(engagement::Node::branch);
+    }
+    merged.start = Some(format_instant(range.start));
+    merged.end = Some(format_instant(range.end));
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! 28 days on a fixed grid.
 
 use chrono::{DateTime, Duration, Utc};
-use engagement::TimeRange;
-use engagement::TweetId;
+use engagement::vocabulary::{EngagementType, Grouping};
 use engagement::vocabulary::{MAX_WINDOW_HOURS, earliest_start};
+use engagement::{Endpoint, Query, RawRequest, TimeRange, TweetId};
 
 /// Windows are cut on a grid of 28-day cells from this instant, so the interior windows
 /// of two overlapping questions are the same calls (and can share a cache).
@@ -55,6 +55,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The call for `slice`: its batch over its window, asking `types` grouped by
+    /// `groupings` (built from the batch, so a question's whole ID list is never copied per
+    /// slice).
+    pub fn slice_request(
+        &self,
+        slice: Slice,
+        types: &[EngagementType],
+        groupings: &[Grouping],
+    ) -> RawRequest {
+        Query {
+            endpoint: Endpoint::Historical,
+            tweet_ids: self.batches[slice.batch].clone(),
+            types: types.to_vec(),
+            groupings: groupings.to_vec(),
+            range: Some(slice.window),
+            end_clamped: false,
+        }
+        .to_raw()
+    }
+
     /// Slices planned in all: batches × windows.
     pub fn planned(&self) -> usize {
         self.batches.len() * self.windows.len()

@@ -1,4 +1,6 @@
-//! The Engagement API over HTTP: rustls, gzip, a signed `POST` per attempt.
+//! The Engagement API over HTTP: rustls, gzip, a signed `POST` per attempt, its answer
+//! classified (and parsed off the async workers). What the upstream says of its per-minute
+//! limit goes to the shared budget.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +43,8 @@ impl HttpUpstream {
         Ok(HttpUpstream { client, url, app, budget, call_timeout })
     }
 
-    /// Pauses the shared budget when the upstream says this minute is spent.
+    /// Tells the shared budget the upstream's limit, and pauses it when the upstream says
+    /// this minute is spent.
     fn observe(&self, status: u16, headers: &HeaderMap, now_unix: i64) {
         let remaining = headers
             .get("x-per-minute-remaining")
@@ -72,9 +75,6 @@ impl Upstream for HttpUpstream {
         body: &RawRequest,
         deadline: Instant,
     ) -> Result<Response, AttemptError> {
-        if let Err(wait) = self.budget.acquire(deadline).await {
-            return Err(AttemptError::Budget { wait });
-        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(AttemptError::Deadline { last: None });
@@ -113,6 +113,16 @@ impl Upstream for HttpUpstream {
         let now_unix = chrono::Utc::now().timestamp();
         self.observe(status.as_u16(), &headers, now_unix);
         let bytes = response.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string());
-        classify(status, &headers, bytes, now_unix)
+        // A 28-day hourly answer for 25 Tweets is megabytes of JSON: parse it where waiting
+        // tasks are not held up.
+        tokio::task::spawn_blocking(move || classify(status, &headers, bytes, now_unix)).await.unwrap_or_else(
+            |e| {
+                Err(AttemptError::Transient {
+                    reason: format!("the upstream answer could not be read: {e}"),
+                    status: Some(status.as_u16()),
+                    retry_after: None,
+                })
+            },
+        )
     }
 }

@@ -1,12 +1,15 @@
-//! The Engagement API as the service sees it: the [`Upstream`] trait, and its HTTP client
-//! with OAuth 1.0a signing, gzip, classification of answers, a per-minute budget, and
-//! retries with backoff.
+//! The Engagement API as the service sees it: the [`Upstream`] trait, its HTTP client (OAuth
+//! 1.0a signing, gzip, classification of answers), and the call policy every call goes
+//! through: fair turns between questions, calls in flight, the per-minute budget, retries
+//! with backoff, deadlines.
 
 pub mod budget;
 pub mod classify;
 pub mod credentials;
 pub mod http;
+pub mod policy;
 pub mod retry;
+pub mod scheduler;
 pub mod signing;
 
 use async_trait::async_trait;
@@ -17,7 +20,9 @@ pub use budget::RateBudget;
 pub use classify::AttemptError;
 pub use credentials::{AppCredentials, HandleCredentials};
 pub use http::HttpUpstream;
+pub use policy::{BudgetRefusal, CallPolicy};
 pub use retry::{Retried, RetryPolicy};
+pub use scheduler::{Lane, Scheduler};
 
 /// Something that answers `/historical` calls: the real API over HTTP, or a stand-in.
 #[async_trait]

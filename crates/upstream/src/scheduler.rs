@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 struct State {
@@ -20,8 +21,8 @@ struct State {
     ring: VecDeque<u64>,
     /// Each lane's waiting calls, oldest first.
     waiting: HashMap<u64, VecDeque<oneshot::Sender<Turn>>>,
-    /// Each lane's calls planned and not yet finished.
-    planned: HashMap<u64, usize>,
+    /// Each lane's calls planned and not yet finished, and its question's deadline.
+    planned: HashMap<u64, (usize, Instant)>,
     next_lane: u64,
 }
 
@@ -59,28 +60,32 @@ impl Scheduler {
 
     /// A lane for one client request.
     pub fn lane(&self) -> Lane {
-        self.lane_for(0)
+        self.lane_for(0, Instant::now())
     }
 
-    /// A lane for a client request that plans `calls` upstream calls.
-    pub fn lane_for(&self, calls: usize) -> Lane {
+    /// A lane for a question that plans `calls` upstream calls, due by `deadline`.
+    pub fn lane_for(&self, calls: usize, deadline: Instant) -> Lane {
         let mut s = self.inner.lock();
         s.next_lane += 1;
         let id = s.next_lane;
-        s.planned.insert(id, calls);
+        s.planned.insert(id, (calls, deadline));
         Lane { id, inner: Arc::clone(&self.inner) }
     }
 
-    /// The calls that go before the last of `calls` new ones, when turns go round-robin:
-    /// from each lane, its planned calls not yet finished, up to `calls`. (A call in flight
-    /// may still be waiting for the rate budget, so it counts until it is done.)
-    pub fn calls_ahead_of(&self, calls: usize) -> usize {
-        self.inner.lock().planned.values().map(|&left| left.min(calls)).sum()
+    /// Each lane's calls not yet finished (a call in flight may still be waiting for the
+    /// rate budget, so it counts until it is done) and its deadline.
+    pub fn backlog(&self) -> Vec<(usize, Instant)> {
+        self.inner.lock().planned.values().copied().collect()
     }
 
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.lock().in_flight
+    }
+
+    /// Calls in flight at most.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
     }
 }
 
@@ -155,7 +160,7 @@ impl Drop for Turn {
         if let Some(inner) = self.inner.take() {
             let mut guard = inner.lock();
             guard.in_flight -= 1;
-            if let Some(left) = guard.planned.get_mut(&self.lane) {
+            if let Some((left, _)) = guard.planned.get_mut(&self.lane) {
                 *left = left.saturating_sub(1);
             }
             inner.grant(&mut guard);
@@ -207,17 +212,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_ahead_count_each_lane_up_to_the_new_questions_size() {
+    async fn the_backlog_counts_each_lanes_calls_until_they_finish() {
         let scheduler = Scheduler::new(4);
-        let big = scheduler.lane_for(1000);
-        let small = scheduler.lane_for(3);
-        assert_eq!(scheduler.calls_ahead_of(10), 10 + 3);
+        let due = Instant::now();
+        let big = scheduler.lane_for(1000, due);
+        let small = scheduler.lane_for(3, due);
+        let left = |s: &Scheduler| {
+            let mut b: Vec<usize> = s.backlog().into_iter().map(|(n, _)| n).collect();
+            b.sort_unstable();
+            b
+        };
+        assert_eq!(left(&scheduler), [3, 1000]);
         let turn = small.turn().await;
-        assert_eq!(scheduler.calls_ahead_of(10), 10 + 3, "a call in flight is still ahead");
+        assert_eq!(left(&scheduler), [3, 1000], "a call in flight is still to be done");
         drop(turn);
-        assert_eq!(scheduler.calls_ahead_of(10), 10 + 2, "a finished call is no longer ahead");
+        assert_eq!(left(&scheduler), [2, 1000], "a finished call is not");
         drop(big);
-        assert_eq!(scheduler.calls_ahead_of(10), 2, "a finished question's lane is gone");
+        assert_eq!(left(&scheduler), [2], "a finished question's lane is gone");
     }
 
     #[tokio::test]

@@ -10,7 +10,10 @@ use engagement::{RawRequest, TweetId};
 use simulator::faults::Faults;
 use simulator::{Clock, Config, Simulator};
 use tokio::time::Instant;
-use upstream::{AppCredentials, AttemptError, HandleCredentials, HttpUpstream, RateBudget, Upstream};
+use upstream::{
+    AppCredentials, AttemptError, CallPolicy, HandleCredentials, HttpUpstream, RateBudget, RetryPolicy,
+    Upstream,
+};
 
 fn now() -> chrono::DateTime<chrono::Utc> {
     engagement::parse_instant("2024-06-01T00:00:00Z").unwrap()
@@ -95,13 +98,27 @@ async fn faults_are_transient() {
 
 #[tokio::test]
 async fn a_spent_minute_pauses_the_budget() {
-    let (client, sim) = start(Config { rate_limit_per_minute: 1, ..Config::default() }).await;
+    let sim =
+        Simulator::new(Config { clock: Clock::Fixed(now()), rate_limit_per_minute: 1, ..Config::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Arc::clone(&sim).serve(listener));
+    let app = AppCredentials {
+        consumer_key: "sim-consumer-key".into(),
+        consumer_secret: "sim-consumer-secret".into(),
+    };
+    let budget = Arc::new(RateBudget::new(0, 1));
+    let client = HttpUpstream::new(&base, app, Arc::clone(&budget), Duration::from_secs(5)).unwrap();
+    let policy = CallPolicy::new(Arc::new(client), budget, 8, RetryPolicy::default());
+    let lane = policy.lane(2, deadline());
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    client.historical(&demo(), &body(&[id]), deadline()).await.unwrap();
+    let first = policy.call(&lane, &demo(), &body(&[id]), deadline(), |_, _, _| {}).await;
+    assert!(first.result.is_ok());
+    assert_eq!(policy.budget().per_minute(), Some(1), "the upstream's limit is learned");
     // The answer said 0 remaining: the next call waits for the reset rather than drawing a
     // 429, and a deadline before the reset makes it give up without calling.
     let soon = Instant::now() + Duration::from_millis(50);
-    let err = client.historical(&demo(), &body(&[id]), soon).await.unwrap_err();
-    assert!(matches!(err, AttemptError::Budget { .. }), "{err:?}");
+    let second = policy.call(&lane, &demo(), &body(&[id]), soon, |_, _, _| {}).await;
+    assert!(matches!(second.result, Err(AttemptError::Budget { .. })), "{:?}", second.result);
     assert_eq!(sim.stats().requests_total, 1);
 }

@@ -33,8 +33,27 @@ pub struct Stitcher {
 }
 
 impl Stitcher {
-    /// Starts the binary with `env` on a free port and waits until `/livez` answers.
+    /// Starts the binary with `env` on a free port and waits until it says it serves (on
+    /// another port if that one was taken meanwhile).
     pub async fn start(env: &[(&str, &str)]) -> Stitcher {
+        for _ in 0..5 {
+            let mut stitcher = Stitcher::spawn(env);
+            for _ in 0..400 {
+                if stitcher.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if stitcher.logs().contains("stitcher serving") {
+                    return stitcher;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let logs = stitcher.logs();
+            assert!(logs.contains("cannot listen"), "stitcher did not come up: {logs}");
+        }
+        panic!("no free port for stitcher");
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> Stitcher {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("stitcher-test-{port}.log"));
@@ -47,15 +66,7 @@ impl Stitcher {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("stitcher starts");
-        let stitcher = Stitcher { child, url: format!("http://{addr}"), addr, log };
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            if http.get(format!("{}/livez", stitcher.url)).send().await.is_ok() {
-                return stitcher;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("stitcher did not come up: {}", stitcher.logs());
+        Stitcher { child, url: format!("http://{addr}"), addr, log }
     }
 
     /// What the process has printed so far.

@@ -1,0 +1,266 @@
+//! The call policy, in one place: every upstream call of the process takes a fair turn
+//! ([`Scheduler`]), waits for the per-minute budget ([`RateBudget`]), and is retried with
+//! backoff ([`retry`]), all within its question's deadline. A question asks for a [`Lane`]
+//! and then one [`CallPolicy::call`] per slice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engagement::{RawRequest, Response};
+use tokio::time::Instant;
+
+use crate::Upstream;
+use crate::budget::RateBudget;
+use crate::classify::AttemptError;
+use crate::credentials::HandleCredentials;
+use crate::retry::{Retried, RetryPolicy, retry};
+use crate::scheduler::{Lane, Scheduler};
+
+/// How the process calls the upstream.
+#[derive(Debug)]
+pub struct CallPolicy {
+    upstream: Arc<dyn Upstream>,
+    scheduler: Scheduler,
+    budget: Arc<RateBudget>,
+    retry: RetryPolicy,
+}
+
+/// Why a question cannot be answered within its time by the per-minute budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetRefusal {
+    /// Not even with the budget to itself.
+    #[error(
+        "this question needs {calls} upstream calls, but at {per_minute} calls a minute ({rate_from}) at most {fit} fit in {} s",
+        within.as_secs()
+    )]
+    Never { calls: usize, fit: usize, per_minute: u32, rate_from: &'static str, within: Duration },
+    /// Not beside the questions already running; it would fit after `wait`.
+    #[error("the per-minute budget is busy: {ahead} calls go before the last of this question's {calls}")]
+    Busy { calls: usize, ahead: usize, wait: Duration },
+}
+
+impl CallPolicy {
+    /// Calls `upstream` with at most `max_in_flight` calls at once, paced by `budget` and
+    /// retried as `retry` says.
+    pub fn new(
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<RateBudget>,
+        max_in_flight: usize,
+        retry: RetryPolicy,
+    ) -> CallPolicy {
+        CallPolicy { upstream, scheduler: Scheduler::new(max_in_flight), budget, retry }
+    }
+
+    /// A lane for one question of `calls` calls due by `deadline`: its turns alternate with
+    /// other questions'.
+    pub fn lane(&self, calls: usize, deadline: Instant) -> Lane {
+        self.scheduler.lane_for(calls, deadline)
+    }
+
+    /// The per-minute budget.
+    pub fn budget(&self) -> &RateBudget {
+        &self.budget
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.scheduler.in_flight()
+    }
+
+    /// Calls at once at most.
+    pub fn max_in_flight(&self) -> usize {
+        self.scheduler.capacity()
+    }
+
+    /// One slice's call, as `handle`, on `lane`: attempts until one succeeds, one is
+    /// refused, the attempts run out, or the next would pass `deadline`. `attempted` hears of
+    /// each attempt: its outcome, how long it waited for the budget, and how long the
+    /// upstream took.
+    pub async fn call(
+        &self,
+        lane: &Lane,
+        handle: &HandleCredentials,
+        body: &RawRequest,
+        deadline: Instant,
+        attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
+    ) -> Retried<Response> {
+        retry(&self.retry, deadline, |_| async {
+            let _turn = lane.turn().await;
+            let (result, waited, took) = match self.budget.acquire(deadline).await {
+                Ok(waited) => {
+                    let sent = Instant::now();
+                    let result = self.upstream.historical(handle, body, deadline).await;
+                    (result, waited, sent.elapsed())
+                }
+                Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
+            };
+            attempted(&result, waited, took);
+            result
+        })
+        .await
+    }
+
+    /// Refuses, before any call, a question of `calls` calls that the per-minute budget
+    /// cannot carry by `deadline`: never, or not now beside the questions in flight (its own
+    /// calls would end too late, or it would make one of theirs end too late).
+    ///
+    /// Turns go round-robin, so a lane with `r` calls left finishes after, from every lane,
+    /// its calls left up to `r`; a new lane of `n` calls adds up to `n` of its own. Only a
+    /// rate the service paces itself is known well enough to say "not now"; one learned from
+    /// the upstream's headers says "never".
+    pub fn check(&self, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
+        let Some(per_minute) = self.budget.per_minute() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        // The time left, in whole seconds rounded up: a question given 8 s has 8 s here,
+        // not the 7.99 s left after reading it.
+        let within = deadline.saturating_duration_since(now);
+        let within = Duration::from_secs(within.as_secs() + u64::from(within.subsec_nanos() > 0));
+        let configured = self.budget.configured_per_minute().is_some();
+        // A configured rate lets `burst` go at once; the upstream's own minute lets its
+        // whole limit go at the start of a window.
+        let burst = if configured { self.budget.burst() } else { per_minute } as usize;
+        let interval = Duration::from_secs(60) / per_minute;
+        let fit = burst + (within.as_secs_f64() / interval.as_secs_f64()) as usize;
+        if calls > fit {
+            let source =
+                if configured { "upstream.requests_per_minute" } else { "the upstream's x-per-minute-limit" };
+            return Err(BudgetRefusal::Never { calls, fit, per_minute, rate_from: source, within });
+        }
+        if !configured {
+            return Ok(());
+        }
+        let backlog = self.scheduler.backlog();
+        let pause = self.budget.paused_for();
+        // When a lane of `left` calls ends, from now, with `extra` more calls going before.
+        let ends = |left: usize, extra: usize| {
+            let share: usize = backlog.iter().map(|&(r, _)| r.min(left)).sum::<usize>() + extra;
+            now + pause + interval * share.saturating_sub(burst) as u32
+        };
+        let ahead: usize = backlog.iter().map(|&(r, _)| r.min(calls)).sum();
+        let own_end = ends(calls, calls);
+        let mut wait = own_end.saturating_duration_since(now + within);
+        for &(left, due) in &backlog {
+            let before = ends(left, 0);
+            if before <= due && before + interval * left.min(calls) as u32 > due {
+                // It would push a question already running past its deadline: wait for it.
+                wait = wait.max(before.saturating_duration_since(now));
+            }
+        }
+        if wait > Duration::ZERO {
+            return Err(BudgetRefusal::Busy { calls, ahead, wait });
+        }
+        Ok(())
+    }
+
+    /// How long `calls` more calls of one question may take: paced by the budget, or by the
+    /// calls in flight at `per_call` each, whichever is slower.
+    pub fn eta(&self, calls: usize, per_call: Option<Duration>) -> Option<Duration> {
+        let by_budget = self
+            .budget
+            .per_minute()
+            .map(|per_minute| self.budget.paused_for() + Duration::from_secs(60) / per_minute * calls as u32);
+        let by_flight = per_call.map(|each| each * calls.div_ceil(self.max_in_flight()) as u32);
+        match (by_budget, by_flight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+
+    #[derive(Debug)]
+    struct Never;
+
+    #[async_trait]
+    impl Upstream for Never {
+        async fn historical(
+            &self,
+            _: &HandleCredentials,
+            _: &RawRequest,
+            _: Instant,
+        ) -> Result<Response, AttemptError> {
+            Err(AttemptError::Refused { status: 400, errors: vec![] })
+        }
+    }
+
+    fn policy(per_minute: u32, burst: u32) -> CallPolicy {
+        CallPolicy::new(
+            Arc::new(Never),
+            Arc::new(RateBudget::new(per_minute, burst)),
+            8,
+            RetryPolicy::default(),
+        )
+    }
+
+    #[test]
+    fn without_a_rate_everything_fits() {
+        assert_eq!(policy(0, 1).check(100_000, soon(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_question_larger_than_the_deadline_allows_never_fits() {
+        // 60 a minute, burst 1, 10 s: 1 + 10 calls.
+        let p = policy(60, 1);
+        assert_eq!(p.check(11, soon(10)), Ok(()));
+        assert!(matches!(
+            p.check(12, soon(10)),
+            Err(BudgetRefusal::Never { calls: 12, fit: 11, per_minute: 60, .. })
+        ));
+    }
+
+    /// `secs` seconds from now (a check a moment later rounds what is left up to them).
+    fn soon(secs: u64) -> Instant {
+        Instant::now() + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn beside_running_questions_it_waits_for_its_share() {
+        let p = policy(60, 1);
+        let _big = p.lane(1000, soon(3600));
+        // 8 of the big one's calls go before the last of 8 new ones: 15 s at 1 a second.
+        match p.check(8, soon(10)) {
+            Err(BudgetRefusal::Busy { calls: 8, ahead: 8, wait }) => {
+                assert!(wait > Duration::from_millis(4800) && wait <= Duration::from_secs(5), "{wait:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.check(5, soon(10)), Ok(()), "5 + 5 - 1 s fit");
+    }
+
+    #[test]
+    fn a_newcomer_may_not_push_a_running_question_past_its_deadline() {
+        let p = policy(60, 1);
+        // 6 calls left, due in 6 s: it ends at 5 s alone, at 7 s beside 2 more calls.
+        let _running = p.lane(6, soon(6));
+        match p.check(2, soon(30)) {
+            Err(BudgetRefusal::Busy { wait, .. }) => assert!(wait >= Duration::from_secs(4), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        let relaxed = policy(60, 1);
+        let _later = relaxed.lane(6, soon(60));
+        assert_eq!(relaxed.check(2, soon(30)), Ok(()), "a question with room to spare is not pushed out");
+    }
+
+    #[test]
+    fn a_learned_limit_only_says_never() {
+        let p = policy(0, 1);
+        p.budget().learn_limit(6);
+        let _big = p.lane(1000, soon(3600));
+        assert_eq!(p.check(7, soon(10)), Ok(()), "6 at once and one more in 10 s");
+        assert!(matches!(p.check(8, soon(10)), Err(BudgetRefusal::Never { .. })));
+    }
+
+    #[test]
+    fn the_eta_is_the_slower_of_the_budget_and_the_calls_in_flight() {
+        let p = policy(60, 1);
+        assert_eq!(p.eta(10, None), Some(Duration::from_secs(10)));
+        assert_eq!(p.eta(16, Some(Duration::from_secs(30))), Some(Duration::from_secs(60)));
+        assert_eq!(policy(0, 1).eta(16, None), None);
+    }
+}
