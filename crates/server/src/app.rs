@@ -21,7 +21,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{connections, demo, metrics, openapi, routes};
+use crate::{connections, demo, jobs_api, metrics, openapi, routes};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -93,6 +93,16 @@ impl Application {
             Arc::new(RateBudget::new(settings.upstream.requests_per_minute, settings.upstream.rate_burst))
         });
         let state = Arc::new(AppState::new(settings, upstream, budget));
+        // Finished jobs' results are let go once their time is over, asked for or not.
+        let jobs = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                let Some(state) = jobs.upgrade() else { return };
+                state.jobs.sweep();
+            }
+        });
         Ok(Application { listener, state, upstream_url })
     }
 
@@ -158,6 +168,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/insights/engagement/historical", post(routes::drop_in))
         .route("/v1/historical", post(routes::native))
+        .route("/v1/jobs", post(jobs_api::submit))
+        .route("/v1/jobs/{id}", get(jobs_api::status).delete(jobs_api::cancel))
+        .route("/v1/jobs/{id}/result", get(jobs_api::result))
         .route("/livez", get(routes::livez))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::serve))

@@ -33,6 +33,8 @@ pub enum ServiceError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("the upstream refused a batch ({status})")]
     UpstreamRefused { status: u16, errors: Vec<String>, failed: Vec<FailedSlice> },
     #[error("the upstream rate budget has no room before the deadline")]
@@ -74,6 +76,7 @@ impl ServiceError {
             ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::UpstreamRefused { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -91,7 +94,8 @@ impl ServiceError {
         }
     }
 
-    fn messages(&self) -> Vec<String> {
+    /// What the client is told.
+    pub fn messages(&self) -> Vec<String> {
         let slices = |failed: &[FailedSlice]| {
             let n = failed.len();
             format!("{n} slice{} could not be had; see failed_slices", if n == 1 { "" } else { "s" })
@@ -174,6 +178,12 @@ impl IntoResponse for ServiceError {
 impl ServiceError {
     /// The response, naming the request's ID so a client can quote it.
     pub fn into_response_for(self, request_id: Option<&str>) -> Response {
+        self.response_for(request_id)
+    }
+
+    /// The response, as [`ServiceError::into_response_for`], from a borrowed error (a
+    /// failed job's, which may be asked for more than once).
+    pub fn response_for(&self, request_id: Option<&str>) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "question failed");

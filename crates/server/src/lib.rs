@@ -7,6 +7,8 @@ pub mod connections;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod jobs;
+pub mod jobs_api;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -37,10 +37,10 @@ struct Admitted {
 }
 
 /// What authentication looks at.
-struct RequestHead {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+pub(crate) struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
 }
 
 /// Refuses from the head alone what needs no body (a body that would be too large, no
@@ -94,13 +94,23 @@ async fn admit(
     Ok((caller, admitted, bytes))
 }
 
-/// Admits, authenticates and reads a question; then answers it.
-async fn ask(
+/// A question read and validated, with who asks it and how many counts its answer holds.
+pub(crate) struct Asked {
+    pub caller: Caller,
+    /// The request's place among those in flight.
+    pub admitted: OwnedSemaphorePermit,
+    pub question: engine::Question,
+    pub counts: u32,
+}
+
+/// Admits, authenticates and reads a question (with `partial` when `native`), refusing one
+/// whose answer could never fit in `server.max_counts_in_flight`.
+pub(crate) async fn read_question(
     state: &Arc<AppState>,
     head: &RequestHead,
     body: Body,
     native: bool,
-) -> Result<(Answer, Admitted), ServiceError> {
+) -> Result<Asked, ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
     let value = engagement::request::parse_body(&body).map_err(ServiceError::BadRequest)?;
     let partial = match value.get("partial") {
@@ -126,11 +136,22 @@ async fn ask(
             "this question's answer would hold {counts} counts (Tweets × types × days or hours, per grouping); at most {budget} are answered at once: ask for fewer Tweets or types, a shorter range, or engagement.day instead of engagement.hour"
         ))));
     }
-    let room = Arc::clone(&state.counts)
-        .try_acquire_many_owned(counts as u32)
-        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
     let question = engine::Question::historical(query, partial)
         .ok_or_else(|| ServiceError::Internal("a historical question without a range".into()))?;
+    Ok(Asked { caller, admitted, question, counts: counts as u32 })
+}
+
+/// Admits, authenticates and reads a question; then answers it.
+async fn ask(
+    state: &Arc<AppState>,
+    head: &RequestHead,
+    body: Body,
+    native: bool,
+) -> Result<(Answer, Admitted), ServiceError> {
+    let Asked { caller, admitted, question, counts } = read_question(state, head, body, native).await?;
+    let room = Arc::clone(&state.counts)
+        .try_acquire_many_owned(counts)
+        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
@@ -158,7 +179,7 @@ pub async fn drop_in(
 }
 
 /// The request's ID, as the request-ID layer set it.
-fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
@@ -198,20 +219,20 @@ async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: b
 
 /// The native body, written straight from the tree (no intermediate JSON value).
 #[derive(serde::Serialize)]
-struct NativeBody<'a> {
+pub(crate) struct NativeBody<'a> {
     data: engagement::tree::Styled<'a, engagement::Response>,
     meta: NativeMeta<'a>,
 }
 
 #[derive(serde::Serialize)]
-struct NativeMeta<'a> {
+pub(crate) struct NativeMeta<'a> {
     #[serde(flatten)]
     meta: &'a Meta,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     incomplete: &'a [crate::error::FailedSlice],
 }
 
-fn native_body(answer: &Answer) -> NativeBody<'_> {
+pub(crate) fn native_body(answer: &Answer) -> NativeBody<'_> {
     NativeBody {
         data: answer.response.styled(CountStyle::Integers),
         meta: NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete },

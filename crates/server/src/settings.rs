@@ -22,6 +22,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
+    pub jobs: JobsSettings,
     /// Handle name to its access token and secret.
     #[serde(default)]
     pub handles: BTreeMap<String, HandleSettings>,
@@ -70,6 +71,20 @@ pub struct UpstreamSettings {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
     pub call_timeout_secs: u64,
+}
+
+/// Long questions, asked as jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// A job's deadline, instead of the request's.
+    pub timeout_secs: u64,
+    /// Jobs answered at once; more wait as `queued`.
+    pub max_running: usize,
+    /// Jobs waiting at most; past it a new one is `503`.
+    pub max_queued: usize,
+    /// How long a finished job's result is kept.
+    pub result_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +164,9 @@ impl Settings {
             ("server.header_timeout_secs", self.server.header_timeout_secs),
             ("server.idle_timeout_secs", self.server.idle_timeout_secs),
             ("server.write_timeout_secs", self.server.write_timeout_secs),
+            ("jobs.timeout_secs", self.jobs.timeout_secs),
+            ("jobs.max_running", self.jobs.max_running as u64),
+            ("jobs.result_ttl_secs", self.jobs.result_ttl_secs),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));

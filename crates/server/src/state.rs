@@ -11,6 +11,7 @@ use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
 use crate::engine::Engine;
+use crate::jobs::Jobs;
 use crate::settings::Settings;
 
 /// The service's shared state.
@@ -19,6 +20,7 @@ pub struct AppState {
     pub settings: Settings,
     pub keyring: Keyring,
     pub engine: Arc<Engine>,
+    pub jobs: Jobs,
     /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
     pub limits: Limits,
     /// Client requests being answered; full means `503` at once.
@@ -49,6 +51,7 @@ impl AppState {
         };
         AppState {
             keyring: Keyring::from_settings(&settings),
+            jobs: Jobs::new(settings.jobs.clone()),
             engine: Arc::new(Engine { calls: CallPolicy::new(upstream, budget, u.max_in_flight, retry) }),
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,

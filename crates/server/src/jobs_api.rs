@@ -1,0 +1,218 @@
+//! The jobs routes: `POST /v1/jobs`, `GET /v1/jobs/{id}` (JSON, or server-sent events with
+//! `Accept: text/event-stream`), `GET /v1/jobs/{id}/result` and `DELETE /v1/jobs/{id}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+
+use crate::error::{self, ServiceError};
+use crate::jobs::{Job, JobResult, JobState, JobStatus};
+use crate::openapi::{ErrorBody, NativeAnswer, NativeQuestion, QuestionErrors};
+use crate::routes::{Asked, RequestHead, native_body, read_question, request_id};
+use crate::state::AppState;
+use crate::streaming;
+
+/// How often a job's event stream may send progress.
+const EVENT_EVERY: Duration = Duration::from_millis(200);
+
+/// `POST /v1/jobs`: the `/v1/historical` body; the job starts in the background.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = NativeQuestion,
+    responses(
+        (status = 202, description = "Accepted; Location names the job", body = JobStatus,
+            headers(("location" = String, description = "/v1/jobs/{id}"))),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let id = request_id(&headers);
+    let head = RequestHead { method, uri, headers };
+    let submitted = async {
+        let Asked { caller, question, counts, .. } = read_question(&state, &head, body, true).await?;
+        state
+            .jobs
+            .submit(
+                &state.engine,
+                &caller.client,
+                caller.handle,
+                question,
+                counts,
+                &state.counts,
+                &state.cut_off,
+            )
+            .map_err(|full| ServiceError::Overloaded {
+                retry_after: Duration::from_secs(full.0.max(1) as u64),
+            })
+    };
+    match submitted.await {
+        Ok(job) => {
+            let mut response = (StatusCode::ACCEPTED, Json(job.status(&state.engine))).into_response();
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => e.into_response_for(id.as_deref()),
+    }
+}
+
+/// The caller's job `id`; `401` or `404` if not.
+fn find(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<Job>, ServiceError> {
+    let caller = state.keyring.authenticate(method, uri, headers)?;
+    state
+        .jobs
+        .get(&caller.client, id)
+        .ok_or_else(|| ServiceError::NotFound(format!("no job {id} of yours is kept")))
+}
+
+/// `GET /v1/jobs/{id}`: the job's state and progress; with `Accept: text/event-stream`, a
+/// stream of them until it ends.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's ID")),
+    responses(
+        (status = 200, description = "The job's state and progress (JSON), or `progress` events then one named after its final state (text/event-stream)", body = JobStatus),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such job of this client's (or its result's time is over)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let job = match find(&state, &method, &uri, &headers, &id) {
+        Ok(job) => job,
+        Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
+    };
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_events {
+        Sse::new(events(state, job)).keep_alive(KeepAlive::default()).into_response()
+    } else {
+        Json(job.status(&state.engine)).into_response()
+    }
+}
+
+/// `progress` events as the job moves (at most one per [`EVENT_EVERY`]), then one named
+/// after its final state.
+fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Event, Infallible>> {
+    let changes = job.progress.subscribe();
+    futures::stream::unfold(Some((state, job, changes, true)), |next| async move {
+        let (state, job, mut changes, first) = next?;
+        if !first {
+            tokio::time::sleep(EVENT_EVERY).await;
+            if !job.state().is_final() {
+                // The sender lives as long as the job, which this stream holds.
+                let _ = changes.changed().await;
+            }
+        }
+        let status = job.status(&state.engine);
+        let name = match status.state {
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Queued | JobState::Running => "progress",
+        };
+        let event = Event::default()
+            .event(name)
+            .json_data(&status)
+            .unwrap_or_else(|_| Event::default().comment("unwritable status"));
+        let rest = (!status.state.is_final()).then_some((state, job, changes, false));
+        Some((Ok(event), rest))
+    })
+}
+
+/// `GET /v1/jobs/{id}/result`: the answer once done (`200`), `409` before, the failure's
+/// error once failed.
+#[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
+    params(("id" = String, Path, description = "The job's ID")),
+    responses(
+        (status = 200, description = "The /v1/historical answer", body = NativeAnswer),
+        (status = 409, description = "Still queued or running, or cancelled", body = ErrorBody),
+        (status = 404, description = "No such job of this client's", body = ErrorBody),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn result(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let job = match find(&state, &method, &uri, &headers, &id) {
+        Ok(job) => job,
+        Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
+    };
+    let rid = request_id(&headers);
+    match job.result() {
+        JobResult::Answered(answer) => {
+            streaming::json(move |out| serde_json::to_writer(out, &native_body(&answer)))
+        }
+        JobResult::Failed(e) => e.response_for(rid.as_deref()),
+        JobResult::Cancelled => error::plain(
+            StatusCode::CONFLICT,
+            format!("job {id} was cancelled; it has no result"),
+            rid.as_deref(),
+        ),
+        JobResult::Pending(state) => error::plain(
+            StatusCode::CONFLICT,
+            format!(
+                "job {id} is {}; its result is ready when its state is done",
+                match state {
+                    JobState::Queued => "queued",
+                    _ => "running",
+                }
+            ),
+            rid.as_deref(),
+        ),
+    }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels the job; no upstream call starts after it.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's ID")),
+    responses(
+        (status = 200, description = "Cancelled (a job already finished is left as it is)", body = JobStatus),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such job of this client's", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match find(&state, &method, &uri, &headers, &id) {
+        Ok(job) => {
+            job.cancel();
+            Json(job.status(&state.engine)).into_response()
+        }
+        Err(e) => e.into_response_for(request_id(&headers).as_deref()),
+    }
+}
