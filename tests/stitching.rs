@@ -1,5 +1,5 @@
 //! The service against the simulator over HTTP: answers equal the oracle's, failures map
-//! as DESIGN.md says, bad requests never reach the upstream.
+//! as ARCHITECTURE.md says, bad requests never reach the upstream.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! The laws of DESIGN.md, as properties over random questions.
+//! The laws of ARCHITECTURE.md, as properties over random questions.
 
 #![allow(clippy::unwrap_used)]
 
