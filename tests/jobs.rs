@@ -129,8 +129,8 @@ async fn a_cancelled_job_makes_no_more_calls() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(world.upstream_calls(), settled, "no upstream call after the cancel");
     assert!(settled < 40, "the job was cut short: {settled} of 40 calls");
-    let (status, _) = get(&world, &format!("{job}/result"), "demo-key").await;
-    assert_eq!(status, 409);
+    let (status, _) = get(&world, &job, "demo-key").await;
+    assert_eq!(status, 404, "a deleted job is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

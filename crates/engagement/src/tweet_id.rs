@@ -34,12 +34,6 @@ impl TweetId {
         TweetId((ms << 22).max(FIRST_SNOWFLAKE))
     }
 
-    /// Whether a Tweet could have this ID by `latest`: IDs are positive signed 64-bit
-    /// numbers, and an ID's embedded time is when it was minted.
-    pub fn can_exist(self, latest: DateTime<Utc>) -> bool {
-        self.0 != 0 && self.0 <= i64::MAX as u64 && self.created_at() <= latest
-    }
-
     /// Parses a decimal string: digits only, no sign, no spaces, fits in 64 bits.
     pub fn parse(s: &str) -> Option<TweetId> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {

@@ -141,7 +141,7 @@ impl Job {
     }
 
     /// Stops the job: no call starts after this. A finished job is left as it is.
-    pub fn cancel(&self) {
+    fn cancel(&self) {
         let mut record = self.lock();
         if !record.state.is_final() {
             record.state = JobState::Cancelled;
@@ -285,6 +285,16 @@ impl Jobs {
     pub fn get(&self, client: &str, id: &str) -> Option<Arc<Job>> {
         self.sweep();
         self.lock().get(id).filter(|j| j.client == client).cloned()
+    }
+
+    /// `DELETE`: cancels `client`'s job `id` if it is queued or running, and forgets it
+    /// (watchers of its events still hear it end as `cancelled`). The job as it was left, or
+    /// `None` if there is no such job.
+    pub fn delete(&self, client: &str, id: &str) -> Option<Arc<Job>> {
+        let job = self.get(client, id)?;
+        job.cancel();
+        self.lock().remove(id);
+        Some(job)
     }
 
     /// Forgets jobs whose results have been kept their time.

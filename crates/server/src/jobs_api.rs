@@ -78,10 +78,11 @@ fn find(
     id: &str,
 ) -> Result<Arc<Job>, ServiceError> {
     let caller = state.keyring.authenticate(method, uri, headers)?;
-    state
-        .jobs
-        .get(&caller.client, id)
-        .ok_or_else(|| ServiceError::NotFound(format!("no job {id} of yours is kept")))
+    state.jobs.get(&caller.client, id).ok_or_else(|| not_kept(id))
+}
+
+fn not_kept(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no job {id} of yours is kept"))
 }
 
 /// `GET /v1/jobs/{id}`: the job's state and progress; with `Accept: text/event-stream`, a
@@ -192,11 +193,12 @@ pub async fn result(
     }
 }
 
-/// `DELETE /v1/jobs/{id}`: cancels the job; no upstream call starts after it.
+/// `DELETE /v1/jobs/{id}`: cancels a queued or running job (no upstream call starts after
+/// it) and forgets the job, whatever its state: then it is `404`.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "The job's ID")),
     responses(
-        (status = 200, description = "Cancelled (a job already finished is left as it is)", body = JobStatus),
+        (status = 200, description = "The job as it was left: cancelled if it was queued or running. It is forgotten (then 404).", body = JobStatus),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 404, description = "No such job of this client's", body = ErrorBody),
     ),
@@ -208,11 +210,12 @@ pub async fn cancel(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match find(&state, &method, &uri, &headers, &id) {
-        Ok(job) => {
-            job.cancel();
-            Json(job.status(&state.engine)).into_response()
-        }
+    let found = state
+        .keyring
+        .authenticate(&method, &uri, &headers)
+        .and_then(|caller| state.jobs.delete(&caller.client, &id).ok_or_else(|| not_kept(&id)));
+    match found {
+        Ok(job) => Json(job.status(&state.engine)).into_response(),
         Err(e) => e.into_response_for(request_id(&headers).as_deref()),
     }
 }

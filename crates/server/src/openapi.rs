@@ -22,14 +22,19 @@ use crate::error::FailedSlice;
 }))]
 pub struct Question {
     /// Tweet IDs as decimal strings (bare integers are read too); up to
-    /// `server.max_tweet_ids` distinct.
+    /// `server.max_tweet_ids` distinct. An ID no Tweet can have (0, 2^63 or more, or minted
+    /// after now) is refused.
+    #[schema(schema_with = tweet_ids_schema)]
     pub tweet_ids: Vec<String>,
     /// Types of the historical endpoint: impressions, engagements, favorites, retweets,
     /// replies, video_views, media_views, media_engagements, url_clicks, hashtag_clicks,
     /// detail_expands, permalink_clicks, app_install_attempts, app_opens, email_tweet,
     /// user_follows, user_profile_clicks.
+    #[schema(schema_with = engagement_types_schema)]
     pub engagement_types: Vec<String>,
-    /// Up to 3 named groupings; each name is a top-level key of the answer.
+    /// Up to 3 named groupings; each name is a top-level key of the answer. Only one may
+    /// have 4 levels (the API's rule, which a schema cannot say).
+    #[schema(schema_with = groupings_schema)]
     pub groupings: BTreeMap<String, GroupingSpec>,
     /// `YYYY-MM-DD` or RFC 3339, UTC; floored to the hour; from 2014-09-01 on. Absent with
     /// `end`: the last 28 days.
@@ -39,12 +44,98 @@ pub struct Question {
     pub end: Option<String>,
 }
 
+/// At least one Tweet ID, as a decimal string or an integer, from 1 to the newest ID that
+/// can exist now (minted before the end of the hour in progress; the document is made
+/// afresh for each request, so its bound moves as the service's does).
+fn tweet_ids_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let newest = engagement::request::newest_tweet_id(chrono::Utc::now()).0;
+    let as_text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^({})$", decimal_at_most(newest))))
+        .examples([serde_json::json!("1790000000000000000")]);
+    let as_number = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(newest));
+    ArrayBuilder::new().items(OneOfBuilder::new().item(as_text).item(as_number)).min_items(Some(1)).build()
+}
+
+/// A regular expression (alternatives, without anchors) for the decimal numbers from 1 to
+/// `n` without leading zeros.
+fn decimal_at_most(n: u64) -> String {
+    let digits: Vec<u8> = n.to_string().bytes().map(|b| b - b'0').collect();
+    let k = digits.len();
+    let mut alternatives = Vec::new();
+    // Fewer digits than n.
+    if k > 1 {
+        alternatives.push(format!("[1-9][0-9]{{0,{}}}", k - 2));
+    }
+    // As many digits: n's first i digits, then a smaller one, then any.
+    for i in 0..k {
+        let low = if i == 0 { 1 } else { 0 };
+        if digits[i] > low {
+            let prefix: String = digits[..i].iter().map(|d| char::from(b'0' + d)).collect();
+            let rest = k - i - 1;
+            alternatives.push(format!("{prefix}[{low}-{}][0-9]{{{rest}}}", digits[i] - 1));
+        }
+    }
+    alternatives.push(n.to_string());
+    alternatives.join("|")
+}
+
+/// The names of a historical question's types, for its schema.
+fn type_names() -> Vec<&'static str> {
+    engagement::Endpoint::Historical.types().map(|t| t.name()).collect()
+}
+
+fn engagement_types_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let name = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(type_names()));
+    ArrayBuilder::new().items(name).min_items(Some(1)).build()
+}
+
+/// 1 to 3 named groupings; a name may not be one of the answer's own members.
+fn groupings_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let reserved = engagement::tree::RESERVED_MEMBERS.join("|");
+    let name = ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^(?!({reserved})$)")));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(utoipa::openapi::Ref::from_schema_name("GroupingSpec")))
+        .property_names(Some(name))
+        .min_properties(Some(1))
+        .max_properties(Some(engagement::vocabulary::MAX_GROUPINGS))
+        .build()
+}
+
+/// 1 to 3 distinct levels, or all 4 in one of the two orders the API allows.
+fn group_by_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let level =
+        |names: &[&str]| ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.to_vec()));
+    let all = ["tweet.id", "engagement.type", "engagement.day", "engagement.hour"];
+    let few = ArrayBuilder::new().items(level(&all)).min_items(Some(1)).max_items(Some(3)).unique_items(true);
+    let mut choices = OneOfBuilder::new().item(few);
+    for first in [["tweet.id", "engagement.type"], ["engagement.type", "tweet.id"]] {
+        let order = [first[0], first[1], "engagement.day", "engagement.hour"];
+        let fixed = ArrayBuilder::new()
+            .prefix_items(order.iter().map(|name| level(&[name])))
+            .items(utoipa::openapi::schema::ArrayItems::False)
+            .min_items(Some(4));
+        choices = choices.item(fixed);
+    }
+    utoipa::openapi::schema::Schema::OneOf(choices.build())
+}
+
 /// One grouping.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GroupingSpec {
     /// 1 to 4 of tweet.id, engagement.type, engagement.day, engagement.hour; 4 only as
     /// [tweet.id, engagement.type, engagement.day, engagement.hour] or
     /// [engagement.type, tweet.id, engagement.day, engagement.hour].
+    #[schema(schema_with = group_by_schema)]
     pub group_by: Vec<String>,
 }
 
@@ -66,6 +157,7 @@ pub struct DropInAnswer {
     pub end: String,
     pub unavailable_tweet_ids: Option<Vec<String>>,
     pub unsupported_for_video_views_tweet_ids: Option<Vec<String>>,
+    pub unsupported_for_impressions_engagements_tweet_ids: Option<Vec<String>>,
     pub errors: Option<Vec<String>>,
     /// One tree per grouping, under the grouping's name.
     #[serde(flatten)]
@@ -183,4 +275,16 @@ pub struct ApiDoc;
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", content_type = "application/json"), RouteErrors))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_at_most_n_are_every_shorter_number_then_each_smaller_prefix() {
+        assert_eq!(decimal_at_most(7), "[1-6][0-9]{0}|7");
+        assert_eq!(decimal_at_most(1790), "[1-9][0-9]{0,2}|1[0-6][0-9]{2}|17[0-8][0-9]{1}|1790");
+        assert_eq!(decimal_at_most(20), "[1-9][0-9]{0,0}|[1-1][0-9]{1}|20");
+    }
 }
