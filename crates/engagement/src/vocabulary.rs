@@ -7,6 +7,16 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::ApiError;
 
+/// The headers with which the API reports its per-minute limit on every answer.
+pub mod rate_headers {
+    /// Calls allowed per minute.
+    pub const LIMIT: &str = "x-per-minute-limit";
+    /// Calls left this minute.
+    pub const REMAINING: &str = "x-per-minute-remaining";
+    /// When the minute's count starts again, in Unix seconds.
+    pub const RESET: &str = "x-per-minute-reset";
+}
+
 /// One metric the API counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EngagementType {

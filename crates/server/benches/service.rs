@@ -331,6 +331,61 @@ async fn memory_table() {
     let _ = child.wait();
 }
 
+/// The p-th percentile of `samples` (nearest rank).
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+async fn latency_under_merge_table() {
+    println!(
+        "\n## Latency of a one-window question beside a 1,000-Tweet, 4-year daily question (no upstream latency, max_in_flight 8)\n"
+    );
+    let (sim_url, _sim) = start_simulator(Config::default());
+    let url = start_service(&sim_url, 8).await;
+    let small_ids = tweets(1, 400.0, 7);
+    let week = TimeRange::covering(now() - chrono::Duration::days(8), now() - chrono::Duration::days(1));
+    let small = question(&small_ids, week, per_tweet(), &["impressions"]);
+    let big_ids = tweets(1000, 2000.0, 11);
+    let years =
+        TimeRange::covering(now() - chrono::Duration::days(4 * 365 + 1), now() - chrono::Duration::days(1));
+    let daily = json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}});
+    let big = question(&big_ids, years, daily, &["impressions", "engagements"]);
+
+    ask(&url, &small).await;
+    let mut alone: Vec<Duration> = Vec::new();
+    for _ in 0..100 {
+        alone.push(ask(&url, &small).await.0);
+    }
+    let running = {
+        let (url, big) = (url.clone(), big.clone());
+        tokio::spawn(async move { ask(&url, &big).await })
+    };
+    let mut beside: Vec<Duration> = Vec::new();
+    while !running.is_finished() {
+        beside.push(ask(&url, &small).await.0);
+    }
+    let (big_took, answer) = running.await.unwrap();
+    let calls = answer["meta"]["upstream_calls"].as_u64().unwrap();
+    let (p50a, p99a) = (percentile(&mut alone, 50.0), percentile(&mut alone, 99.0));
+    let (p50b, p99b) = (percentile(&mut beside, 50.0), percentile(&mut beside, 99.0));
+    println!(
+        "| small questions | p50 alone | p99 alone | p50 beside | p99 beside | p99 beside / p99 alone | big question |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} beside, 100 alone | {} | {} | {} | {} | {:.2} | {calls} calls, {} |",
+        beside.len(),
+        ms(p50a),
+        ms(p99a),
+        ms(p50b),
+        ms(p99b),
+        p99b.as_secs_f64() / p99a.as_secs_f64(),
+        ms(big_took)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -355,5 +410,8 @@ async fn main() {
     }
     if wanted("fan-out") {
         fan_out_table().await;
+    }
+    if wanted("latency-under-merge") {
+        latency_under_merge_table().await;
     }
 }

@@ -36,6 +36,9 @@ pub struct Caller {
     pub handle: Arc<HandleCredentials>,
 }
 
+/// The header that picks the handle a Bearer client asks as.
+pub const X_HANDLE: &str = "x-handle";
+
 /// How far an OAuth timestamp may be from this server's clock.
 pub const OAUTH_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
@@ -165,7 +168,7 @@ impl Keyring {
             .get(&key_hash(key))
             .ok_or_else(|| ServiceError::Unauthorized("unknown API key".into()))?;
         let wanted =
-            headers.get("x-handle").map(|v| v.to_str().unwrap_or_default().trim().trim_start_matches('@'));
+            headers.get(X_HANDLE).map(|v| v.to_str().unwrap_or_default().trim().trim_start_matches('@'));
         let handle = match wanted {
             Some(name) => {
                 client.handles.iter().find(|h| h.handle.eq_ignore_ascii_case(name)).ok_or_else(|| {

@@ -238,9 +238,8 @@ impl Engine {
         let mut fetched = 0usize;
         let collecting = tokio::time::timeout_at(deadline, async {
             while let Some(joined) = tasks.join_next().await {
-                let Ok(Fetched { slice, retried }) = joined else {
-                    return Err(ServiceError::Internal("a slice task failed".into()));
-                };
+                let Fetched { slice, retried } =
+                    joined.map_err(|e| ServiceError::internal("a slice task failed", Some(Box::new(e))))?;
                 done.insert(slice);
                 attempts += retried.attempts;
                 match retried.result {
@@ -311,9 +310,12 @@ impl Engine {
                 });
             }
             Ok(Err((None, e))) => {
-                return Err(ServiceError::Internal(format!("synthesized zeros do not fit the answers: {e}")));
+                return Err(ServiceError::internal(
+                    "synthesized zeros do not fit the answers",
+                    Some(Box::new(e)),
+                ));
             }
-            Err(e) => return Err(ServiceError::Internal(format!("merging the answers failed: {e}"))),
+            Err(e) => return Err(ServiceError::internal("merging the answers failed", Some(Box::new(e)))),
         };
 
         let meta = Meta {

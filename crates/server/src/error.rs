@@ -55,8 +55,13 @@ pub enum ServiceError {
     Overloaded { retry_after: Duration },
     #[error("the service is shutting down and takes no new questions; retry against another instance")]
     ShuttingDown,
-    #[error("{0}")]
-    Internal(String),
+    /// A fault of the service's own, with what caused it when something did.
+    #[error("{context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 #[derive(Serialize)]
@@ -69,6 +74,14 @@ struct Body<'a> {
 }
 
 impl ServiceError {
+    /// A fault of the service's own, caused by `source` if given.
+    pub fn internal(
+        context: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ServiceError {
+        ServiceError::Internal { context: context.into(), source }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -90,7 +103,7 @@ impl ServiceError {
             ServiceError::Overloaded { .. } | ServiceError::ShuttingDown | ServiceError::CutOff { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -186,7 +199,8 @@ impl ServiceError {
     pub fn response_for(&self, request_id: Option<&str>) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, "question failed");
+            let cause = std::error::Error::source(self).map(ToString::to_string);
+            tracing::warn!(status = status.as_u16(), error = %self, cause, "question failed");
         }
         let body = Body { errors: self.messages(), request_id, failed_slices: self.failed() };
         let mut response = (status, axum::Json(body)).into_response();

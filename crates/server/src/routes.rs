@@ -137,7 +137,7 @@ pub(crate) async fn read_question(
         ))));
     }
     let question = engine::Question::historical(query, partial)
-        .ok_or_else(|| ServiceError::Internal("a historical question without a range".into()))?;
+        .ok_or_else(|| ServiceError::internal("a historical question without a range", None))?;
     Ok(Asked { caller, admitted, question, counts: counts as u32 })
 }
 

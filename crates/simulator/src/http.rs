@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
+use engagement::vocabulary::rate_headers;
 use engagement::{ApiError, Endpoint, Limits};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -68,9 +69,9 @@ impl Reply {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         if let Some(q) = self.quota {
-            h.insert("x-per-minute-limit", HeaderValue::from(q.limit));
-            h.insert("x-per-minute-remaining", HeaderValue::from(q.remaining));
-            h.insert("x-per-minute-reset", HeaderValue::from(q.reset));
+            h.insert(rate_headers::LIMIT, HeaderValue::from(q.limit));
+            h.insert(rate_headers::REMAINING, HeaderValue::from(q.remaining));
+            h.insert(rate_headers::RESET, HeaderValue::from(q.reset));
             if !q.allowed {
                 let wait = (q.reset - chrono::Utc::now().timestamp()).max(1);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(wait));

@@ -54,10 +54,11 @@ pub fn is_transient_status(status: StatusCode) -> bool {
 /// `x-per-minute-reset` (Unix seconds) as seen from `now_unix`.
 pub fn retry_after(headers: &HeaderMap, now_unix: i64) -> Option<Duration> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
-    if let Some(secs) = number("retry-after") {
+    if let Some(secs) = number(reqwest::header::RETRY_AFTER.as_str()) {
         return Some(Duration::from_secs(secs.max(0) as u64));
     }
-    number("x-per-minute-reset").map(|reset| Duration::from_secs((reset - now_unix).max(0) as u64))
+    number(engagement::vocabulary::rate_headers::RESET)
+        .map(|reset| Duration::from_secs((reset - now_unix).max(0) as u64))
 }
 
 /// Reads an answer's body as status, headers and bytes say.

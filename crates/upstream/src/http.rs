@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use engagement::vocabulary::rate_headers;
 use engagement::{Endpoint, RawRequest, Response};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use tokio::time::Instant;
@@ -47,11 +48,11 @@ impl HttpUpstream {
     /// this minute is spent.
     fn observe(&self, status: u16, headers: &HeaderMap, now_unix: i64) {
         let remaining = headers
-            .get("x-per-minute-remaining")
+            .get(rate_headers::REMAINING)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(limit) = headers
-            .get("x-per-minute-limit")
+            .get(rate_headers::LIMIT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok())
             .filter(|l| *l > 0)
