@@ -275,7 +275,24 @@ impl Jobs {
             };
             job.set(JobState::Running);
             let deadline = tokio::time::Instant::now() + timeout;
-            let result = engine.answer(&handle, &question, deadline, &job.progress, &job.cancel).await;
+            let result = loop {
+                match engine.answer(&handle, &question, deadline, &job.progress, &job.cancel).await {
+                    // A job has hours: while the budget is busy with questions that would
+                    // miss their deadlines beside it, it waits its turn instead of failing.
+                    Err(ServiceError::BudgetBusy { retry_after, .. })
+                        if tokio::time::Instant::now() + retry_after < deadline =>
+                    {
+                        tokio::select! {
+                            () = tokio::time::sleep(retry_after) => {}
+                            () = job.cancel.cancelled() => {
+                                job.cancel();
+                                return;
+                            }
+                        }
+                    }
+                    answered => break answered,
+                }
+            };
             job.finish(result, room);
         });
         Ok(job)

@@ -20,6 +20,11 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 async fn start(config: Config) -> (HttpUpstream, Arc<Simulator>) {
+    start_with_budget(config, Arc::new(RateBudget::new(0, 1))).await
+}
+
+/// A simulator with `config`, and a client of it that tells `budget` what it hears.
+async fn start_with_budget(config: Config, budget: Arc<RateBudget>) -> (HttpUpstream, Arc<Simulator>) {
     let sim = Simulator::new(Config { clock: Clock::Fixed(now()), ..config });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -28,8 +33,7 @@ async fn start(config: Config) -> (HttpUpstream, Arc<Simulator>) {
         consumer_key: "sim-consumer-key".into(),
         consumer_secret: "sim-consumer-secret".into(),
     };
-    let client =
-        HttpUpstream::new(&base, app, Arc::new(RateBudget::new(0, 1)), Duration::from_secs(5)).unwrap();
+    let client = HttpUpstream::new(&base, app, budget, Duration::from_secs(5)).unwrap();
     (client, sim)
 }
 
@@ -98,17 +102,10 @@ async fn faults_are_transient() {
 
 #[tokio::test]
 async fn a_spent_minute_pauses_the_budget() {
-    let sim =
-        Simulator::new(Config { clock: Clock::Fixed(now()), rate_limit_per_minute: 1, ..Config::default() });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Arc::clone(&sim).serve(listener));
-    let app = AppCredentials {
-        consumer_key: "sim-consumer-key".into(),
-        consumer_secret: "sim-consumer-secret".into(),
-    };
     let budget = Arc::new(RateBudget::new(0, 1));
-    let client = HttpUpstream::new(&base, app, Arc::clone(&budget), Duration::from_secs(5)).unwrap();
+    let (client, sim) =
+        start_with_budget(Config { rate_limit_per_minute: 1, ..Config::default() }, Arc::clone(&budget))
+            .await;
     let policy = CallPolicy::new(Arc::new(client), budget, 8, RetryPolicy::default());
     let lane = policy.lane(2, deadline());
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
