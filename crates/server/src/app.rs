@@ -126,7 +126,7 @@ impl Application {
         let server = &state.settings.server;
         let grace = Duration::from_secs(server.shutdown_grace_secs);
         let limits = connections::Limits {
-            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            header_timeout: state.settings.header_timeout(),
             idle_timeout: Duration::from_secs(server.idle_timeout_secs),
             write_timeout: Duration::from_secs(server.write_timeout_secs),
             max_connections: server.max_connections,

@@ -304,14 +304,11 @@ impl Jobs {
         self.lock().get(id).filter(|j| j.client == client).cloned()
     }
 
-    /// `DELETE`: cancels `client`'s job `id` if it is queued or running, and forgets it
-    /// (watchers of its events still hear it end as `cancelled`). The job as it was left, or
-    /// `None` if there is no such job.
-    pub fn delete(&self, client: &str, id: &str) -> Option<Arc<Job>> {
-        let job = self.get(client, id)?;
+    /// `DELETE`: cancels `job` if it is queued or running, and forgets it (watchers of its
+    /// events still hear it end as `cancelled`).
+    pub fn delete(&self, job: &Job) {
         job.cancel();
-        self.lock().remove(id);
-        Some(job)
+        self.lock().remove(&job.id);
     }
 
     /// Forgets jobs whose results have been kept their time.

@@ -78,11 +78,10 @@ fn find(
     id: &str,
 ) -> Result<Arc<Job>, ServiceError> {
     let caller = state.keyring.authenticate(method, uri, headers)?;
-    state.jobs.get(&caller.client, id).ok_or_else(|| not_kept(id))
-}
-
-fn not_kept(id: &str) -> ServiceError {
-    ServiceError::NotFound(format!("no job {id} of yours is kept"))
+    state
+        .jobs
+        .get(&caller.client, id)
+        .ok_or_else(|| ServiceError::NotFound(format!("no job {id} of yours is kept")))
 }
 
 /// `GET /v1/jobs/{id}`: the job's state and progress; with `Accept: text/event-stream`, a
@@ -210,12 +209,11 @@ pub async fn cancel(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let found = state
-        .keyring
-        .authenticate(&method, &uri, &headers)
-        .and_then(|caller| state.jobs.delete(&caller.client, &id).ok_or_else(|| not_kept(&id)));
-    match found {
-        Ok(job) => Json(job.status(&state.engine)).into_response(),
+    match find(&state, &method, &uri, &headers, &id) {
+        Ok(job) => {
+            state.jobs.delete(&job);
+            Json(job.status(&state.engine)).into_response()
+        }
         Err(e) => e.into_response_for(request_id(&headers).as_deref()),
     }
 }
