@@ -8,31 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use simulator::Config;
-use support::{Stitcher, simulator};
+use support::{HOURLY, PER_TWEET, against, question};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A question for `tweets` Tweets created long before its `windows` 28-day windows.
-fn question(tweets: u64, windows: i64, hourly: bool) -> Value {
-    let first = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
-    let ids: Vec<String> = (0..tweets).map(|n| (first + n).to_string()).collect();
-    let start = engagement::parse_instant("2022-01-01").unwrap();
-    let end = start + chrono::Duration::days(28 * windows);
-    let levels: &[&str] = if hourly {
-        &["tweet.id", "engagement.type", "engagement.day", "engagement.hour"]
-    } else {
-        &["tweet.id", "engagement.type"]
-    };
-    json!({
-        "tweet_ids": ids,
-        "engagement_types": ["impressions", "engagements"],
-        "groupings": {"g": {"group_by": levels}},
-        "start": engagement::time::format_instant(start),
-        "end": engagement::time::format_instant(end),
-    })
-}
 
 /// Reads until the peer closes or `limit` passes; what was read, and whether it closed.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
@@ -64,12 +43,10 @@ const LIVEZ: &[u8] = b"GET /livez HTTP/1.1\r\nHost: stitcher\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_must_come_in_time_and_idle_connections_close() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "1"),
-        ("STITCHER__SERVER__IDLE_TIMEOUT_SECS", "4"),
-    ])
+    let (_sim, stitcher) = against(
+        Config::default(),
+        &[("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "1"), ("STITCHER__SERVER__IDLE_TIMEOUT_SECS", "4")],
+    )
     .await;
 
     // A bare connect that sends nothing.
@@ -100,12 +77,10 @@ async fn heads_must_come_in_time_and_idle_connections_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_new_ones_are_closed_and_the_service_recovers() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "2"),
-        ("STITCHER__SERVER__MAX_CONNECTIONS", "4"),
-    ])
+    let (_sim, stitcher) = against(
+        Config::default(),
+        &[("STITCHER__SERVER__HEADER_TIMEOUT_SECS", "2"), ("STITCHER__SERVER__MAX_CONNECTIONS", "4")],
+    )
     .await;
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -127,16 +102,14 @@ async fn past_max_connections_new_ones_are_closed_and_the_service_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_nobody_reads_gives_its_place_back_after_the_write_timeout() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "2"),
-        ("STITCHER__SERVER__WRITE_TIMEOUT_SECS", "2"),
-    ])
+    let (_sim, stitcher) = against(
+        Config::default(),
+        &[("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "2"), ("STITCHER__SERVER__WRITE_TIMEOUT_SECS", "2")],
+    )
     .await;
     // Two answers of about 1.6 million counts (tens of MB): far more than socket buffers
     // hold, sent to clients that never read.
-    let body = serde_json::to_vec(&question(400, 3, true)).unwrap();
+    let body = serde_json::to_vec(&question(400, 3, &["impressions", "engagements"], HOURLY)).unwrap();
     let mut stuck = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();
@@ -148,7 +121,7 @@ async fn an_answer_nobody_reads_gives_its_place_back_after_the_write_timeout() {
         s.write_all(&body).await.unwrap();
         stuck.push(s);
     }
-    let small = question(1, 1, false);
+    let small = question(1, 1, &["impressions"], PER_TWEET);
     let http = reqwest::Client::new();
     let ask =
         || http.post(format!("{}/v1/historical", stitcher.url)).bearer_auth("demo-key").json(&small).send();
@@ -184,8 +157,7 @@ fn length_is_the_bodys(response: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_in_the_error_shape_say_their_own_length() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
-    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
+    let (_sim, stitcher) = against(Config::default(), &[]).await;
     for request in [
         "GET /v1/historical HTTP/1.1\r\nHost: stitcher\r\nConnection: close\r\n\r\n",
         "DELETE /livez HTTP/1.1\r\nHost: stitcher\r\nConnection: close\r\n\r\n",
@@ -202,8 +174,7 @@ async fn refusals_in_the_error_shape_say_their_own_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_that_need_only_the_head_come_before_the_body() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
-    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
+    let (_sim, stitcher) = against(Config::default(), &[]).await;
 
     // No credentials and a large body that is never sent: 401 at once.
     let mut s = TcpStream::connect(&stitcher.addr).await.unwrap();

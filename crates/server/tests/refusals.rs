@@ -13,23 +13,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use simulator::Config;
 use simulator::faults::Faults;
-use support::{Stitcher, simulator};
+use support::{Stitcher, against, simulator};
 
-/// A question for `tweets` Tweets created long before its `windows` 28-day windows on the
-/// plan's grid: `ceil(tweets / 25) × windows` upstream calls.
+/// A question for `tweets` Tweets over `windows` grid windows, one type per Tweet:
+/// `ceil(tweets / 25) × windows` upstream calls.
 fn question(tweets: u64, windows: i64) -> Value {
-    let first = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
-    let ids: Vec<String> = (0..tweets).map(|n| (first + n).to_string()).collect();
-    // 2022-01-10 is a line of the grid (2014-09-01 + 96 × 28 days).
-    let start = engagement::parse_instant("2022-01-10").unwrap();
-    let end = start + chrono::Duration::days(28 * windows);
-    json!({
-        "tweet_ids": ids,
-        "engagement_types": ["impressions"],
-        "groupings": {"g": {"group_by": ["tweet.id", "engagement.type"]}},
-        "start": engagement::time::format_instant(start),
-        "end": engagement::time::format_instant(end),
-    })
+    support::question(tweets, windows, &["impressions"], support::PER_TWEET)
 }
 
 /// Asks `/v1/historical` with `key` (owned, so it can be spawned).
@@ -79,13 +68,14 @@ fn demo_credentials_with_a_remote_upstream_stop_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questions_the_configured_budget_cannot_carry_are_refused_before_any_call() {
-    let (sim, sim_url) = simulator(Config::default()).await;
     // 120 calls a minute, one every 0.5 s; 8 s deadline: 1 + 16 calls fit.
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "120"),
-        ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "8"),
-    ])
+    let (sim, stitcher) = against(
+        Config::default(),
+        &[
+            ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "120"),
+            ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "8"),
+        ],
+    )
     .await;
     let never = post(stitcher.url.clone(), "demo-key", question(25, 18)).await;
     assert_eq!(never.status().as_u16(), 400);
@@ -115,11 +105,10 @@ async fn questions_the_configured_budget_cannot_carry_are_refused_before_any_cal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_learned_from_the_upstreams_headers_refuses_what_can_never_fit() {
-    let (sim, sim_url) = simulator(Config { rate_limit_per_minute: 6, ..Config::default() }).await;
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "10"),
-    ])
+    let (sim, stitcher) = against(
+        Config { rate_limit_per_minute: 6, ..Config::default() },
+        &[("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "10")],
+    )
     .await;
     assert_eq!(post(stitcher.url.clone(), "demo-key", question(1, 1)).await.status().as_u16(), 200);
     let never = post(stitcher.url.clone(), "demo-key", question(25, 30)).await;
@@ -131,16 +120,11 @@ async fn a_limit_learned_from_the_upstreams_headers_refuses_what_can_never_fit()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_still_running_after_the_grace_period_is_answered_503() {
-    let (_sim, sim_url) = simulator(Config {
+    let slow = Config {
         faults: Faults { latency: Duration::from_secs(6), ..Faults::default() },
         ..Config::default()
-    })
-    .await;
-    let mut stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__SHUTDOWN_GRACE_SECS", "1"),
-    ])
-    .await;
+    };
+    let (_sim, mut stitcher) = against(slow, &[("STITCHER__SERVER__SHUTDOWN_GRACE_SECS", "1")]).await;
     let asked = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(1, 1)));
     tokio::time::sleep(Duration::from_millis(400)).await;
     stitcher.terminate();
@@ -156,16 +140,11 @@ async fn a_question_still_running_after_the_grace_period_is_answered_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rough_edges_get_clear_refusals() {
-    let (sim, sim_url) = simulator(Config {
+    let slow = Config {
         faults: Faults { latency: Duration::from_millis(1500), ..Faults::default() },
         ..Config::default()
-    })
-    .await;
-    let stitcher = Stitcher::start(&[
-        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
-        ("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "1"),
-    ])
-    .await;
+    };
+    let (sim, stitcher) = against(slow, &[("STITCHER__SERVER__MAX_CONCURRENT_REQUESTS", "1")]).await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/historical", stitcher.url);
 

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use simulator::{Config, Simulator};
 
 /// A simulator serving on a loopback port; its base URL.
@@ -16,6 +17,37 @@ pub async fn simulator(config: Config) -> (Arc<Simulator>, String) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(Arc::clone(&sim).serve(listener));
     (sim, url)
+}
+
+/// A simulator with `config`, and `stitcher` calling it, with `env` laid over the defaults.
+pub async fn against(config: Config, env: &[(&str, &str)]) -> (Arc<Simulator>, Stitcher) {
+    let (sim, sim_url) = simulator(config).await;
+    let mut vars = vec![("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str())];
+    vars.extend_from_slice(env);
+    (sim, Stitcher::start(&vars).await)
+}
+
+/// One grouping per Tweet and type.
+pub const PER_TWEET: &[&str] = &["tweet.id", "engagement.type"];
+/// One grouping per Tweet, type, day and hour.
+pub const HOURLY: &[&str] = &["tweet.id", "engagement.type", "engagement.day", "engagement.hour"];
+
+/// A question for `tweets` Tweets created long before its `windows` 28-day windows on the
+/// plan's grid (`ceil(tweets / 25) × windows` upstream calls), asking `types` grouped by
+/// `levels`.
+pub fn question(tweets: u64, windows: i64, types: &[&str], levels: &[&str]) -> Value {
+    let first = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
+    let ids: Vec<String> = (0..tweets).map(|n| (first + n).to_string()).collect();
+    // 2022-01-10 is a line of the grid (2014-09-01 + 96 × 28 days).
+    let start = engagement::parse_instant("2022-01-10").unwrap();
+    let end = start + chrono::Duration::days(28 * windows);
+    json!({
+        "tweet_ids": ids,
+        "engagement_types": types,
+        "groupings": {"g": {"group_by": levels}},
+        "start": engagement::time::format_instant(start),
+        "end": engagement::time::format_instant(end),
+    })
 }
 
 /// A free loopback port.
