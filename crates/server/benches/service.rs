@@ -195,7 +195,7 @@ fn merge_cost_table() {
     println!("| question | answers | bytes | serde_json::Value parse | parse + merge | ratio |");
     println!("|---|---|---|---|---|---|");
     let config = Config { clock: Clock::Fixed(now()), ..Config::default() };
-    let model = simulator::Model { seed: 0, now: now() };
+    let model = simulator::Model { seed: 0, now: now(), settle_hours: 0 };
     let end = now() - chrono::Duration::days(1);
     for (label, n, days, groupings) in [
         (

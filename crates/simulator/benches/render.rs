@@ -11,7 +11,7 @@ use simulator::{Clock, Config, Model};
 fn largest_call(c: &mut Criterion) {
     let now = engagement::parse_instant("2024-06-01T00:00:00Z").expect("a valid instant");
     let config = Config { clock: Clock::Fixed(now), ..Config::default() };
-    let model = Model { seed: 0, now };
+    let model = Model { seed: 0, now, settle_hours: 0 };
     let ids: Vec<String> = (0..25)
         .map(|k| (TweetId::minted_at(now - chrono::Duration::days(20 + k)).0 + k as u64).to_string())
         .collect();

@@ -99,7 +99,11 @@ pub struct Config {
     /// The limit's window in seconds: 60, as the API counts; tests shorten it. 0 means 60.
     pub rate_window_secs: u64,
     pub faults: Faults,
+    /// The clock the simulator starts with; `POST /_clock` moves it afterwards.
     pub clock: Clock,
+    /// How many hours after its end an hour's count keeps growing to its final value; 0 for
+    /// counts that are final once the hour is over. See [`crate::Model`].
+    pub settle_hours: u32,
     /// The URL clients sign against, if not `http://` + the `Host` header.
     pub public_url: Option<String>,
 }

@@ -1,5 +1,5 @@
 //! The simulator on the wire: gzip, OAuth, rate limit, faults, and the extra routes for
-//! tests (`/_oracle/historical`, `/_stats`).
+//! tests (`/_oracle/historical`, `/_stats`, `/_clock`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub(crate) fn router(sim: Arc<Simulator>) -> Router {
         .route("/_oracle/historical", post(oracle))
         .route("/_stats", get(stats))
         .route("/_stats/reset", post(reset_stats))
+        .route("/_clock", get(clock).post(set_clock))
         .fallback(not_found)
         .with_state(sim)
 }
@@ -237,6 +238,38 @@ async fn stats(State(sim): State<Arc<Simulator>>) -> HttpResponse {
 async fn reset_stats(State(sim): State<Arc<Simulator>>) -> StatusCode {
     sim.stats.reset();
     StatusCode::NO_CONTENT
+}
+
+/// What `POST /_clock` takes, for its `400`.
+const CLOCK_BODY: &str = r#"a JSON body {"now": "<RFC 3339 instant>"}, e.g. {"now": "2024-06-01T12:00:00Z"}"#;
+
+/// `{"now": ...}`: the simulator's clock, as `GET /_clock` and `POST /_clock` answer.
+fn clock_json(now: chrono::DateTime<chrono::Utc>) -> HttpResponse {
+    axum::Json(serde_json::json!({ "now": engagement::time::format_instant(now) })).into_response()
+}
+
+async fn clock(State(sim): State<Arc<Simulator>>) -> HttpResponse {
+    clock_json(sim.now())
+}
+
+/// Stops the clock at the instant in the body, so tests can watch counts settle without
+/// waiting. Rate-limit windows and OAuth timestamps stay on the wall clock: clients sign
+/// with theirs.
+async fn set_clock(State(sim): State<Arc<Simulator>>, body: Bytes) -> HttpResponse {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("expected {CLOCK_BODY}; the body is not valid JSON: {e}")),
+    };
+    let Some(now) = value.get("now").and_then(Value::as_str).and_then(engagement::parse_instant) else {
+        return bad_request(format!("expected {CLOCK_BODY}; got {value}"));
+    };
+    sim.set_clock(crate::Clock::Fixed(now));
+    tracing::info!(now = %engagement::time::format_instant(now), "clock moved");
+    clock_json(now)
+}
+
+fn bad_request(message: String) -> HttpResponse {
+    (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "errors": [message] }))).into_response()
 }
 
 async fn not_found(uri: Uri) -> HttpResponse {

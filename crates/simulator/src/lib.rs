@@ -10,7 +10,7 @@ pub mod model;
 pub mod rate;
 pub mod stats;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -21,7 +21,10 @@ pub use model::Model;
 /// One running simulator: its configuration and the state its rules keep.
 #[derive(Debug)]
 pub struct Simulator {
+    /// What the simulator was set up with; its `clock` is only the clock it started with.
     pub config: Config,
+    /// The clock read now: `config.clock` until `POST /_clock` (or `set_clock`) moves it.
+    clock: RwLock<Clock>,
     pub(crate) limiter: rate::PerMinute,
     pub(crate) stats: stats::Stats,
     pub(crate) faults: faults::Dice,
@@ -34,21 +37,35 @@ impl Simulator {
             limiter: rate::PerMinute::new(config.rate_limit_per_minute, config.rate_window_secs),
             faults: faults::Dice::new(config.seed),
             stats: stats::Stats::default(),
+            clock: RwLock::new(config.clock),
             config,
         })
     }
 
-    /// The instant the simulator takes as now.
+    /// The instant the simulator takes as now, by its current clock.
     pub fn now(&self) -> DateTime<Utc> {
-        self.config.clock.now()
+        self.clock().now()
     }
 
-    /// The engagement model as of now.
+    /// The clock the simulator reads now.
+    pub fn clock(&self) -> Clock {
+        // A panic elsewhere cannot leave a `Clock` half-written: the value is still good.
+        *self.clock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the simulator's clock: every answer from now on, API and oracle alike, is as of
+    /// `clock`.
+    pub fn set_clock(&self, clock: Clock) {
+        *self.clock.write().unwrap_or_else(|e| e.into_inner()) = clock;
+    }
+
+    /// The engagement model as of now. Take one per answer: it holds `now`, so one call sees
+    /// one instant even if the clock moves meanwhile.
     pub fn model(&self) -> Model {
-        Model { seed: self.config.seed, now: self.now() }
+        Model { seed: self.config.seed, now: self.now(), settle_hours: self.config.settle_hours }
     }
 
-    /// The axum router that serves the API, the oracle and the statistics.
+    /// The axum router that serves the API, the oracle, the statistics and the clock.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         http::router(Arc::clone(self))
     }

@@ -10,6 +10,11 @@ use simulator::faults::Faults;
 use simulator::{Clock, Config, Credentials, Handle, Simulator};
 
 /// A faithful stand-in for the Engagement API, with an unlimited oracle and fault injection.
+///
+/// Besides /insights/engagement/{totals,28hr,historical} it serves routes for tests, with no
+/// OAuth: POST /_oracle/historical (any span, any number of IDs), GET /_stats and POST
+/// /_stats/reset, and GET /_clock and POST /_clock with {"now": "<RFC 3339>"}, which stops
+/// the clock at that instant for every answer afterwards.
 #[derive(Debug, Parser)]
 #[command(name = "engagement-sim", version)]
 struct Args {
@@ -61,9 +66,15 @@ struct Args {
     /// A handle as NAME:TOKEN:SECRET; repeat for more. Default: demo:demo-token:demo-token-secret.
     #[arg(long = "handle", env = "SIM_HANDLES", value_delimiter = ' ', hide_env_values = true)]
     handles: Vec<String>,
-    /// Freeze the clock at this instant (RFC 3339), for reproducible answers.
+    /// Freeze the clock at this instant (RFC 3339), for reproducible answers. POST /_clock
+    /// with {"now": "<RFC 3339>"} moves it while serving.
     #[arg(long)]
     now: Option<String>,
+    /// Hours over which a past hour's counts keep growing to their final value, as the real
+    /// API's counts settle late: an hour shows final * min(1, age / (1 + H) hours), its age
+    /// taken at the simulator's clock. 0: only the hour in progress is partial.
+    #[arg(long, default_value_t = 0, value_name = "H")]
+    settle_hours: u32,
     /// The URL clients sign against, if not http:// + the Host header (behind a proxy).
     #[arg(long)]
     public_url: Option<String>,
@@ -124,6 +135,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
             failing_window_starts: Vec::new(),
         },
         clock,
+        settle_hours: args.settle_hours,
         public_url: args.public_url,
     })
 }
@@ -140,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let sim = Simulator::new(config(args)?);
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "engagement-sim serving /insights/engagement/{{totals,28hr,historical}}, /_oracle/historical, /_stats");
+    tracing::info!(addr = %listener.local_addr()?, "engagement-sim serving /insights/engagement/{{totals,28hr,historical}}, /_oracle/historical, /_stats, /_clock");
     sim.serve(listener).await?;
     Ok(())
 }

@@ -13,11 +13,19 @@ use engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS;
 use engagement::{EngagementType, HourlyCounts, TweetId};
 
 /// The engagement model at one instant: counts are zero before each Tweet's creation hour
-/// and after `now`; the hour in progress holds the share of the hour that has passed.
+/// and after `now`. An hour's count grows to its final value as the hour ages: it shows
+/// `floor(final * min(1, age / (1 + settle_hours) hours))`, where `age` is `now` minus the
+/// hour's start, so with `settle_hours` 0 the hour in progress holds the share of the hour
+/// that has passed and every past hour is final.
 #[derive(Debug, Clone, Copy)]
 pub struct Model {
+    /// Varies the counts; the same seed gives the same counts.
     pub seed: u64,
+    /// The instant the counts are shown as of.
     pub now: DateTime<Utc>,
+    /// How many hours after its end an hour's count keeps growing to its final value, as the
+    /// real API's counts settle late.
+    pub settle_hours: u32,
 }
 
 /// A well-mixed 64-bit hash step (splitmix64's finalizer).
@@ -110,9 +118,10 @@ impl HourlyCounts for Model {
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
         let p = Profile::of(self.seed, tweet);
         let born = floor_hour(tweet.created_at()).timestamp() / 3600;
-        let now_hour = floor_hour(self.now);
-        let progress = (self.now - now_hour).num_seconds() as f64 / 3600.0;
-        let now_hour = now_hour.timestamp() / 3600;
+        let now_secs = self.now.timestamp();
+        let now_hour = now_secs.div_euclid(3600);
+        // An hour is final once this many seconds have passed since its start.
+        let settle_secs = 3600 * (1 + i64::from(self.settle_hours));
         let video = ty == EngagementType::VideoViews && p.has_video && self.video_views_supported(tweet);
         let share = share_of_engagements(ty, &p);
         let first_hour = start.timestamp().div_euclid(3600);
@@ -136,7 +145,15 @@ impl HourlyCounts for Model {
                 EngagementType::MediaViews if p.has_media => (imp * 0.3 * self.noise(tweet, 4, hour)).floor(),
                 _ => (eng * share * self.noise(tweet, 5 + ty.index() as u64, hour)).floor(),
             };
-            let value = if hour == now_hour { (value * progress).floor() } else { value };
+            // The share of the final count shown, from the hour's age alone so any hour can
+            // still be computed alone. Whole seconds, as with `settle_hours` 0 this must stay
+            // the in-progress hour's share of the hour passed.
+            let age_secs = now_secs - hour * 3600;
+            let value = if age_secs < settle_secs {
+                (value * (age_secs as f64 / settle_secs as f64)).floor()
+            } else {
+                value
+            };
             *slot = value as u64;
         }
     }
@@ -148,7 +165,7 @@ mod tests {
     use engagement::time::parse_instant;
 
     fn model() -> Model {
-        Model { seed: 7, now: parse_instant("2024-01-01T00:30:00Z").unwrap() }
+        Model { seed: 7, now: parse_instant("2024-01-01T00:30:00Z").unwrap(), settle_hours: 0 }
     }
 
     fn series(m: &Model, tweet: TweetId, ty: EngagementType, start: &str, hours: usize) -> Vec<u64> {
@@ -178,6 +195,56 @@ mod tests {
                 let mut one = [0];
                 m.fill(tweet, ty, t, &mut one);
                 assert_eq!(one[0], whole[i], "{ty} hour {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn hours_settle_to_their_final_count_over_settle_hours() {
+        let now = parse_instant("2024-01-10T12:30:00Z").unwrap();
+        let (settled, settling) =
+            (Model { seed: 7, now, settle_hours: 0 }, Model { seed: 7, now, settle_hours: 48 });
+        let ty = EngagementType::Impressions;
+        let start = "2024-01-07T00:00:00Z";
+        // Hour 0 of the series is 2024-01-07T00, 84.5 hours before now; hour 74 is 10 hours old.
+        let ten_hours_old = 84 - 10;
+        // A Tweet posted at hour 0 with counts big enough to see a share of them.
+        let (tweet, finals) = (0..100u64)
+            .map(|k| TweetId(TweetId::minted_at(parse_instant(start).unwrap()).0 + k))
+            .map(|tweet| (tweet, series(&settled, tweet, ty, start, 90)))
+            .find(|(_, finals)| finals[ten_hours_old] > 100)
+            .unwrap();
+        let shown = series(&settling, tweet, ty, start, 90);
+        assert!(shown[ten_hours_old] < finals[ten_hours_old], "10 hours old, still settling");
+        let sixty_hours_old = 84 - 60;
+        assert!(finals[sixty_hours_old] > 0);
+        assert_eq!(shown[sixty_hours_old], finals[sixty_hours_old], "60 hours old is final");
+        assert_eq!(&shown[85..], &[0; 5], "after now");
+        // Moving the clock only ever grows a count.
+        let later = series(&Model { now: now + Duration::hours(24), ..settling }, tweet, ty, start, 90);
+        assert!(shown.iter().zip(&later).all(|(a, b)| a <= b), "{shown:?} then {later:?}");
+        assert!(later[ten_hours_old] > shown[ten_hours_old]);
+    }
+
+    #[test]
+    fn with_no_settling_the_hour_in_progress_shows_the_share_of_the_hour_passed() {
+        let tweet = TweetId::minted_at(parse_instant("2023-12-30T10:15:00Z").unwrap());
+        for now in ["2024-01-01T00:30:00Z", "2024-01-01T00:17:23.75Z", "2024-01-01T00:59:59Z"] {
+            let m = Model { seed: 7, now: parse_instant(now).unwrap(), settle_hours: 0 };
+            // The formula before `settle_hours`: whole seconds of the hour passed.
+            let progress = (m.now - floor_hour(m.now)).num_seconds() as f64 / 3600.0;
+            for ty in [EngagementType::Impressions, EngagementType::Engagements, EngagementType::Favorites] {
+                // An hour later the hour that was in progress is final.
+                let later = Model { now: m.now + Duration::hours(1), ..m };
+                let finals = series(&later, tweet, ty, "2023-12-30T08:00:00Z", 41);
+                let shown = series(&m, tweet, ty, "2023-12-30T08:00:00Z", 41);
+                assert!(ty != EngagementType::Impressions || finals[40] > 0, "{now}: a count to share");
+                assert_eq!(&shown[..40], &finals[..40], "{now} {ty}: past hours are final");
+                assert_eq!(
+                    shown[40],
+                    (finals[40] as f64 * progress).floor() as u64,
+                    "{now} {ty}: in progress"
+                );
             }
         }
     }

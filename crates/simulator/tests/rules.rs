@@ -404,10 +404,94 @@ async fn random_legal_requests_equal_the_oracle() {
     }
 }
 
+/// `POST /_clock` with a raw body.
+async fn set_clock(base: &str, body: &str) -> Answer {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/_clock"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Answer { status, headers, body }
+}
+
+async fn get_clock(base: &str) -> Value {
+    reqwest::get(format!("{base}/_clock")).await.unwrap().json().await.unwrap()
+}
+
+/// Impressions of a few day-old Tweets in the hour that started 10 h before `NOW`, by the oracle.
+async fn impressions_ten_hours_before_now(base: &str) -> u64 {
+    let ids: Vec<TweetId> = (0..5).map(|n| tweet(1, n)).collect();
+    let mut body = question(&ids);
+    body["engagement_types"] = json!(["impressions"]);
+    body["groupings"] = json!({"total": {"group_by": ["engagement.type"]}});
+    body["start"] = json!("2024-06-01T02:00:00Z");
+    body["end"] = json!("2024-06-01T03:00:00Z");
+    let a = call_with(base, "/_oracle/historical", &body, None, true).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body["total"]["impressions"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn moving_the_clock_lets_recent_hours_settle() {
+    let mut cfg = config();
+    cfg.settle_hours = 48;
+    let (base, sim) = start(cfg).await;
+    assert_eq!(get_clock(&base).await, json!({"now": "2024-06-01T12:30:00Z"}));
+    let before = impressions_ten_hours_before_now(&base).await;
+
+    let a = set_clock(&base, r#"{"now": "2024-06-02T12:30:00Z"}"#).await;
+    assert_eq!((a.status, a.body.clone()), (200, json!({"now": "2024-06-02T12:30:00Z"})));
+    assert_eq!(sim.now(), engagement::parse_instant("2024-06-02T12:30:00Z").unwrap());
+    assert_eq!(get_clock(&base).await, json!({"now": "2024-06-02T12:30:00Z"}));
+    let after = impressions_ten_hours_before_now(&base).await;
+    assert!(after > before, "34 h old shows more than 10 h old: {before} then {after}");
+
+    // 58.5 hours old, past its 1 + 48 hours of settling: final, as a simulator that never
+    // settles shows it.
+    set_clock(&base, r#"{"now": "2024-06-03T14:30:00+02:00"}"#).await;
+    let (settled_base, _) = start(config()).await;
+    assert_eq!(
+        impressions_ten_hours_before_now(&base).await,
+        impressions_ten_hours_before_now(&settled_base).await
+    );
+}
+
+#[tokio::test]
+async fn the_api_validates_and_answers_at_the_moved_clock() {
+    let (base, _) = start(config()).await;
+    let mut body = question(&[tweet(10, 0)]);
+    body["start"] = json!("2024-06-01");
+    body["end"] = json!("2024-06-02");
+    let a = call(&base, &body).await;
+    assert_eq!(a.status, 400);
+    assert!(message(&a).contains("in the future"), "{}", message(&a));
+    assert_eq!(set_clock(&base, r#"{"now": "2024-06-03T00:00:00Z"}"#).await.status, 200);
+    let a = call(&base, &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body, call_with(&base, "/_oracle/historical", &body, None, true).await.body);
+}
+
+#[tokio::test]
+async fn a_bad_clock_body_is_400_and_leaves_the_clock() {
+    let (base, sim) = start(config()).await;
+    for body in ["not json", "{}", r#"{"now": "yesterday"}"#, r#"{"now": 1717245000}"#, r#"["2024-06-03"]"#] {
+        let a = set_clock(&base, body).await;
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(message(&a).contains(r#"{"now": "<RFC 3339 instant>"}"#), "{body}: {}", message(&a));
+    }
+    assert_eq!(sim.now(), now());
+    assert_eq!(get_clock(&base).await, json!({"now": NOW}));
+}
+
 #[test]
 fn the_oracle_over_a_range_is_the_sum_of_its_hourly_counts() {
     let cfg = config();
-    let model = simulator::Model { seed: cfg.seed, now: now() };
+    let model = simulator::Model { seed: cfg.seed, now: now(), settle_hours: 0 };
     let ids = [tweet(120, 0), tweet(60, 7)];
     let body = json!({
         "tweet_ids": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
