@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod classify;
+pub mod coalesce;
 pub mod credentials;
 pub mod http;
 pub mod policy;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 pub use budget::RateBudget;
 pub use classify::AttemptError;
+pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
 pub use http::HttpUpstream;
 pub use policy::{BudgetRefusal, CallPolicy};
