@@ -1,0 +1,424 @@
+//! The store itself: settled facts, statuses and the ledger in redb; unsettled hours in
+//! memory; the Tweets of questions in flight pinned against eviction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use engagement::{EngagementType, TimeRange, TweetId};
+use moka::sync::Cache;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::facts::{CallFacts, FreshHour, Held, Known, born_hour, hour_of};
+use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask};
+use crate::{Config, StoreError};
+
+/// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
+const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
+/// (handle, Tweet) → (last used, seconds since the epoch; bytes of facts held).
+const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("tweets");
+/// (handle, Tweet) → (learned at, seconds since the epoch; 1 if deleted).
+const STATUS: TableDefinition<(&str, u64), (i64, u8)> = TableDefinition::new("status");
+/// Totals kept beside the tables.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BYTES: &str = "fact_bytes";
+/// The layout of the tables; a store written in another is refused, never misread.
+const FORMAT_KEY: &str = "format";
+const FORMAT: u64 = 1;
+
+/// The unsettled hours kept in memory: (handle, Tweet, hour number) → the types the last
+/// call for it asked, and their counts.
+type Fresh = Cache<(Arc<str>, u64, i64), Arc<FreshHour>>;
+
+/// Facts, statuses and the ledger of one service.
+pub struct Store {
+    pub(crate) db: Database,
+    config: Config,
+    fresh: Option<Fresh>,
+    pins: Mutex<HashMap<(String, u64), usize>>,
+    bytes: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Keeps a question's Tweets from being evicted while it runs.
+#[derive(Debug)]
+pub struct Pin {
+    store: Arc<Store>,
+    keys: Vec<(String, u64)>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.store.pins.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            if let Some(n) = pins.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(key);
+                }
+            }
+        }
+    }
+}
+
+fn days(range: TimeRange) -> (i64, i64) {
+    (hour_of(range.start).div_euclid(24), (hour_of(range.end) - 1).div_euclid(24))
+}
+
+fn seconds(t: DateTime<Utc>) -> u64 {
+    t.timestamp().max(0) as u64
+}
+
+impl Store {
+    /// Opens (or creates) the store under `config.path`.
+    pub fn open(config: Config) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.path)
+            .map_err(|source| StoreError::Directory { path: config.path.clone(), source })?;
+        let file: PathBuf = config.path.join("stitcher.redb");
+        let db = match Database::create(&file) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path: file }),
+            Err(e) => return Err(StoreError::Database(e.into())),
+        };
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(FACTS)?;
+            txn.open_table(TWEETS)?;
+            txn.open_table(STATUS)?;
+            txn.open_table(crate::ledger::LEDGER)?;
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get(FORMAT_KEY)?.map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert(FORMAT_KEY, FORMAT)?;
+                }
+                Some(FORMAT) => {}
+                Some(other) => return Err(StoreError::Format { path: file, found: other, expected: FORMAT }),
+            }
+        }
+        txn.commit()?;
+        let bytes = db.begin_read()?.open_table(META)?.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
+        let fresh = (!config.fresh_ttl.is_zero())
+            .then(|| Cache::builder().max_capacity(2_000_000).time_to_live(config.fresh_ttl).build());
+        Ok(Store {
+            db,
+            config,
+            fresh,
+            pins: Mutex::new(HashMap::new()),
+            bytes: AtomicU64::new(bytes),
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    /// How the store was set up.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Encoded bytes of settled facts held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Tweets evicted since the store was opened.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// The first hour that is not settled if fetched at `now`.
+    pub fn unsettled_from(&self, now: DateTime<Utc>) -> i64 {
+        hour_of(now - self.config.settle_after)
+    }
+
+    /// Pins `tweets` of `handle` against eviction until the guard drops, and marks them used.
+    pub fn pin(
+        self: &Arc<Self>,
+        handle: &str,
+        tweets: &[TweetId],
+        now: DateTime<Utc>,
+    ) -> Result<Pin, StoreError> {
+        let keys: Vec<(String, u64)> = tweets.iter().map(|t| (handle.to_string(), t.0)).collect();
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &keys {
+                *pins.entry(key.clone()).or_default() += 1;
+            }
+        }
+        let pin = Pin { store: Arc::clone(self), keys };
+        // Use only orders eviction: losing it in a crash costs nothing, so it is not synced.
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
+        {
+            let mut table = txn.open_table(TWEETS)?;
+            for t in tweets {
+                let bytes = table.get((handle, t.0))?.map(|v| v.value().1);
+                if let Some(bytes) = bytes {
+                    table.insert((handle, t.0), (seconds(now), bytes))?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(pin)
+    }
+
+    /// What is held of `types` for `tweets` over `range` as `handle`, at `now`: which
+    /// hours, the unsettled hours themselves, and the statuses still trusted.
+    pub fn known(
+        &self,
+        handle: &str,
+        tweets: &[TweetId],
+        types: &[EngagementType],
+        range: TimeRange,
+        now: DateTime<Utc>,
+    ) -> Result<Known, StoreError> {
+        let mut slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let wanted = slot_mask(&slots);
+        let first = hour_of(range.start);
+        let hours = range.hours();
+        let (d0, d1) = days(range);
+        let txn = self.db.begin_read()?;
+        let facts = txn.open_table(FACTS)?;
+        let status = txn.open_table(STATUS)?;
+        let mut known = Known { range: Some(range), ..Known::default() };
+        // Only hours fetched within the fresh TTL can be in memory.
+        let fresh_from = self.unsettled_from(now - self.config.fresh_ttl);
+        let handle_key: Arc<str> = Arc::from(handle);
+        for &tweet in tweets {
+            let mut held = vec![false; hours];
+            let born = born_hour(tweet);
+            for (i, h) in held.iter_mut().enumerate() {
+                *h = first + (i as i64) < born;
+            }
+            for entry in facts.range((handle, tweet.0, d0)..=(handle, tweet.0, d1))? {
+                let (key, value) = entry?;
+                let day = key.value().2;
+                let masks = decode_slots(value.value(), &slots, false, |_, _, _| {})?;
+                let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
+                for h in held_hours(all) {
+                    let i = day * 24 + h as i64 - first;
+                    if (0..hours as i64).contains(&i) {
+                        held[i as usize] = true;
+                    }
+                }
+            }
+            if let Some(fresh) = &self.fresh {
+                for (i, h) in held.iter_mut().enumerate() {
+                    let hour = first + i as i64;
+                    if *h || hour < fresh_from {
+                        continue;
+                    }
+                    if let Some(found) = fresh.get(&(Arc::clone(&handle_key), tweet.0, hour))
+                        && found.slots & wanted == wanted
+                    {
+                        known.fresh.insert((tweet, hour), found);
+                        *h = true;
+                    }
+                }
+            }
+            if let Some(s) = status.get((handle, tweet.0))? {
+                let (at, deleted) = s.value();
+                if now.timestamp() < at.saturating_add(self.config.status_ttl.as_secs() as i64) {
+                    known.status.insert(tweet, deleted == 1);
+                }
+            }
+            known.held.insert(tweet, held);
+        }
+        Ok(known)
+    }
+
+    /// Keeps what a call fetched at `fetched_at` as `handle`: settled hours on disk (in one
+    /// durable transaction with the statuses), unsettled ones in memory.
+    pub fn keep(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let unsettled_from = self.unsettled_from(fetched_at);
+        let mut rows: BTreeMap<(u64, i64), DayRow> = BTreeMap::new();
+        let handle_key: Arc<str> = Arc::from(handle);
+        for (tweet, hours) in &facts.hours {
+            for (hour, counts) in hours {
+                if *hour < unsettled_from {
+                    let row = rows.entry((tweet.0, hour.div_euclid(24))).or_default();
+                    row.set(hour.rem_euclid(24) as usize, facts.slots, counts);
+                } else if let Some(fresh) = &self.fresh {
+                    let kept = FreshHour { slots: facts.slots, counts: *counts };
+                    fresh.insert((Arc::clone(&handle_key), tweet.0, *hour), Arc::new(kept));
+                }
+            }
+        }
+        let txn = self.db.begin_write()?;
+        let mut grown: i64 = 0;
+        {
+            let mut table = txn.open_table(FACTS)?;
+            let mut tweets = txn.open_table(TWEETS)?;
+            let mut per_tweet: HashMap<u64, i64> = HashMap::new();
+            for ((tweet, day), row) in rows {
+                let old = table.get((handle, tweet, day))?.map(|v| v.value().to_vec());
+                let (merged, before) = match old {
+                    Some(bytes) => {
+                        let mut merged = DayRow::decode(&bytes)?;
+                        merged.overlay(&row);
+                        (merged, bytes.len() as i64)
+                    }
+                    None => (row, 0),
+                };
+                let encoded = merged.encode();
+                *per_tweet.entry(tweet).or_default() += encoded.len() as i64 - before;
+                table.insert((handle, tweet, day), encoded.as_slice())?;
+            }
+            for (tweet, delta) in per_tweet {
+                let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
+                let bytes = (bytes as i64 + delta).max(0) as u64;
+                tweets.insert((handle, tweet), (seconds(fetched_at), bytes))?;
+                grown += delta;
+            }
+            let mut status = txn.open_table(STATUS)?;
+            for t in &facts.tweets {
+                status
+                    .insert((handle, t.0), (fetched_at.timestamp(), u8::from(facts.deleted.contains(t))))?;
+            }
+            let total = (self.bytes() as i64 + grown).max(0) as u64;
+            txn.open_table(META)?.insert(BYTES, total)?;
+        }
+        txn.commit()?;
+        let total = (self.bytes.fetch_add(grown as u64, Ordering::Relaxed) as i64 + grown) as u64;
+        if total > self.config.max_bytes {
+            self.evict()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the facts of the least recently used Tweets (never those pinned) until the
+    /// store holds at most nine tenths of its bound.
+    fn evict(&self) -> Result<(), StoreError> {
+        let target = self.config.max_bytes / 10 * 9;
+        let txn = self.db.begin_write()?;
+        let mut evicted = 0u64;
+        let total;
+        {
+            let mut tweets = txn.open_table(TWEETS)?;
+            let mut facts = txn.open_table(FACTS)?;
+            let mut meta = txn.open_table(META)?;
+            let mut total_now = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
+            let mut by_use: Vec<(u64, String, u64, u64)> = Vec::new();
+            for entry in tweets.iter()? {
+                let (key, value) = entry?;
+                let (handle, tweet) = key.value();
+                let (used, bytes) = value.value();
+                by_use.push((used, handle.to_string(), tweet, bytes));
+            }
+            by_use.sort();
+            let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for (_, handle, tweet, bytes) in by_use {
+                if total_now <= target {
+                    break;
+                }
+                if pins.contains_key(&(handle.clone(), tweet)) {
+                    continue;
+                }
+                facts.retain_in(
+                    (handle.as_str(), tweet, i64::MIN)..=(handle.as_str(), tweet, i64::MAX),
+                    |_, _| false,
+                )?;
+                tweets.remove((handle.as_str(), tweet))?;
+                total_now = total_now.saturating_sub(bytes);
+                evicted += 1;
+            }
+            meta.insert(BYTES, total_now)?;
+            total = total_now;
+        }
+        txn.commit()?;
+        self.bytes.store(total, Ordering::Relaxed);
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The counts of `types` for `tweets` over the question's range: settled hours from
+    /// disk, the rest from what the question kept in `known`. Every hour must be held but
+    /// those in `holes` (windows a partial answer leaves out).
+    pub fn held(
+        &self,
+        handle: &str,
+        tweets: &[TweetId],
+        types: &[EngagementType],
+        known: &Known,
+        holes: &[TimeRange],
+        now: DateTime<Utc>,
+    ) -> Result<Held, StoreError> {
+        let range = known.range.ok_or(StoreError::Vanished { tweet: 0 })?;
+        let first = hour_of(range.start);
+        let hours = range.hours();
+        let (d0, d1) = days(range);
+        // Slots wanted, ascending, and where each goes among the asked types.
+        let mut wanted: Vec<(usize, usize)> =
+            types.iter().enumerate().filter_map(|(i, t)| slot(*t).map(|s| (s, i))).collect();
+        wanted.sort_unstable();
+        wanted.dedup_by_key(|(s, _)| *s);
+        let slots: Vec<usize> = wanted.iter().map(|(s, _)| *s).collect();
+        let mask = slot_mask(&slots);
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FACTS)?;
+        let mut held = Held {
+            range,
+            types: types.to_vec(),
+            series: HashMap::with_capacity(tweets.len()),
+            no_video_views: tweets
+                .iter()
+                .copied()
+                .filter(|t| {
+                    now - t.created_at()
+                        > chrono::Duration::days(engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS)
+                })
+                .collect(),
+        };
+        for &tweet in tweets {
+            let mut series = vec![vec![0u64; hours]; types.len()];
+            let mut have = vec![false; hours];
+            let born = born_hour(tweet);
+            for (i, h) in have.iter_mut().enumerate() {
+                *h = first + (i as i64) < born;
+            }
+            for entry in table.range((handle, tweet.0, d0)..=(handle, tweet.0, d1))? {
+                let (key, value) = entry?;
+                let base = key.value().2 * 24 - first;
+                let masks = decode_slots(value.value(), &slots, true, |w, h, c| {
+                    let i = base + h as i64;
+                    if (0..hours as i64).contains(&i) {
+                        series[wanted[w].1][i as usize] = c;
+                    }
+                })?;
+                let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
+                for h in held_hours(all) {
+                    let i = base + h as i64;
+                    if (0..hours as i64).contains(&i) {
+                        have[i as usize] = true;
+                    }
+                }
+            }
+            for (i, h) in have.iter_mut().enumerate() {
+                let at = range.start + chrono::Duration::hours(i as i64);
+                if *h || holes.iter().any(|w| w.start <= at && at < w.end) {
+                    continue;
+                }
+                let fresh = known
+                    .fresh
+                    .get(&(tweet, first + i as i64))
+                    .filter(|f| f.slots & mask == mask)
+                    .ok_or(StoreError::Vanished { tweet: tweet.0 })?;
+                for &(s, t) in &wanted {
+                    series[t][i] = fresh.counts[s];
+                }
+                *h = true;
+            }
+            held.series.insert(tweet, series);
+        }
+        Ok(held)
+    }
+}

@@ -1,0 +1,224 @@
+//! Facts on their way in and out: what one call's answer holds ([`CallFacts`]), what a
+//! question found held before fetching ([`Known`]), and the counts it renders from
+//! ([`Held`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use engagement::time::floor_hour;
+use engagement::tree::Node;
+use engagement::{EngagementType, HourlyCounts, Response, TimeRange, TweetId};
+
+use crate::row::{Hour, SLOTS, slot, slot_mask};
+
+/// The hour number of an instant (hours since the Unix epoch).
+pub fn hour_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3600)
+}
+
+/// The first hour a Tweet can have counts in: before it, every count is zero.
+pub fn born_hour(tweet: TweetId) -> i64 {
+    hour_of(floor_hour(tweet.created_at()))
+}
+
+/// What one call's answer says: which Tweets are deleted, and the counts of the types it
+/// asked for per hour for the others.
+#[derive(Debug, Clone, Default)]
+pub struct CallFacts {
+    pub window: Option<TimeRange>,
+    /// Every Tweet the call asked for.
+    pub tweets: Vec<TweetId>,
+    pub deleted: Vec<TweetId>,
+    /// The slots of the types the call asked for (a mask).
+    pub slots: u32,
+    /// Per Tweet shown, the complete hours of the window (every type asked present), by
+    /// hour number.
+    pub hours: HashMap<TweetId, Vec<(i64, Hour)>>,
+}
+
+/// An unsettled hour held in memory: the slots it holds and their counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshHour {
+    pub slots: u32,
+    pub counts: Hour,
+}
+
+/// An answer that is not the hourly shape the call asked for.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the upstream's hourly answer has an unexpected shape: {0}")]
+pub struct Shape(String);
+
+impl CallFacts {
+    /// Only what a call says of its Tweets' status (a call for one hour and one type).
+    pub fn status_only(tweets: &[TweetId], response: &Response) -> CallFacts {
+        CallFacts {
+            window: None,
+            tweets: tweets.to_vec(),
+            deleted: response.unavailable_tweet_ids.clone(),
+            slots: 0,
+            hours: HashMap::new(),
+        }
+    }
+
+    /// The facts of an answer to a call for `tweets` over `window` asking `types`, grouped
+    /// `tweet.id, engagement.type, engagement.day, engagement.hour` under `grouping`.
+    /// Hours where any type is missing are left out (not held), never taken as zeros.
+    pub fn hourly(
+        tweets: &[TweetId],
+        types: &[EngagementType],
+        window: TimeRange,
+        response: &Response,
+        grouping: &str,
+    ) -> Result<CallFacts, Shape> {
+        let first = hour_of(window.start);
+        let hours = window.hours();
+        let mut out = CallFacts::status_only(tweets, response);
+        out.window = Some(window);
+        let Some(Node::Branch(by_tweet)) = response.groupings.get(grouping) else {
+            return Err(Shape(format!("no grouping {grouping:?}")));
+        };
+        let slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
+        let all = slot_mask(&slots);
+        out.slots = all;
+        for (id, by_type) in by_tweet.iter() {
+            let tweet = TweetId::parse(id).ok_or_else(|| Shape(format!("Tweet key {id:?}")))?;
+            let mut counts = vec![[0u64; SLOTS]; hours];
+            let mut seen = vec![0u32; hours];
+            let Node::Branch(by_type) = by_type else { return Err(Shape(format!("Tweet {id} is a count"))) };
+            for (name, by_day) in by_type.iter() {
+                let Some(s) =
+                    name.parse::<EngagementType>().ok().and_then(slot).filter(|s| all & (1 << s) != 0)
+                else {
+                    return Err(Shape(format!("type {name:?}")));
+                };
+                let Node::Branch(by_day) = by_day else {
+                    return Err(Shape(format!("{id}/{name} is a count")));
+                };
+                for (day, by_hour) in by_day.iter() {
+                    let midnight = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .ok_or_else(|| Shape(format!("day {day:?}")))?
+                        .and_utc();
+                    let Node::Branch(by_hour) = by_hour else {
+                        return Err(Shape(format!("{id}/{name}/{day} is a count")));
+                    };
+                    for (h, count) in by_hour.iter() {
+                        let (Ok(h), Node::Count(c)) = (h.parse::<i64>(), count) else {
+                            return Err(Shape(format!("hour {h:?} of {id}/{name}/{day}")));
+                        };
+                        let i = hour_of(midnight) + h - first;
+                        if (0..hours as i64).contains(&i) && (0..24).contains(&h) {
+                            counts[i as usize][s] = *c;
+                            seen[i as usize] |= 1 << s;
+                        }
+                    }
+                }
+            }
+            let complete = counts
+                .into_iter()
+                .zip(seen)
+                .enumerate()
+                .filter(|(_, (_, seen))| *seen == all)
+                .map(|(i, (hour, _))| (first + i as i64, hour))
+                .collect();
+            out.hours.insert(tweet, complete);
+        }
+        Ok(out)
+    }
+}
+
+/// What a question found held before fetching, for some Tweets over its range.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub range: Option<TimeRange>,
+    /// Per Tweet, one flag per hour of the range: every type asked held, or before the
+    /// Tweet existed.
+    pub held: HashMap<TweetId, Vec<bool>>,
+    /// Unsettled hours held in memory, kept by the question so they cannot expire under it.
+    pub fresh: HashMap<(TweetId, i64), Arc<FreshHour>>,
+    /// Whether each Tweet is deleted, for the Tweets whose status is still trusted.
+    pub status: HashMap<TweetId, bool>,
+}
+
+impl Known {
+    /// Adds what a call brought (its unsettled hours, and the status of its Tweets), so the
+    /// question renders from it.
+    pub fn learn(&mut self, facts: &CallFacts, unsettled_from: i64) {
+        for &t in &facts.tweets {
+            self.status.insert(t, facts.deleted.contains(&t));
+        }
+        for (tweet, hours) in &facts.hours {
+            for (hour, counts) in hours {
+                if *hour >= unsettled_from {
+                    self.fresh
+                        .insert((*tweet, *hour), Arc::new(FreshHour { slots: facts.slots, counts: *counts }));
+                }
+            }
+        }
+    }
+}
+
+/// The counts a question renders from: for each Tweet shown, each asked type over the range.
+#[derive(Debug)]
+pub struct Held {
+    pub range: TimeRange,
+    pub types: Vec<EngagementType>,
+    /// `series[tweet][type index][hour index]`.
+    pub series: HashMap<TweetId, Vec<Vec<u64>>>,
+    /// Tweets whose `video_views` the API reports as zero at the time of the question.
+    pub no_video_views: HashSet<TweetId>,
+}
+
+impl HourlyCounts for Held {
+    fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
+        out.fill(0);
+        if ty == EngagementType::VideoViews && self.no_video_views.contains(&tweet) {
+            return;
+        }
+        let (Some(series), Some(t)) = (self.series.get(&tweet), self.types.iter().position(|x| *x == ty))
+        else {
+            return;
+        };
+        let offset = (hour_of(start) - hour_of(self.range.start)).max(0) as usize;
+        if let Some(from) = series[t].get(offset..) {
+            let n = out.len().min(from.len());
+            out[..n].copy_from_slice(&from[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engagement::parse_instant;
+    use serde_json::json;
+
+    #[test]
+    fn hourly_answers_become_complete_hours_only() {
+        let mut by_type = serde_json::Map::new();
+        for ty in crate::row::slot_types() {
+            by_type.insert(ty.name().into(), json!({"2020-01-01": {"22": "5", "23": "7"}}));
+        }
+        // One type lacks hour 23: that hour is not held.
+        by_type.insert("favorites".into(), json!({"2020-01-01": {"22": "1"}}));
+        let response: Response = serde_json::from_value(json!({
+            "unavailable_tweet_ids": ["9"],
+            "h": {"12": by_type}
+        }))
+        .unwrap();
+        let window = TimeRange {
+            start: parse_instant("2020-01-01T22:00:00Z").unwrap(),
+            end: parse_instant("2020-01-02T00:00:00Z").unwrap(),
+        };
+        let types = crate::row::slot_types();
+        let facts = CallFacts::hourly(&[TweetId(9), TweetId(12)], &types, window, &response, "h").unwrap();
+        assert_eq!(facts.deleted, [TweetId(9)]);
+        let hours = &facts.hours[&TweetId(12)];
+        assert_eq!(hours.len(), 1);
+        assert_eq!(hours[0].0, hour_of(window.start));
+        assert_eq!(hours[0].1[slot(EngagementType::Favorites).unwrap()], 1);
+        assert_eq!(hours[0].1[slot(EngagementType::Impressions).unwrap()], 5);
+    }
+}

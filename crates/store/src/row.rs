@@ -1,0 +1,214 @@
+//! One Tweet's day as kept on disk: for each type, which hours are held and their counts.
+//!
+//! Encoded per type in [`slot`] order: the mask of held hours (4 bytes), the length of the
+//! counts that follow (4 bytes), then one LEB128 count per held hour. A reader that wants two
+//! types of seventeen skips the other blocks without decoding them.
+
+use engagement::{Endpoint, EngagementType};
+
+/// How many types `/historical` answers.
+pub const SLOTS: usize = 17;
+
+/// The counts of every type in one hour, in [`slot`] order (those not fetched are 0).
+pub type Hour = [u64; SLOTS];
+
+/// The types a fact can hold, in slot order.
+pub fn slot_types() -> [EngagementType; SLOTS] {
+    let mut out = [EngagementType::Impressions; SLOTS];
+    for (slot, ty) in out.iter_mut().zip(Endpoint::Historical.types()) {
+        *slot = ty;
+    }
+    out
+}
+
+/// The slot of `ty` in a fact, if `/historical` answers for it.
+pub fn slot(ty: EngagementType) -> Option<usize> {
+    Endpoint::Historical.types().position(|t| t == ty)
+}
+
+/// The mask of a set of slots.
+pub fn slot_mask(slots: &[usize]) -> u32 {
+    slots.iter().fold(0, |m, s| m | 1 << s)
+}
+
+/// A day of one Tweet: per type, the hours held and their counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRow {
+    /// `held[slot]` bit `h`: hour `h` (UTC) of that type is held.
+    pub held: [u32; SLOTS],
+    pub counts: Box<[[u64; 24]; SLOTS]>,
+}
+
+impl Default for DayRow {
+    fn default() -> Self {
+        DayRow { held: [0; SLOTS], counts: Box::new([[0; 24]; SLOTS]) }
+    }
+}
+
+/// Why stored bytes could not be read as a row.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a stored day of facts is malformed: {0}")]
+pub struct Malformed(&'static str);
+
+impl DayRow {
+    /// Sets hour `h` (0..24) of the slots in `slots` (a mask) to `hour`'s counts.
+    pub fn set(&mut self, h: usize, slots: u32, hour: &Hour) {
+        for (slot, &c) in hour.iter().enumerate() {
+            if slots & (1 << slot) != 0 {
+                self.held[slot] |= 1 << h;
+                self.counts[slot][h] = c;
+            }
+        }
+    }
+
+    /// Takes every hour `newer` holds (newer facts win).
+    pub fn overlay(&mut self, newer: &DayRow) {
+        for slot in 0..SLOTS {
+            for h in held_hours(newer.held[slot]) {
+                self.counts[slot][h] = newer.counts[slot][h];
+            }
+            self.held[slot] |= newer.held[slot];
+        }
+    }
+
+    /// The row as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        let held: usize = self.held.iter().map(|m| m.count_ones() as usize).sum();
+        let mut out = Vec::with_capacity(SLOTS * 8 + 2 * held);
+        let mut block = Vec::new();
+        for (slot, counts) in self.counts.iter().enumerate() {
+            block.clear();
+            for h in held_hours(self.held[slot]) {
+                put_varint(&mut block, counts[h]);
+            }
+            out.extend_from_slice(&self.held[slot].to_le_bytes());
+            out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            out.extend_from_slice(&block);
+        }
+        out
+    }
+
+    /// The whole row from its stored bytes.
+    pub fn decode(bytes: &[u8]) -> Result<DayRow, Malformed> {
+        let mut row = DayRow::default();
+        let all: Vec<usize> = (0..SLOTS).collect();
+        let held = decode_slots(bytes, &all, true, |i, h, c| row.counts[i][h] = c)?;
+        row.held.copy_from_slice(&held);
+        Ok(row)
+    }
+}
+
+/// The hours set in a mask, ascending.
+pub fn held_hours(mask: u32) -> impl Iterator<Item = usize> {
+    (0..24).filter(move |h| mask & (1 << h) != 0)
+}
+
+fn word(bytes: &[u8], at: usize, what: &'static str) -> Result<u32, Malformed> {
+    let b: [u8; 4] = bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or(Malformed(what))?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// Reads the `wanted` slots (ascending) of stored bytes: their held-hour masks, and with
+/// `counts` each held count as `each(i, hour, count)` for the `i`-th wanted slot.
+pub fn decode_slots(
+    bytes: &[u8],
+    wanted: &[usize],
+    counts: bool,
+    mut each: impl FnMut(usize, usize, u64),
+) -> Result<Vec<u32>, Malformed> {
+    let mut masks = vec![0; wanted.len()];
+    let mut at = 0;
+    let mut next = wanted.iter().copied().enumerate().peekable();
+    for slot in 0..SLOTS {
+        let Some(&(i, want)) = next.peek() else { break };
+        let mask = word(bytes, at, "short mask")?;
+        let len = word(bytes, at + 4, "short block length")? as usize;
+        let block = bytes.get(at + 8..at + 8 + len).ok_or(Malformed("short block"))?;
+        at += 8 + len;
+        if want != slot {
+            continue;
+        }
+        next.next();
+        masks[i] = mask & 0x00ff_ffff;
+        if counts {
+            let mut pos = 0;
+            for h in held_hours(masks[i]) {
+                each(i, h, get_varint(block, &mut pos)?);
+            }
+        }
+    }
+    Ok(masks)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos).ok_or(Malformed("short count"))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(Malformed("count longer than 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn slots_are_the_historical_types() {
+        let types = slot_types();
+        assert!(!types.contains(&EngagementType::QuoteTweets));
+        for (i, ty) in types.iter().enumerate() {
+            assert_eq!(slot(*ty), Some(i));
+        }
+        assert_eq!(slot(EngagementType::QuoteTweets), None);
+    }
+
+    proptest! {
+        #[test]
+        fn rows_round_trip_and_partial_reads_agree(
+            held in proptest::collection::vec(any::<u32>(), SLOTS),
+            seed in any::<u64>(),
+            wanted in proptest::sample::subsequence((0..SLOTS).collect::<Vec<_>>(), 0..SLOTS),
+        ) {
+            let mut row = DayRow::default();
+            for h in 0..24 {
+                let slots = held.iter().enumerate().fold(0u32, |m, (s, bits)| m | (((bits >> h) & 1) << s));
+                let hour: Hour = std::array::from_fn(|s| seed.rotate_left((s * 7 + h) as u32) >> (s * 3));
+                row.set(h, slots, &hour);
+            }
+            let bytes = row.encode();
+            prop_assert_eq!(DayRow::decode(&bytes).unwrap(), row.clone());
+            let mut seen = vec![[0u64; 24]; wanted.len()];
+            let masks = decode_slots(&bytes, &wanted, true, |i, h, c| seen[i][h] = c).unwrap();
+            for (i, &s) in wanted.iter().enumerate() {
+                prop_assert_eq!(masks[i], row.held[s]);
+                for h in held_hours(row.held[s]) {
+                    prop_assert_eq!(seen[i][h], row.counts[s][h]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_bytes_are_an_error_not_a_panic() {
+        let mut row = DayRow::default();
+        row.set(3, u32::MAX, &[u64::MAX; SLOTS]);
+        let bytes = row.encode();
+        for cut in 0..bytes.len() {
+            assert!(DayRow::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
