@@ -13,13 +13,17 @@ COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bin stitcher --bin engagement-sim
+# The store's directory, owned by the user the service runs as (distroless has no shell).
+RUN mkdir -p /data
 
 # Distroless carries CA certificates and runs as a non-root user.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /app/target/release/stitcher /usr/local/bin/stitcher
 COPY --from=builder /app/target/release/engagement-sim /usr/local/bin/engagement-sim
 COPY config /etc/stitcher
-ENV STITCHER__SERVER__LISTEN=0.0.0.0:8080
+COPY --from=builder --chown=nonroot:nonroot /data /data
+ENV STITCHER__SERVER__LISTEN=0.0.0.0:8080 STITCHER__STORE__PATH=/data
+VOLUME /data
 USER nonroot
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/stitcher"]

@@ -179,9 +179,12 @@ async fn partial_answers_list_the_window_that_keeps_failing() {
     let windows = stitch::windows(range);
     let broken = windows[2];
     let faults = Faults { failing_window_starts: vec![broken.start], ..Faults::default() };
-    let world =
-        World::start(Config { faults, ..Config::default() }, &[("STITCHER__UPSTREAM__MAX_ATTEMPTS", "3")])
-            .await;
+    // Without the store, calls follow the fixed grid (tests/store.rs has the same with it).
+    let world = World::start(
+        Config { faults, ..Config::default() },
+        &[("STITCHER__UPSTREAM__MAX_ATTEMPTS", "3"), ("STITCHER__STORE__ENABLED", "false")],
+    )
+    .await;
     let mut q = question(&ids, &format_instant(range.start), &format_instant(range.end));
 
     let (status, strict) = world.ask("/v1/historical", &q).await;
@@ -218,7 +221,8 @@ async fn upstream_calls_are_the_plans_and_skip_windows_before_creation() {
         .map(|n| tweet(now, [700.0, 300.0, 40.0][(n / 20) as usize] - n as f64 * 0.01, n))
         .collect();
     let range = engagement::TimeRange::covering(now - Duration::days(730), now - Duration::days(1));
-    let world = World::start(Config::default(), &[]).await;
+    // Without the store, the plan's grid (tests/store.rs counts the calls with it).
+    let world = World::start(Config::default(), &[("STITCHER__STORE__ENABLED", "false")]).await;
     let q = question(&ids, &format_instant(range.start), &format_instant(range.end));
     let (status, body) = world.ask("/v1/historical", &q).await;
     assert_eq!(status, 200, "{body}");
@@ -374,9 +378,16 @@ async fn a_future_end_is_clamped_and_said_so() {
 
 #[tokio::test]
 async fn demo_mode_serves_the_demo_key_with_no_setup() {
+    let store = tempfile::tempdir().unwrap();
     let settings = server::Settings::load_with(
         None,
-        Some([("STITCHER__SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())].into()),
+        Some(
+            [
+                ("STITCHER__SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+                ("STITCHER__STORE__PATH".to_string(), store.path().display().to_string()),
+            ]
+            .into(),
+        ),
     )
     .unwrap();
     let app = server::Application::build(settings).await.unwrap();
@@ -396,8 +407,9 @@ async fn demo_mode_serves_the_demo_key_with_no_setup() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let status = resp.status().as_u16();
     let answer: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["start"], "2024-07-01T00:00:00Z");
     let impressions = answer["by tweet"]["1800000000000000000"]["impressions"].as_str().unwrap();
     assert!(impressions.parse::<u64>().unwrap() > 0);

@@ -21,6 +21,8 @@ pub struct World {
     pub sim: Arc<Simulator>,
     pub http: reqwest::Client,
     pub now: DateTime<Utc>,
+    /// The service's store of facts, removed with the world.
+    pub store: tempfile::TempDir,
 }
 
 /// The instant tests take as now: this hour's start, so every count is settled.
@@ -45,8 +47,10 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(Arc::clone(&sim).serve(listener));
+        let store = tempfile::tempdir().unwrap();
         let mut vars: BTreeMap<String, String> = BTreeMap::from([
             ("STITCHER__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("STITCHER__STORE__PATH".into(), store.path().display().to_string()),
             ("STITCHER__UPSTREAM__BASE_URL".into(), sim_url.clone()),
             ("STITCHER__UPSTREAM__RETRY_BASE_MS".into(), "10".into()),
         ]);
@@ -55,7 +59,7 @@ impl World {
         let app = Application::build(settings).await.unwrap();
         let url = format!("http://{}", app.local_addr().unwrap());
         tokio::spawn(app.run());
-        World { url, sim_url, sim, http: reqwest::Client::new(), now }
+        World { url, sim_url, sim, http: reqwest::Client::new(), now, store }
     }
 
     /// `POST` to the service with the demo key.

@@ -61,13 +61,24 @@ fn start_simulator(config: Config) -> (String, Arc<Simulator>) {
     (rx.recv().unwrap(), sim)
 }
 
+/// The service without a store: every question fetched in full (what the fetch tables
+/// measure).
 async fn start_service(sim_url: &str, in_flight: usize) -> String {
-    let env = [
+    start_service_with(sim_url, in_flight, &[("STITCHER__STORE__ENABLED", "false")]).await
+}
+
+/// The service on a fresh store of its own, with `extra` settings.
+async fn start_service_with(sim_url: &str, in_flight: usize, extra: &[(&str, &str)]) -> String {
+    // The store lives as long as the bench process.
+    let store = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let mut env = vec![
         ("STITCHER__SERVER__LISTEN", "127.0.0.1:0".to_string()),
         ("STITCHER__UPSTREAM__BASE_URL", sim_url.to_string()),
         ("STITCHER__UPSTREAM__MAX_IN_FLIGHT", in_flight.to_string()),
         ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "600".to_string()),
+        ("STITCHER__STORE__PATH", store.path().display().to_string()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let settings =
         Settings::load_with(None, Some(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).unwrap();
     let app = Application::build(settings).await.unwrap();
@@ -274,8 +285,10 @@ async fn memory_table() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let store = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("STITCHER__STORE__PATH", store.path())
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "32")
         .env("RUST_LOG", "warn")
@@ -386,6 +399,198 @@ async fn latency_under_merge_table() {
     );
 }
 
+/// The price of one fact-fetching call (25 Tweets, 28 days, hourly) by the types it asks:
+/// the upstream's bytes, and the time to read them into facts.
+fn fact_types_table() {
+    println!("\n## One hourly call (25 Tweets, 28 days): asking the question's types or all 17\n");
+    println!("| types | JSON bytes | gzip bytes | parse + facts | × of 2 types |");
+    println!("|---|---|---|---|---|");
+    let config = Config { clock: Clock::Fixed(now()), ..Config::default() };
+    let model = simulator::Model { seed: 0, now: now(), settle_hours: 0 };
+    let end = now() - chrono::Duration::days(5);
+    let window = TimeRange { start: end - chrono::Duration::days(28), end };
+    let ids = tweets(25, 400.0, 3);
+    let hourly =
+        json!({"hourly": {"group_by": ["tweet.id", "engagement.type", "engagement.day", "engagement.hour"]}});
+    let all: Vec<&str> = Endpoint::Historical.types().map(|t| t.name()).collect();
+    let mut base = None;
+    for types in [vec!["impressions", "engagements"], all] {
+        let q = question(&ids, window, hourly.clone(), &types);
+        let r =
+            simulator::answer(&config, &model, Endpoint::Historical, &q, &Limits::of(Endpoint::Historical))
+                .unwrap();
+        let bytes = serde_json::to_vec(&r).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        let gzip = gz.finish().unwrap().len();
+        let asked: Vec<engagement::EngagementType> = types.iter().map(|t| t.parse().unwrap()).collect();
+        let rounds = 5;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let parsed: Response = serde_json::from_slice(&bytes).unwrap();
+            std::hint::black_box(store::CallFacts::hourly(&ids, &asked, window, &parsed, "hourly").unwrap());
+        }
+        let took = started.elapsed() / rounds;
+        let base = *base.get_or_insert(took);
+        println!(
+            "| {} | {:.2} MB | {:.2} MB | {} | {:.1} |",
+            types.len(),
+            bytes.len() as f64 / 1e6,
+            gzip as f64 / 1e6,
+            ms(took),
+            took.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+}
+
+/// Upstream calls of cold questions for 50 Tweets: the store's fewest windows, the fixed
+/// grid without a store, and the published client's 27-day windows.
+async fn fewest_calls_table() {
+    println!("\n## Cold questions for 50 Tweets (2 batches): upstream calls\n");
+    let (sim_url, sim) = start_simulator(Config::default());
+    let url = start_service_with(&sim_url, 8, &[]).await;
+    println!(
+        "| range | with the store | fewest, 2 × ceil(hours / 672) | grid, no store (range starts mid-cell) | published client, 27-day windows |"
+    );
+    println!("|---|---|---|---|---|");
+    for (k, days) in [7i64, 27, 28, 54, 90, 365].into_iter().enumerate() {
+        let ids = tweets(50, 800.0, 100 + k as u64);
+        // Off the grid's lines, as most ranges are.
+        let end = now() - chrono::Duration::days(3) - chrono::Duration::hours(5);
+        let range = TimeRange { start: end - chrono::Duration::days(days), end };
+        let before = sim.stats().requests_total;
+        ask(&url, &question(&ids, range, per_tweet(), &["impressions"])).await;
+        let calls = sim.stats().requests_total - before;
+        let grid = stitch::plan(&ids, range, 25).fetched.len();
+        let client = 2 * (days as u64).div_ceil(27);
+        println!("| {days} days | {calls} | {} | {grid} | {client} |", 2 * (days as u64 * 24).div_ceil(672));
+    }
+}
+
+/// The dashboard workload: 20 viewers reloading two views of the last 90 days for 100
+/// Tweets, every simulated hour of a working day; with the store and without.
+async fn dashboard_table() {
+    println!(
+        "\n## Dashboard: 20 viewers reload \"last 90 days, daily, 100 Tweets\" and its hour-of-day view every simulated hour of a working day (9 loads each; 50 ms upstream latency, max_in_flight 16)\n"
+    );
+    println!("| store | questions | upstream calls | wall time |");
+    println!("|---|---|---|---|");
+    let latency = Duration::from_millis(50);
+    let ids = tweets(100, 200.0, 77);
+    let mut calls_by_mode = Vec::new();
+    for enabled in [true, false] {
+        let (sim_url, sim) =
+            start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
+        let url = start_service_with(
+            &sim_url,
+            16,
+            &[
+                ("STITCHER__STORE__ENABLED", if enabled { "true" } else { "false" }),
+                ("STITCHER__STORE__FRESH_TTL_SECS", "1"),
+            ],
+        )
+        .await;
+        // The simulated day ends at this hour, so no question reaches past the service's now.
+        let day_start = now() - chrono::Duration::hours(8);
+        let started = Instant::now();
+        let mut questions = 0;
+        for hour in 0..9 {
+            let at = day_start + chrono::Duration::hours(hour);
+            sim.set_clock(Clock::Fixed(at));
+            let range = TimeRange { start: at - chrono::Duration::days(90), end: at };
+            let views = [
+                question(
+                    &ids,
+                    range,
+                    json!({"daily": {"group_by": ["tweet.id", "engagement.day"]}}),
+                    &["impressions", "engagements"],
+                ),
+                question(
+                    &ids,
+                    range,
+                    json!({"by hour": {"group_by": ["engagement.hour"]}}),
+                    &["impressions", "engagements"],
+                ),
+            ];
+            let loads: Vec<_> = (0..20)
+                .flat_map(|_| views.clone())
+                .map(|q| {
+                    let url = url.clone();
+                    tokio::spawn(async move { ask(&url, &q).await })
+                })
+                .collect();
+            for load in loads {
+                load.await.unwrap();
+                questions += 1;
+            }
+            // Each simulated hour outlives the store's fresh TTL (1 s here, as 60 s is to an hour).
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let calls = sim.stats().requests_total;
+        calls_by_mode.push(calls);
+        println!(
+            "| {} | {questions} | {calls} | {} |",
+            if enabled { "on" } else { "off" },
+            ms(started.elapsed())
+        );
+    }
+    println!(
+        "\nUpstream calls without the store / with it: {:.0}× (target ≥ 20×)",
+        calls_by_mode[1] as f64 / calls_by_mode[0].max(1) as f64
+    );
+}
+
+/// A settled repeat against a cold question, and against plain serialization of its answer.
+async fn settled_repeat_table() {
+    println!(
+        "\n## A settled repeat: \"90 days, daily, 100 Tweets\" (50 ms upstream latency, max_in_flight 8)\n"
+    );
+    let latency = Duration::from_millis(50);
+    let (sim_url, _sim) =
+        start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
+    let url = start_service_with(&sim_url, 8, &[]).await;
+    let end = now() - chrono::Duration::days(5);
+    let range = TimeRange { start: end - chrono::Duration::days(90), end };
+    let daily = json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}});
+    let types = ["impressions", "engagements", "favorites"];
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut serialize = Vec::new();
+    let client = reqwest::Client::new();
+    for k in 0..5 {
+        let q = question(&tweets(100, 200.0, 1000 + k), range, daily.clone(), &types);
+        cold.push(ask(&url, &q).await.0);
+        for _ in 0..20 {
+            // The answer's bytes as they arrive, not parsed: what the service spends.
+            let started = Instant::now();
+            let resp =
+                client.post(format!("{url}/v1/historical")).bearer_auth("demo-key").json(&q).send().await;
+            let bytes = resp.unwrap().bytes().await.unwrap();
+            warm.push(started.elapsed());
+            let answer: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(answer["meta"]["upstream_calls"], 0);
+            let data: Response = serde_json::from_value(answer["data"].clone()).unwrap();
+            let started = Instant::now();
+            std::hint::black_box(serde_json::to_vec(&data).unwrap());
+            serialize.push(started.elapsed());
+        }
+    }
+    let (c, w, s) =
+        (percentile(&mut cold, 50.0), percentile(&mut warm, 50.0), percentile(&mut serialize, 50.0));
+    println!(
+        "| p50 cold | p50 settled repeat | p50 serializing the answer | repeat / cold (target ≤ 0.05) | repeat / serializing (target ≤ 2) |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.1} ms | {:.1} ms | {:.3} | {:.1} |",
+        ms(c),
+        w.as_secs_f64() * 1000.0,
+        s.as_secs_f64() * 1000.0,
+        w.as_secs_f64() / c.as_secs_f64(),
+        w.as_secs_f64() / s.as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -413,5 +618,17 @@ async fn main() {
     }
     if wanted("latency-under-merge") {
         latency_under_merge_table().await;
+    }
+    if wanted("fact-types") {
+        fact_types_table();
+    }
+    if wanted("fewest-calls") {
+        fewest_calls_table().await;
+    }
+    if wanted("dashboard") {
+        dashboard_table().await;
+    }
+    if wanted("settled-repeat") {
+        settled_repeat_table().await;
     }
 }

@@ -21,7 +21,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{connections, demo, jobs_api, metrics, openapi, routes};
+use crate::{connections, demo, jobs_api, metrics, openapi, routes, usage};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -92,7 +92,7 @@ impl Application {
         let budget = budget.unwrap_or_else(|| {
             Arc::new(RateBudget::new(settings.upstream.requests_per_minute, settings.upstream.rate_burst))
         });
-        let state = Arc::new(AppState::new(settings, upstream, budget));
+        let state = Arc::new(AppState::new(settings, upstream, budget)?);
         // Finished jobs' results are let go once their time is over, asked for or not.
         let jobs = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -171,6 +171,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs", post(jobs_api::submit))
         .route("/v1/jobs/{id}", get(jobs_api::status).delete(jobs_api::cancel))
         .route("/v1/jobs/{id}/result", get(jobs_api::result))
+        .route("/v1/usage", get(usage::usage))
         .route("/livez", get(routes::livez))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::serve))

@@ -147,7 +147,25 @@ impl Keyring {
         Ok(Caller { client: format!("oauth:{}", handle.handle), handle: Arc::clone(handle) })
     }
 
-    fn bearer_caller(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
+    /// The handles the caller of a request may ask as, whichever it picked: all those
+    /// granted to its key, or the one an OAuth signature is made for.
+    pub fn granted_handles(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Vec<String>, ServiceError> {
+        let is_oauth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| credentials_of(v, "OAuth").is_some());
+        if is_oauth {
+            return Ok(vec![self.oauth_caller(method, uri, headers)?.handle.handle.clone()]);
+        }
+        Ok(self.bearer_client(headers)?.handles.iter().map(|h| h.handle.clone()).collect())
+    }
+
+    fn bearer_client(&self, headers: &HeaderMap) -> Result<&Client, ServiceError> {
         let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ServiceError::Unauthorized(
                 "missing credentials: send Authorization: Bearer <your API key>".into(),
@@ -163,10 +181,11 @@ impl Keyring {
                     "the Authorization header must be \"Bearer <your API key>\"".into(),
                 )
             })?;
-        let client = self
-            .clients
-            .get(&key_hash(key))
-            .ok_or_else(|| ServiceError::Unauthorized("unknown API key".into()))?;
+        self.clients.get(&key_hash(key)).ok_or_else(|| ServiceError::Unauthorized("unknown API key".into()))
+    }
+
+    fn bearer_caller(&self, headers: &HeaderMap) -> Result<Caller, ServiceError> {
+        let client = self.bearer_client(headers)?;
         let wanted =
             headers.get(X_HANDLE).map(|v| v.to_str().unwrap_or_default().trim().trim_start_matches('@'));
         let handle = match wanted {

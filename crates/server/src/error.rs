@@ -37,6 +37,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("the upstream refused a batch ({status})")]
     UpstreamRefused { status: u16, errors: Vec<String>, failed: Vec<FailedSlice> },
+    #[error("the month's handle cap is reached")]
+    HandleCap { cap: usize, month: String, handle: String },
     #[error("the upstream rate budget has no room before the deadline")]
     RateBudget { retry_after: Duration, failed: Vec<FailedSlice> },
     #[error("the upstream rate budget is busy with other questions")]
@@ -88,7 +90,7 @@ impl ServiceError {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::Forbidden(_) | ServiceError::HandleCap { .. } => StatusCode::FORBIDDEN,
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::UpstreamRefused { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -116,6 +118,10 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(e) => e.errors.clone(),
             ServiceError::UpstreamRefused { errors, .. } => errors.clone(),
+            ServiceError::HandleCap { cap, month, handle } => vec![format!(
+                "the handle \"{handle}\" would be handle {} this month ({month}, UTC), past the contract's cap of {cap} handles (ledger.handle_cap); no call was made. Ask for handles already used this month (GET /v1/usage), or wait for the next month",
+                cap + 1
+            )],
             ServiceError::RateBudget { retry_after, failed } => vec![format!(
                 "the upstream's per-minute budget has no room for this question before its deadline; retry in {} s ({})",
                 whole_secs(*retry_after),

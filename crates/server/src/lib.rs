@@ -15,6 +15,7 @@ pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod streaming;
+pub mod usage;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -7,7 +7,14 @@
 //! | `stitcher_upstream_calls_total` | counter | `status` (`200`, `429`, `503`, ..., `timeout`, `error`) |
 //! | `stitcher_upstream_retries_total` | counter | |
 //! | `stitcher_rate_limit_wait_seconds` | gauge (total time calls waited for the budget) | |
-//! | `stitcher_slices_total` | counter | `kind` (`planned`, `fetched`, `synthesized`) |
+//! | `stitcher_slices_total` | counter | `kind` (`planned`, `fetched`, `synthesized`, `from_store`) |
+//! | `stitcher_store_hits_total` | counter (Tweet-hours a question found held) | |
+//! | `stitcher_store_misses_total` | counter (Tweet-hours a question had to fetch) | |
+//! | `stitcher_store_bytes` | gauge (encoded size of the settled facts held) | |
+//! | `stitcher_store_evictions_total` | counter (Tweets whose facts were evicted) | |
+//! | `stitcher_upstream_calls_coalesced_total` | counter (calls a question shared with another instead of making) | |
+//! | `stitcher_ledger_handles_total` | counter (handles counted for the month) | `cap` (`under`, `over`) |
+//! | `stitcher_ledger_refused_total` | counter (questions refused for the month's handle cap) | |
 //! | `stitcher_upstream_in_flight` | gauge | |
 //! | `stitcher_connections_open` | gauge | |
 //! | `stitcher_connections_refused_total` | counter (closed at once: `server.max_connections` were open) | |
@@ -62,11 +69,35 @@ pub fn upstream_call(outcome: &str) {
 }
 
 /// Records the slices of one question.
-pub fn slices(planned: usize, fetched: usize, synthesized: usize, retries: u32) {
-    for (kind, n) in [("planned", planned), ("fetched", fetched), ("synthesized", synthesized)] {
+pub fn slices(planned: usize, fetched: usize, synthesized: usize, from_store: usize, retries: u32) {
+    for (kind, n) in
+        [("planned", planned), ("fetched", fetched), ("synthesized", synthesized), ("from_store", from_store)]
+    {
         metrics::counter!("stitcher_slices_total", "kind" => kind).increment(n as u64);
     }
     metrics::counter!("stitcher_upstream_retries_total").increment(u64::from(retries));
+}
+
+/// Records the Tweet-hours one question found held and had to fetch.
+pub fn store_lookups(hits: u64, misses: u64) {
+    metrics::counter!("stitcher_store_hits_total").increment(hits);
+    metrics::counter!("stitcher_store_misses_total").increment(misses);
+}
+
+/// Records a call a question shared instead of making.
+pub fn coalesced() {
+    metrics::counter!("stitcher_upstream_calls_coalesced_total").increment(1);
+}
+
+/// Records a handle counted for the month.
+pub fn handle_counted(over_cap: bool) {
+    let cap = if over_cap { "over" } else { "under" };
+    metrics::counter!("stitcher_ledger_handles_total", "cap" => cap).increment(1);
+}
+
+/// Records a question refused for the month's handle cap.
+pub fn handle_refused() {
+    metrics::counter!("stitcher_ledger_refused_total").increment(1);
 }
 
 /// `GET /metrics`: the Prometheus text format.
@@ -75,6 +106,10 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
     let calls = &state.engine.calls;
     metrics::gauge!("stitcher_upstream_in_flight").set(calls.in_flight() as f64);
     metrics::gauge!("stitcher_rate_limit_wait_seconds").set(calls.budget().waited().as_secs_f64());
+    let store = &state.engine.store;
+    metrics::gauge!("stitcher_store_bytes").set(store.bytes() as f64);
+    // The store counts its evictions; the counter is brought up to that count.
+    metrics::counter!("stitcher_store_evictions_total").absolute(store.evictions());
     match handle() {
         Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
         None => {

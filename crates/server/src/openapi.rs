@@ -265,8 +265,8 @@ impl Modify for Security {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
-    paths(crate::routes::drop_in, crate::routes::native, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
-    components(schemas(Question, GroupingSpec, NativeQuestion, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot)),
+    paths(crate::routes::drop_in, crate::routes::native, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
+    components(schemas(Question, GroupingSpec, NativeQuestion, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

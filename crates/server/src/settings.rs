@@ -23,6 +23,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub jobs: JobsSettings,
+    pub store: StoreSettings,
+    pub ledger: LedgerSettings,
     /// Handle name to its access token and secret.
     #[serde(default)]
     pub handles: BTreeMap<String, HandleSettings>,
@@ -85,6 +87,43 @@ pub struct JobsSettings {
     pub max_queued: usize,
     /// How long a finished job's result is kept.
     pub result_ttl_secs: u64,
+}
+
+/// The store of facts: what was fetched, kept so it is not fetched again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Off: every question is fetched in full, on the fixed grid (the ledger is still kept).
+    pub enabled: bool,
+    /// The directory of the database (relative to the working directory if not absolute).
+    pub path: std::path::PathBuf,
+    /// An hour older than this when fetched is final, and kept until evicted.
+    pub settle_after_hours: u64,
+    /// How long hours that are not settled are kept.
+    pub fresh_ttl_secs: u64,
+    /// How long what a call told of a Tweet (deleted or not) is trusted.
+    pub status_ttl_secs: u64,
+    /// The bound on settled facts' encoded size; the least recently used go first.
+    pub max_bytes: u64,
+}
+
+/// What to do when a question would add a handle past the month's cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CapPolicy {
+    /// `403` before any call.
+    Refuse,
+    /// Answer, log at WARN and count it in the metrics.
+    Warn,
+}
+
+/// The month's handle ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Distinct handles the contract allows per calendar month (UTC); unset: no cap.
+    pub handle_cap: Option<usize>,
+    pub policy: CapPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +263,18 @@ impl Settings {
     /// How long a connection may take to send its request head, and then its body.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.server.header_timeout_secs)
+    }
+
+    /// The store's setup.
+    pub fn store_config(&self) -> store::Config {
+        let s = &self.store;
+        store::Config {
+            path: s.path.clone(),
+            settle_after: Duration::from_secs(s.settle_after_hours.saturating_mul(3600)),
+            fresh_ttl: Duration::from_secs(s.fresh_ttl_secs),
+            status_ttl: Duration::from_secs(s.status_ttl_secs),
+            max_bytes: s.max_bytes,
+        }
     }
 
     /// The per-request deadline.

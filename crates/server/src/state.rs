@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use engagement::Limits;
+use store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
@@ -42,17 +43,24 @@ impl AppState {
 
     /// The state for `settings`, calling `upstream` paced by `budget` (which the upstream
     /// may also be telling what it learns of its limit).
-    pub fn new(settings: Settings, upstream: Arc<dyn Upstream>, budget: Arc<RateBudget>) -> AppState {
+    /// Fails when the store cannot be opened.
+    pub fn new(
+        settings: Settings,
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<RateBudget>,
+    ) -> Result<AppState, store::StoreError> {
         let u = &settings.upstream;
         let retry = RetryPolicy {
             max_attempts: u.max_attempts,
             base_delay: Duration::from_millis(u.retry_base_ms),
             max_delay: Duration::from_millis(u.retry_max_ms),
         };
-        AppState {
+        let store = Arc::new(Store::open(settings.store_config())?);
+        let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
+        Ok(AppState {
             keyring: Keyring::from_settings(&settings),
             jobs: Jobs::new(settings.jobs.clone()),
-            engine: Arc::new(Engine { calls: CallPolicy::new(upstream, budget, u.max_in_flight, retry) }),
+            engine: Arc::new(Engine::new(calls, store, settings.store.enabled, settings.ledger.clone())),
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,
                 max_span_hours: None,
@@ -63,6 +71,6 @@ impl AppState {
             ready: AtomicBool::new(true),
             cut_off: CancellationToken::new(),
             settings,
-        }
+        })
     }
 }

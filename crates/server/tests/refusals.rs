@@ -228,8 +228,8 @@ async fn rough_edges_get_clear_refusals() {
         assert_eq!(error["request_id"], id.as_str());
     }
 
-    // Overload is a warning, not an error.
-    let slow = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(1, 1)));
+    // Overload is a warning, not an error. (Two Tweets: a question the store has not seen.)
+    let slow = tokio::spawn(post(stitcher.url.clone(), "demo-key", question(2, 1)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(post(stitcher.url.clone(), "demo-key", question(1, 1)).await.status().as_u16(), 503);
     assert_eq!(slow.await.unwrap().status().as_u16(), 200);

@@ -34,8 +34,10 @@ async fn logs_of_a_full_run_hold_no_secret() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log_path = std::env::temp_dir().join(format!("stitcher-secrets-{port}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
+    let store = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("RUST_LOG", "debug")
+        .env("STITCHER__STORE__PATH", store.path())
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__UPSTREAM__CONSUMER_KEY", "prod-consumer")

@@ -21,10 +21,12 @@ async fn sigterm_lets_the_question_in_flight_finish_then_exits_zero() {
     let sim_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(Arc::clone(&sim).serve(listener));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__SERVER__SHUTDOWN_GRACE_SECS", "10")
+        .env("STITCHER__STORE__PATH", store.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

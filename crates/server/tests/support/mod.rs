@@ -62,6 +62,8 @@ pub struct Stitcher {
     pub url: String,
     pub addr: String,
     log: PathBuf,
+    /// The store of facts, unless the test names its own with `STITCHER__STORE__PATH`.
+    _store: tempfile::TempDir,
 }
 
 impl Stitcher {
@@ -90,15 +92,17 @@ impl Stitcher {
         let addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("stitcher-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        let store = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
             .env("STITCHER__SERVER__LISTEN", &addr)
+            .env("STITCHER__STORE__PATH", store.path())
             .env("STITCHER__UPSTREAM__RETRY_BASE_MS", "10")
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
             .expect("stitcher starts");
-        Stitcher { child, url: format!("http://{addr}"), addr, log }
+        Stitcher { child, url: format!("http://{addr}"), addr, log, _store: store }
     }
 
     /// What the process has printed so far.

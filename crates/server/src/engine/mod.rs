@@ -1,5 +1,6 @@
-//! The question engine: one validated `/historical` question, for one handle, answered as
-//! plan → fetch → merge → finish. Synchronous routes and jobs both call [`Engine::answer`];
+//! The question engine: one validated `/historical` question, for one handle, answered
+//! from the store of facts and the calls for what it lacks ([`recall`]), or without a
+//! store as plan → fetch → merge on the fixed grid ([`grid`]). Synchronous routes and jobs both call [`Engine::answer`];
 //! they differ only in their deadline, how they watch [`Progress`], and what cancels them.
 //!
 //! Calls go through the [`CallPolicy`] (fair turns, calls in flight, the per-minute budget,
@@ -7,23 +8,29 @@
 //! the synthesized zeros rendered) by one blocking task fed by a channel, so a big question's
 //! merging never holds up the workers that serve small ones.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use engagement::time::format_instant;
-use engagement::tree::TreeError;
-use engagement::{Endpoint, Query, Response, TimeRange};
+use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
-use stitch::{Plan, Slice, absorb, absorb_zeros, finish};
+use stitch::{Plan, Slice};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use upstream::{AttemptError, BudgetRefusal, CallPolicy, HandleCredentials, Retried};
+use upstream::{AttemptError, BudgetRefusal, CallPolicy, HandleCredentials};
+
+use chrono::Utc;
+use store::{Admission, Store};
+use upstream::Coalesce;
 
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
+use crate::settings::{CapPolicy, LedgerSettings};
+
+mod grid;
+mod recall;
 
 /// A validated historical question.
 #[derive(Debug, Clone)]
@@ -56,6 +63,8 @@ pub struct Meta {
     pub slices_planned: usize,
     pub slices_fetched: usize,
     pub slices_synthesized: usize,
+    /// Slices of the grid whose every hour the store held, so no call was made for them.
+    pub slices_from_store: usize,
     pub upstream_calls: u32,
     pub retries: u32,
     pub duration_ms: u64,
@@ -162,12 +171,20 @@ impl Progress {
 #[derive(Debug)]
 pub struct Engine {
     pub calls: CallPolicy,
+    /// Facts, statuses and the handle ledger.
+    pub store: Arc<Store>,
+    /// Whether questions are answered from the store (`store.enabled`).
+    pub remember: bool,
+    pub ledger: LedgerSettings,
+    /// Calls in flight, shared by every question that needs the same one.
+    shared: Coalesce<recall::CallKey, recall::Shared>,
 }
 
-/// The outcome of one real slice.
-struct Fetched {
-    slice: Slice,
-    retried: Retried<Response>,
+impl Engine {
+    /// An engine calling through `calls`, keeping facts in `store` if `remember`.
+    pub fn new(calls: CallPolicy, store: Arc<Store>, remember: bool, ledger: LedgerSettings) -> Engine {
+        Engine { calls, store, remember, ledger, shared: Coalesce::default() }
+    }
 }
 
 /// Why the wait for a question's slices ended early.
@@ -178,7 +195,8 @@ enum Stopped {
 
 impl Engine {
     /// Answers `question` as `handle` by `deadline`, reporting to `progress`. Once `cancel`
-    /// fires no call starts and the question fails with what was not done.
+    /// fires no call starts and the question fails with what was not done. With the store
+    /// on, what is held is not fetched again; without it, every slice of the grid is.
     pub async fn answer(
         self: &Arc<Self>,
         handle: &Arc<HandleCredentials>,
@@ -187,169 +205,47 @@ impl Engine {
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
     ) -> Result<Answer, ServiceError> {
-        let started = Instant::now();
-        let Question { query, range, partial } = question;
-        let plan = Arc::new(stitch::plan(&query.tweet_ids, *range, Endpoint::Historical.max_tweet_ids()));
-        let calls = plan.fetched.len();
-        self.calls.check(calls, deadline).map_err(refusal)?;
-        progress.slices_total.store(plan.planned(), Ordering::Relaxed);
-        progress.slices_synthesized.store(plan.synthesized_slices(), Ordering::Relaxed);
-        progress.touch();
-
-        let lane = Arc::new(self.calls.lane(calls, deadline));
-        let mut tasks = JoinSet::new();
-        for &slice in &plan.fetched {
-            let body = plan.slice_request(slice, &query.types, &query.groupings);
-            let (engine, lane, handle, progress) =
-                (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle), Arc::clone(progress));
-            tasks.spawn(async move {
-                let sent = std::sync::atomic::AtomicU32::new(0);
-                let retried = engine
-                    .calls
-                    .call(&lane, &handle, &body, deadline, |result, waited, took| {
-                        let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                        metrics::upstream_call(&outcome(result));
-                        progress.attempt(retry, waited, took);
-                    })
-                    .await;
-                Fetched { slice, retried }
-            });
+        if self.remember {
+            self.recall(handle, question, deadline, progress, cancel).await
+        } else {
+            self.by_grid(handle, question, deadline, progress, cancel).await
         }
+    }
 
-        // Answers are merged by one blocking task as they arrive.
-        let (to_merge, merging) = mpsc::channel::<(Slice, Response)>();
-        let merger = {
-            let (plan, types, groupings, range) =
-                (Arc::clone(&plan), query.types.clone(), query.groupings.clone(), *range);
-            tokio::task::spawn_blocking(move || -> Result<Response, (Option<Slice>, TreeError)> {
-                let mut merged = Response::default();
-                for (slice, response) in merging {
-                    absorb(&mut merged, response).map_err(|e| (Some(slice), e))?;
+    /// Counts `handle` in the month's ledger before its first call, refusing it past the
+    /// cap when the policy says so.
+    async fn admit_handle(&self, handle: &str) -> Result<(), ServiceError> {
+        let (store, name) = (Arc::clone(&self.store), handle.to_string());
+        let (cap, refuse) = (self.ledger.handle_cap, self.ledger.policy == CapPolicy::Refuse);
+        let now = Utc::now();
+        let admitted = tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
+            .await
+            .map_err(|e| ServiceError::internal("the ledger's task failed", Some(Box::new(e))))?
+            .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))?;
+        match admitted {
+            Admission::Counted => Ok(()),
+            Admission::Added { used, over_cap } => {
+                metrics::handle_counted(over_cap);
+                if over_cap {
+                    tracing::warn!(
+                        handle,
+                        handles_used = used,
+                        handle_cap = cap,
+                        month = %store::ledger::month_of(now),
+                        "a handle past the month's cap was called for (ledger.policy = warn); the API bills it"
+                    );
                 }
-                absorb_zeros(&mut merged, &plan, &types, &groupings).map_err(|e| (None, e))?;
-                finish(&mut merged, &groupings, range);
-                Ok(merged)
-            })
-        };
-
-        let mut done = std::collections::HashSet::with_capacity(calls);
-        let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
-        let mut attempts = 0u32;
-        let mut fetched = 0usize;
-        let collecting = tokio::time::timeout_at(deadline, async {
-            while let Some(joined) = tasks.join_next().await {
-                let Fetched { slice, retried } =
-                    joined.map_err(|e| ServiceError::internal("a slice task failed", Some(Box::new(e))))?;
-                done.insert(slice);
-                attempts += retried.attempts;
-                match retried.result {
-                    Ok(response) => {
-                        fetched += 1;
-                        progress.slices_done.fetch_add(1, Ordering::Relaxed);
-                        progress.touch();
-                        // The merger only stops early on an error, which it returns below.
-                        let _ = to_merge.send((slice, response));
-                    }
-                    Err(error) => {
-                        failed.push((slice, error, retried.attempts));
-                        if !partial {
-                            break;
-                        }
-                    }
-                }
+                Ok(())
             }
-            Ok(())
-        });
-        let collected = tokio::select! {
-            collected = collecting => collected.map_err(|_| Stopped::Deadline),
-            () = cancel.cancelled() => Err(Stopped::Cancelled),
-        };
-        tasks.abort_all();
-        drop(to_merge);
-        let not_done = || plan.fetched.iter().filter(|s| !done.contains(s)).copied().collect::<Vec<_>>();
-        match collected {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            // Whatever did not finish is what the deadline cut off.
-            Err(Stopped::Deadline) => {
-                failed.extend(
-                    not_done().into_iter().map(|slice| (slice, AttemptError::Deadline { last: None }, 0)),
-                );
-            }
-            Err(Stopped::Cancelled) => {
-                let missing = not_done()
-                    .into_iter()
-                    .map(|slice| {
-                        failed_slice(
-                            &plan,
-                            slice,
-                            vec!["not fetched: the question was stopped".into()],
-                            None,
-                            0,
-                        )
-                    })
-                    .collect();
-                return Err(ServiceError::CutOff { failed: missing });
+            Admission::Refused { cap } => {
+                metrics::handle_refused();
+                Err(ServiceError::HandleCap {
+                    cap,
+                    month: store::ledger::month_of(now),
+                    handle: handle.into(),
+                })
             }
         }
-        if !failed.is_empty() && !partial {
-            let timeout = deadline.saturating_duration_since(started);
-            return Err(failure(&plan, &timeout, failed));
-        }
-        let merged = match merger.await {
-            Ok(Ok(merged)) => merged,
-            Ok(Err((Some(slice), e))) => {
-                return Err(ServiceError::UpstreamFailed {
-                    failed: vec![failed_slice(
-                        &plan,
-                        slice,
-                        vec![format!("the upstream's answers do not add up: {e}")],
-                        None,
-                        0,
-                    )],
-                });
-            }
-            Ok(Err((None, e))) => {
-                return Err(ServiceError::internal(
-                    "synthesized zeros do not fit the answers",
-                    Some(Box::new(e)),
-                ));
-            }
-            Err(e) => return Err(ServiceError::internal("merging the answers failed", Some(Box::new(e)))),
-        };
-
-        let meta = Meta {
-            start: format_instant(range.start),
-            end: format_instant(range.end),
-            end_clamped: query.end_clamped,
-            tweets: query.tweet_ids.len(),
-            batches: plan.batches.len(),
-            windows: plan.windows.len(),
-            slices_planned: plan.planned(),
-            slices_fetched: fetched,
-            slices_synthesized: plan.synthesized_slices(),
-            upstream_calls: attempts,
-            retries: attempts.saturating_sub(done.len() as u32),
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        metrics::slices(meta.slices_planned, meta.slices_fetched, meta.slices_synthesized, meta.retries);
-        tracing::info!(
-            handle = %handle.handle,
-            tweets = meta.tweets,
-            range = %range.describe(),
-            slices_planned = meta.slices_planned,
-            slices_synthesized = meta.slices_synthesized,
-            upstream_calls = meta.upstream_calls,
-            retries = meta.retries,
-            incomplete = failed.len(),
-            duration_ms = meta.duration_ms,
-            "question answered"
-        );
-        let incomplete = failed
-            .iter()
-            .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
-            .collect();
-        Ok(Answer { response: merged, meta, incomplete })
     }
 }
 

@@ -1,0 +1,473 @@
+//! Answering from the store of facts. A question reads what the store holds of its Tweets
+//! over its range; for each batch of 25 it fetches only the hours missing, with the fewest
+//! windows of at most 28 days, for the types asked at hourly grain; identical calls in flight
+//! are shared between questions; what comes back is kept; and the answer is rendered from
+//! the hourly counts with the renderer the simulator uses, so any grouping or subset of
+//! Tweets later needs no call for hours already held.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::{DateTime, Utc};
+use engagement::time::HOUR;
+use engagement::{
+    Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest, Response, TimeRange, TweetId,
+};
+use futures::FutureExt;
+use stitch::cover::runs;
+use stitch::{Plan, Slice, absorb, cover, finish};
+use store::facts::{born_hour, hour_of};
+use store::{CallFacts, Known, Store, StoreError};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use upstream::{AttemptError, HandleCredentials};
+
+use super::{
+    Answer, Engine, Meta, Progress, Question, Stopped, failed_attempt, failed_slice, failure, outcome,
+    refusal,
+};
+use crate::error::ServiceError;
+use crate::metrics;
+
+/// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
+const HOURLY: &str = "hourly";
+
+/// What makes two calls the same call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    handle: String,
+    tweets: Vec<TweetId>,
+    types: Vec<EngagementType>,
+    window: TimeRange,
+    status_only: bool,
+}
+
+/// Why a call's facts could not be had.
+#[derive(Debug, Clone)]
+pub(crate) enum CallFailure {
+    Call(AttemptError),
+    Store(Arc<StoreError>),
+}
+
+/// What a shared call came to: its facts and the first hour it kept as unsettled, or why
+/// not; and the attempts it took.
+pub(crate) type Shared = Arc<(Result<(Arc<CallFacts>, i64), CallFailure>, u32)>;
+
+/// One call a question needs: a batch over a window, for facts or only for the status of
+/// its Tweets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Need {
+    slice: Slice,
+    status_only: bool,
+}
+
+/// The calls a question needs, and what the store saved it.
+struct Needs {
+    calls: Vec<Need>,
+    /// Grid slices (not synthesized) whose every hour was held.
+    from_store: usize,
+    hits: u64,
+    misses: u64,
+}
+
+/// For each batch, the fewest windows covering the hours some Tweet of it lacks; or, when
+/// nothing is missing but what the store knows of a Tweet is too old, one call of one hour.
+fn needs(plan: &Plan, known: &Known) -> Needs {
+    let range = plan.range;
+    let first = hour_of(range.start);
+    let mut out = Needs { calls: Vec::new(), from_store: 0, hits: 0, misses: 0 };
+    for (b, batch) in plan.batches.iter().enumerate() {
+        let mut missing = vec![false; range.hours()];
+        for t in batch {
+            if known.status.get(t) == Some(&true) {
+                continue; // deleted: the API shows nothing of it
+            }
+            let born = born_hour(*t);
+            for (i, held) in known.held.get(t).map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+                missing[i] |= !held;
+                if first + i as i64 >= born {
+                    if *held {
+                        out.hits += 1;
+                    } else {
+                        out.misses += 1;
+                    }
+                }
+            }
+        }
+        let windows = cover(&runs(range, &missing));
+        let stale = batch.iter().any(|t| !known.status.contains_key(t));
+        if windows.is_empty() && stale {
+            let window = TimeRange { start: range.end - HOUR, end: range.end };
+            out.calls.push(Need { slice: Slice { batch: b, window }, status_only: true });
+        }
+        out.calls.extend(
+            windows.into_iter().map(|window| Need { slice: Slice { batch: b, window }, status_only: false }),
+        );
+        out.from_store += plan
+            .fetched
+            .iter()
+            .filter(|s| s.batch == b)
+            .filter(|s| {
+                let from = (hour_of(s.window.start) - first) as usize;
+                missing[from..from + s.window.hours()].iter().all(|m| !m)
+            })
+            .count();
+    }
+    out
+}
+
+/// The call for `need`: the question's types, hour by hour; or, for a status, one type
+/// over one hour.
+fn request(plan: &Plan, need: Need, types: &[EngagementType]) -> RawRequest {
+    let (types, group_by) = if need.status_only {
+        (vec![types.first().copied().unwrap_or(EngagementType::Favorites)], vec![GroupBy::TweetId])
+    } else {
+        (types.to_vec(), GroupBy::ALL.to_vec())
+    };
+    Query {
+        endpoint: Endpoint::Historical,
+        tweet_ids: plan.batches[need.slice.batch].clone(),
+        types,
+        groupings: vec![Grouping { name: HOURLY.into(), group_by }],
+        range: Some(need.slice.window),
+        end_clamped: false,
+    }
+    .to_raw()
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
+        .map_err(|e| ServiceError::internal(what.to_string(), Some(Box::new(e))))
+}
+
+impl Engine {
+    /// Answers `question` from the store, fetching only what it lacks.
+    pub(super) async fn recall(
+        self: &Arc<Self>,
+        handle: &Arc<HandleCredentials>,
+        question: &Question,
+        deadline: Instant,
+        progress: &Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<Answer, ServiceError> {
+        let started = Instant::now();
+        let Question { query, range, partial } = question;
+        let range = *range;
+        let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+        let now = Utc::now();
+        let tweets: Vec<TweetId> = plan.batches.concat();
+        let (store, name, types) = (Arc::clone(&self.store), handle.handle.clone(), query.types.clone());
+        let (pin, mut known) = blocking("the store could not be read", move || {
+            let pin = store.pin(&name, &tweets, now)?;
+            let known = store.known(&name, &tweets, &types, range, now)?;
+            Ok((pin, known))
+        })
+        .await?;
+        let needs = needs(&plan, &known);
+        metrics::store_lookups(needs.hits, needs.misses);
+        let calls = needs.calls.len();
+        if calls > 0 {
+            self.calls.check(calls, deadline).map_err(refusal)?;
+            self.admit_handle(&handle.handle).await?;
+        }
+        progress.slices_total.store(calls, Ordering::Relaxed);
+        progress.touch();
+
+        let lane = Arc::new(self.calls.lane(calls, deadline));
+        let mut tasks = JoinSet::new();
+        for &need in &needs.calls {
+            let (engine, lane, handle, progress, plan) = (
+                Arc::clone(self),
+                Arc::clone(&lane),
+                Arc::clone(handle),
+                Arc::clone(progress),
+                Arc::clone(&plan),
+            );
+            let types = query.types.clone();
+            tasks.spawn(async move {
+                let body = request(&plan, need, &types);
+                let key = CallKey {
+                    handle: handle.handle.clone(),
+                    tweets: plan.batches[need.slice.batch].clone(),
+                    types: types.clone(),
+                    window: need.slice.window,
+                    status_only: need.status_only,
+                };
+                let mut joined_any = false;
+                loop {
+                    let (shared, joined) = engine
+                        .shared
+                        .run(key.clone(), || {
+                            let (engine, handle, body, tweets, types) = (
+                                Arc::clone(&engine),
+                                Arc::clone(&handle),
+                                body.clone(),
+                                key.tweets.clone(),
+                                key.types.clone(),
+                            );
+                            let (lane, progress) = (Arc::clone(&lane), Arc::clone(&progress));
+                            async move {
+                                engine
+                                    .fetch(&lane, &handle, body, (tweets, types), need, deadline, &progress)
+                                    .await
+                            }
+                            .boxed()
+                        })
+                        .await;
+                    if joined {
+                        metrics::coalesced();
+                        joined_any = true;
+                    }
+                    // A call shared with a question whose deadline came first is made again
+                    // for this one, if its own deadline allows.
+                    let theirs_ran_out =
+                        matches!(shared.0, Err(CallFailure::Call(AttemptError::Deadline { .. })));
+                    if !(joined && theirs_ran_out && Instant::now() < deadline) {
+                        return (need, shared, joined_any);
+                    }
+                }
+            });
+        }
+
+        let mut fetched: Vec<(Need, Arc<CallFacts>, i64)> = Vec::with_capacity(calls);
+        let mut done = HashSet::with_capacity(calls);
+        let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
+        let mut attempts = 0u32;
+        let mut made = 0u32;
+        let collecting = tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = tasks.join_next().await {
+                let (need, shared, joined) =
+                    joined.map_err(|e| ServiceError::internal("a call's task failed", Some(Box::new(e))))?;
+                done.insert(need);
+                let (result, tries) = &*shared;
+                if !joined {
+                    attempts += tries;
+                    made += 1;
+                }
+                match result {
+                    Ok((facts, unsettled_from)) => {
+                        progress.slices_done.fetch_add(1, Ordering::Relaxed);
+                        progress.touch();
+                        fetched.push((need, Arc::clone(facts), *unsettled_from));
+                    }
+                    Err(CallFailure::Store(e)) => {
+                        return Err(ServiceError::internal(
+                            "what was fetched could not be kept in the store",
+                            Some(Box::new(Arc::clone(e))),
+                        ));
+                    }
+                    Err(CallFailure::Call(error)) => {
+                        failed.push((need.slice, error.clone(), *tries));
+                        if !partial {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        let collected = tokio::select! {
+            collected = collecting => collected.map_err(|_| Stopped::Deadline),
+            () = cancel.cancelled() => Err(Stopped::Cancelled),
+        };
+        tasks.abort_all();
+        let not_done =
+            || needs.calls.iter().filter(|n| !done.contains(n)).map(|n| n.slice).collect::<Vec<_>>();
+        match collected {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(Stopped::Deadline) => {
+                failed.extend(not_done().into_iter().map(|s| (s, AttemptError::Deadline { last: None }, 0)));
+            }
+            Err(Stopped::Cancelled) => {
+                let missing = not_done()
+                    .into_iter()
+                    .map(|s| {
+                        failed_slice(&plan, s, vec!["not fetched: the question was stopped".into()], None, 0)
+                    })
+                    .collect();
+                return Err(ServiceError::CutOff { failed: missing });
+            }
+        }
+        if !failed.is_empty() && !partial {
+            return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
+        }
+        for (_, facts, unsettled_from) in &fetched {
+            known.learn(facts, *unsettled_from);
+        }
+        // The windows that failed are left out of their batch: a hole is never shown as zeros.
+        let holes: Vec<Slice> = failed.iter().map(|(s, _, _)| *s).collect();
+
+        let merged = {
+            let (store, name, plan) = (Arc::clone(&self.store), handle.handle.clone(), Arc::clone(&plan));
+            let (types, groupings) = (query.types.clone(), query.groupings.clone());
+            tokio::task::spawn_blocking(move || {
+                render(&store, &name, &plan, &known, &types, &groupings, &holes, now)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("rendering the answer failed", Some(Box::new(e))))??
+        };
+        drop(pin);
+
+        let meta = Meta {
+            start: engagement::time::format_instant(range.start),
+            end: engagement::time::format_instant(range.end),
+            end_clamped: query.end_clamped,
+            tweets: query.tweet_ids.len(),
+            batches: plan.batches.len(),
+            windows: plan.windows.len(),
+            slices_planned: plan.planned(),
+            slices_fetched: fetched.len(),
+            slices_synthesized: plan.synthesized_slices(),
+            slices_from_store: needs.from_store,
+            upstream_calls: attempts,
+            retries: attempts.saturating_sub(made),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        metrics::slices(
+            meta.slices_planned,
+            meta.slices_fetched,
+            meta.slices_synthesized,
+            meta.slices_from_store,
+            meta.retries,
+        );
+        tracing::info!(
+            handle = %handle.handle,
+            tweets = meta.tweets,
+            range = %range.describe(),
+            calls = calls,
+            slices_from_store = meta.slices_from_store,
+            upstream_calls = meta.upstream_calls,
+            retries = meta.retries,
+            incomplete = failed.len(),
+            duration_ms = meta.duration_ms,
+            "question answered"
+        );
+        let incomplete = failed
+            .iter()
+            .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
+            .collect();
+        Ok(Answer { response: merged, meta, incomplete })
+    }
+
+    /// Makes one call through the call policy and keeps what it brings.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &self,
+        lane: &upstream::Lane,
+        handle: &HandleCredentials,
+        body: RawRequest,
+        (tweets, types): (Vec<TweetId>, Vec<EngagementType>),
+        need: Need,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Shared {
+        let sent = AtomicU32::new(0);
+        let retried = self
+            .calls
+            .call(lane, handle, &body, deadline, |result, waited, took| {
+                let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
+                metrics::upstream_call(&outcome(result));
+                progress.attempt(retry, waited, took);
+            })
+            .await;
+        let response = match retried.result {
+            Ok(response) => response,
+            Err(e) => return Arc::new((Err(CallFailure::Call(e)), retried.attempts)),
+        };
+        let fetched_at: DateTime<Utc> = Utc::now();
+        let (store, name) = (Arc::clone(&self.store), handle.handle.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            let facts = if need.status_only {
+                CallFacts::status_only(&tweets, &response)
+            } else {
+                match CallFacts::hourly(&tweets, &types, need.slice.window, &response, HOURLY) {
+                    Ok(facts) => facts,
+                    Err(e) => {
+                        return Err(CallFailure::Call(AttemptError::Transient {
+                            reason: e.to_string(),
+                            status: Some(200),
+                            retry_after: None,
+                        }));
+                    }
+                }
+            };
+            store.keep(&name, &facts, fetched_at).map_err(|e| CallFailure::Store(Arc::new(e)))?;
+            Ok((Arc::new(facts), store.unsettled_from(fetched_at)))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let reason = format!("keeping the answer failed: {e}");
+            Err(CallFailure::Call(AttemptError::Transient { reason, status: None, retry_after: None }))
+        });
+        Arc::new((kept, retried.attempts))
+    }
+}
+
+/// The answer from the counts held, batch by batch (so memory holds one batch's counts at a
+/// time), leaving out the windows in `holes` (calls that failed, in a partial answer).
+#[allow(clippy::too_many_arguments)]
+fn render(
+    store: &Store,
+    handle: &str,
+    plan: &Plan,
+    known: &Known,
+    types: &[EngagementType],
+    groupings: &[Grouping],
+    holes: &[Slice],
+    now: DateTime<Utc>,
+) -> Result<Response, ServiceError> {
+    let mut merged = Response::default();
+    for (b, batch) in plan.batches.iter().enumerate() {
+        let mut failed: Vec<TimeRange> = holes.iter().filter(|s| s.batch == b).map(|s| s.window).collect();
+        failed.sort_unstable_by_key(|w| w.start);
+        let (deleted, shown): (Vec<TweetId>, Vec<TweetId>) =
+            batch.iter().partition(|t| known.status.get(t) == Some(&true));
+        let held = store
+            .held(handle, &shown, types, known, &failed, now)
+            .map_err(|e| ServiceError::internal("the store could not be read", Some(Box::new(e))))?;
+        let mut part = Response { unavailable_tweet_ids: deleted, ..Response::default() };
+        if types.contains(&EngagementType::VideoViews) {
+            part.unsupported_for_video_views_tweet_ids =
+                shown.iter().copied().filter(|t| held.no_video_views.contains(t)).collect();
+        }
+        absorb(&mut merged, part).map_err(adds_up)?;
+        for range in around(plan.range, &failed) {
+            let counts = Response {
+                groupings: engagement::render(&shown, types, groupings, range, &held),
+                ..Response::default()
+            };
+            absorb(&mut merged, counts).map_err(adds_up)?;
+        }
+    }
+    finish(&mut merged, groupings, plan.range);
+    Ok(merged)
+}
+
+fn adds_up(e: engagement::tree::TreeError) -> ServiceError {
+    ServiceError::internal("the counts held do not add up", Some(Box::new(e)))
+}
+
+/// The parts of `range` outside the `holes` (sorted, disjoint).
+fn around(range: TimeRange, holes: &[TimeRange]) -> Vec<TimeRange> {
+    let mut out = Vec::new();
+    let mut from = range.start;
+    for hole in holes {
+        if hole.start > from {
+            out.push(TimeRange { start: from, end: hole.start.min(range.end) });
+        }
+        from = from.max(hole.end);
+    }
+    if from < range.end {
+        out.push(TimeRange { start: from, end: range.end });
+    }
+    out
+}

@@ -1,0 +1,89 @@
+//! `GET /v1/usage`: the month's handle ledger. The API bills every @handle the app calls for
+//! in a calendar month against the contract's cap and leaves the counting to its clients.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ServiceError;
+use crate::openapi::ErrorBody;
+use crate::routes::request_id;
+use crate::settings::CapPolicy;
+use crate::state::AppState;
+
+/// The month's handles: the count is the app's, the names those granted to the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    /// The calendar month, UTC, as `YYYY-MM`.
+    pub month: String,
+    /// Distinct handles the app made calls for this month, whoever asked.
+    pub handles_used: usize,
+    /// `ledger.handle_cap`; null when there is none.
+    pub handle_cap: Option<usize>,
+    pub policy: CapPolicy,
+    /// Those of the month's handles granted to the caller, by name.
+    pub handles: Vec<UsedHandle>,
+}
+
+/// A handle counted this month.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsedHandle {
+    pub handle: String,
+    /// Its first call of the month, RFC 3339.
+    pub first_call: String,
+}
+
+/// `GET /v1/usage`.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage",
+    responses(
+        (status = 200, description = "The month's handle ledger", body = Usage),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        crate::openapi::RouteErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match read(&state, &method, &uri, &headers).await {
+        Ok(usage) => Json(usage).into_response(),
+        Err(e) => e.into_response_for(request_id(&headers).as_deref()),
+    }
+}
+
+async fn read(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Usage, ServiceError> {
+    let granted = state.keyring.granted_handles(method, uri, headers)?;
+    let now = chrono::Utc::now();
+    let store = Arc::clone(&state.engine.store);
+    let month = tokio::task::spawn_blocking(move || store.handles_in_month(now))
+        .await
+        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
+        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))?;
+    let ledger = &state.settings.ledger;
+    Ok(Usage {
+        month: store::ledger::month_of(now),
+        handles_used: month.len(),
+        handle_cap: ledger.handle_cap,
+        policy: ledger.policy,
+        handles: month
+            .into_iter()
+            .filter(|e| granted.contains(&e.handle))
+            .map(|e| UsedHandle {
+                handle: e.handle,
+                first_call: engagement::time::format_instant(e.first_call),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,126 @@
+//! The store across processes, with the real binary: facts and the month's ledger survive a
+//! restart, and a `kill -9` in the middle of a question leaves a store that opens and
+//! answers exactly.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use simulator::Config;
+use simulator::faults::Faults;
+use support::{PER_TWEET, Stitcher, question};
+
+async fn ask(stitcher: &Stitcher, body: &Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/historical", stitcher.url))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn oracle(sim_url: &str, body: &Value) -> Value {
+    let resp =
+        reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Integer counts as strings, so a native answer's data reads as the oracle's.
+fn as_strings(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_strings(v))).collect()),
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn facts_and_the_ledger_survive_a_restart() {
+    let (sim, sim_url) = support::simulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    let env = [("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str()), ("STITCHER__STORE__PATH", path.as_str())];
+    let body = question(30, 3, &["impressions", "engagements"], PER_TWEET);
+
+    let mut first = Stitcher::start(&env).await;
+    let cold = ask(&first, &body).await;
+    let calls = sim.stats().requests_total;
+    assert_eq!(calls, 2 * 3);
+    let usage: Value = reqwest::Client::new()
+        .get(format!("{}/v1/usage", first.url))
+        .bearer_auth("demo-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["handles"][0]["handle"], "demo");
+    first.terminate();
+    assert!(first.exited(Duration::from_secs(10)).await.unwrap().success());
+
+    let second = Stitcher::start(&env).await;
+    let warm = ask(&second, &body).await;
+    assert_eq!(sim.stats().requests_total, calls, "no call after the restart");
+    assert_eq!(warm["meta"]["upstream_calls"], 0);
+    assert_eq!(warm["data"], cold["data"]);
+    assert_eq!(as_strings(warm["data"].clone()), oracle(&sim_url, &body).await);
+    let again: Value = reqwest::Client::new()
+        .get(format!("{}/v1/usage", second.url))
+        .bearer_auth("demo-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["handles"], usage["handles"], "the month's ledger, first call and all");
+    assert_eq!(again["handles_used"], 1);
+}
+
+#[tokio::test]
+async fn a_kill_in_the_middle_of_a_question_leaves_a_store_that_answers_exactly() {
+    let faults = Faults { latency: Duration::from_millis(40), ..Faults::default() };
+    let (sim, sim_url) = support::simulator(Config { faults, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    let env = [("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str()), ("STITCHER__STORE__PATH", path.as_str())];
+    // 8 batches × 20 windows: 160 calls, each kept as it comes.
+    let body = question(200, 20, &["impressions", "favorites"], PER_TWEET);
+
+    let mut doomed = Stitcher::start(&env).await;
+    let url = doomed.url.clone();
+    let asking = {
+        let body = body.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/historical"))
+                .bearer_auth("demo-key")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    while sim.stats().requests_total < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    assert!(asking.await.unwrap().is_err(), "the question died with the process");
+    let before = sim.stats().requests_total;
+    assert!(before < 160, "killed before the question was done ({before} calls)");
+
+    let revived = Stitcher::start(&env).await;
+    let answer = ask(&revived, &body).await;
+    assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &body).await);
+    let after = sim.stats().requests_total - before;
+    assert!(after < 160, "what was kept before the kill was not fetched again ({after} calls)");
+}
