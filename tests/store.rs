@@ -335,3 +335,30 @@ async fn under_warn_a_handle_past_the_cap_is_answered_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_that_go_away_leave_no_call_slot_taken() {
+    let faults = Faults { latency: std::time::Duration::from_millis(400), ..Faults::default() };
+    let world = World::start(
+        Config { faults, ..Config::default() },
+        &[("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "2"), ("STITCHER__SERVER__REQUEST_TIMEOUT_SECS", "10")],
+    )
+    .await;
+    let range = days_back(world.now, 60, 5);
+    // Clients that give up while their calls hold both slots.
+    for k in 0..4u64 {
+        let ids: Vec<TweetId> = (0..30).map(|n| tweet(world.now, 500.0, 100 * k + n)).collect();
+        let gave_up = world
+            .http
+            .post(format!("{}/v1/historical", world.url))
+            .bearer_auth("demo-key")
+            .timeout(std::time::Duration::from_millis(150))
+            .json(&question(&ids, range, &["impressions"], daily()))
+            .send()
+            .await;
+        assert!(gave_up.is_err(), "the client went away");
+    }
+    let ids = tweets(world.now, 10);
+    let (meta, calls) = ask_exact(&world, &question(&ids, range, &["impressions"], daily())).await;
+    assert_eq!(calls, meta["upstream_calls"].as_u64().unwrap(), "only this question's calls: {meta}");
+}

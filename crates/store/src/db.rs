@@ -153,6 +153,12 @@ impl Store {
             }
         }
         let pin = Pin { store: Arc::clone(self), keys };
+        self.touch(handle, tweets, now)?;
+        Ok(pin)
+    }
+
+    /// Marks `tweets` of `handle` used at `now`, for eviction.
+    pub fn touch(&self, handle: &str, tweets: &[TweetId], now: DateTime<Utc>) -> Result<(), StoreError> {
         // Use only orders eviction: losing it in a crash costs nothing, so it is not synced.
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
@@ -166,7 +172,7 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(pin)
+        Ok(())
     }
 
     /// What is held of `types` for `tweets` over `range` as `handle`, at `now`: which
@@ -229,6 +235,8 @@ impl Store {
                 let (at, deleted) = s.value();
                 if now.timestamp() < at.saturating_add(self.config.status_ttl.as_secs() as i64) {
                     known.status.insert(tweet, deleted == 1);
+                    let learned = DateTime::from_timestamp(at, 0).unwrap_or(now);
+                    known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
                 }
             }
             known.held.insert(tweet, held);
@@ -255,6 +263,7 @@ impl Store {
         }
         let txn = self.db.begin_write()?;
         let mut grown: i64 = 0;
+        let total;
         {
             let mut table = txn.open_table(FACTS)?;
             let mut tweets = txn.open_table(TWEETS)?;
@@ -284,11 +293,14 @@ impl Store {
                 status
                     .insert((handle, t.0), (fetched_at.timestamp(), u8::from(facts.deleted.contains(t))))?;
             }
-            let total = (self.bytes() as i64 + grown).max(0) as u64;
-            txn.open_table(META)?.insert(BYTES, total)?;
+            // Read within the transaction: writers are serialized, so the total is exact.
+            let mut meta = txn.open_table(META)?;
+            let before = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
+            total = (before as i64 + grown).max(0) as u64;
+            meta.insert(BYTES, total)?;
         }
         txn.commit()?;
-        let total = (self.bytes.fetch_add(grown as u64, Ordering::Relaxed) as i64 + grown) as u64;
+        self.bytes.store(total, Ordering::Relaxed);
         if total > self.config.max_bytes {
             self.evict()?;
         }

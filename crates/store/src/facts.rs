@@ -140,6 +140,8 @@ pub struct Known {
     pub fresh: HashMap<(TweetId, i64), Arc<FreshHour>>,
     /// Whether each Tweet is deleted, for the Tweets whose status is still trusted.
     pub status: HashMap<TweetId, bool>,
+    /// When the oldest of those statuses was learned (none: no status was read).
+    pub oldest_status: Option<DateTime<Utc>>,
 }
 
 impl Known {

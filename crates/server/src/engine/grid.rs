@@ -42,7 +42,7 @@ impl Engine {
         let plan = Arc::new(stitch::plan(&query.tweet_ids, *range, Endpoint::Historical.max_tweet_ids()));
         let calls = plan.fetched.len();
         self.calls.check(calls, deadline).map_err(refusal)?;
-        self.admit_handle(&handle.handle).await?;
+        self.admit_handle(&handle.handle, true).await?;
         progress.slices_total.store(plan.planned(), Ordering::Relaxed);
         progress.slices_synthesized.store(plan.synthesized_slices(), Ordering::Relaxed);
         progress.touch();
@@ -54,6 +54,11 @@ impl Engine {
             let (engine, lane, handle, progress) =
                 (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle), Arc::clone(progress));
             tasks.spawn(async move {
+                // Each call counts its handle, so a question that runs into a new month
+                // counts there too.
+                if let Err(e) = engine.admit_handle(&handle.handle, false).await {
+                    tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
+                }
                 let sent = std::sync::atomic::AtomicU32::new(0);
                 let retried = engine
                     .calls
@@ -201,6 +206,6 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response: merged, meta, incomplete })
+        Ok(Answer { response: Arc::new(merged), meta, incomplete })
     }
 }

@@ -73,7 +73,8 @@ pub struct Meta {
 /// A stitched answer.
 #[derive(Debug)]
 pub struct Answer {
-    pub response: Response,
+    /// Shared: an answer over settled time is also kept rendered for repeats.
+    pub response: Arc<Response>,
     pub meta: Meta,
     /// Slices that could not be had (only when partial answers were asked for).
     pub incomplete: Vec<FailedSlice>,
@@ -178,12 +179,25 @@ pub struct Engine {
     pub ledger: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
     shared: Coalesce<recall::CallKey, recall::Shared>,
+    /// Answers of questions over settled time, rendered, for repeats.
+    rendered: recall::Rendered,
+    /// (month, handle) known to be in the ledger, so a call need not read it.
+    counted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Engine {
     /// An engine calling through `calls`, keeping facts in `store` if `remember`.
     pub fn new(calls: CallPolicy, store: Arc<Store>, remember: bool, ledger: LedgerSettings) -> Engine {
-        Engine { calls, store, remember, ledger, shared: Coalesce::default() }
+        let rendered = recall::Rendered::new(store.config().status_ttl);
+        Engine {
+            calls,
+            store,
+            remember,
+            ledger,
+            shared: Coalesce::default(),
+            rendered,
+            counted: Default::default(),
+        }
     }
 }
 
@@ -213,15 +227,23 @@ impl Engine {
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the
-    /// cap when the policy says so.
-    async fn admit_handle(&self, handle: &str) -> Result<(), ServiceError> {
-        let (store, name) = (Arc::clone(&self.store), handle.to_string());
-        let (cap, refuse) = (self.ledger.handle_cap, self.ledger.policy == CapPolicy::Refuse);
+    /// cap when `may_refuse` and the policy say so. A question checks before any call; each
+    /// call counts again, so a question that runs into a new month counts there too.
+    async fn admit_handle(&self, handle: &str, may_refuse: bool) -> Result<(), ServiceError> {
         let now = Utc::now();
+        let counted = (store::ledger::month_of(now), handle.to_string());
+        if self.counted.lock().unwrap_or_else(|p| p.into_inner()).contains(&counted) {
+            return Ok(());
+        }
+        let (store, name) = (Arc::clone(&self.store), handle.to_string());
+        let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
         let admitted = tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
             .await
             .map_err(|e| ServiceError::internal("the ledger's task failed", Some(Box::new(e))))?
             .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))?;
+        if !matches!(admitted, Admission::Refused { .. }) {
+            self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
+        }
         match admitted {
             Admission::Counted => Ok(()),
             Admission::Added { used, over_cap } => {
@@ -232,7 +254,7 @@ impl Engine {
                         handles_used = used,
                         handle_cap = cap,
                         month = %store::ledger::month_of(now),
-                        "a handle past the month's cap was called for (ledger.policy = warn); the API bills it"
+                        "a handle past the month's cap was called for; the API bills it"
                     );
                 }
                 Ok(())

@@ -28,7 +28,7 @@ use super::{
     Answer, Engine, Meta, Progress, Question, Stopped, failed_attempt, failed_slice, failure, outcome,
     refusal,
 };
-use crate::error::ServiceError;
+use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
@@ -54,6 +54,74 @@ pub(crate) enum CallFailure {
 /// What a shared call came to: its facts and the first hour it kept as unsettled, or why
 /// not; and the attempts it took.
 pub(crate) type Shared = Arc<(Result<(Arc<CallFacts>, i64), CallFailure>, u32)>;
+
+/// A question over settled time, as the rendered answers are kept by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RenderedKey {
+    handle: String,
+    tweets: Vec<TweetId>,
+    types: Vec<EngagementType>,
+    groupings: Vec<Grouping>,
+    range: TimeRange,
+}
+
+/// A rendered answer, and what it depended on besides settled facts.
+#[derive(Debug)]
+struct RenderedAnswer {
+    response: Arc<Response>,
+    /// Until when the statuses it was rendered with are trusted.
+    valid_until: DateTime<Utc>,
+    /// The Tweets whose video views were reported as zero (a rule of the Tweet's age now).
+    no_video_views: Vec<TweetId>,
+    from_store: usize,
+}
+
+/// The most counts the rendered answers kept may hold together (about 100 MB).
+const RENDERED_COUNTS: u64 = 1_000_000;
+
+/// Answers of questions whose every hour is settled, kept rendered so an exact repeat (a
+/// dashboard reloaded) is served without reading or rendering facts again. They live as long
+/// as the statuses they were rendered with are trusted.
+pub(crate) struct Rendered {
+    answers: moka::sync::Cache<RenderedKey, Arc<RenderedAnswer>>,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered").field("answers", &self.answers.entry_count()).finish()
+    }
+}
+
+impl Rendered {
+    pub(crate) fn new(ttl: std::time::Duration) -> Rendered {
+        let answers = moka::sync::Cache::builder()
+            .max_capacity(RENDERED_COUNTS)
+            .weigher(|_, a: &Arc<RenderedAnswer>| counts(&a.response).min(u64::from(u32::MAX)) as u32)
+            .time_to_live(ttl.max(std::time::Duration::from_millis(1)))
+            .build();
+        Rendered { answers }
+    }
+}
+
+/// The leaves of an answer's trees.
+fn counts(response: &Response) -> u64 {
+    fn leaves(node: &engagement::Node) -> u64 {
+        match node {
+            engagement::Node::Count(_) => 1,
+            engagement::Node::Branch(b) => b.iter().map(|(_, n)| leaves(n)).sum(),
+        }
+    }
+    response.groupings.values().map(leaves).sum()
+}
+
+/// The Tweets of `tweets` whose video views are not reported at `now`.
+fn no_video_views(tweets: &[TweetId], types: &[EngagementType], now: DateTime<Utc>) -> Vec<TweetId> {
+    if !types.contains(&EngagementType::VideoViews) {
+        return Vec::new();
+    }
+    let limit = chrono::Duration::days(engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS);
+    tweets.iter().copied().filter(|t| now - t.created_at() > limit).collect()
+}
 
 /// One call a question needs: a batch over a window, for facts or only for the status of
 /// its Tweets.
@@ -164,6 +232,45 @@ impl Engine {
         let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
         let now = Utc::now();
         let tweets: Vec<TweetId> = plan.batches.concat();
+        let settled = hour_of(range.end) <= self.store.unsettled_from(now);
+        let key = RenderedKey {
+            handle: handle.handle.clone(),
+            tweets: tweets.clone(),
+            types: query.types.clone(),
+            groupings: query.groupings.clone(),
+            range,
+        };
+        if settled
+            && let Some(kept) = self.rendered.answers.get(&key)
+            && now < kept.valid_until
+            && kept.no_video_views == no_video_views(&tweets, &query.types, now)
+        {
+            progress.touch();
+            // A dashboard read often stays recent for eviction, off the answer's path.
+            let (store, name) = (Arc::clone(&self.store), handle.handle.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.touch(&name, &tweets, now) {
+                    tracing::warn!(error = %e, "the store could not mark Tweets used");
+                }
+            });
+            let meta = Meta {
+                start: engagement::time::format_instant(range.start),
+                end: engagement::time::format_instant(range.end),
+                end_clamped: query.end_clamped,
+                tweets: query.tweet_ids.len(),
+                batches: plan.batches.len(),
+                windows: plan.windows.len(),
+                slices_planned: plan.planned(),
+                slices_fetched: 0,
+                slices_synthesized: plan.synthesized_slices(),
+                slices_from_store: kept.from_store,
+                upstream_calls: 0,
+                retries: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            metrics::slices(meta.slices_planned, 0, meta.slices_synthesized, meta.slices_from_store, 0);
+            return Ok(Answer { response: Arc::clone(&kept.response), meta, incomplete: Vec::new() });
+        }
         let (store, name, types) = (Arc::clone(&self.store), handle.handle.clone(), query.types.clone());
         let (pin, mut known) = blocking("the store could not be read", move || {
             let pin = store.pin(&name, &tweets, now)?;
@@ -176,7 +283,7 @@ impl Engine {
         let calls = needs.calls.len();
         if calls > 0 {
             self.calls.check(calls, deadline).map_err(refusal)?;
-            self.admit_handle(&handle.handle).await?;
+            self.admit_handle(&handle.handle, true).await?;
         }
         progress.slices_total.store(calls, Ordering::Relaxed);
         progress.touch();
@@ -191,7 +298,9 @@ impl Engine {
                 Arc::clone(progress),
                 Arc::clone(&plan),
             );
-            let types = query.types.clone();
+            // In one order, so questions listing the same types differently share calls.
+            let mut types = query.types.clone();
+            types.sort_unstable();
             tasks.spawn(async move {
                 let body = request(&plan, need, &types);
                 let key = CallKey {
@@ -222,6 +331,17 @@ impl Engine {
                             .boxed()
                         })
                         .await;
+                    let shared = shared.unwrap_or_else(|| {
+                        let reason = "the call's task failed".to_string();
+                        Arc::new((
+                            Err(CallFailure::Call(AttemptError::Transient {
+                                reason,
+                                status: None,
+                                retry_after: None,
+                            })),
+                            0,
+                        ))
+                    });
                     if joined {
                         metrics::coalesced();
                         joined_any = true;
@@ -300,9 +420,19 @@ impl Engine {
         if !failed.is_empty() && !partial {
             return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
         }
+        let oldest_status = known.oldest_status;
         for (_, facts, unsettled_from) in &fetched {
             known.learn(facts, *unsettled_from);
         }
+        // A batch whose Tweets' status is still unknown (its call failed, in a partial
+        // answer) is left out whole, and said so.
+        let mut seen = HashSet::new();
+        for (slice, _, _) in &mut failed {
+            if plan.batches[slice.batch].iter().any(|t| !known.status.contains_key(t)) {
+                slice.window = range;
+            }
+        }
+        failed.retain(|(slice, _, _)| seen.insert(*slice));
         // The windows that failed are left out of their batch: a hole is never shown as zeros.
         let holes: Vec<Slice> = failed.iter().map(|(s, _, _)| *s).collect();
 
@@ -351,11 +481,23 @@ impl Engine {
             duration_ms = meta.duration_ms,
             "question answered"
         );
+        let response = Arc::new(merged);
+        if settled && failed.is_empty() {
+            // Every real slice of the grid is held now.
+            let ttl = chrono::Duration::from_std(self.store.config().status_ttl).unwrap_or_default();
+            let kept = RenderedAnswer {
+                response: Arc::clone(&response),
+                valid_until: oldest_status.unwrap_or(now) + ttl,
+                no_video_views: no_video_views(&plan.batches.concat(), &query.types, now),
+                from_store: plan.fetched.len(),
+            };
+            self.rendered.answers.insert(key, Arc::new(kept));
+        }
         let incomplete = failed
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response: merged, meta, incomplete })
+        Ok(Answer { response, meta, incomplete })
     }
 
     /// Makes one call through the call policy and keeps what it brings.
@@ -370,7 +512,17 @@ impl Engine {
         deadline: Instant,
         progress: &Progress,
     ) -> Shared {
+        if let Err(e) = self.admit_handle(&handle.handle, false).await {
+            let reason = format!("the handle ledger could not be written: {e}");
+            return Arc::new((
+                Err(CallFailure::Call(AttemptError::Transient { reason, status: None, retry_after: None })),
+                0,
+            ));
+        }
         let sent = AtomicU32::new(0);
+        // Hours are judged settled from before the call was sent: never from after the
+        // upstream answered, when a not-yet-final hour may have turned old enough.
+        let sent_at: DateTime<Utc> = Utc::now();
         let retried = self
             .calls
             .call(lane, handle, &body, deadline, |result, waited, took| {
@@ -383,7 +535,6 @@ impl Engine {
             Ok(response) => response,
             Err(e) => return Arc::new((Err(CallFailure::Call(e)), retried.attempts)),
         };
-        let fetched_at: DateTime<Utc> = Utc::now();
         let (store, name) = (Arc::clone(&self.store), handle.handle.clone());
         let kept = tokio::task::spawn_blocking(move || {
             let facts = if need.status_only {
@@ -400,8 +551,8 @@ impl Engine {
                     }
                 }
             };
-            store.keep(&name, &facts, fetched_at).map_err(|e| CallFailure::Store(Arc::new(e)))?;
-            Ok((Arc::new(facts), store.unsettled_from(fetched_at)))
+            store.keep(&name, &facts, sent_at).map_err(|e| CallFailure::Store(Arc::new(e)))?;
+            Ok((Arc::new(facts), store.unsettled_from(sent_at)))
         })
         .await
         .unwrap_or_else(|e| {
@@ -429,11 +580,25 @@ fn render(
     for (b, batch) in plan.batches.iter().enumerate() {
         let mut failed: Vec<TimeRange> = holes.iter().filter(|s| s.batch == b).map(|s| s.window).collect();
         failed.sort_unstable_by_key(|w| w.start);
+        if batch.iter().any(|t| !known.status.contains_key(t)) {
+            // Whether a Tweet was deleted since its facts were kept is not known.
+            continue;
+        }
         let (deleted, shown): (Vec<TweetId>, Vec<TweetId>) =
             batch.iter().partition(|t| known.status.get(t) == Some(&true));
-        let held = store
-            .held(handle, &shown, types, known, &failed, now)
-            .map_err(|e| ServiceError::internal("the store could not be read", Some(Box::new(e))))?;
+        let held = store.held(handle, &shown, types, known, &failed, now).map_err(|e| match e {
+            StoreError::Vanished { tweet } => ServiceError::UpstreamFailed {
+                failed: vec![FailedSlice {
+                    start: engagement::time::format_instant(plan.range.start),
+                    end: engagement::time::format_instant(plan.range.end),
+                    tweet_ids: batch.iter().map(ToString::to_string).collect(),
+                    status: Some(200),
+                    errors: vec![format!("the upstream's answers lacked hours of Tweet {tweet}; retry")],
+                    attempts: 0,
+                }],
+            },
+            other => ServiceError::internal("the store could not be read", Some(Box::new(other))),
+        })?;
         let mut part = Response { unavailable_tweet_ids: deleted, ..Response::default() };
         if types.contains(&EngagementType::VideoViews) {
             part.unsupported_for_video_views_tweet_ids =
