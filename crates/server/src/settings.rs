@@ -211,6 +211,16 @@ impl Settings {
                 return fail(format!("{name} must be at least 1"));
             }
         }
+        // Beyond these, instants computed from them would leave the calendar.
+        for (name, value, most) in [
+            ("store.settle_after_hours", self.store.settle_after_hours, 24 * 365 * 20),
+            ("store.fresh_ttl_secs", self.store.fresh_ttl_secs, 3600 * 24 * 365),
+            ("store.status_ttl_secs", self.store.status_ttl_secs, 3600 * 24 * 365),
+        ] {
+            if value > most {
+                return fail(format!("{name} is {value}; at most {most}"));
+            }
+        }
         if let Some(url) = &self.upstream.base_url {
             let demo = demo::credentials_in_use(self);
             if !demo::is_loopback(url) && !demo.is_empty() {
@@ -297,6 +307,12 @@ mod tests {
         assert_eq!(s.server.max_tweet_ids, 10_000);
         assert_eq!(s.clients["demo"].handles, ["demo"]);
         assert_eq!(s.handles["demo"].token_secret.expose_secret(), "demo-token-secret");
+        let store = &s.store;
+        assert!(store.enabled);
+        assert_eq!(store.path, std::path::Path::new("stitcher-store"));
+        assert_eq!((store.settle_after_hours, store.fresh_ttl_secs, store.status_ttl_secs), (72, 60, 900));
+        assert_eq!(store.max_bytes, 1 << 30);
+        assert_eq!((s.ledger.handle_cap, s.ledger.policy), (None, CapPolicy::Refuse));
     }
 
     #[test]
@@ -393,6 +409,8 @@ mod tests {
             ("STITCHER__SERVER__LISTEN", "127.0.0.1:80800"),
             ("STITCHER__SERVER__LISTEN", "localhost"),
             ("STITCHER__UPSTREAM__BASE_URL", "data-api.x.com"),
+            ("STITCHER__STORE__SETTLE_AFTER_HOURS", "99999999999"),
+            ("STITCHER__LEDGER__POLICY", "ignore"),
         ] {
             let env = BTreeMap::from([(key.to_string(), value.to_string())]);
             assert!(Settings::load_with(None, Some(env)).is_err(), "{key}={value} is refused at load");

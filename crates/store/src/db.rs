@@ -28,9 +28,36 @@ const BYTES: &str = "fact_bytes";
 const FORMAT_KEY: &str = "format";
 const FORMAT: u64 = 1;
 
+/// The database's page cache: enough for the rows of a few dashboards, bounded so memory
+/// does not grow with the file (the kernel's page cache holds the rest).
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The unsettled hours kept in memory: (handle, Tweet, hour number) → the types the last
 /// call for it asked, and their counts.
 type Fresh = Cache<(Arc<str>, u64, i64), Arc<FreshHour>>;
+
+/// What one call brings to disk.
+struct Write {
+    handle: String,
+    /// (Tweet, day number) → the day's settled hours, encoded.
+    rows: Vec<((u64, i64), Vec<u8>)>,
+    /// (Tweet, deleted).
+    statuses: Vec<(u64, bool)>,
+    at: DateTime<Utc>,
+}
+
+/// Writes waiting to be committed together.
+#[derive(Default)]
+struct Group {
+    /// The sequence number of the last write queued.
+    next: u64,
+    queue: Vec<Write>,
+    /// Every write up to this number is committed (or failed).
+    done: u64,
+    committing: bool,
+    /// Why writes that failed did, by number, until their writers read it.
+    failed: HashMap<u64, String>,
+}
 
 /// Facts, statuses and the ledger of one service.
 pub struct Store {
@@ -38,6 +65,8 @@ pub struct Store {
     config: Config,
     fresh: Option<Fresh>,
     pins: Mutex<HashMap<(String, u64), usize>>,
+    group: Mutex<Group>,
+    committed: std::sync::Condvar,
     bytes: AtomicU64,
     evictions: AtomicU64,
 }
@@ -83,7 +112,7 @@ impl Store {
         std::fs::create_dir_all(&config.path)
             .map_err(|source| StoreError::Directory { path: config.path.clone(), source })?;
         let file: PathBuf = config.path.join("stitcher.redb");
-        let db = match Database::create(&file) {
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(&file) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path: file }),
             Err(e) => return Err(StoreError::Database(e.into())),
@@ -113,6 +142,8 @@ impl Store {
             config,
             fresh,
             pins: Mutex::new(HashMap::new()),
+            group: Mutex::new(Group::default()),
+            committed: std::sync::Condvar::new(),
             bytes: AtomicU64::new(bytes),
             evictions: AtomicU64::new(0),
         })
@@ -244,8 +275,10 @@ impl Store {
         Ok(known)
     }
 
-    /// Keeps what a call fetched at `fetched_at` as `handle`: settled hours on disk (in one
-    /// durable transaction with the statuses), unsettled ones in memory.
+    /// Keeps what a call fetched at `fetched_at` as `handle`: unsettled hours in memory,
+    /// settled ones on disk with the statuses. Returns once they are durable. Calls that
+    /// finish together are written in one transaction (one sync of the file for all of
+    /// them), so a cold question is not held to one disk sync per call.
     pub fn keep(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Result<(), StoreError> {
         let unsettled_from = self.unsettled_from(fetched_at);
         let mut rows: BTreeMap<(u64, i64), DayRow> = BTreeMap::new();
@@ -261,37 +294,86 @@ impl Store {
                 }
             }
         }
+        let write = Write {
+            handle: handle.to_string(),
+            rows: rows.into_iter().map(|(key, row)| (key, row.encode())).collect(),
+            statuses: facts.tweets.iter().map(|t| (t.0, facts.deleted.contains(t))).collect(),
+            at: fetched_at,
+        };
+        self.in_group(write)
+    }
+
+    /// Queues `write` and waits until a transaction holding it is committed: by this thread
+    /// if no other is committing (then with everything queued), else by the one that is.
+    fn in_group(&self, write: Write) -> Result<(), StoreError> {
+        let seq = {
+            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            g.next += 1;
+            let seq = g.next;
+            g.queue.push(write);
+            seq
+        };
+        loop {
+            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            while g.committing && g.done < seq {
+                g = self.committed.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            if g.done >= seq {
+                return g.failed.remove(&seq).map_or(Ok(()), |m| Err(StoreError::Commit(m)));
+            }
+            g.committing = true;
+            let writes = std::mem::take(&mut g.queue);
+            let upto = g.next;
+            drop(g);
+            let result = self.commit(&writes);
+            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            g.committing = false;
+            if let Err(e) = &result {
+                let message = e.to_string();
+                for s in (upto + 1 - writes.len() as u64)..=upto {
+                    g.failed.insert(s, message.clone());
+                }
+            }
+            g.done = upto;
+            drop(g);
+            self.committed.notify_all();
+        }
+    }
+
+    /// Writes `writes` in one durable transaction, then evicts if the bound is passed.
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        let mut grown: i64 = 0;
         let total;
         {
             let mut table = txn.open_table(FACTS)?;
             let mut tweets = txn.open_table(TWEETS)?;
-            let mut per_tweet: HashMap<u64, i64> = HashMap::new();
-            for ((tweet, day), row) in rows {
-                let old = table.get((handle, tweet, day))?.map(|v| v.value().to_vec());
-                let (merged, before) = match old {
-                    Some(bytes) => {
-                        let mut merged = DayRow::decode(&bytes)?;
-                        merged.overlay(&row);
-                        (merged, bytes.len() as i64)
-                    }
-                    None => (row, 0),
-                };
-                let encoded = merged.encode();
-                *per_tweet.entry(tweet).or_default() += encoded.len() as i64 - before;
-                table.insert((handle, tweet, day), encoded.as_slice())?;
-            }
-            for (tweet, delta) in per_tweet {
-                let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
-                let bytes = (bytes as i64 + delta).max(0) as u64;
-                tweets.insert((handle, tweet), (seconds(fetched_at), bytes))?;
-                grown += delta;
-            }
             let mut status = txn.open_table(STATUS)?;
-            for t in &facts.tweets {
-                status
-                    .insert((handle, t.0), (fetched_at.timestamp(), u8::from(facts.deleted.contains(t))))?;
+            let mut grown: i64 = 0;
+            for w in writes {
+                let handle = w.handle.as_str();
+                let mut per_tweet: HashMap<u64, i64> = HashMap::new();
+                for ((tweet, day), encoded) in &w.rows {
+                    let old = table.get((handle, *tweet, *day))?.map(|v| v.value().to_vec());
+                    let (merged, before) = match old {
+                        Some(bytes) => {
+                            let mut merged = DayRow::decode(&bytes)?;
+                            merged.overlay(&DayRow::decode(encoded)?);
+                            (merged.encode(), bytes.len() as i64)
+                        }
+                        None => (encoded.clone(), 0),
+                    };
+                    *per_tweet.entry(*tweet).or_default() += merged.len() as i64 - before;
+                    table.insert((handle, *tweet, *day), merged.as_slice())?;
+                }
+                for (tweet, delta) in per_tweet {
+                    let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
+                    let bytes = (bytes as i64 + delta).max(0) as u64;
+                    tweets.insert((handle, tweet), (seconds(w.at), bytes))?;
+                    grown += delta;
+                }
+                for (tweet, deleted) in &w.statuses {
+                    status.insert((handle, *tweet), (w.at.timestamp(), u8::from(*deleted)))?;
+                }
             }
             // Read within the transaction: writers are serialized, so the total is exact.
             let mut meta = txn.open_table(META)?;

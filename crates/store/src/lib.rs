@@ -49,6 +49,8 @@ pub enum StoreError {
     )]
     Format { path: PathBuf, found: u64, expected: u64 },
     #[error("the store's database failed: {0}")]
+    Commit(String),
+    #[error("the store's database failed: {0}")]
     Database(#[from] redb::Error),
     #[error(transparent)]
     Malformed(#[from] row::Malformed),

@@ -206,3 +206,37 @@ fn types_are_held_each_on_their_own() {
         "an hour is held for a question only when every type it asks is"
     );
 }
+
+#[test]
+fn calls_kept_at_once_are_all_held_and_counted_exactly() {
+    let now = at("2021-01-01T00:00:00Z");
+    let r = range("2020-06-01T00:00:00Z", "2020-06-29T00:00:00Z");
+    let alone = tempfile::tempdir().unwrap();
+    let expected = {
+        let store = Store::open(config(&alone)).unwrap();
+        for n in 0..16 {
+            store.keep("a", &fetched(&[tweet(n)], r, &[]), now).unwrap();
+        }
+        store.bytes()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(&dir)).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.keep("a", &fetched(&[tweet(n)], r, &[]), now).unwrap())
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.bytes(), expected, "the byte count is exact however the writes were grouped");
+    let tweets: Vec<TweetId> = (0..16).map(tweet).collect();
+    let known = store.known("a", &tweets, &ALL, r, now).unwrap();
+    assert!(
+        tweets.iter().all(|t| known.held[t].iter().all(|h| *h)),
+        "every write is durable when keep returns"
+    );
+    drop(store);
+    assert_eq!(Store::open(config(&dir)).unwrap().bytes(), expected, "and so is the count");
+}

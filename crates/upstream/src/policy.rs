@@ -3,6 +3,7 @@
 //! backoff ([`retry`]), all within its question's deadline. A question asks for a [`Lane`]
 //! and then one [`CallPolicy::call`] per slice.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,25 @@ impl CallPolicy {
         deadline: Instant,
         attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
     ) -> Retried<Response> {
+        self.call_then(lane, handle, body, deadline, attempted, |response| async { Ok(response) }).await
+    }
+
+    /// Like [`CallPolicy::call`], and `then` makes what the caller needs of an answer while
+    /// the call still holds its place among the calls in flight: answers that wait for that
+    /// work never pile up beyond the calls in flight. An error from `then` counts as the
+    /// attempt's.
+    pub async fn call_then<T, Fut>(
+        &self,
+        lane: &Lane,
+        handle: &HandleCredentials,
+        body: &RawRequest,
+        deadline: Instant,
+        attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
+        then: impl Fn(Response) -> Fut,
+    ) -> Retried<T>
+    where
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
         retry(&self.retry, deadline, |_| async {
             let _turn = lane.turn().await;
             let (result, waited, took) = match self.budget.acquire(deadline).await {
@@ -95,7 +115,7 @@ impl CallPolicy {
                 Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
             };
             attempted(&result, waited, took);
-            result
+            then(result?).await
         })
         .await
     }

@@ -357,7 +357,7 @@ impl Engine {
             });
         }
 
-        let mut fetched: Vec<(Need, Arc<CallFacts>, i64)> = Vec::with_capacity(calls);
+        let mut fetched = 0usize;
         let mut done = HashSet::with_capacity(calls);
         let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
         let mut attempts = 0u32;
@@ -376,7 +376,10 @@ impl Engine {
                     Ok((facts, unsettled_from)) => {
                         progress.slices_done.fetch_add(1, Ordering::Relaxed);
                         progress.touch();
-                        fetched.push((need, Arc::clone(facts), *unsettled_from));
+                        // Only the unsettled hours are taken (settled ones are on disk), and the
+                        // call's facts are let go at once: a big question never holds them all.
+                        known.learn(facts, *unsettled_from);
+                        fetched += 1;
                     }
                     Err(CallFailure::Store(e)) => {
                         return Err(ServiceError::internal(
@@ -421,9 +424,6 @@ impl Engine {
             return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
         }
         let oldest_status = known.oldest_status;
-        for (_, facts, unsettled_from) in &fetched {
-            known.learn(facts, *unsettled_from);
-        }
         // A batch whose Tweets' status is still unknown (its call failed, in a partial
         // answer) is left out whole, and said so.
         let mut seen = HashSet::new();
@@ -455,7 +455,7 @@ impl Engine {
             batches: plan.batches.len(),
             windows: plan.windows.len(),
             slices_planned: plan.planned(),
-            slices_fetched: fetched.len(),
+            slices_fetched: fetched,
             slices_synthesized: plan.synthesized_slices(),
             slices_from_store: needs.from_store,
             upstream_calls: attempts,
@@ -523,44 +523,73 @@ impl Engine {
         // Hours are judged settled from before the call was sent: never from after the
         // upstream answered, when a not-yet-final hour may have turned old enough.
         let sent_at: DateTime<Utc> = Utc::now();
+        // The facts are read and kept while the call holds its place among the calls in
+        // flight, so answers waiting to be kept never pile up beyond those calls.
+        let keep = |response: Response| {
+            let (store, name, tweets, types) =
+                (Arc::clone(&self.store), handle.handle.clone(), tweets.clone(), types.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    keep(&store, &name, &tweets, &types, need, response, sent_at)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    let reason = format!("keeping the answer failed: {e}");
+                    Err(AttemptError::Transient { reason, status: None, retry_after: None })
+                })
+            }
+        };
         let retried = self
             .calls
-            .call(lane, handle, &body, deadline, |result, waited, took| {
-                let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                metrics::upstream_call(&outcome(result));
-                progress.attempt(retry, waited, took);
-            })
+            .call_then(
+                lane,
+                handle,
+                &body,
+                deadline,
+                |result, waited, took| {
+                    let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
+                    metrics::upstream_call(&outcome(result));
+                    progress.attempt(retry, waited, took);
+                },
+                keep,
+            )
             .await;
-        let response = match retried.result {
-            Ok(response) => response,
-            Err(e) => return Arc::new((Err(CallFailure::Call(e)), retried.attempts)),
+        let kept = match retried.result {
+            Ok(kept) => kept,
+            Err(e) => Err(CallFailure::Call(e)),
         };
-        let (store, name) = (Arc::clone(&self.store), handle.handle.clone());
-        let kept = tokio::task::spawn_blocking(move || {
-            let facts = if need.status_only {
-                CallFacts::status_only(&tweets, &response)
-            } else {
-                match CallFacts::hourly(&tweets, &types, need.slice.window, &response, HOURLY) {
-                    Ok(facts) => facts,
-                    Err(e) => {
-                        return Err(CallFailure::Call(AttemptError::Transient {
-                            reason: e.to_string(),
-                            status: Some(200),
-                            retry_after: None,
-                        }));
-                    }
-                }
-            };
-            store.keep(&name, &facts, sent_at).map_err(|e| CallFailure::Store(Arc::new(e)))?;
-            Ok((Arc::new(facts), store.unsettled_from(sent_at)))
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let reason = format!("keeping the answer failed: {e}");
-            Err(CallFailure::Call(AttemptError::Transient { reason, status: None, retry_after: None }))
-        });
         Arc::new((kept, retried.attempts))
     }
+}
+
+/// Reads an answer's facts and keeps them; what the questions waiting need of them (the
+/// unsettled hours: the settled ones are on disk). An answer that is not the hourly shape
+/// asked for is the attempt's failure; a store that cannot keep them is the call's.
+fn keep(
+    store: &Store,
+    handle: &str,
+    tweets: &[TweetId],
+    types: &[EngagementType],
+    need: Need,
+    response: Response,
+    sent_at: DateTime<Utc>,
+) -> Result<Result<(Arc<CallFacts>, i64), CallFailure>, AttemptError> {
+    let mut facts = if need.status_only {
+        CallFacts::status_only(tweets, &response)
+    } else {
+        CallFacts::hourly(tweets, types, need.slice.window, &response, HOURLY).map_err(|e| {
+            AttemptError::Transient { reason: e.to_string(), status: Some(200), retry_after: None }
+        })?
+    };
+    drop(response);
+    if let Err(e) = store.keep(handle, &facts, sent_at) {
+        return Ok(Err(CallFailure::Store(Arc::new(e))));
+    }
+    let unsettled_from = store.unsettled_from(sent_at);
+    for hours in facts.hours.values_mut() {
+        hours.retain(|(hour, _)| *hour >= unsettled_from);
+    }
+    Ok(Ok((Arc::new(facts), unsettled_from)))
 }
 
 /// The answer from the counts held, batch by batch (so memory holds one batch's counts at a
