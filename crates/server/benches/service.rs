@@ -279,7 +279,16 @@ fn peak_rss(pid: u32) -> Option<u64> {
 }
 
 async fn memory_table() {
-    println!("\n## Peak memory of the service process for the largest question\n");
+    println!("\n## Peak memory of the service process for the largest question (cold, max_in_flight 32)\n");
+    println!("| store | question | answer size | peak RSS | target 4 × answer + 50 MB | idle RSS |");
+    println!("|---|---|---|---|---|---|");
+    for store_on in [false, true] {
+        memory_rows(store_on).await;
+    }
+}
+
+/// One `stitcher` process, with the store or without, asked the two largest questions.
+async fn memory_rows(store_on: bool) {
     let (sim_url, _sim) = start_simulator(Config::default());
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -289,6 +298,7 @@ async fn memory_table() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("STITCHER__STORE__PATH", store.path())
+        .env("STITCHER__STORE__ENABLED", if store_on { "true" } else { "false" })
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "32")
         .env("RUST_LOG", "warn")
@@ -302,8 +312,6 @@ async fn memory_table() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let idle = peak_rss(child.id()).unwrap_or(0);
-    println!("| question | answer size | peak RSS | target 4 × answer + 50 MB | idle RSS |");
-    println!("|---|---|---|---|---|");
     let end = now() - chrono::Duration::days(1);
     for (label, n, days, groupings) in [
         (
@@ -333,7 +341,8 @@ async fn memory_table() {
         let size = resp.bytes().await.unwrap().len() as u64;
         let peak = peak_rss(child.id()).unwrap_or(0);
         println!(
-            "| {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB |",
+            "| {} | {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB |",
+            if store_on { "on" } else { "off" },
             size as f64 / 1e6,
             peak as f64 / 1e6,
             (4 * size + 50_000_000) as f64 / 1e6,

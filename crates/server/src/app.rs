@@ -89,6 +89,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
+        metrics::start_at_zero();
         let budget = budget.unwrap_or_else(|| {
             Arc::new(RateBudget::new(settings.upstream.requests_per_minute, settings.upstream.rate_burst))
         });

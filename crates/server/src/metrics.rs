@@ -51,6 +51,21 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Makes the counters that may stay at zero for a while visible from the start, so a
+/// dashboard reads 0 rather than no data.
+pub fn start_at_zero() {
+    for name in [
+        "stitcher_store_hits_total",
+        "stitcher_store_misses_total",
+        "stitcher_store_evictions_total",
+        "stitcher_upstream_calls_coalesced_total",
+        "stitcher_ledger_refused_total",
+        "stitcher_upstream_retries_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// Counts and times every request by its route and status.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();

@@ -32,6 +32,10 @@ const FORMAT: u64 = 1;
 /// does not grow with the file (the kernel's page cache holds the rest).
 const CACHE_BYTES: usize = 64 << 20;
 
+/// Unsettled Tweet-hours kept in memory at most (about 400 bytes each): a thousand
+/// Tweets' last three weeks.
+const FRESH_HOURS: u64 = 500_000;
+
 /// The unsettled hours kept in memory: (handle, Tweet, hour number) → the types the last
 /// call for it asked, and their counts.
 type Fresh = Cache<(Arc<str>, u64, i64), Arc<FreshHour>>;
@@ -136,7 +140,7 @@ impl Store {
         txn.commit()?;
         let bytes = db.begin_read()?.open_table(META)?.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
         let fresh = (!config.fresh_ttl.is_zero())
-            .then(|| Cache::builder().max_capacity(2_000_000).time_to_live(config.fresh_ttl).build());
+            .then(|| Cache::builder().max_capacity(FRESH_HOURS).time_to_live(config.fresh_ttl).build());
         Ok(Store {
             db,
             config,
