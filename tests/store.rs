@@ -362,3 +362,21 @@ async fn questions_that_go_away_leave_no_call_slot_taken() {
     let (meta, calls) = ask_exact(&world, &question(&ids, range, &["impressions"], daily())).await;
     assert_eq!(calls, meta["upstream_calls"].as_u64().unwrap(), "only this question's calls: {meta}");
 }
+
+#[tokio::test]
+async fn exact_repeats_read_the_same_in_both_shapes() {
+    let world = World::start(Config::default(), &[]).await;
+    let ids = tweets(world.now, 40);
+    let q = question(&ids, days_back(world.now, 30, 5), &["impressions", "replies"], daily());
+    let expected = world.oracle(&q).await;
+    for round in 0..3 {
+        let (meta, calls) = ask_exact(&world, &q).await;
+        assert_eq!(meta["tweets"], 40, "round {round}: {meta}");
+        if round > 0 {
+            assert_eq!(calls, 0);
+        }
+        let (status, drop_in) = world.ask("/insights/engagement/historical", &q).await;
+        assert_eq!(status, 200);
+        assert_eq!(drop_in, expected, "round {round}: the drop-in shape");
+    }
+}

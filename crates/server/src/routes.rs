@@ -205,6 +205,18 @@ pub async fn native(
 async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
     let id = request_id(&head.headers);
     match ask(state, &head, body, native).await {
+        Ok((answer, admitted)) if answer.written.is_some() => {
+            // A repeat: its text is kept (or made once now, off the async workers).
+            let made =
+                tokio::task::spawn_blocking(move || repeat_text(&answer, native).map(|t| (t, admitted)));
+            match made.await {
+                Ok(Ok((chunks, _admitted))) => streaming::chunks(chunks),
+                Ok(Err(e)) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
+                    .into_response_for(id.as_deref()),
+                Err(e) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
+                    .into_response_for(id.as_deref()),
+            }
+        }
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
             if native {
@@ -215,6 +227,22 @@ async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: b
         }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
+}
+
+/// A repeated answer's body from its kept text: the drop-in body is the text itself; the
+/// native one frames it with `meta`.
+fn repeat_text(answer: &Answer, native: bool) -> serde_json::Result<Vec<axum::body::Bytes>> {
+    let Some(written) = &answer.written else {
+        return Ok(vec![serde_json::to_vec(&native_body(answer))?.into()]);
+    };
+    if !native {
+        return Ok(vec![written.text(&answer.response, CountStyle::Strings)?]);
+    }
+    let data = written.text(&answer.response, CountStyle::Integers)?;
+    let mut meta = b",\"meta\":".to_vec();
+    serde_json::to_writer(&mut meta, &NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete })?;
+    meta.push(b'}');
+    Ok(vec![axum::body::Bytes::from_static(b"{\"data\":"), data, meta.into()])
 }
 
 /// The native body, written straight from the tree (no intermediate JSON value).

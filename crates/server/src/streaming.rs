@@ -72,6 +72,14 @@ where
     response
 }
 
+/// A `200` JSON response of text already made, in `chunks`.
+pub fn chunks(chunks: Vec<Bytes>) -> Response {
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, io::Error>));
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

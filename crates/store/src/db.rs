@@ -173,23 +173,15 @@ impl Store {
         hour_of(now - self.config.settle_after)
     }
 
-    /// Pins `tweets` of `handle` against eviction until the guard drops, and marks them used.
-    pub fn pin(
-        self: &Arc<Self>,
-        handle: &str,
-        tweets: &[TweetId],
-        now: DateTime<Utc>,
-    ) -> Result<Pin, StoreError> {
+    /// Pins `tweets` of `handle` against eviction until the guard drops.
+    pub fn pin(self: &Arc<Self>, handle: &str, tweets: &[TweetId]) -> Pin {
         let keys: Vec<(String, u64)> = tweets.iter().map(|t| (handle.to_string(), t.0)).collect();
-        {
-            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-            for key in &keys {
-                *pins.entry(key.clone()).or_default() += 1;
-            }
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &keys {
+            *pins.entry(key.clone()).or_default() += 1;
         }
-        let pin = Pin { store: Arc::clone(self), keys };
-        self.touch(handle, tweets, now)?;
-        Ok(pin)
+        drop(pins);
+        Pin { store: Arc::clone(self), keys }
     }
 
     /// Marks `tweets` of `handle` used at `now`, for eviction.

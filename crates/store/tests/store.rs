@@ -140,7 +140,7 @@ fn eviction_keeps_the_bound_drops_the_least_recent_and_spares_the_pinned() {
     std::fs::remove_dir_all(dir.path()).unwrap();
     // Room for about three Tweets.
     let store = Arc::new(Store::open(Config { max_bytes: one * 3 + one / 2, ..config(&dir) }).unwrap());
-    let pinned = store.pin("a", &[tweet(1)], now).unwrap();
+    let pinned = store.pin("a", &[tweet(1)]);
     for n in 1..=6 {
         let t = now + chrono::Duration::seconds(n as i64);
         store.keep("a", &fetched(&[tweet(n)], r, &[]), t).unwrap();

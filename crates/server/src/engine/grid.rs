@@ -206,6 +206,6 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response: Arc::new(merged), meta, incomplete })
+        Ok(Answer { response: Arc::new(merged), meta, incomplete, written: None })
     }
 }

@@ -78,6 +78,36 @@ pub struct Answer {
     pub meta: Meta,
     /// Slices that could not be had (only when partial answers were asked for).
     pub incomplete: Vec<FailedSlice>,
+    /// The answer's text, kept with a rendered answer for its repeats.
+    pub written: Option<Arc<Written>>,
+}
+
+/// An answer's `data` as JSON text in each count style, made the first time a repeat asks
+/// for it: a repeat writes bytes already made instead of serializing the tree again.
+#[derive(Debug, Default)]
+pub struct Written {
+    integers: std::sync::OnceLock<bytes::Bytes>,
+    strings: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Written {
+    /// The text of `response` with counts in `style` (made now if not yet; this serializes,
+    /// so call it off the async workers).
+    pub fn text(
+        &self,
+        response: &Response,
+        style: engagement::CountStyle,
+    ) -> serde_json::Result<bytes::Bytes> {
+        let cell = match style {
+            engagement::CountStyle::Integers => &self.integers,
+            engagement::CountStyle::Strings => &self.strings,
+        };
+        if let Some(text) = cell.get() {
+            return Ok(text.clone());
+        }
+        let text = bytes::Bytes::from(serde_json::to_vec(&response.styled(style))?);
+        Ok(cell.get_or_init(|| text).clone())
+    }
 }
 
 /// How far a question has come; shared with whoever watches it (a job's status, its event

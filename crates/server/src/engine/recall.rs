@@ -74,6 +74,8 @@ struct RenderedAnswer {
     /// The Tweets whose video views were reported as zero (a rule of the Tweet's age now).
     no_video_views: Vec<TweetId>,
     from_store: usize,
+    /// Its text, once a repeat has written it.
+    written: Arc<super::Written>,
 }
 
 /// The most counts the rendered answers kept may hold together (about 100 MB).
@@ -96,6 +98,7 @@ impl Rendered {
     pub(crate) fn new(ttl: std::time::Duration) -> Rendered {
         let answers = moka::sync::Cache::builder()
             .max_capacity(RENDERED_COUNTS)
+            // A count weighs its tree and, once repeated, its text in two styles.
             .weigher(|_, a: &Arc<RenderedAnswer>| counts(&a.response).min(u64::from(u32::MAX)) as u32)
             .time_to_live(ttl.max(std::time::Duration::from_millis(1)))
             .build();
@@ -246,13 +249,7 @@ impl Engine {
             && kept.no_video_views == no_video_views(&tweets, &query.types, now)
         {
             progress.touch();
-            // A dashboard read often stays recent for eviction, off the answer's path.
-            let (store, name) = (Arc::clone(&self.store), handle.handle.clone());
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.touch(&name, &tweets, now) {
-                    tracing::warn!(error = %e, "the store could not mark Tweets used");
-                }
-            });
+            self.mark_used(&handle.handle, tweets, now);
             let meta = Meta {
                 start: engagement::time::format_instant(range.start),
                 end: engagement::time::format_instant(range.end),
@@ -269,15 +266,19 @@ impl Engine {
                 duration_ms: started.elapsed().as_millis() as u64,
             };
             metrics::slices(meta.slices_planned, 0, meta.slices_synthesized, meta.slices_from_store, 0);
-            return Ok(Answer { response: Arc::clone(&kept.response), meta, incomplete: Vec::new() });
+            return Ok(Answer {
+                response: Arc::clone(&kept.response),
+                meta,
+                incomplete: Vec::new(),
+                written: Some(Arc::clone(&kept.written)),
+            });
         }
+        let pin = self.store.pin(&handle.handle, &tweets);
+        self.mark_used(&handle.handle, tweets.clone(), now);
         let (store, name, types) = (Arc::clone(&self.store), handle.handle.clone(), query.types.clone());
-        let (pin, mut known) = blocking("the store could not be read", move || {
-            let pin = store.pin(&name, &tweets, now)?;
-            let known = store.known(&name, &tweets, &types, range, now)?;
-            Ok((pin, known))
-        })
-        .await?;
+        let mut known =
+            blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
+                .await?;
         let needs = needs(&plan, &known);
         metrics::store_lookups(needs.hits, needs.misses);
         let calls = needs.calls.len();
@@ -490,6 +491,7 @@ impl Engine {
                 valid_until: oldest_status.unwrap_or(now) + ttl,
                 no_video_views: no_video_views(&plan.batches.concat(), &query.types, now),
                 from_store: plan.fetched.len(),
+                written: Arc::default(),
             };
             self.rendered.answers.insert(key, Arc::new(kept));
         }
@@ -497,7 +499,18 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response, meta, incomplete })
+        Ok(Answer { response, meta, incomplete, written: None })
+    }
+
+    /// Marks `tweets` used now for eviction, off the answer's path: losing the mark costs
+    /// nothing but the order of eviction, so no question waits for it.
+    fn mark_used(&self, handle: &str, tweets: Vec<TweetId>, now: DateTime<Utc>) {
+        let (store, name) = (Arc::clone(&self.store), handle.to_string());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch(&name, &tweets, now) {
+                tracing::warn!(error = %e, "the store could not mark Tweets used");
+            }
+        });
     }
 
     /// Makes one call through the call policy and keeps what it brings.
