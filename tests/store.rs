@@ -194,6 +194,63 @@ async fn a_deleted_tweet_is_remembered_and_the_status_is_refreshed_by_one_small_
 }
 
 #[tokio::test]
+async fn a_refused_tweet_is_remembered_and_refused_alike_without_a_call() {
+    let now = end_to_end::test_now();
+    let ids = tweets(now, 6);
+    let (protected, foreign) = (ids[4], ids[5]);
+    let config =
+        Config { protected_ids: [protected].into(), foreign_ids: [foreign].into(), ..Config::default() };
+    let world = World::start(config, &[("STITCHER__STORE__STATUS_TTL_SECS", "3")]).await;
+    let range = days_back(now, 20, 5);
+    let ask = |ids: &[TweetId], groupings: Value| {
+        let q = question(ids, range, &["impressions"], groupings);
+        let world = &world;
+        async move {
+            let before = world.upstream_calls();
+            let (status, body) = world.ask("/v1/historical", &q).await;
+            (status, body["errors"].clone(), world.upstream_calls() - before)
+        }
+    };
+
+    let (status, errors, calls) = ask(&ids[..5], daily()).await;
+    assert_eq!((status, calls), (400, 1), "{errors}");
+    assert_eq!(errors, json!([format!("Tweet ID(s) are unavailable: {protected}")]));
+    assert_eq!(ask(&ids[..5], daily()).await, (400, errors.clone(), 0), "a repeat");
+    assert_eq!(
+        ask(&[ids[1], protected], hour_of_day()).await,
+        (400, errors.clone(), 0),
+        "a subset holding the protected Tweet, by another grouping"
+    );
+
+    // Whether the new Tweet is the handle's is not known: the upstream judges that first.
+    let (status, foreign_errors, calls) = ask(&[ids[0], foreign, protected], daily()).await;
+    assert_eq!((status, calls), (403, 1), "{foreign_errors}");
+    assert_eq!(foreign_errors, json!([format!("Forbidden to access tweets: {foreign}")]));
+    assert_eq!(
+        ask(&[protected, foreign], daily()).await,
+        (403, foreign_errors, 0),
+        "not the handle's comes before protected, as the upstream judges them"
+    );
+
+    // Without the refused Tweet the others are answered (they were never fetched).
+    let (_, calls) = ask_exact(&world, &question(&ids[..4], range, &["impressions"], daily())).await;
+    assert_eq!(calls, 1);
+    // A partial answer leaves the batch out, saying why, still without a call.
+    let mut q = question(&ids[..5], range, &["impressions"], daily());
+    q["partial"] = json!(true);
+    let before = world.upstream_calls();
+    let (status, body) = world.ask("/v1/historical", &q).await;
+    assert_eq!((status, world.upstream_calls() - before), (200, 0), "{body}");
+    let incomplete = &body["meta"]["incomplete"];
+    assert_eq!(incomplete[0]["status"], 400, "{incomplete}");
+    assert_eq!(incomplete[0]["errors"], errors);
+    assert_eq!(incomplete[0]["tweet_ids"].as_array().map(Vec::len), Some(5), "{incomplete}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(ask(&ids[..5], daily()).await, (400, errors, 1), "past the status TTL, asked again");
+}
+
+#[tokio::test]
 async fn a_partial_answer_leaves_out_only_the_window_that_keeps_failing() {
     let now = end_to_end::test_now();
     let ids = tweets(now, 30);

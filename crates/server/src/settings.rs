@@ -101,7 +101,7 @@ pub struct StoreSettings {
     pub settle_after_hours: u64,
     /// How long hours that are not settled are kept.
     pub fresh_ttl_secs: u64,
-    /// How long what a call told of a Tweet (deleted or not) is trusted.
+    /// How long what a call told of a Tweet (deleted, protected, not the handle's) is trusted.
     pub status_ttl_secs: u64,
     /// The bound on settled facts' encoded size; the least recently used go first.
     pub max_bytes: u64,

@@ -27,6 +27,16 @@ async fn ask(stitcher: &Stitcher, body: &Value) -> Value {
     answer
 }
 
+async fn usage(stitcher: &Stitcher) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/usage", stitcher.url))
+        .bearer_auth("demo-key")
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
 async fn oracle(sim_url: &str, body: &Value) -> Value {
     let resp =
         reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
@@ -54,16 +64,8 @@ async fn facts_and_the_ledger_survive_a_restart() {
     let cold = ask(&first, &body).await;
     let calls = sim.stats().requests_total;
     assert_eq!(calls, 2 * 3);
-    let usage: Value = reqwest::Client::new()
-        .get(format!("{}/v1/usage", first.url))
-        .bearer_auth("demo-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(usage["handles"][0]["handle"], "demo");
+    let before = usage(&first).await;
+    assert_eq!(before["handles"][0]["handle"], "demo");
     first.terminate();
     assert!(first.exited(Duration::from_secs(10)).await.unwrap().success());
 
@@ -73,16 +75,8 @@ async fn facts_and_the_ledger_survive_a_restart() {
     assert_eq!(warm["meta"]["upstream_calls"], 0);
     assert_eq!(warm["data"], cold["data"]);
     assert_eq!(as_strings(warm["data"].clone()), oracle(&sim_url, &body).await);
-    let again: Value = reqwest::Client::new()
-        .get(format!("{}/v1/usage", second.url))
-        .bearer_auth("demo-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(again["handles"], usage["handles"], "the month's ledger, first call and all");
+    let again = usage(&second).await;
+    assert_eq!(again["handles"], before["handles"], "the month's ledger, first call and all");
     assert_eq!(again["handles_used"], 1);
 }
 

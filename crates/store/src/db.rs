@@ -11,7 +11,7 @@ use engagement::{EngagementType, TimeRange, TweetId};
 use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::facts::{CallFacts, FreshHour, Held, Known, born_hour, hour_of};
+use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, born_hour, hour_of};
 use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask};
 use crate::{Config, StoreError};
 
@@ -21,6 +21,10 @@ const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("fa
 const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("tweets");
 /// (handle, Tweet) → (learned at, seconds since the epoch; 1 if deleted).
 const STATUS: TableDefinition<(&str, u64), (i64, u8)> = TableDefinition::new("status");
+/// (handle, Tweet) → (learned at, seconds since the epoch; what a refused call told of it,
+/// as [`Refused`] by [`refused_code`], and the upstream's words). A later answer showing the
+/// Tweet removes it.
+const REFUSED: TableDefinition<(&str, u64), (i64, u8, &str)> = TableDefinition::new("refused");
 /// Totals kept beside the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BYTES: &str = "fact_bytes";
@@ -47,6 +51,8 @@ struct Write {
     rows: Vec<((u64, i64), Vec<u8>)>,
     /// (Tweet, deleted).
     statuses: Vec<(u64, bool)>,
+    /// What refused calls told of Tweets.
+    refused: Vec<(u64, Refused)>,
     at: DateTime<Utc>,
 }
 
@@ -106,6 +112,27 @@ fn days(range: TimeRange) -> (i64, i64) {
     (hour_of(range.start).div_euclid(24), (hour_of(range.end) - 1).div_euclid(24))
 }
 
+/// How a [`Refused`] is kept: a code and the upstream's words.
+fn refused_code(r: &Refused) -> (u8, &str) {
+    match r {
+        Refused::Foreign { message } => (1, message),
+        Refused::Protected { message } => (2, message),
+        Refused::NotForeign => (3, ""),
+        Refused::Neither => (4, ""),
+    }
+}
+
+fn refused_from(code: u8, message: &str) -> Option<Refused> {
+    let message = message.to_string();
+    match code {
+        1 => Some(Refused::Foreign { message }),
+        2 => Some(Refused::Protected { message }),
+        3 => Some(Refused::NotForeign),
+        4 => Some(Refused::Neither),
+        _ => None,
+    }
+}
+
 fn seconds(t: DateTime<Utc>) -> u64 {
     t.timestamp().max(0) as u64
 }
@@ -126,6 +153,7 @@ impl Store {
             txn.open_table(FACTS)?;
             txn.open_table(TWEETS)?;
             txn.open_table(STATUS)?;
+            txn.open_table(REFUSED)?;
             txn.open_table(crate::ledger::LEDGER)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value());
@@ -222,6 +250,8 @@ impl Store {
         let txn = self.db.begin_read()?;
         let facts = txn.open_table(FACTS)?;
         let status = txn.open_table(STATUS)?;
+        let refused = txn.open_table(REFUSED)?;
+        let trusted = |at: i64| now.timestamp() < at.saturating_add(self.config.status_ttl.as_secs() as i64);
         let mut known = Known { range: Some(range), ..Known::default() };
         // Only hours fetched within the fresh TTL can be in memory.
         let fresh_from = self.unsettled_from(now - self.config.fresh_ttl);
@@ -258,9 +288,17 @@ impl Store {
                     }
                 }
             }
-            if let Some(s) = status.get((handle, tweet.0))? {
+            if let Some(r) = refused.get((handle, tweet.0))? {
+                let (at, code, message) = r.value();
+                if let Some(r) = refused_from(code, message).filter(|_| trusted(at)) {
+                    known.refused.insert(tweet, r);
+                }
+            }
+            if known.refused.get(&tweet).is_some_and(|r| r.refusal().is_some()) {
+                // Refused since it was last shown: what was learned then no longer holds.
+            } else if let Some(s) = status.get((handle, tweet.0))? {
                 let (at, deleted) = s.value();
-                if now.timestamp() < at.saturating_add(self.config.status_ttl.as_secs() as i64) {
+                if trusted(at) {
                     known.status.insert(tweet, deleted == 1);
                     let learned = DateTime::from_timestamp(at, 0).unwrap_or(now);
                     known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
@@ -294,7 +332,26 @@ impl Store {
             handle: handle.to_string(),
             rows: rows.into_iter().map(|(key, row)| (key, row.encode())).collect(),
             statuses: facts.tweets.iter().map(|t| (t.0, facts.deleted.contains(t))).collect(),
+            refused: Vec::new(),
             at: fetched_at,
+        };
+        self.in_group(write)
+    }
+
+    /// Keeps what a call as `handle` the upstream refused at `at` told of its Tweets, so
+    /// questions holding them are refused alike without a call while it is trusted.
+    pub fn refuse(
+        &self,
+        handle: &str,
+        told: Vec<(TweetId, Refused)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let write = Write {
+            handle: handle.to_string(),
+            rows: Vec::new(),
+            statuses: Vec::new(),
+            refused: told.into_iter().map(|(t, r)| (t.0, r)).collect(),
+            at,
         };
         self.in_group(write)
     }
@@ -344,6 +401,7 @@ impl Store {
             let mut table = txn.open_table(FACTS)?;
             let mut tweets = txn.open_table(TWEETS)?;
             let mut status = txn.open_table(STATUS)?;
+            let mut refused = txn.open_table(REFUSED)?;
             let mut grown: i64 = 0;
             for w in writes {
                 let handle = w.handle.as_str();
@@ -369,6 +427,21 @@ impl Store {
                 }
                 for (tweet, deleted) in &w.statuses {
                     status.insert((handle, *tweet), (w.at.timestamp(), u8::from(*deleted)))?;
+                    refused.remove((handle, *tweet))?;
+                }
+                for (tweet, r) in &w.refused {
+                    let before = refused.get((handle, *tweet))?.map(|v| {
+                        let (at, code, message) = v.value();
+                        (at, refused_from(code, message))
+                    });
+                    // "Not the handle's" says less than a trusted "protected" or "neither".
+                    let says_more = matches!(before, Some((at, Some(Refused::Protected { .. } | Refused::Neither)))
+                        if w.at.timestamp() < at.saturating_add(self.config.status_ttl.as_secs() as i64));
+                    if *r == Refused::NotForeign && says_more {
+                        continue;
+                    }
+                    let (code, message) = refused_code(r);
+                    refused.insert((handle, *tweet), (w.at.timestamp(), code, message))?;
                 }
             }
             // Read within the transaction: writers are serialized, so the total is exact.

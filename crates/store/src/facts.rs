@@ -142,6 +142,37 @@ pub struct Known {
     pub status: HashMap<TweetId, bool>,
     /// When the oldest of those statuses was learned (none: no status was read).
     pub oldest_status: Option<DateTime<Utc>>,
+    /// What refused calls told of Tweets, while that is trusted (a Tweet refused for has
+    /// no entry in `status`).
+    pub refused: HashMap<TweetId, Refused>,
+}
+
+/// What a call the upstream refused told of a Tweet. The upstream judges a batch's Tweets
+/// not the handle's (`403`) before protected ones (`400`), and names the Tweets it refuses
+/// for after its words (`message`); the batch's other Tweets are learned about too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not the handle's: `403`.
+    Foreign { message: String },
+    /// Protected: `400`.
+    Protected { message: String },
+    /// In a batch refused for another Tweet not the handle's: this one is the handle's;
+    /// whether it is protected is not known.
+    NotForeign,
+    /// In a batch refused for another, protected Tweet: this one is neither.
+    Neither,
+}
+
+impl Refused {
+    /// The upstream's status and words when the Tweet cannot be answered for (then nothing
+    /// else learned of it holds).
+    pub fn refusal(&self) -> Option<(u16, &str)> {
+        match self {
+            Refused::Foreign { message } => Some((403, message)),
+            Refused::Protected { message } => Some((400, message)),
+            Refused::NotForeign | Refused::Neither => None,
+        }
+    }
 }
 
 impl Known {
@@ -149,6 +180,7 @@ impl Known {
     /// question renders from it.
     pub fn learn(&mut self, facts: &CallFacts, unsettled_from: i64) {
         for &t in &facts.tweets {
+            self.refused.remove(&t);
             self.status.insert(t, facts.deleted.contains(&t));
         }
         for (tweet, hours) in &facts.hours {

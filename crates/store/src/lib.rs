@@ -3,8 +3,8 @@
 //! - **facts**: the upstream's hourly counts per (handle, Tweet, type, hour). Settled hours
 //!   (older than the settle horizon when fetched) are kept on disk until evicted, least
 //!   recently used first, within `max_bytes`; unsettled hours live in memory for a short TTL.
-//! - **status**: what only a call can tell of a Tweet (whether it is deleted), per handle,
-//!   with the time it was learned.
+//! - **status**: what only a call can tell of a Tweet (deleted, or refused as protected or
+//!   not the handle's), per handle, with the time it was learned.
 //! - **ledger**: every handle the app made a call for, per UTC month, with its first call.
 //!
 //! Nothing here knows about HTTP or the upstream: the engine reads what is held, fetches what
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use db::{Pin, Store};
-pub use facts::{CallFacts, FreshHour, Held, Known};
+pub use facts::{CallFacts, FreshHour, Held, Known, Refused};
 pub use ledger::{Admission, LedgerEntry};
 
 /// How a store is set up.
@@ -31,7 +31,7 @@ pub struct Config {
     pub settle_after: Duration,
     /// How long unsettled hours are kept.
     pub fresh_ttl: Duration,
-    /// How long what a call told of a Tweet (deleted or not) is trusted.
+    /// How long what a call told of a Tweet (deleted, refused, or neither) is trusted.
     pub status_ttl: Duration,
     /// The bound on the encoded size of settled facts.
     pub max_bytes: u64,

@@ -1,11 +1,9 @@
 //! Answering without a store: every slice of the fixed grid is fetched with the question's
 //! own types and groupings, and the answers are deep-summed.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
-use engagement::time::format_instant;
 use engagement::tree::TreeError;
 use engagement::{Endpoint, Response};
 use stitch::{Slice, absorb, absorb_zeros, finish};
@@ -15,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials, Retried};
 
 use super::{
-    Answer, Engine, Meta, Progress, Question, Stopped, failed_attempt, failed_slice, failure, outcome,
+    Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failed_slice, failure, outcome,
     refusal,
 };
 use crate::error::ServiceError;
@@ -88,16 +86,12 @@ impl Engine {
             })
         };
 
-        let mut done = HashSet::with_capacity(calls);
         let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
-        let mut attempts = 0u32;
-        let mut fetched = 0usize;
-        let collecting = tokio::time::timeout_at(deadline, async {
-            while let Some(joined) = tasks.join_next().await {
-                let Fetched { slice, retried } =
-                    joined.map_err(|e| ServiceError::internal("a slice task failed", Some(Box::new(e))))?;
-                done.insert(slice);
+        let (mut attempts, mut fetched, mut made) = (0u32, 0usize, 0u32);
+        let cut_off =
+            collect(&mut tasks, &plan, &plan.fetched, deadline, cancel, |Fetched { slice, retried }| {
                 attempts += retried.attempts;
+                made += 1;
                 match retried.result {
                     Ok(response) => {
                         fetched += 1;
@@ -105,49 +99,17 @@ impl Engine {
                         progress.touch();
                         // The merger only stops early on an error, which it returns below.
                         let _ = to_merge.send((slice, response));
+                        Ok((slice, true))
                     }
                     Err(error) => {
                         failed.push((slice, error, retried.attempts));
-                        if !partial {
-                            break;
-                        }
+                        Ok((slice, *partial))
                     }
                 }
-            }
-            Ok(())
-        });
-        let collected = tokio::select! {
-            collected = collecting => collected.map_err(|_| Stopped::Deadline),
-            () = cancel.cancelled() => Err(Stopped::Cancelled),
-        };
-        tasks.abort_all();
+            })
+            .await?;
         drop(to_merge);
-        let not_done = || plan.fetched.iter().filter(|s| !done.contains(s)).copied().collect::<Vec<_>>();
-        match collected {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            // Whatever did not finish is what the deadline cut off.
-            Err(Stopped::Deadline) => {
-                failed.extend(
-                    not_done().into_iter().map(|slice| (slice, AttemptError::Deadline { last: None }, 0)),
-                );
-            }
-            Err(Stopped::Cancelled) => {
-                let missing = not_done()
-                    .into_iter()
-                    .map(|slice| {
-                        failed_slice(
-                            &plan,
-                            slice,
-                            vec!["not fetched: the question was stopped".into()],
-                            None,
-                            0,
-                        )
-                    })
-                    .collect();
-                return Err(ServiceError::CutOff { failed: missing });
-            }
-        }
+        failed.extend(cut_off);
         if !failed.is_empty() && !partial {
             let timeout = deadline.saturating_duration_since(started);
             return Err(failure(&plan, &timeout, failed));
@@ -175,21 +137,12 @@ impl Engine {
         };
 
         let meta = Meta {
-            start: format_instant(range.start),
-            end: format_instant(range.end),
-            end_clamped: query.end_clamped,
-            tweets: query.tweet_ids.len(),
-            batches: plan.batches.len(),
-            windows: plan.windows.len(),
-            slices_planned: plan.planned(),
             slices_fetched: fetched,
-            slices_synthesized: plan.synthesized_slices(),
-            slices_from_store: 0,
             upstream_calls: attempts,
-            retries: attempts.saturating_sub(done.len() as u32),
-            duration_ms: started.elapsed().as_millis() as u64,
+            retries: attempts.saturating_sub(made),
+            ..Meta::planned(&plan, question, started)
         };
-        metrics::slices(meta.slices_planned, meta.slices_fetched, meta.slices_synthesized, 0, meta.retries);
+        meta.record();
         tracing::info!(
             handle = %handle.handle,
             tweets = meta.tweets,

@@ -17,6 +17,7 @@ use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
 use stitch::{Plan, Slice};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, BudgetRefusal, CallPolicy, HandleCredentials};
@@ -68,6 +69,36 @@ pub struct Meta {
     pub upstream_calls: u32,
     pub retries: u32,
     pub duration_ms: u64,
+}
+
+impl Meta {
+    /// What `plan` for `question` sets out to do, started at `started`, before any slice
+    /// is fetched or found held.
+    fn planned(plan: &Plan, question: &Question, started: Instant) -> Meta {
+        Meta {
+            start: format_instant(question.range.start),
+            end: format_instant(question.range.end),
+            end_clamped: question.query.end_clamped,
+            tweets: question.query.tweet_ids.len(),
+            batches: plan.batches.len(),
+            windows: plan.windows.len(),
+            slices_planned: plan.planned(),
+            slices_synthesized: plan.synthesized_slices(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Meta::default()
+        }
+    }
+
+    /// Counts what the answer took in the metrics.
+    fn record(&self) {
+        metrics::slices(
+            self.slices_planned,
+            self.slices_fetched,
+            self.slices_synthesized,
+            self.slices_from_store,
+            self.retries,
+        );
+    }
 }
 
 /// A stitched answer.
@@ -231,10 +262,49 @@ impl Engine {
     }
 }
 
-/// Why the wait for a question's slices ended early.
-enum Stopped {
-    Deadline,
-    Cancelled,
+/// Waits for a question's calls in `tasks`, handing each finished one to `each`, which
+/// says which slice it was and whether to wait for the rest. Stops early at the deadline
+/// (the slices of `expected` not finished are returned as failed by it) or when `cancel`
+/// fires (the question is cut off, naming them). Calls still running are dropped.
+async fn collect<T: 'static>(
+    tasks: &mut JoinSet<T>,
+    plan: &Plan,
+    expected: &[Slice],
+    deadline: Instant,
+    cancel: &CancellationToken,
+    mut each: impl FnMut(T) -> Result<(Slice, bool), ServiceError>,
+) -> Result<Vec<(Slice, AttemptError, u32)>, ServiceError> {
+    let mut done = std::collections::HashSet::with_capacity(expected.len());
+    let collecting = tokio::time::timeout_at(deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            let finished =
+                joined.map_err(|e| ServiceError::internal("a call's task failed", Some(Box::new(e))))?;
+            let (slice, go_on) = each(finished)?;
+            done.insert(slice);
+            if !go_on {
+                break;
+            }
+        }
+        Ok::<(), ServiceError>(())
+    });
+    let stopped = tokio::select! {
+        collected = collecting => match collected {
+            Ok(collected) => { collected?; None }
+            Err(_) => Some(false),
+        },
+        () = cancel.cancelled() => Some(true),
+    };
+    tasks.abort_all();
+    let not_done = expected.iter().filter(|s| !done.contains(*s)).copied();
+    match stopped {
+        None => Ok(Vec::new()),
+        Some(false) => Ok(not_done.map(|s| (s, AttemptError::Deadline { last: None }, 0)).collect()),
+        Some(true) => Err(ServiceError::CutOff {
+            failed: not_done
+                .map(|s| failed_slice(plan, s, vec!["not fetched: the question was stopped".into()], None, 0))
+                .collect(),
+        }),
+    }
 }
 
 impl Engine {

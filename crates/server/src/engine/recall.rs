@@ -18,16 +18,13 @@ use futures::FutureExt;
 use stitch::cover::runs;
 use stitch::{Plan, Slice, absorb, cover, finish};
 use store::facts::{born_hour, hour_of};
-use store::{CallFacts, Known, Store, StoreError};
+use store::{CallFacts, Known, Refused, Store, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials};
 
-use super::{
-    Answer, Engine, Meta, Progress, Question, Stopped, failed_attempt, failed_slice, failure, outcome,
-    refusal,
-};
+use super::{Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failure, outcome, refusal};
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
 
@@ -137,6 +134,9 @@ struct Need {
 /// The calls a question needs, and what the store saved it.
 struct Needs {
     calls: Vec<Need>,
+    /// Batches holding a Tweet the upstream refused while that is trusted: they get no call,
+    /// and the same refusal.
+    refused: Vec<(Slice, AttemptError)>,
     /// Grid slices (not synthesized) whose every hour was held.
     from_store: usize,
     hits: u64,
@@ -148,8 +148,12 @@ struct Needs {
 fn needs(plan: &Plan, known: &Known) -> Needs {
     let range = plan.range;
     let first = hour_of(range.start);
-    let mut out = Needs { calls: Vec::new(), from_store: 0, hits: 0, misses: 0 };
+    let mut out = Needs { calls: Vec::new(), refused: Vec::new(), from_store: 0, hits: 0, misses: 0 };
     for (b, batch) in plan.batches.iter().enumerate() {
+        if let Some(refusal) = remembered_refusal(batch, known) {
+            out.refused.push((Slice { batch: b, window: range }, refusal));
+            continue;
+        }
         let mut missing = vec![false; range.hours()];
         for t in batch {
             if known.status.get(t) == Some(&true) {
@@ -187,6 +191,86 @@ fn needs(plan: &Plan, known: &Known) -> Needs {
             .count();
     }
     out
+}
+
+/// The refusal a call for `batch` would get, when what refused calls told of its Tweets
+/// settles it: `403` (not the handle's) once every Tweet's ownership is known, else `400`
+/// (protected) once every Tweet is known to be the handle's and protected or not. The
+/// errors name the batch's Tweets refused, as the upstream does.
+fn remembered_refusal(batch: &[TweetId], known: &Known) -> Option<AttemptError> {
+    let told = |t: &TweetId| known.refused.get(t);
+    let shown = |t: &TweetId| known.status.contains_key(t);
+    let status = batch
+        .iter()
+        .filter_map(|t| told(t)?.refusal())
+        .map(|(status, _)| status)
+        .max_by_key(|s| *s == 403)?;
+    let settled = if status == 403 {
+        batch.iter().all(|t| shown(t) || told(t).is_some())
+    } else {
+        let judged =
+            |t: &TweetId| shown(t) || matches!(told(t), Some(Refused::Protected { .. } | Refused::Neither));
+        batch.iter().all(judged)
+    };
+    if !settled {
+        return None;
+    }
+    let mut by_message: Vec<(&str, Vec<TweetId>)> = Vec::new();
+    for t in batch {
+        let Some(message) = told(t).and_then(Refused::refusal).filter(|(s, _)| *s == status).map(|(_, m)| m)
+        else {
+            continue;
+        };
+        match by_message.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, tweets)) => tweets.push(*t),
+            None => by_message.push((message, vec![*t])),
+        }
+    }
+    let errors = by_message
+        .into_iter()
+        .map(|(message, mut tweets)| {
+            tweets.sort_unstable();
+            let named: Vec<String> = tweets.iter().map(ToString::to_string).collect();
+            format!("{message}: {}", named.join(", "))
+        })
+        .collect();
+    Some(AttemptError::Refused { status, errors })
+}
+
+/// What a refusal of a call for `batch` tells of its Tweets. `403` (not the handle's) and
+/// `400` (protected) name the Tweets refused for after a colon, as in `Forbidden to access
+/// tweets: 111, 222`; the batch's others are then the handle's (and, after a `400`, not
+/// protected). A refusal that names none of the batch's Tweets tells nothing.
+fn refusal_told(batch: &[TweetId], error: &AttemptError) -> Vec<(TweetId, Refused)> {
+    let AttemptError::Refused { status: status @ (400 | 403), errors } = error else {
+        return Vec::new();
+    };
+    let mut told = Vec::new();
+    for e in errors {
+        let Some((message, list)) = e.rsplit_once(": ") else { continue };
+        let Some(named) = list.split(',').map(|id| TweetId::parse(id.trim())).collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        let message = message.to_string();
+        for t in named.into_iter().filter(|t| batch.contains(t)) {
+            let r = match status {
+                403 => Refused::Foreign { message: message.clone() },
+                _ => Refused::Protected { message: message.clone() },
+            };
+            told.push((t, r));
+        }
+    }
+    if told.is_empty() {
+        return told;
+    }
+    let other = if *status == 403 { Refused::NotForeign } else { Refused::Neither };
+    for t in batch {
+        if !told.iter().any(|(named, _)| named == t) {
+            told.push((*t, other.clone()));
+        }
+    }
+    told
 }
 
 /// The call for `need`: the question's types, hour by hour; or, for a status, one type
@@ -250,22 +334,8 @@ impl Engine {
         {
             progress.touch();
             self.mark_used(&handle.handle, tweets, now);
-            let meta = Meta {
-                start: engagement::time::format_instant(range.start),
-                end: engagement::time::format_instant(range.end),
-                end_clamped: query.end_clamped,
-                tweets: query.tweet_ids.len(),
-                batches: plan.batches.len(),
-                windows: plan.windows.len(),
-                slices_planned: plan.planned(),
-                slices_fetched: 0,
-                slices_synthesized: plan.synthesized_slices(),
-                slices_from_store: kept.from_store,
-                upstream_calls: 0,
-                retries: 0,
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            metrics::slices(meta.slices_planned, 0, meta.slices_synthesized, meta.slices_from_store, 0);
+            let meta = Meta { slices_from_store: kept.from_store, ..Meta::planned(&plan, question, started) };
+            meta.record();
             return Ok(Answer {
                 response: Arc::clone(&kept.response),
                 meta,
@@ -281,6 +351,10 @@ impl Engine {
                 .await?;
         let needs = needs(&plan, &known);
         metrics::store_lookups(needs.hits, needs.misses);
+        if !partial && !needs.refused.is_empty() {
+            let refused = needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
+            return Err(failure(&plan, &deadline.saturating_duration_since(started), refused));
+        }
         let calls = needs.calls.len();
         if calls > 0 {
             self.calls.check(calls, deadline).map_err(refusal)?;
@@ -359,68 +433,38 @@ impl Engine {
         }
 
         let mut fetched = 0usize;
-        let mut done = HashSet::with_capacity(calls);
-        let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
-        let mut attempts = 0u32;
-        let mut made = 0u32;
-        let collecting = tokio::time::timeout_at(deadline, async {
-            while let Some(joined) = tasks.join_next().await {
-                let (need, shared, joined) =
-                    joined.map_err(|e| ServiceError::internal("a call's task failed", Some(Box::new(e))))?;
-                done.insert(need);
-                let (result, tries) = &*shared;
-                if !joined {
-                    attempts += tries;
-                    made += 1;
+        let mut failed: Vec<(Slice, AttemptError, u32)> =
+            needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
+        let (mut attempts, mut made) = (0u32, 0u32);
+        let expected: Vec<Slice> = needs.calls.iter().map(|n| n.slice).collect();
+        let cut_off = collect(&mut tasks, &plan, &expected, deadline, cancel, |(need, shared, joined)| {
+            let (result, tries) = &*shared;
+            if !joined {
+                attempts += tries;
+                made += 1;
+            }
+            match result {
+                Ok((facts, unsettled_from)) => {
+                    progress.slices_done.fetch_add(1, Ordering::Relaxed);
+                    progress.touch();
+                    // Only the unsettled hours are taken (settled ones are on disk), and the
+                    // call's facts are let go at once: a big question never holds them all.
+                    known.learn(facts, *unsettled_from);
+                    fetched += 1;
+                    Ok((need.slice, true))
                 }
-                match result {
-                    Ok((facts, unsettled_from)) => {
-                        progress.slices_done.fetch_add(1, Ordering::Relaxed);
-                        progress.touch();
-                        // Only the unsettled hours are taken (settled ones are on disk), and the
-                        // call's facts are let go at once: a big question never holds them all.
-                        known.learn(facts, *unsettled_from);
-                        fetched += 1;
-                    }
-                    Err(CallFailure::Store(e)) => {
-                        return Err(ServiceError::internal(
-                            "what was fetched could not be kept in the store",
-                            Some(Box::new(Arc::clone(e))),
-                        ));
-                    }
-                    Err(CallFailure::Call(error)) => {
-                        failed.push((need.slice, error.clone(), *tries));
-                        if !partial {
-                            break;
-                        }
-                    }
+                Err(CallFailure::Store(e)) => Err(ServiceError::internal(
+                    "what was fetched could not be kept in the store",
+                    Some(Box::new(Arc::clone(e))),
+                )),
+                Err(CallFailure::Call(error)) => {
+                    failed.push((need.slice, error.clone(), *tries));
+                    Ok((need.slice, *partial))
                 }
             }
-            Ok(())
-        });
-        let collected = tokio::select! {
-            collected = collecting => collected.map_err(|_| Stopped::Deadline),
-            () = cancel.cancelled() => Err(Stopped::Cancelled),
-        };
-        tasks.abort_all();
-        let not_done =
-            || needs.calls.iter().filter(|n| !done.contains(n)).map(|n| n.slice).collect::<Vec<_>>();
-        match collected {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(Stopped::Deadline) => {
-                failed.extend(not_done().into_iter().map(|s| (s, AttemptError::Deadline { last: None }, 0)));
-            }
-            Err(Stopped::Cancelled) => {
-                let missing = not_done()
-                    .into_iter()
-                    .map(|s| {
-                        failed_slice(&plan, s, vec!["not fetched: the question was stopped".into()], None, 0)
-                    })
-                    .collect();
-                return Err(ServiceError::CutOff { failed: missing });
-            }
-        }
+        })
+        .await?;
+        failed.extend(cut_off);
         if !failed.is_empty() && !partial {
             return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
         }
@@ -449,27 +493,13 @@ impl Engine {
         drop(pin);
 
         let meta = Meta {
-            start: engagement::time::format_instant(range.start),
-            end: engagement::time::format_instant(range.end),
-            end_clamped: query.end_clamped,
-            tweets: query.tweet_ids.len(),
-            batches: plan.batches.len(),
-            windows: plan.windows.len(),
-            slices_planned: plan.planned(),
             slices_fetched: fetched,
-            slices_synthesized: plan.synthesized_slices(),
             slices_from_store: needs.from_store,
             upstream_calls: attempts,
             retries: attempts.saturating_sub(made),
-            duration_ms: started.elapsed().as_millis() as u64,
+            ..Meta::planned(&plan, question, started)
         };
-        metrics::slices(
-            meta.slices_planned,
-            meta.slices_fetched,
-            meta.slices_synthesized,
-            meta.slices_from_store,
-            meta.retries,
-        );
+        meta.record();
         tracing::info!(
             handle = %handle.handle,
             tweets = meta.tweets,
@@ -511,6 +541,26 @@ impl Engine {
                 tracing::warn!(error = %e, "the store could not mark Tweets used");
             }
         });
+    }
+
+    /// Keeps which of `tweets` the upstream refused in `error`, if it named them. Failing to
+    /// keep it costs only a call next time, so it is logged, not the question's failure.
+    async fn remember_refusal(
+        &self,
+        handle: &str,
+        tweets: &[TweetId],
+        error: &AttemptError,
+        at: DateTime<Utc>,
+    ) {
+        let told = refusal_told(tweets, error);
+        if told.is_empty() {
+            return;
+        }
+        let (store, name) = (Arc::clone(&self.store), handle.to_string());
+        let kept = tokio::task::spawn_blocking(move || store.refuse(&name, told, at)).await;
+        if let Err(e) = kept.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            tracing::warn!(error = %e, "the store could not keep a refusal");
+        }
     }
 
     /// Makes one call through the call policy and keeps what it brings.
@@ -569,7 +619,10 @@ impl Engine {
             .await;
         let kept = match retried.result {
             Ok(kept) => kept,
-            Err(e) => Err(CallFailure::Call(e)),
+            Err(e) => {
+                self.remember_refusal(&handle.handle, &tweets, &e, sent_at).await;
+                Err(CallFailure::Call(e))
+            }
         };
         Arc::new((kept, retried.attempts))
     }
@@ -677,4 +730,55 @@ fn around(range: TimeRange, holes: &[TimeRange]) -> Vec<TimeRange> {
         out.push(TimeRange { start: from, end: range.end });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, errors: &[&str]) -> AttemptError {
+        AttemptError::Refused { status, errors: errors.iter().map(ToString::to_string).collect() }
+    }
+
+    #[test]
+    fn a_refusal_tells_of_the_tweets_it_names_and_of_the_batchs_others() {
+        let batch = [TweetId(11), TweetId(22), TweetId(33)];
+        let told = refusal_told(&batch, &refused(403, &["Forbidden to access tweets: 22, 99"]));
+        let foreign = Refused::Foreign { message: "Forbidden to access tweets".into() };
+        assert_eq!(
+            told,
+            [(TweetId(22), foreign), (TweetId(11), Refused::NotForeign), (TweetId(33), Refused::NotForeign)]
+        );
+        let told = refusal_told(&batch, &refused(400, &["Tweet ID(s) are unavailable: 33"]));
+        assert!(told.contains(&(TweetId(11), Refused::Neither)));
+
+        // Nothing is learned from a refusal that names no Tweet of the batch, or no Tweet.
+        assert!(refusal_told(&batch, &refused(400, &["Tweet ID(s) are unavailable"])).is_empty());
+        assert!(refusal_told(&batch, &refused(400, &["bad start: 2020-13-01"])).is_empty());
+        assert!(refusal_told(&batch, &refused(403, &["Forbidden to access tweets: 99"])).is_empty());
+        assert!(refusal_told(&batch, &refused(401, &["Unauthorized: 11"])).is_empty());
+    }
+
+    #[test]
+    fn a_remembered_refusal_is_given_only_when_it_is_what_the_upstream_would_say() {
+        let batch = [TweetId(11), TweetId(22), TweetId(33)];
+        let mut known = Known::default();
+        let protected = Refused::Protected { message: "Tweet ID(s) are unavailable".into() };
+        known.refused.insert(TweetId(33), protected.clone());
+        known.refused.insert(TweetId(11), Refused::Neither);
+        assert!(remembered_refusal(&batch, &known).is_none(), "whether 22 is the handle's is not known");
+        known.status.insert(TweetId(22), false);
+        let Some(AttemptError::Refused { status, errors }) = remembered_refusal(&batch, &known) else {
+            panic!("every Tweet is judged")
+        };
+        assert_eq!((status, errors), (400, vec!["Tweet ID(s) are unavailable: 33".to_string()]));
+
+        known.refused.insert(TweetId(22), Refused::Foreign { message: "Forbidden to access tweets".into() });
+        known.refused.insert(TweetId(11), Refused::Foreign { message: "Forbidden to access tweets".into() });
+        let Some(AttemptError::Refused { status, errors }) = remembered_refusal(&batch, &known) else {
+            panic!("every Tweet's owner is known")
+        };
+        assert_eq!((status, errors), (403, vec!["Forbidden to access tweets: 11, 22".to_string()]));
+        assert!(remembered_refusal(&[TweetId(44)], &known).is_none());
+    }
 }
