@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod oauth;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod render;
 pub mod request;
 pub mod time;

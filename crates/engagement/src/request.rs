@@ -1,6 +1,7 @@
 //! Reading and validating a question, with the API's field names and messages.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -61,9 +62,124 @@ pub struct Query {
     pub end_clamped: bool,
 }
 
+/// What a client sent for one member of a body: nothing, the shape asked for, or something
+/// else, kept so the message can show it. Every member is read this way, so all of a body's
+/// problems are reported at once, each in words about its own field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Sent<T> {
+    #[default]
+    Absent,
+    Given(T),
+    Other(Value),
+}
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Sent<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(match T::deserialize(&value) {
+            Ok(given) => Sent::Given(given),
+            Err(_) => Sent::Other(value),
+        })
+    }
+}
+
+impl<T> Sent<T> {
+    /// What was given, or `None` (absent, or another shape).
+    pub fn given(&self) -> Option<&T> {
+        match self {
+            Sent::Given(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T: serde::Serialize> std::fmt::Display for Sent<T> {
+    /// As JSON, the way the client wrote it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Absent => f.write_str("nothing"),
+            Sent::Given(t) => f.write_str(&serde_json::to_string(t).map_err(|_| std::fmt::Error)?),
+            Sent::Other(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// A Tweet ID as clients send it: a decimal string, or a bare integer.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum IdText {
+    Decimal(String),
+    Integer(u64),
+}
+
+// Read by validation and described by the OpenAPI document alike, so the two cannot differ.
+/// A question, in the Engagement API's own body.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Question, example = json!({
+    "tweet_ids": ["1790000000000000000", "1850000000000000000"],
+    "engagement_types": ["impressions", "engagements"],
+    "groupings": {"per tweet": {"group_by": ["tweet.id", "engagement.type"]}},
+    "start": "2024-05-01", "end": "2025-03-01"
+})))]
+pub struct QuestionBody {
+    /// Tweet IDs as decimal strings (bare integers are read too); up to
+    /// `server.max_tweet_ids` distinct. An ID no Tweet can have (0, 2^63 or more, or minted
+    /// after now) is refused.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::tweet_ids, required = true))]
+    pub tweet_ids: Sent<Vec<Sent<IdText>>>,
+    /// Types of the historical endpoint: impressions, engagements, favorites, retweets,
+    /// replies, video_views, media_views, media_engagements, url_clicks, hashtag_clicks,
+    /// detail_expands, permalink_clicks, app_install_attempts, app_opens, email_tweet,
+    /// user_follows, user_profile_clicks.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::engagement_types, required = true))]
+    pub engagement_types: Sent<Vec<Sent<String>>>,
+    /// Up to 3 named groupings; each name is a top-level key of the answer. Only one may
+    /// have 4 levels (the API's rule, which a schema cannot say).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::groupings, required = true))]
+    pub groupings: Sent<std::collections::BTreeMap<String, Sent<GroupingBody>>>,
+    /// `YYYY-MM-DD` or RFC 3339, UTC; floored to the hour; from 2014-09-01 on. Absent with
+    /// `end`: the last 28 days.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub start: Sent<Option<String>>,
+    /// `YYYY-MM-DD` or RFC 3339, UTC; ceiled to the hour; a future end is clamped to the
+    /// end of the hour in progress.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub end: Sent<Option<String>>,
+}
+
+/// One grouping.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = GroupingSpec))]
+pub struct GroupingBody {
+    /// 1 to 4 of tweet.id, engagement.type, engagement.day, engagement.hour; 4 only as
+    /// [tweet.id, engagement.type, engagement.day, engagement.hour] or
+    /// [engagement.type, tweet.id, engagement.day, engagement.hour].
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::group_by, required = true))]
+    pub group_by: Sent<Vec<Sent<String>>>,
+}
+
+/// Reads a request body into `T` (a [`QuestionBody`], or one holding it), refusing what
+/// is not a JSON object and what a JSON value would silently lose: a grouping named twice.
+pub fn read_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = parse_body(bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::new(NOT_AN_OBJECT));
+    }
+    T::deserialize(&value).map_err(|e| ApiError::new(format!("the request body could not be read: {e}")))
+}
+
+const NOT_AN_OBJECT: &str =
+    "the request body must be a JSON object with tweet_ids, engagement_types and groupings";
+
 /// Reads a request body as JSON, refusing what a JSON value would silently lose: a
 /// grouping named twice (the last would win).
-pub fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
+fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::new(format!("the request body is not valid JSON: {e}")))?;
     if let Some(Value::Object(groupings)) = value.get("groupings") {
@@ -114,26 +230,36 @@ pub fn newest_tweet_id(now: DateTime<Utc>) -> TweetId {
 }
 
 impl Query {
-    /// Reads and checks a JSON body against `limits`, at instant `now`. Every problem found
-    /// is reported, one message per field.
+    /// Reads and checks a JSON body against `limits`, at instant `now`: see [`Query::from_body`].
     pub fn from_json(
         endpoint: Endpoint,
         body: &Value,
         limits: &Limits,
         now: DateTime<Utc>,
     ) -> Result<Query, ApiError> {
-        let Some(obj) = body.as_object() else {
-            return Err(ApiError::new(
-                "the request body must be a JSON object with tweet_ids, engagement_types and groupings",
-            ));
-        };
+        if !body.is_object() {
+            return Err(ApiError::new(NOT_AN_OBJECT));
+        }
+        let body = QuestionBody::deserialize(body)
+            .map_err(|e| ApiError::new(format!("the request body could not be read: {e}")))?;
+        Query::from_body(endpoint, &body, limits, now)
+    }
+
+    /// Checks a body against `limits`, at instant `now`. Every problem found is reported,
+    /// one message per field.
+    pub fn from_body(
+        endpoint: Endpoint,
+        body: &QuestionBody,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Query, ApiError> {
         let mut errors = Vec::new();
         let tweet_ids =
-            read_tweet_ids(obj.get("tweet_ids"), limits, now).map_err(|e| errors.push(e)).unwrap_or_default();
+            read_tweet_ids(&body.tweet_ids, limits, now).map_err(|e| errors.push(e)).unwrap_or_default();
         let types =
-            read_types(endpoint, obj.get("engagement_types")).map_err(|e| errors.push(e)).unwrap_or_default();
+            read_types(endpoint, &body.engagement_types).map_err(|e| errors.push(e)).unwrap_or_default();
         let groupings =
-            read_groupings(endpoint, obj.get("groupings")).map_err(|e| errors.push(e)).unwrap_or_default();
+            read_groupings(endpoint, &body.groupings).map_err(|e| errors.push(e)).unwrap_or_default();
         let mut end_clamped = false;
         let range = match endpoint {
             Endpoint::Totals => None,
@@ -141,7 +267,7 @@ impl Query {
                 let end = ceil_hour(now);
                 Some(TimeRange { start: end - Duration::hours(28), end })
             }
-            Endpoint::Historical => match read_range(obj, limits, now) {
+            Endpoint::Historical => match read_range(body, limits, now) {
                 Ok((range, clamped)) => {
                     end_clamped = clamped;
                     Some(range)
@@ -207,25 +333,22 @@ impl Query {
 }
 
 fn read_tweet_ids(
-    value: Option<&Value>,
+    sent: &Sent<Vec<Sent<IdText>>>,
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<Vec<TweetId>, String> {
     const SHAPE: &str =
         "tweet_ids must be a non-empty array of Tweet IDs as decimal strings, e.g. [\"1060976163948904448\"]";
-    let Some(Value::Array(items)) = value else {
+    let Some(items) = sent.given().filter(|items| !items.is_empty()) else {
         return Err(SHAPE.into());
     };
-    if items.is_empty() {
-        return Err(SHAPE.into());
-    }
     let mut ids = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for item in items {
-        let id = match item {
-            Value::String(s) => TweetId::parse(s),
-            Value::Number(n) => n.as_u64().map(TweetId),
-            _ => None,
+        let id = match item.given() {
+            Some(IdText::Decimal(s)) => TweetId::parse(s),
+            Some(IdText::Integer(n)) => Some(TweetId(*n)),
+            None => None,
         };
         match id {
             Some(id) => ids.push(id),
@@ -260,9 +383,9 @@ fn read_tweet_ids(
     Ok(ids)
 }
 
-fn read_types(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<EngagementType>, String> {
+fn read_types(endpoint: Endpoint, sent: &Sent<Vec<Sent<String>>>) -> Result<Vec<EngagementType>, String> {
     let valid = || endpoint.types().map(|t| t.name()).collect::<Vec<_>>().join(", ");
-    let Some(Value::Array(items)) = value.filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) else {
+    let Some(items) = sent.given().filter(|items| !items.is_empty()) else {
         return Err(format!(
             "engagement_types must be a non-empty array of type names; the {} endpoint knows: {}",
             endpoint.name(),
@@ -271,7 +394,7 @@ fn read_types(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Engagemen
     };
     let mut types = Vec::with_capacity(items.len());
     for item in items {
-        let Some(name) = item.as_str() else {
+        let Some(name) = item.given() else {
             return Err(format!("engagement_types must hold strings, not {item}"));
         };
         match name.parse::<EngagementType>() {
@@ -299,8 +422,11 @@ fn read_types(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Engagemen
     Ok(types)
 }
 
-fn read_groupings(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Grouping>, String> {
-    let Some(Value::Object(map)) = value else {
+fn read_groupings(
+    endpoint: Endpoint,
+    sent: &Sent<std::collections::BTreeMap<String, Sent<GroupingBody>>>,
+) -> Result<Vec<Grouping>, String> {
+    let Some(map) = sent.given() else {
         return Err("groupings must be an object of named groupings, e.g. {\"by tweet\": {\"group_by\": [\"tweet.id\", \"engagement.type\"]}}".into());
     };
     let mut groupings = Vec::with_capacity(map.len());
@@ -310,14 +436,14 @@ fn read_groupings(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Group
                 "grouping name \"{name}\" is reserved for a member of the response; pick another name"
             ));
         }
-        let Some(Value::Array(levels)) = spec.get("group_by") else {
+        let Some(levels) = spec.given().and_then(|spec| spec.group_by.given()) else {
             return Err(format!(
                 "grouping \"{name}\" must be an object with a group_by array, e.g. {{\"group_by\": [\"tweet.id\"]}}"
             ));
         };
         let mut group_by = Vec::with_capacity(levels.len());
         for level in levels {
-            match level.as_str().and_then(|s| s.parse::<GroupBy>().ok()) {
+            match level.given().and_then(|s| s.parse::<GroupBy>().ok()) {
                 Some(l) => group_by.push(l),
                 None => {
                     return Err(format!(
@@ -332,20 +458,17 @@ fn read_groupings(endpoint: Endpoint, value: Option<&Value>) -> Result<Vec<Group
     Ok(groupings)
 }
 
-fn read_range(
-    obj: &serde_json::Map<String, Value>,
-    limits: &Limits,
-    now: DateTime<Utc>,
-) -> Result<(TimeRange, bool), String> {
-    let text = |field: &str| match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => Err(format!(
+fn read_range(body: &QuestionBody, limits: &Limits, now: DateTime<Utc>) -> Result<(TimeRange, bool), String> {
+    let text = |field: &str, sent: &'_ Sent<Option<String>>| match sent {
+        Sent::Absent => Ok(None),
+        Sent::Given(s) => Ok(s.clone()),
+        Sent::Other(other) => Err(format!(
             "{field} must be a string such as \"2015-08-01\" or \"2015-08-01T00:00:00Z\", not {other}"
         )),
     };
+    let (start, end) = (text("start", &body.start)?, text("end", &body.end)?);
     let mut range =
-        TimeRange::from_request(text("start")?, text("end")?, now).map_err(|e| e.errors.join("; "))?;
+        TimeRange::from_request(start.as_deref(), end.as_deref(), now).map_err(|e| e.errors.join("; "))?;
     let earliest = earliest_start();
     if range.start < earliest {
         return Err(format!(
@@ -514,6 +637,41 @@ mod tests {
             historical(json!({"tweet_ids": "1", "engagement_types": [], "groupings": {}, "start": "x"}))
                 .unwrap_err();
         assert_eq!(err.errors.len(), 4, "{err:?}");
+    }
+
+    #[test]
+    fn a_member_of_another_shape_is_shown_as_it_was_sent() {
+        let err = historical(json!({
+            "tweet_ids": [true, "12x", 5.5, 7],
+            "engagement_types": ["impressions", 3],
+            "groupings": {"g": {"group_by": ["tweet.id", {"level": 1}]}},
+            "start": 20200101,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err.errors,
+            [
+                "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits): true, \"12x\", 5.5",
+                "engagement_types must hold strings, not 3",
+                "grouping \"g\": {\"level\":1} is not a group_by value; use tweet.id, engagement.type, engagement.day or engagement.hour",
+                "start must be a string such as \"2015-08-01\" or \"2015-08-01T00:00:00Z\", not 20200101",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_body_is_read_only_from_a_json_object() {
+        let read = |text: &str| read_body::<QuestionBody>(text.as_bytes()).map_err(|e| e.errors.join("; "));
+        assert_eq!(read("[1, 2, 3]"), Err(NOT_AN_OBJECT.to_string()), "not read field by position");
+        assert!(
+            read("{\"tweet_ids\": [\"1\"]").unwrap_err().starts_with("the request body is not valid JSON")
+        );
+        let body = read(r#"{"tweet_ids": ["1", 2], "start": null}"#).unwrap();
+        assert_eq!(
+            body.tweet_ids,
+            Sent::Given(vec![Sent::Given(IdText::Decimal("1".into())), Sent::Given(IdText::Integer(2))])
+        );
+        assert_eq!((body.start, body.end), (Sent::Given(None), Sent::Absent));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use futures::Stream;
 
 use crate::error::{self, ServiceError};
 use crate::jobs::{Job, JobResult, JobState, JobStatus};
-use crate::openapi::{ErrorBody, NativeAnswer, NativeQuestion, QuestionErrors};
+use crate::openapi::{ErrorBody, NativeAnswer, QuestionErrors};
+use crate::routes::NativeQuestion;
 use crate::routes::{Asked, RequestHead, native_body, read_question, request_id};
 use crate::state::AppState;
 use crate::streaming;

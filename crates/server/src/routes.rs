@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use engagement::request::{QuestionBody, Sent};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
 use serde_json::{Value, json};
@@ -21,9 +22,7 @@ use crate::app::REQUEST_ID;
 use crate::auth::Caller;
 use crate::engine::{self, Answer, Meta, Progress};
 use crate::error::{self, ServiceError};
-use crate::openapi::{
-    DropInAnswer, NativeAnswer, NativeQuestion, Question, QuestionErrors, RouteErrors, Status,
-};
+use crate::openapi::{DropInAnswer, NativeAnswer, QuestionErrors, RouteErrors, Status};
 use crate::state::AppState;
 use crate::streaming;
 
@@ -103,6 +102,19 @@ pub(crate) struct Asked {
     pub counts: u32,
 }
 
+// The drop-in endpoint's body is read this way too, to say that `partial` is not for it.
+/// A question to the native endpoint.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct NativeQuestion {
+    #[serde(flatten)]
+    pub question: QuestionBody,
+    /// List slices that failed after retries under `meta.incomplete` and answer the rest,
+    /// instead of failing the question.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub partial: Sent<Option<bool>>,
+}
+
 /// Admits, authenticates and reads a question (with `partial` when `native`), refusing one
 /// whose answer could never fit in `server.max_counts_in_flight`.
 pub(crate) async fn read_question(
@@ -112,22 +124,22 @@ pub(crate) async fn read_question(
     native: bool,
 ) -> Result<Asked, ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
-    let value = engagement::request::parse_body(&body).map_err(ServiceError::BadRequest)?;
-    let partial = match value.get("partial") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) if native => *b,
-        Some(Value::Bool(_)) => {
+    let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
+    let partial = match body.partial {
+        Sent::Absent | Sent::Given(None) => false,
+        Sent::Given(Some(b)) if native => b,
+        Sent::Given(Some(_)) => {
             return Err(ServiceError::BadRequest(ApiError::new(
                 "\"partial\" is only for /v1/historical; the drop-in endpoint answers in full or not at all",
             )));
         }
-        Some(other) => {
+        Sent::Other(other) => {
             return Err(ServiceError::BadRequest(ApiError::new(format!(
                 "\"partial\" must be true or false, not {other}"
             ))));
         }
     };
-    let query = Query::from_json(Endpoint::Historical, &value, &state.limits, chrono::Utc::now())
+    let query = Query::from_body(Endpoint::Historical, &body.question, &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
     let counts = query.answer_counts();
     let budget = state.settings.max_counts_in_flight();
@@ -162,7 +174,7 @@ async fn ask(
 }
 
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
-#[utoipa::path(post, path = "/insights/engagement/historical", tag = "questions", request_body = Question,
+#[utoipa::path(post, path = "/insights/engagement/historical", tag = "questions", request_body = QuestionBody,
     responses(
         (status = 200, description = "The whole answer, counts as strings", body = DropInAnswer),
         QuestionErrors,
