@@ -39,6 +39,9 @@ struct Args {
     /// Calls allowed per minute; 0 for no limit.
     #[arg(long, default_value_t = 0)]
     rate_limit_per_minute: u32,
+    /// The rate limit's window in seconds (the API's is a minute; tests shorten it).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rate_limit_window_secs: u64,
     /// Bursts of 429: of every N calls ...
     #[arg(long, default_value_t = 0)]
     burst_429_every: u64,
@@ -123,7 +126,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         protected_ids: ids(&args.protected_ids),
         deleted_ids: ids(&args.deleted_ids),
         rate_limit_per_minute: args.rate_limit_per_minute,
-        rate_window_secs: 60,
+        rate_window_secs: args.rate_limit_window_secs,
         faults: Faults {
             latency: Duration::from_millis(args.latency_ms),
             jitter: Duration::from_millis(args.jitter_ms),

@@ -1,20 +1,53 @@
 //! The per-minute call budget shared by every upstream call of the process: a GCRA limiter
 //! (governor) at the configured rate, plus a pause when the upstream says the minute is
-//! spent (`x-per-minute-remaining: 0`, or a `429`).
+//! spent (`x-per-minute-remaining: 0`, or a `429`). Replicas of one service share both
+//! through a [`SharedRate`] instead, and fall back to a local share of the rate while it
+//! cannot be reached.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
+/// A rate and pause kept outside the process, for every replica of a service.
+pub trait SharedRate: Send + Sync + std::fmt::Debug {
+    /// Takes one call at `per_minute` (0: no rate, only a pause holds calls) with bursts of
+    /// `burst`: `ZERO` when taken, else how long until one is free (nothing taken then).
+    fn take(&self, per_minute: u32, burst: u32) -> BoxFuture<'static, Result<Duration, Unreachable>>;
+    /// Holds every replica's calls until `wait` from now.
+    fn pause(&self, wait: Duration) -> BoxFuture<'static, Result<(), Unreachable>>;
+}
+
+/// A future a [`SharedRate`] answers with.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where a [`SharedRate`] is kept could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the shared rate could not be reached: {0}")]
+pub struct Unreachable(pub String);
+
+/// The shared rate, and what to do while it cannot be reached.
+#[derive(Debug)]
+struct Shared {
+    rate: Arc<dyn SharedRate>,
+    /// The local share of the rate used meanwhile; none: calls wait (and fail at their
+    /// deadline) until it is back.
+    fallback: Option<DefaultDirectRateLimiter>,
+}
+
+/// How long a call waits before asking a shared rate that could not be reached again,
+/// when there is no local fallback.
+const UNREACHABLE_WAIT: Duration = Duration::from_secs(1);
+
 /// The budget. With no rate configured only the upstream's own signals pace calls.
 #[derive(Debug)]
 pub struct RateBudget {
     limiter: Option<DefaultDirectRateLimiter>,
+    shared: Option<Shared>,
     per_minute: u32,
     burst: u32,
     /// The upstream's own per-minute limit, from its `x-per-minute-limit` header (0: unknown).
@@ -23,6 +56,15 @@ pub struct RateBudget {
     paused_until: Mutex<Option<Instant>>,
     /// Total time calls have waited here, in nanoseconds.
     waited_nanos: AtomicU64,
+    /// With no rate configured, calls go unpaced while the shared pause cannot be read.
+    unlimited_fallback: bool,
+}
+
+fn limiter(per_minute: u32, burst: u32, clock: &DefaultClock) -> Option<DefaultDirectRateLimiter> {
+    NonZeroU32::new(per_minute).map(|n| {
+        let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
+        RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
+    })
 }
 
 impl RateBudget {
@@ -30,19 +72,37 @@ impl RateBudget {
     /// spaces calls evenly, which never exceeds the rate in any minute.
     pub fn new(per_minute: u32, burst: u32) -> RateBudget {
         let clock = DefaultClock::default();
-        let limiter = NonZeroU32::new(per_minute).map(|n| {
-            let burst = NonZeroU32::new(burst.clamp(1, per_minute)).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::direct_with_clock(Quota::per_minute(n).allow_burst(burst), clock.clone())
-        });
         RateBudget {
-            limiter,
+            limiter: limiter(per_minute, burst, &clock),
+            shared: None,
             per_minute,
             burst: burst.clamp(1, per_minute.max(1)),
             learned_per_minute: AtomicU32::new(0),
             clock,
             paused_until: Mutex::new(None),
             waited_nanos: AtomicU64::new(0),
+            unlimited_fallback: false,
         }
+    }
+
+    /// A budget of `per_minute` shared through `rate` with the other replicas. While it
+    /// cannot be reached, calls take `fallback_per_minute` locally (the replica's share),
+    /// or with none wait for it to come back.
+    pub fn shared(
+        per_minute: u32,
+        burst: u32,
+        rate: Arc<dyn SharedRate>,
+        fallback_per_minute: Option<u32>,
+    ) -> RateBudget {
+        let mut budget = RateBudget::new(per_minute, burst);
+        let fallback = match fallback_per_minute {
+            Some(share) if per_minute > 0 => limiter(share.max(1), burst.min(share.max(1)), &budget.clock),
+            _ => None,
+        };
+        let unlimited_fallback = fallback_per_minute.is_some() && per_minute == 0;
+        budget.shared = Some(Shared { rate, fallback });
+        budget.unlimited_fallback = unlimited_fallback;
+        budget
     }
 
     /// The configured calls per minute, if any.
@@ -101,7 +161,32 @@ impl RateBudget {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            let Some(limiter) = &self.limiter else {
+            let limiter = match &self.shared {
+                None => &self.limiter,
+                Some(shared) => match shared.rate.take(self.per_minute, self.burst).await {
+                    Ok(wait) if wait.is_zero() => return Ok(()),
+                    Ok(wait) => {
+                        if now + wait > deadline {
+                            return Err(wait);
+                        }
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(e) if shared.fallback.is_some() || self.unlimited_fallback => {
+                        tracing::debug!(error = %e, "pacing calls by this replica's share of the rate");
+                        &shared.fallback
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "waiting for the shared rate to be back");
+                        if now + UNREACHABLE_WAIT > deadline {
+                            return Err(UNREACHABLE_WAIT);
+                        }
+                        tokio::time::sleep(UNREACHABLE_WAIT).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(limiter) = limiter else {
                 return Ok(());
             };
             match limiter.check() {
@@ -123,6 +208,15 @@ impl RateBudget {
         let mut p = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if p.is_none_or(|current| current < until) {
             *p = Some(until);
+        }
+        drop(p);
+        if let Some(shared) = &self.shared {
+            let pause = shared.rate.pause(wait);
+            tokio::spawn(async move {
+                if let Err(e) = pause.await {
+                    tracing::debug!(error = %e, "the pause could not be shared");
+                }
+            });
         }
     }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use engagement::{RawRequest, Response};
 use tokio::time::Instant;
 
-pub use budget::RateBudget;
+pub use budget::{RateBudget, SharedRate};
 pub use classify::AttemptError;
 pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
