@@ -20,6 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 
 use crate::settings::Settings;
+use crate::sharing::Sharing;
 use crate::state::AppState;
 use crate::{connections, demo, jobs_api, metrics, openapi, routes, usage};
 
@@ -68,14 +69,18 @@ impl Application {
             consumer_key: u.consumer_key.clone(),
             consumer_secret: u.consumer_secret.expose_secret().into(),
         };
-        let budget = Arc::new(RateBudget::new(u.requests_per_minute, u.rate_burst));
+        let sharing = Sharing::from_settings(&settings.redis)?;
+        let budget = Arc::new(match &sharing {
+            Some(sharing) => sharing.budget(u.requests_per_minute, u.rate_burst),
+            None => RateBudget::new(u.requests_per_minute, u.rate_burst),
+        });
         let client = HttpUpstream::new(
             &upstream_url,
             app,
             Arc::clone(&budget),
             Duration::from_secs(u.call_timeout_secs),
         )?;
-        Self::with_upstream(settings, Arc::new(client), upstream_url, Some(budget)).await
+        Self::with_upstream(settings, Arc::new(client), upstream_url, budget, sharing).await
     }
 
     /// Like [`Application::build`], with the upstream given (tests, other stand-ins).
@@ -83,17 +88,18 @@ impl Application {
         settings: Settings,
         upstream: Arc<dyn Upstream>,
         upstream_url: String,
-        budget: Option<Arc<RateBudget>>,
+        budget: Arc<RateBudget>,
+        sharing: Option<Arc<Sharing>>,
     ) -> anyhow::Result<Application> {
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
         metrics::start_at_zero();
-        let budget = budget.unwrap_or_else(|| {
-            Arc::new(RateBudget::new(settings.upstream.requests_per_minute, settings.upstream.rate_burst))
-        });
-        let state = Arc::new(AppState::new(settings, upstream, budget)?);
+        let state = Arc::new(AppState::new(settings, upstream, budget, sharing)?);
+        if let Some(sharing) = &state.sharing {
+            sharing.watch(Arc::clone(&state.engine.store));
+        }
         // Finished jobs' results are let go once their time is over, asked for or not.
         let jobs = Arc::downgrade(&state);
         tokio::spawn(async move {

@@ -21,6 +21,7 @@ use upstream::HandleCredentials;
 
 use crate::error::ServiceError;
 use crate::settings::Settings;
+use crate::sharing::Sharing;
 
 /// A client of the service and the handles it may ask as.
 #[derive(Debug)]
@@ -53,6 +54,8 @@ pub struct Keyring {
     /// Nonces seen within the timestamp tolerance (a nonce older than that is refused by
     /// its timestamp anyway).
     nonces: moka::sync::Cache<String, ()>,
+    /// The Redis shared with other replicas, where nonces are seen by all of them.
+    sharing: Option<Arc<Sharing>>,
 }
 
 /// The SHA-256 of `key` in lower-case hex.
@@ -62,7 +65,7 @@ pub fn key_hash(key: &str) -> String {
 
 impl Keyring {
     /// The clients and handles of `settings`.
-    pub fn from_settings(settings: &Settings) -> Keyring {
+    pub fn from_settings(settings: &Settings, sharing: Option<Arc<Sharing>>) -> Keyring {
         let handles: HashMap<&str, Arc<HandleCredentials>> = settings
             .handles
             .iter()
@@ -94,11 +97,12 @@ impl Keyring {
                 .time_to_live(2 * OAUTH_TIMESTAMP_TOLERANCE)
                 .max_capacity(1_000_000)
                 .build(),
+            sharing,
         }
     }
 
     /// Authenticates a request by its method, URI and headers.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         method: &Method,
         uri: &Uri,
@@ -108,10 +112,15 @@ impl Keyring {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| credentials_of(v, "OAuth").is_some());
-        if is_oauth { self.oauth_caller(method, uri, headers) } else { self.bearer_caller(headers) }
+        if is_oauth { self.oauth_caller(method, uri, headers).await } else { self.bearer_caller(headers) }
     }
 
-    fn oauth_caller(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Caller, ServiceError> {
+    async fn oauth_caller(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ServiceError> {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let url = oauth::signed_url(self.public_base_url.as_deref(), host, uri.path());
         let received = Received {
@@ -133,9 +142,7 @@ impl Keyring {
         .map_err(|r| {
             ServiceError::Unauthorized(format!("Your account could not be authenticated. Reason: {r}"))
         })?;
-        let fresh =
-            self.nonces.entry(format!("{}:{}", verified.token, verified.nonce)).or_insert(()).is_fresh();
-        if !fresh {
+        if !self.first_use_of_nonce(format!("{}:{}", verified.token, verified.nonce)).await? {
             return Err(ServiceError::Unauthorized(
                 "Your account could not be authenticated. Reason: this oauth_nonce was already used; sign each request afresh".into(),
             ));
@@ -147,9 +154,24 @@ impl Keyring {
         Ok(Caller { client: format!("oauth:{}", handle.handle), handle: Arc::clone(handle) })
     }
 
+    /// Whether `nonce` (with its token) is used for the first time: by any replica when
+    /// they share Redis, else by this one.
+    async fn first_use_of_nonce(&self, nonce: String) -> Result<bool, ServiceError> {
+        if let Some(sharing) = &self.sharing {
+            match sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await {
+                Ok(first) => return Ok(first),
+                Err(e) => {
+                    tracing::debug!(error = %e, "checking the nonce on this replica alone");
+                    sharing.fall_back("nonce")?;
+                }
+            }
+        }
+        Ok(self.nonces.entry(nonce).or_insert(()).is_fresh())
+    }
+
     /// The handles the caller of a request may ask as, whichever it picked: all those
     /// granted to its key, or the one an OAuth signature is made for.
-    pub fn granted_handles(
+    pub async fn granted_handles(
         &self,
         method: &Method,
         uri: &Uri,
@@ -160,7 +182,7 @@ impl Keyring {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| credentials_of(v, "OAuth").is_some());
         if is_oauth {
-            return Ok(vec![self.oauth_caller(method, uri, headers)?.handle.handle.clone()]);
+            return Ok(vec![self.oauth_caller(method, uri, headers).await?.handle.handle.clone()]);
         }
         Ok(self.bearer_client(headers)?.handles.iter().map(|h| h.handle.clone()).collect())
     }
@@ -238,15 +260,16 @@ mod tests {
         h
     }
 
-    #[test]
-    fn the_demo_key_is_the_demo_handle() {
-        let ring = Keyring::from_settings(&Settings::defaults());
+    #[tokio::test]
+    async fn the_demo_key_is_the_demo_handle() {
+        let ring = Keyring::from_settings(&Settings::defaults(), None);
         let caller = ring
             .authenticate(
                 &Method::POST,
                 &Uri::from_static("/v1/historical"),
                 &headers(&[("authorization", "Bearer demo-key")]),
             )
+            .await
             .unwrap();
         assert_eq!((caller.client.as_str(), caller.handle.handle.as_str()), ("demo", "demo"));
         assert!(
@@ -255,34 +278,36 @@ mod tests {
                 &Uri::from_static("/v1/historical"),
                 &headers(&[("authorization", "Bearer demo-key"), ("x-handle", "@demo")])
             )
+            .await
             .is_ok()
         );
     }
 
-    #[test]
-    fn missing_wrong_and_ungranted_are_refused() {
-        let ring = Keyring::from_settings(&Settings::defaults());
-        let status = |h: &[(&'static str, &'static str)]| {
-            ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &headers(h))
-                .unwrap_err()
-                .status()
-                .as_u16()
-        };
-        assert_eq!(status(&[]), 401);
-        assert_eq!(status(&[("authorization", "Bearer nope")]), 401);
-        assert_eq!(status(&[("authorization", "Basic abc")]), 401);
-        assert_eq!(status(&[("authorization", "Bearer demo-key"), ("x-handle", "other")]), 403);
-        assert_eq!(status(&[("authorization", "Bearerdemo-key")]), 401);
+    #[tokio::test]
+    async fn missing_wrong_and_ungranted_are_refused() {
+        let ring = Keyring::from_settings(&Settings::defaults(), None);
+        let cases: [(&[(&'static str, &'static str)], u16); 5] = [
+            (&[], 401),
+            (&[("authorization", "Bearer nope")], 401),
+            (&[("authorization", "Basic abc")], 401),
+            (&[("authorization", "Bearer demo-key"), ("x-handle", "other")], 403),
+            (&[("authorization", "Bearerdemo-key")], 401),
+        ];
+        for (h, status) in cases {
+            let refused =
+                ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &headers(h)).await;
+            assert_eq!(refused.unwrap_err().status().as_u16(), status, "{h:?}");
+        }
     }
 
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        let ring = Keyring::from_settings(&Settings::defaults());
+    #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        let ring = Keyring::from_settings(&Settings::defaults(), None);
         for value in ["bearer demo-key", "BEARER demo-key", "Bearer   demo-key"] {
             let mut h = HeaderMap::new();
             h.insert("authorization", HeaderValue::from_str(value).unwrap());
             assert!(
-                ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &h).is_ok(),
+                ring.authenticate(&Method::POST, &Uri::from_static("/v1/historical"), &h).await.is_ok(),
                 "{value}"
             );
         }

@@ -55,6 +55,11 @@ pub enum ServiceError {
     DeadlineExceeded { timeout: Duration, failed: Vec<FailedSlice> },
     #[error("too many requests in flight")]
     Overloaded { retry_after: Duration },
+    #[error(
+        "the state this service shares with its other replicas (Redis) cannot be reached, and redis.on_failure is refuse; retry in {} s",
+        whole_secs(*retry_after)
+    )]
+    SharedStateAway { retry_after: Duration },
     #[error("the service is shutting down and takes no new questions; retry against another instance")]
     ShuttingDown,
     /// A fault of the service's own, with what caused it when something did.
@@ -102,9 +107,10 @@ impl ServiceError {
             ServiceError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown | ServiceError::CutOff { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServiceError::Overloaded { .. }
+            | ServiceError::SharedStateAway { .. }
+            | ServiceError::ShuttingDown
+            | ServiceError::CutOff { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,7 +176,8 @@ impl ServiceError {
         match self {
             ServiceError::RateBudget { retry_after, .. }
             | ServiceError::BudgetBusy { retry_after, .. }
-            | ServiceError::Overloaded { retry_after } => Some(*retry_after),
+            | ServiceError::Overloaded { retry_after }
+            | ServiceError::SharedStateAway { retry_after } => Some(*retry_after),
             ServiceError::ShuttingDown | ServiceError::CutOff { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }

@@ -71,14 +71,14 @@ pub async fn submit(
 }
 
 /// The caller's job `id`; `401` or `404` if not.
-fn find(
+async fn find(
     state: &AppState,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<Arc<Job>, ServiceError> {
-    let caller = state.keyring.authenticate(method, uri, headers)?;
+    let caller = state.keyring.authenticate(method, uri, headers).await?;
     state
         .jobs
         .get(&caller.client, id)
@@ -102,7 +102,7 @@ pub async fn status(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let job = match find(&state, &method, &uri, &headers, &id) {
+    let job = match find(&state, &method, &uri, &headers, &id).await {
         Ok(job) => job,
         Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
     };
@@ -164,7 +164,7 @@ pub async fn result(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let job = match find(&state, &method, &uri, &headers, &id) {
+    let job = match find(&state, &method, &uri, &headers, &id).await {
         Ok(job) => job,
         Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
     };
@@ -210,7 +210,7 @@ pub async fn cancel(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match find(&state, &method, &uri, &headers, &id) {
+    match find(&state, &method, &uri, &headers, &id).await {
         Ok(job) => {
             state.jobs.delete(&job);
             Json(job.status(&state.engine)).into_response()

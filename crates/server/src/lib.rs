@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod settings;
+pub mod sharing;
 pub mod state;
 pub mod streaming;
 pub mod usage;

@@ -133,3 +133,14 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
         }
     }
 }
+
+/// Records whether the shared Redis answered, as a gauge (1: up).
+pub fn redis_up(up: bool) {
+    metrics::gauge!("stitcher_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// Records one time this replica did `what` (budget, ledger, nonce, usage) on its own
+/// because Redis was away.
+pub fn redis_fallback(what: &'static str) {
+    metrics::counter!("stitcher_redis_fallbacks_total", "what" => what).increment(1);
+}

@@ -106,6 +106,9 @@ pub enum RouteErrors {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
     pub status: String,
+    /// With `redis.url` set: whether Redis is reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 struct Security;

@@ -62,7 +62,7 @@ async fn admit(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ServiceError::PayloadTooLarge { limit });
     }
-    let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers)?;
+    let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?;
     let admitted = Arc::clone(&state.admission)
         .try_acquire_owned()
         .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
@@ -285,14 +285,31 @@ pub async fn livez() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the service takes questions (not while shutting down).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down", body = Status), RouteErrors))]
+/// `GET /readyz`: the service takes questions (not while shutting down, nor while the
+/// Redis it shares state through is away under `redis.on_failure = "refuse"`). With Redis
+/// set, `redis` says whether it is reached.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down, or Redis away when it is required", body = Status), RouteErrors))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
-        Json(json!({ "status": "ready" })).into_response()
+    let redis = state.sharing.as_ref().map(|sharing| match (sharing.redis.is_up(), sharing.on_failure) {
+        (true, _) => ("up", true),
+        (false, crate::settings::OnFailure::Local) => {
+            ("unreachable: answering alone (redis.on_failure = local)", true)
+        }
+        (false, crate::settings::OnFailure::Refuse) => ("unreachable", false),
+    });
+    let ready = state.ready.load(Ordering::SeqCst);
+    let status = match (ready, redis) {
+        (false, _) => "shutting down",
+        (true, Some((_, false))) => "not ready: Redis is unreachable",
+        (true, _) => "ready",
+    };
+    let body = Status { status: status.into(), redis: redis.map(|(r, _)| r.to_string()) };
+    let code = if ready && redis.is_none_or(|(_, ok)| ok) {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Any other path.

@@ -25,6 +25,7 @@ pub struct Settings {
     pub jobs: JobsSettings,
     pub store: StoreSettings,
     pub ledger: LedgerSettings,
+    pub redis: RedisSettings,
     /// Handle name to its access token and secret.
     #[serde(default)]
     pub handles: BTreeMap<String, HandleSettings>,
@@ -126,6 +127,43 @@ pub struct LedgerSettings {
     pub policy: CapPolicy,
 }
 
+/// What to do while the shared Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Carry on alone: this replica's share of the budget, its own store, ledger and nonces
+    /// (logged at WARN, counted in the metrics); the ledger catches up when Redis is back.
+    Local,
+    /// Answer questions that need the upstream `503` with `Retry-After`.
+    Refuse,
+}
+
+/// State shared with the other replicas of the service, in Redis.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host[:port][/db]`; unset: nothing is shared.
+    pub url: Option<SecretString>,
+    /// Put before every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    pub on_failure: OnFailure,
+    /// Replicas the budget is shared by: while Redis is away, each takes this share of
+    /// `upstream.requests_per_minute`.
+    pub expected_replicas: u32,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url.as_ref().map(|_| "[set]"))
+            .field("key_prefix", &self.key_prefix)
+            .field("on_failure", &self.on_failure)
+            .field("expected_replicas", &self.expected_replicas)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandleSettings {
@@ -206,6 +244,7 @@ impl Settings {
             ("jobs.timeout_secs", self.jobs.timeout_secs),
             ("jobs.max_running", self.jobs.max_running as u64),
             ("jobs.result_ttl_secs", self.jobs.result_ttl_secs),
+            ("redis.expected_replicas", u64::from(self.redis.expected_replicas)),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));

@@ -14,6 +14,7 @@ use crate::auth::Keyring;
 use crate::engine::Engine;
 use crate::jobs::Jobs;
 use crate::settings::Settings;
+use crate::sharing::Sharing;
 
 /// The service's shared state.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub counts: Arc<Semaphore>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
+    /// The Redis shared with the other replicas, if any.
+    pub sharing: Option<Arc<Sharing>>,
     /// Cancelled when shutdown's grace period is over: questions still in flight then are
     /// answered `503` with what was not done.
     pub cut_off: CancellationToken,
@@ -48,6 +51,7 @@ impl AppState {
         settings: Settings,
         upstream: Arc<dyn Upstream>,
         budget: Arc<RateBudget>,
+        sharing: Option<Arc<Sharing>>,
     ) -> Result<AppState, store::StoreError> {
         let u = &settings.upstream;
         let retry = RetryPolicy {
@@ -58,9 +62,16 @@ impl AppState {
         let store = Arc::new(Store::open(settings.store_config())?);
         let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
         Ok(AppState {
-            keyring: Keyring::from_settings(&settings),
+            keyring: Keyring::from_settings(&settings, sharing.clone()),
             jobs: Jobs::new(settings.jobs.clone()),
-            engine: Arc::new(Engine::new(calls, store, settings.store.enabled, settings.ledger.clone())),
+            engine: Arc::new(Engine::new(
+                calls,
+                store,
+                settings.store.enabled,
+                settings.ledger.clone(),
+                sharing.clone(),
+            )),
+            sharing,
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,
                 max_span_hours: None,

@@ -64,13 +64,31 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Usage, ServiceError> {
-    let granted = state.keyring.granted_handles(method, uri, headers)?;
+    let granted = state.keyring.granted_handles(method, uri, headers).await?;
     let now = chrono::Utc::now();
-    let store = Arc::clone(&state.engine.store);
-    let month = tokio::task::spawn_blocking(move || store.handles_in_month(now))
-        .await
-        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
-        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))?;
+    let month = match &state.sharing {
+        Some(sharing) => match sharing.redis.handles_in_month(now).await {
+            Ok(month) => Some(month),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading this replica's own ledger");
+                sharing.fall_back("usage")?;
+                None
+            }
+        },
+        None => None,
+    };
+    let month = match month {
+        Some(month) => month,
+        None => {
+            let store = Arc::clone(&state.engine.store);
+            tokio::task::spawn_blocking(move || store.handles_in_month(now))
+                .await
+                .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
+                .map_err(|e| {
+                    ServiceError::internal("the handle ledger could not be read", Some(Box::new(e)))
+                })?
+        }
+    };
     let ledger = &state.settings.ledger;
     Ok(Usage {
         month: store::ledger::month_of(now),

@@ -14,6 +14,8 @@ const CONSUMER_SECRET: &str = "cs-0f9e8d7c-SECRET";
 const TOKEN_SECRET: &str = "ts-1a2b3c4d-SECRET";
 const API_KEY: &str = "key-5e6f7a8b-SECRET";
 const WRONG_KEY: &str = "wrong-9c0d1e2f-SECRET";
+/// In the URL of a Redis that is away, so its failures are logged too.
+const REDIS_PASSWORD: &str = "rp-7d6c5b4a-SECRET";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_a_full_run_hold_no_secret() {
@@ -32,6 +34,7 @@ async fn logs_of_a_full_run_hold_no_secret() {
     tokio::spawn(Arc::clone(&sim).serve(listener));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let away = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log_path = std::env::temp_dir().join(format!("stitcher-secrets-{port}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -46,6 +49,7 @@ async fn logs_of_a_full_run_hold_no_secret() {
         .env("STITCHER__HANDLES__DEMO__TOKEN_SECRET", TOKEN_SECRET)
         .env("STITCHER__CLIENTS__DEMO__KEY_SHA256", server::auth::key_hash(API_KEY))
         .env("STITCHER__CLIENTS__DEMO__HANDLES", "demo")
+        .env("STITCHER__REDIS__URL", format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{away}"))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -88,7 +92,7 @@ async fn logs_of_a_full_run_hold_no_secret() {
     let _ = std::fs::remove_file(&log_path);
     assert!(logs.lines().count() > 5, "the run logged: {logs}");
     assert!(logs.contains("\"request_id\""), "logs carry request IDs");
-    for secret in [CONSUMER_SECRET, TOKEN_SECRET, API_KEY, WRONG_KEY, "SECRET"] {
+    for secret in [CONSUMER_SECRET, TOKEN_SECRET, API_KEY, WRONG_KEY, REDIS_PASSWORD, "SECRET"] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }

@@ -29,6 +29,7 @@ use upstream::Coalesce;
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
 use crate::settings::{CapPolicy, LedgerSettings};
+use crate::sharing::Sharing;
 
 mod grid;
 mod recall;
@@ -244,11 +245,20 @@ pub struct Engine {
     rendered: recall::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
     counted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The Redis shared with other replicas, which keeps the ledger of them all.
+    sharing: Option<Arc<Sharing>>,
 }
 
 impl Engine {
-    /// An engine calling through `calls`, keeping facts in `store` if `remember`.
-    pub fn new(calls: CallPolicy, store: Arc<Store>, remember: bool, ledger: LedgerSettings) -> Engine {
+    /// An engine calling through `calls`, keeping facts in `store` if `remember`, and the
+    /// month's ledger in Redis when `sharing` (in `store` too, for when Redis is away).
+    pub fn new(
+        calls: CallPolicy,
+        store: Arc<Store>,
+        remember: bool,
+        ledger: LedgerSettings,
+        sharing: Option<Arc<Sharing>>,
+    ) -> Engine {
         let rendered = recall::Rendered::new(store.config().status_ttl);
         Engine {
             calls,
@@ -258,6 +268,7 @@ impl Engine {
             shared: Coalesce::default(),
             rendered,
             counted: Default::default(),
+            sharing,
         }
     }
 }
@@ -330,17 +341,46 @@ impl Engine {
     /// cap when `may_refuse` and the policy say so. A question checks before any call; each
     /// call counts again, so a question that runs into a new month counts there too.
     async fn admit_handle(&self, handle: &str, may_refuse: bool) -> Result<(), ServiceError> {
+        if let Some(sharing) = &self.sharing
+            && may_refuse
+        {
+            sharing.check()?;
+        }
         let now = Utc::now();
         let counted = (store::ledger::month_of(now), handle.to_string());
         if self.counted.lock().unwrap_or_else(|p| p.into_inner()).contains(&counted) {
             return Ok(());
         }
-        let (store, name) = (Arc::clone(&self.store), handle.to_string());
         let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
-        let admitted = tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
-            .await
-            .map_err(|e| ServiceError::internal("the ledger's task failed", Some(Box::new(e))))?
-            .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))?;
+        let shared = match &self.sharing {
+            Some(sharing) => match sharing.redis.admit_handle(handle, now, cap, refuse).await {
+                Ok(admitted) => Some(admitted),
+                Err(e) => {
+                    tracing::debug!(error = %e, "counting the handle in this replica's ledger alone");
+                    sharing.fall_back("ledger")?;
+                    None
+                }
+            },
+            None => None,
+        };
+        // The store keeps the ledger too: alone, it is the ledger; beside Redis, it is what
+        // this replica adds back when Redis returns after being away.
+        let (store, name) = (Arc::clone(&self.store), handle.to_string());
+        let (cap, refuse) = if shared.is_some() { (None, false) } else { (cap, refuse) };
+        let local = match shared {
+            Some(Admission::Refused { .. }) => None,
+            _ => Some(
+                tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
+                    .await
+                    .map_err(|e| ServiceError::internal("the ledger's task failed", Some(Box::new(e))))?
+                    .map_err(|e| {
+                        ServiceError::internal("the handle ledger could not be read", Some(Box::new(e)))
+                    })?,
+            ),
+        };
+        let Some(admitted) = shared.or(local) else {
+            return Err(ServiceError::internal("the handle ledger gave no answer", None));
+        };
         if !matches!(admitted, Admission::Refused { .. }) {
             self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
         }

@@ -1,0 +1,314 @@
+//! Two `stitcher` processes on one Redis behave as one service: together they keep the
+//! upstream's per-minute limit, a nonce used at one is refused at the other, and the
+//! month's handle cap holds across both. When Redis goes away (a server of the test's own,
+//! stopped mid-test) a replica answers alone under `local` and catches up when it returns,
+//! or refuses under `refuse`. Redis is the real server (`REDIS_URL`, default the local one),
+//! each test under its own key prefix.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::num::NonZeroU64;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use simulator::Config;
+use support::{PER_TWEET, Stitcher};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test (or run) uses.
+fn prefix(test: &str) -> String {
+    format!("stitcher-test:{}:{}:{test}:", std::process::id(), chrono::Utc::now().timestamp_micros())
+}
+
+async fn ask(stitcher: &Stitcher, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/historical", stitcher.url))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(stitcher: &Stitcher, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", stitcher.url))
+        .bearer_auth("demo-key")
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn oracle(sim_url: &str, body: &Value) -> Value {
+    let resp =
+        reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Integer counts as strings, so a native answer's data reads as the oracle's.
+fn as_strings(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_strings(v))).collect()),
+        other => other,
+    }
+}
+
+/// A question for `tweets` Tweets from `first` on, over 4 × 28 days.
+fn question(first: u64, tweets: u64) -> Value {
+    let mut q = support::question(tweets, 4, &["impressions"], PER_TWEET);
+    let base = engagement::TweetId::minted_at(engagement::parse_instant("2014-01-01").unwrap()).0;
+    q["tweet_ids"] = json!((0..tweets).map(|n| (base + first + n).to_string()).collect::<Vec<_>>());
+    q
+}
+
+async fn replicas(sim_url: &str, env: &[(&str, &str)]) -> (Stitcher, Stitcher) {
+    let mut vars = vec![("STITCHER__UPSTREAM__BASE_URL", sim_url)];
+    vars.extend_from_slice(env);
+    (Stitcher::start(&vars).await, Stitcher::start(&vars).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn together_two_replicas_keep_the_upstreams_limit() {
+    // 10 calls per 2 s window (300 a minute); each replica paces 240 a minute.
+    let limited = || Config { rate_limit_per_minute: 10, rate_window_secs: 2, ..Config::default() };
+    let pace = [("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "240"), ("STITCHER__UPSTREAM__RATE_BURST", "1")];
+    let both_at_once = |a: Stitcher, b: Stitcher, sim_url: String| async move {
+        // 3 batches × 4 windows each, different Tweets at each replica.
+        let (qa, qb) = (question(0, 75), question(1000, 75));
+        let (ra, rb) = tokio::join!(ask(&a, &qa), ask(&b, &qb));
+        for ((status, answer), q) in [(ra, qa), (rb, qb)] {
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &q).await);
+        }
+    };
+
+    // Alone, each keeps its own pace, and together they pass the limit.
+    let (sim, sim_url) = support::simulator(limited()).await;
+    let (a, b) = replicas(&sim_url, &pace).await;
+    both_at_once(a, b, sim_url).await;
+    let alone = sim.stats().by_status.get("429").copied().unwrap_or(0);
+    assert!(alone > 0, "two replicas each at 240 a minute pass 300 together: {:?}", sim.stats());
+
+    let (sim, sim_url) = support::simulator(limited()).await;
+    let url = redis_url();
+    let prefix = prefix("rate");
+    let mut shared = pace.to_vec();
+    shared.extend([("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())]);
+    let (a, b) = replicas(&sim_url, &shared).await;
+    both_at_once(a, b, sim_url).await;
+    let stats = sim.stats();
+    assert_eq!(stats.by_status.get("429").copied().unwrap_or(0), 0, "{stats:?}");
+    assert_eq!(stats.requests_total, 24);
+}
+
+fn signed(url: &str) -> String {
+    let client = oauth1_request::Credentials::new("sim-consumer-key", "sim-consumer-secret");
+    let mut b = oauth1_request::Builder::new(client, oauth1_request::HMAC_SHA1);
+    b.token(oauth1_request::Credentials::new("demo-token", "demo-token-secret"));
+    b.version(true);
+    b.timestamp(NonZeroU64::new(chrono::Utc::now().timestamp() as u64));
+    b.post(url, &())
+}
+
+#[tokio::test]
+async fn a_nonce_used_at_one_replica_is_refused_at_the_other() {
+    let (_sim, sim_url) = support::simulator(Config::default()).await;
+    let (url, prefix) = (redis_url(), prefix("nonce"));
+    // Behind one load balancer, both are signed for as one public URL.
+    let (a, b) = replicas(
+        &sim_url,
+        &[
+            ("STITCHER__REDIS__URL", url.as_str()),
+            ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str()),
+            ("STITCHER__SERVER__PUBLIC_BASE_URL", "https://stitcher.example"),
+        ],
+    )
+    .await;
+    let authorization = signed("https://stitcher.example/insights/engagement/historical");
+    let body = question(0, 3);
+    let post = |s: &Stitcher| {
+        let (url, authorization, body) = (s.url.clone(), authorization.clone(), body.clone());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/insights/engagement/historical"))
+                .header("authorization", authorization)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, answer) = post(&a).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, refused) = post(&b).await;
+    assert_eq!(status, 401, "{refused}");
+    assert!(refused["errors"][0].as_str().unwrap().contains("oauth_nonce was already used"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_months_handle_cap_holds_across_replicas() {
+    let (_sim, sim_url) = support::simulator(Config::default()).await;
+    let (url, prefix) = (redis_url(), prefix("ledger"));
+    let redis = replicas::Redis::connect(&url, &prefix).unwrap();
+    let now = chrono::Utc::now();
+    // Another replica has counted one handle this month.
+    redis.admit_handle("elsewhere", now, None, false).await.unwrap();
+    let env = [
+        ("STITCHER__REDIS__URL", url.as_str()),
+        ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str()),
+        ("STITCHER__LEDGER__HANDLE_CAP", "2"),
+    ];
+    let (a, b) = replicas(&sim_url, &env).await;
+    let (status, answer) = ask(&a, &question(0, 3)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, usage) = get(&b, "/v1/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["handles_used"], 2, "the other replica's count: {usage}");
+    assert_eq!(usage["handles"][0]["handle"], "demo", "{usage}");
+
+    // The cap is reached: a third handle counted anywhere leaves none for a new one.
+    let (url2, prefix2) = (redis_url(), self::prefix("ledger-full"));
+    let full = replicas::Redis::connect(&url2, &prefix2).unwrap();
+    full.admit_handle("one", now, None, false).await.unwrap();
+    full.admit_handle("two", now, None, false).await.unwrap();
+    let env = [
+        ("STITCHER__REDIS__URL", url2.as_str()),
+        ("STITCHER__REDIS__KEY_PREFIX", prefix2.as_str()),
+        ("STITCHER__LEDGER__HANDLE_CAP", "2"),
+    ];
+    let (c, _d) = replicas(&sim_url, &env).await;
+    let (status, refused) = ask(&c, &question(0, 3)).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused["errors"][0].as_str().unwrap().contains('2'), "names the cap: {refused}");
+}
+
+/// A Redis server of the test's own, on `port`; killed when dropped.
+struct OwnRedis(Child);
+
+impl OwnRedis {
+    async fn start(port: u16) -> OwnRedis {
+        let own = OwnRedis(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/redis installs it)"),
+        );
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return own;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not come up on port {port}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 10 s for `/readyz` to answer `status`, returning its body.
+async fn readiness(stitcher: &Stitcher, status: u16, redis: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, body) = get(stitcher, "/readyz").await;
+        if code == status && body["redis"].as_str().is_some_and(|r| r.starts_with(redis)) {
+            return body;
+        }
+        last = json!({"status": code, "body": body});
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never said {status} with redis {redis}: {last}");
+}
+
+#[tokio::test]
+async fn with_redis_away_a_replica_answers_alone_and_catches_up_when_it_returns() {
+    let (_sim, sim_url) = support::simulator(Config::default()).await;
+    let port = support::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let own = OwnRedis::start(port).await;
+    let prefix = prefix("away");
+    let s = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str()),
+        ("STITCHER__REDIS__URL", url.as_str()),
+        ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str()),
+        ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "6000"),
+    ])
+    .await;
+    readiness(&s, 200, "up").await;
+
+    drop(own);
+    let ready = readiness(&s, 200, "unreachable").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    // The first handle of the month is counted while Redis is away.
+    let q = question(0, 30);
+    let (status, answer) = ask(&s, &q).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &q).await);
+    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stitcher_redis_fallbacks_total{what=\"ledger\"}"), "{metrics}");
+    assert!(metrics.contains("stitcher_redis_up 0"), "{metrics}");
+
+    let _back = OwnRedis::start(port).await;
+    readiness(&s, 200, "up").await;
+    let redis = replicas::Redis::connect(&url, &prefix).unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = redis.handles_in_month(chrono::Utc::now()).await.unwrap();
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        listed.iter().map(|e| e.handle.as_str()).collect::<Vec<_>>(),
+        ["demo"],
+        "the ledger caught up"
+    );
+}
+
+#[tokio::test]
+async fn under_refuse_a_replica_without_redis_is_not_ready_and_says_when_to_retry() {
+    let (sim, sim_url) = support::simulator(Config::default()).await;
+    let port = support::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let s = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str()),
+        ("STITCHER__REDIS__URL", url.as_str()),
+        ("STITCHER__REDIS__ON_FAILURE", "refuse"),
+    ])
+    .await;
+    readiness(&s, 503, "unreachable").await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/historical", s.url))
+        .bearer_auth("demo-key")
+        .json(&question(0, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["errors"][0].as_str().unwrap().contains("redis.on_failure"), "{body}");
+    assert_eq!(sim.stats().requests_total, 0, "no call without the shared budget");
+
+    let _own = OwnRedis::start(port).await;
+    readiness(&s, 200, "up").await;
+    let (status, answer) = ask(&s, &question(0, 3)).await;
+    assert_eq!(status, 200, "back without a restart: {answer}");
+}
