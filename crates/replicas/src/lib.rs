@@ -1,12 +1,13 @@
 //! What the replicas of one service share through Redis, so that together they behave as
-//! one: the per-minute call budget ([`rate`]), the OAuth nonces of drop-in clients
-//! ([`nonces`]) and the month's handle ledger ([`ledger`]). Every key starts with the
+//! one: the per-minute call budget ([`rate`]), the facts fetched ([`facts`]), the OAuth
+//! nonces of drop-in clients ([`nonces`]) and the month's handle ledger ([`ledger`]). Every key starts with the
 //! deployment's prefix, so several deployments can share one Redis.
 //!
 //! Redis may be away. Every operation says so ([`Unreachable`]) instead of waiting for it,
 //! and [`Redis::is_up`] tells what the last operation or probe found; what to do meanwhile
 //! (a local share, or refusing) is the service's choice.
 
+pub mod facts;
 pub mod ledger;
 pub mod nonces;
 pub mod rate;

@@ -97,3 +97,19 @@ async fn an_unreachable_redis_is_said_so_quickly() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(Redis::connect("http://example.com", "p:").is_err());
 }
+
+#[tokio::test]
+async fn a_lease_is_held_by_one_and_given_up_only_by_its_holder() {
+    let shared = redis("lease");
+    let ttl = Duration::from_secs(30);
+    assert!(shared.take_lease("call", "a", ttl).await.unwrap());
+    assert!(!shared.take_lease("call", "b", ttl).await.unwrap(), "held by a");
+    shared.release_lease("call", "b").await.unwrap();
+    assert!(shared.lease_held("call").await.unwrap(), "b cannot give up a's lease");
+    shared.release_lease("call", "a").await.unwrap();
+    assert!(!shared.lease_held("call").await.unwrap());
+    // A holder that died leaves a lease that expires.
+    assert!(shared.take_lease("short", "dead", Duration::from_millis(50)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(shared.take_lease("short", "b", ttl).await.unwrap());
+}

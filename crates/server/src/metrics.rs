@@ -144,3 +144,8 @@ pub fn redis_up(up: bool) {
 pub fn redis_fallback(what: &'static str) {
     metrics::counter!("stitcher_redis_fallbacks_total", "what" => what).increment(1);
 }
+
+/// Records Tweet-hours a question found in the shared tier (fetched by another replica).
+pub fn shared_hits(hours: u64) {
+    metrics::counter!("stitcher_store_shared_hits_total").increment(hours);
+}

@@ -110,6 +110,68 @@ async fn together_two_replicas_keep_the_upstreams_limit() {
     assert_eq!(stats.requests_total, 24);
 }
 
+#[tokio::test]
+async fn a_question_answered_at_one_replica_costs_no_call_at_the_other() {
+    let (sim, sim_url) = support::simulator(Config::default()).await;
+    let (url, prefix) = (redis_url(), prefix("facts"));
+    let env = [("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let (a, b) = replicas(&sim_url, &env).await;
+    // Settled months, and the last days up to now (unsettled, shared for the fresh TTL).
+    let now = chrono::Utc::now();
+    let base = engagement::TweetId::minted_at(now - chrono::Duration::days(400)).0;
+    let ids: Vec<String> = (0..30).map(|n| (base + n).to_string()).collect();
+    let question = |levels: &[&str], days: i64| {
+        json!({
+            "tweet_ids": ids,
+            "engagement_types": ["impressions", "favorites"],
+            "groupings": {"g": {"group_by": levels}},
+            "start": engagement::time::format_instant(now - chrono::Duration::days(days)),
+            "end": engagement::time::format_instant(now),
+        })
+    };
+    let q = question(PER_TWEET, 60);
+    let (status, at_a) = ask(&a, &q).await;
+    assert_eq!(status, 200, "{at_a}");
+    let cold = sim.stats().requests_total;
+    assert!(cold >= 2 * 3, "{cold}");
+
+    let (status, at_b) = ask(&b, &q).await;
+    assert_eq!(status, 200, "{at_b}");
+    assert_eq!(sim.stats().requests_total, cold, "the other replica made no call");
+    assert_eq!(at_b["meta"]["upstream_calls"], 0);
+    assert_eq!(at_b["data"], at_a["data"]);
+    assert_eq!(as_strings(at_b["data"].clone()), oracle(&sim_url, &q).await);
+
+    // Another grouping, and a shorter range, at the other replica: still no call.
+    let by_day = question(&["engagement.day", "engagement.type"], 20);
+    let (status, answer) = ask(&b, &by_day).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(sim.stats().requests_total, cold);
+    assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &by_day).await);
+    let metrics = reqwest::get(format!("{}/metrics", b.url)).await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("stitcher_store_shared_hits_total 0\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cold_question_sent_to_both_replicas_at_once_is_fetched_once() {
+    let faults = simulator::faults::Faults { latency: Duration::from_millis(300), ..Default::default() };
+    let (sim, sim_url) = support::simulator(Config { faults, ..Config::default() }).await;
+    let (url, prefix) = (redis_url(), prefix("lease"));
+    let env = [("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let (a, b) = replicas(&sim_url, &env).await;
+    // 2 batches × 3 windows.
+    let q = question(0, 50);
+    let q = json!({"end": q["end"], "start": q["start"], "tweet_ids": q["tweet_ids"],
+        "engagement_types": ["impressions", "url_clicks"], "groupings": q["groupings"]});
+    let (ra, rb) = tokio::join!(ask(&a, &q), ask(&b, &q));
+    for (status, answer) in [&ra, &rb] {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &q).await);
+    }
+    let one_question = 2 * 4;
+    assert_eq!(sim.stats().requests_total, one_question, "{:?} and {:?}", ra.1["meta"], rb.1["meta"]);
+}
+
 fn signed(url: &str) -> String {
     let client = oauth1_request::Credentials::new("sim-consumer-key", "sim-consumer-secret");
     let mut b = oauth1_request::Builder::new(client, oauth1_request::HMAC_SHA1);

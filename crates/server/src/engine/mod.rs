@@ -33,6 +33,7 @@ use crate::sharing::Sharing;
 
 mod grid;
 mod recall;
+mod shared_facts;
 
 /// A validated historical question.
 #[derive(Debug, Clone)]

@@ -24,7 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials};
 
-use super::{Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failure, outcome, refusal};
+use super::{
+    Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failure, outcome, refusal,
+    shared_facts,
+};
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
 
@@ -349,6 +352,12 @@ impl Engine {
         let mut known =
             blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
                 .await?;
+        if let Some(sharing) = &self.sharing
+            && !needs(&plan, &known).calls.is_empty()
+        {
+            shared_facts::take(sharing, &self.store, &handle.handle, &plan, &mut known, &query.types, now)
+                .await;
+        }
         let needs = needs(&plan, &known);
         metrics::store_lookups(needs.hits, needs.misses);
         if !partial && !needs.refused.is_empty() {
@@ -582,6 +591,35 @@ impl Engine {
                 0,
             ));
         }
+        // Among replicas, one makes the call and the others take what it wrote.
+        let mut lease = None;
+        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up()) {
+            let (window, status_only) = (need.slice.window, need.status_only);
+            let name = shared_facts::call_name(&handle.handle, &tweets, &types, window, status_only);
+            let holder = format!("{:016x}", fastrand::u64(..));
+            match sharing.redis.take_lease(&name, &holder, shared_facts::LEASE).await {
+                Ok(true) => lease = Some((name, holder)),
+                Ok(false) => {
+                    let theirs = shared_facts::wait_for(
+                        sharing,
+                        &self.store,
+                        &handle.handle,
+                        &name,
+                        &tweets,
+                        &types,
+                        window,
+                        status_only,
+                        deadline,
+                    )
+                    .await;
+                    if let Some((facts, unsettled_from)) = theirs {
+                        metrics::coalesced();
+                        return Arc::new((Ok((Arc::new(facts), unsettled_from)), 0));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         let sent = AtomicU32::new(0);
         // Hours are judged settled from before the call was sent: never from after the
         // upstream answered, when a not-yet-final hour may have turned old enough.
@@ -591,15 +629,32 @@ impl Engine {
         let keep = |response: Response| {
             let (store, name, tweets, types) =
                 (Arc::clone(&self.store), handle.handle.clone(), tweets.clone(), types.clone());
+            let sharing = self.sharing.clone();
             async move {
-                tokio::task::spawn_blocking(move || {
-                    keep(&store, &name, &tweets, &types, need, response, sent_at)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    let reason = format!("keeping the answer failed: {e}");
-                    Err(AttemptError::Transient { reason, status: None, retry_after: None })
-                })
+                let kept = {
+                    let (store, name) = (Arc::clone(&store), name.clone());
+                    tokio::task::spawn_blocking(move || {
+                        keep(&store, &name, &tweets, &types, need, response, sent_at)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        let reason = format!("keeping the answer failed: {e}");
+                        Err(AttemptError::Transient { reason, status: None, retry_after: None })
+                    })?
+                };
+                let (mut facts, unsettled_from) = match kept {
+                    Ok(kept) => kept,
+                    Err(failure) => return Ok(Err(failure)),
+                };
+                if let Some(sharing) = &sharing {
+                    shared_facts::give(sharing, &store, &name, &facts, sent_at).await;
+                }
+                // Only the unsettled hours go to the questions waiting (settled ones are on
+                // disk), so a big question never holds every call's facts.
+                for hours in facts.hours.values_mut() {
+                    hours.retain(|(hour, _)| *hour >= unsettled_from);
+                }
+                Ok(Ok((Arc::new(facts), unsettled_from)))
             }
         };
         let retried = self
@@ -624,13 +679,18 @@ impl Engine {
                 Err(CallFailure::Call(e))
             }
         };
+        if let (Some(sharing), Some((name, holder))) = (&self.sharing, lease)
+            && let Err(e) = sharing.redis.release_lease(&name, &holder).await
+        {
+            tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");
+        }
         Arc::new((kept, retried.attempts))
     }
 }
 
-/// Reads an answer's facts and keeps them; what the questions waiting need of them (the
-/// unsettled hours: the settled ones are on disk). An answer that is not the hourly shape
-/// asked for is the attempt's failure; a store that cannot keep them is the call's.
+/// Reads an answer's facts and keeps them, returning them with the first hour kept as
+/// unsettled. An answer that is not the hourly shape asked for is the attempt's failure; a
+/// store that cannot keep them is the call's.
 fn keep(
     store: &Store,
     handle: &str,
@@ -639,8 +699,8 @@ fn keep(
     need: Need,
     response: Response,
     sent_at: DateTime<Utc>,
-) -> Result<Result<(Arc<CallFacts>, i64), CallFailure>, AttemptError> {
-    let mut facts = if need.status_only {
+) -> Result<Result<(CallFacts, i64), CallFailure>, AttemptError> {
+    let facts = if need.status_only {
         CallFacts::status_only(tweets, &response)
     } else {
         CallFacts::hourly(tweets, types, need.slice.window, &response, HOURLY).map_err(|e| {
@@ -651,11 +711,7 @@ fn keep(
     if let Err(e) = store.keep(handle, &facts, sent_at) {
         return Ok(Err(CallFailure::Store(Arc::new(e))));
     }
-    let unsettled_from = store.unsettled_from(sent_at);
-    for hours in facts.hours.values_mut() {
-        hours.retain(|(hour, _)| *hour >= unsettled_from);
-    }
-    Ok(Ok((Arc::new(facts), unsettled_from)))
+    Ok(Ok((facts, store.unsettled_from(sent_at))))
 }
 
 /// The answer from the counts held, batch by batch (so memory holds one batch's counts at a

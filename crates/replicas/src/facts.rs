@@ -1,0 +1,225 @@
+//! The shared tier of the store of facts: what one replica fetched, every replica finds.
+//! Settled hours are kept per (handle, Tweet, day) as a hash of `slot:hour` → count, for
+//! [`SETTLED_TTL`]; unsettled hours per (handle, Tweet, hour) as a hash of `slot` → count,
+//! for the store's fresh TTL; what a call told of a Tweet (deleted or not) with the time it
+//! was learned, for the status TTL. Each replica's own store stays in front of it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use engagement::TweetId;
+use store::row::{Hour, SLOTS};
+
+use crate::{Redis, Unreachable};
+
+/// How long settled facts are kept in Redis after they were last written (they never
+/// change; this bounds what a deployment leaves in Redis).
+pub const SETTLED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
+pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
+
+fn slots_of(mask: u32) -> impl Iterator<Item = usize> {
+    (0..SLOTS).filter(move |s| mask & (1 << s) != 0)
+}
+
+impl Redis {
+    fn day_key(&self, handle: &str, tweet: TweetId, day: i64) -> String {
+        self.key(&format!("facts:{handle}:{tweet}:{day}"))
+    }
+
+    fn fresh_key(&self, handle: &str, tweet: TweetId, hour: i64) -> String {
+        self.key(&format!("fresh:{handle}:{tweet}:{hour}"))
+    }
+
+    fn status_key(&self, handle: &str, tweet: TweetId) -> String {
+        self.key(&format!("status:{handle}:{tweet}"))
+    }
+
+    /// Keeps the counts of the slots in `slots` for `hours` fetched as `handle`: hours from
+    /// `unsettled_from` on for `fresh_ttl`, earlier ones as settled.
+    pub async fn put_facts(
+        &self,
+        handle: &str,
+        slots: u32,
+        hours: &TweetHours,
+        unsettled_from: i64,
+        fresh_ttl: Duration,
+    ) -> Result<(), Unreachable> {
+        let mut pipe = redis::pipe();
+        let mut days: HashMap<(TweetId, i64), Vec<(String, u64)>> = HashMap::new();
+        for (&tweet, hours) in hours {
+            for (hour, counts) in hours {
+                if *hour >= unsettled_from {
+                    if fresh_ttl.is_zero() {
+                        continue;
+                    }
+                    let key = self.fresh_key(handle, tweet, *hour);
+                    let fields: Vec<(usize, u64)> = slots_of(slots).map(|s| (s, counts[s])).collect();
+                    pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+                    pipe.cmd("PEXPIRE").arg(&key).arg(fresh_ttl.as_millis() as u64).ignore();
+                } else {
+                    let fields = days.entry((tweet, hour.div_euclid(24))).or_default();
+                    let h = hour.rem_euclid(24);
+                    fields.extend(slots_of(slots).map(|s| (format!("{s}:{h}"), counts[s])));
+                }
+            }
+        }
+        for ((tweet, day), fields) in days {
+            let key = self.day_key(handle, tweet, day);
+            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(SETTLED_TTL.as_secs()).ignore();
+        }
+        let mut connection = self.connection.clone();
+        self.noted(pipe.query_async::<()>(&mut connection).await)
+    }
+
+    /// The hours of `wanted` (per Tweet, hour numbers) held as `handle` with every slot of
+    /// `slots`: from `unsettled_from` on among the unsettled ones, before it among the
+    /// settled ones.
+    pub async fn get_facts(
+        &self,
+        handle: &str,
+        wanted: &HashMap<TweetId, Vec<i64>>,
+        slots: u32,
+        unsettled_from: i64,
+    ) -> Result<TweetHours, Unreachable> {
+        // One read per (Tweet, day) of settled hours and per unsettled hour, in one trip.
+        let mut reads: Vec<(TweetId, Option<i64>, i64)> = Vec::new();
+        for (&tweet, hours) in wanted {
+            let mut days: Vec<i64> =
+                hours.iter().filter(|h| **h < unsettled_from).map(|h| h.div_euclid(24)).collect();
+            days.sort_unstable();
+            days.dedup();
+            reads.extend(days.into_iter().map(|d| (tweet, None, d)));
+            reads.extend(
+                hours.iter().filter(|h| **h >= unsettled_from).map(|h| (tweet, Some(*h), h.div_euclid(24))),
+            );
+        }
+        if reads.is_empty() {
+            return Ok(TweetHours::new());
+        }
+        let mut pipe = redis::pipe();
+        for (tweet, hour, day) in &reads {
+            let key = match hour {
+                Some(hour) => self.fresh_key(handle, *tweet, *hour),
+                None => self.day_key(handle, *tweet, *day),
+            };
+            pipe.cmd("HGETALL").arg(key);
+        }
+        let mut connection = self.connection.clone();
+        let found: Vec<HashMap<String, u64>> = self.noted(pipe.query_async(&mut connection).await)?;
+        let mut out = TweetHours::new();
+        for ((tweet, hour, day), fields) in reads.into_iter().zip(found) {
+            if fields.is_empty() {
+                continue;
+            }
+            let mut by_hour: HashMap<i64, (u32, Hour)> = HashMap::new();
+            for (field, count) in fields {
+                let (slot, h) = match (hour, field.split_once(':')) {
+                    (Some(hour), None) => (field.parse::<usize>().ok(), Some(hour)),
+                    (None, Some((s, h))) => (s.parse().ok(), h.parse::<i64>().ok().map(|h| day * 24 + h)),
+                    _ => (None, None),
+                };
+                let (Some(slot), Some(h)) = (slot.filter(|s| *s < SLOTS), h) else { continue };
+                let entry = by_hour.entry(h).or_insert((0, [0; SLOTS]));
+                entry.0 |= 1 << slot;
+                entry.1[slot] = count;
+            }
+            let asked = &wanted[&tweet];
+            let held = out.entry(tweet).or_default();
+            held.extend(
+                by_hour
+                    .into_iter()
+                    .filter(|(h, (present, _))| present & slots == slots && asked.contains(h))
+                    .map(|(h, (_, counts))| (h, counts)),
+            );
+        }
+        out.retain(|_, hours| !hours.is_empty());
+        Ok(out)
+    }
+
+    /// Keeps whether each of `statuses`' Tweets is deleted, as learned at `learned_at`, for
+    /// `ttl` from then.
+    pub async fn put_statuses(
+        &self,
+        handle: &str,
+        statuses: &[(TweetId, bool)],
+        learned_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<(), Unreachable> {
+        let left = ttl.as_secs() as i64 - (Utc::now() - learned_at).num_seconds();
+        if statuses.is_empty() || left <= 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (tweet, deleted) in statuses {
+            let value = format!("{}:{}", u8::from(*deleted), learned_at.timestamp());
+            pipe.cmd("SET").arg(self.status_key(handle, *tweet)).arg(value).arg("EX").arg(left).ignore();
+        }
+        let mut connection = self.connection.clone();
+        self.noted(pipe.query_async::<()>(&mut connection).await)
+    }
+
+    /// Whether each of `tweets` is deleted, and when that was learned, for those held.
+    pub async fn get_statuses(
+        &self,
+        handle: &str,
+        tweets: &[TweetId],
+    ) -> Result<HashMap<TweetId, (bool, DateTime<Utc>)>, Unreachable> {
+        if tweets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for tweet in tweets {
+            cmd.arg(self.status_key(handle, *tweet));
+        }
+        let found: Vec<Option<String>> = self.run(&cmd).await?;
+        Ok(tweets
+            .iter()
+            .zip(found)
+            .filter_map(|(tweet, value)| {
+                let (deleted, at) = value?.split_once(':').map(|(d, a)| (d == "1", a.parse::<i64>()))?;
+                Some((*tweet, (deleted, DateTime::from_timestamp(at.ok()?, 0)?)))
+            })
+            .collect())
+    }
+}
+
+/// Gives up a lease only if it is still the holder's (it may have expired and been taken).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+impl Redis {
+    fn lease_key(&self, call: &str) -> String {
+        self.key(&format!("lease:{call}"))
+    }
+
+    /// Takes the lease on `call` for `ttl` as `holder`: whether it was free. The holder
+    /// makes the call and writes its facts; the others wait for the lease to go.
+    pub async fn take_lease(&self, call: &str, holder: &str, ttl: Duration) -> Result<bool, Unreachable> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lease_key(call)).arg(holder).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64);
+        let set: Option<String> = self.run(&cmd).await?;
+        Ok(set.is_some())
+    }
+
+    /// Whether some replica holds the lease on `call` (it expires if that replica died).
+    pub async fn lease_held(&self, call: &str) -> Result<bool, Unreachable> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.lease_key(call));
+        let n: u32 = self.run(&cmd).await?;
+        Ok(n > 0)
+    }
+
+    /// Gives up the lease on `call` if `holder` still holds it.
+    pub async fn release_lease(&self, call: &str, holder: &str) -> Result<(), Unreachable> {
+        let script = redis::Script::new(RELEASE);
+        let mut invocation = script.key(self.lease_key(call));
+        invocation.arg(holder);
+        self.invoke::<i64>(&invocation).await.map(|_| ())
+    }
+}

@@ -1,0 +1,238 @@
+//! The store's shared tier, for replicas on one Redis: before calling for what its own
+//! store lacks, a question takes what another replica fetched; what a replica fetches it
+//! writes there too. Redis being away costs calls, never an answer: every failure here is
+//! logged and counted, and the question goes on with what it has.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use engagement::{EngagementType, TweetId};
+use stitch::Plan;
+use store::facts::{born_hour, hour_of};
+use store::row::{slot, slot_mask};
+use store::{CallFacts, Known, Store};
+
+use crate::metrics;
+use crate::sharing::Sharing;
+
+/// The slots of `types`, as a mask.
+fn mask_of(types: &[EngagementType]) -> u32 {
+    slot_mask(&types.iter().filter_map(|t| slot(*t)).collect::<Vec<_>>())
+}
+
+/// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of
+/// the Tweets whose status is not: keeps them in `store` and adds them to `known`.
+pub(super) async fn take(
+    sharing: &Sharing,
+    store: &Arc<Store>,
+    handle: &str,
+    plan: &Plan,
+    known: &mut Known,
+    types: &[EngagementType],
+    now: DateTime<Utc>,
+) {
+    let first = hour_of(plan.range.start);
+    let mut wanted: HashMap<TweetId, Vec<i64>> = HashMap::new();
+    for t in plan.batches.iter().flatten() {
+        if known.status.get(t) == Some(&true) || known.refused.get(t).is_some_and(|r| r.refusal().is_some()) {
+            continue;
+        }
+        let born = born_hour(*t);
+        let held = known.held.get(t).map(Vec::as_slice).unwrap_or_default();
+        let missing: Vec<i64> = held
+            .iter()
+            .enumerate()
+            .map(|(i, held)| (first + i as i64, held))
+            .filter(|(hour, held)| !**held && *hour >= born)
+            .map(|(hour, _)| hour)
+            .collect();
+        if !missing.is_empty() {
+            wanted.insert(*t, missing);
+        }
+    }
+    let unknown: Vec<TweetId> = plan
+        .batches
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|t| !known.status.contains_key(t) && !known.refused.contains_key(t))
+        .collect();
+    if wanted.is_empty() && unknown.is_empty() {
+        return;
+    }
+    let slots = mask_of(types);
+    let unsettled_from = store.unsettled_from(now);
+    let (found, statuses) = match tokio::join!(
+        sharing.redis.get_facts(handle, &wanted, slots, unsettled_from),
+        sharing.redis.get_statuses(handle, &unknown),
+    ) {
+        (Ok(found), Ok(statuses)) => (found, statuses),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "the shared facts could not be read");
+            metrics::redis_fallback("facts");
+            return;
+        }
+    };
+    let hours: u64 = found.values().map(|h| h.len() as u64).sum();
+    metrics::shared_hits(hours);
+    // Kept here first, so this replica's own store answers next time.
+    let mut writes: Vec<(CallFacts, DateTime<Utc>)> = Vec::new();
+    let mut by_learned: HashMap<DateTime<Utc>, CallFacts> = HashMap::new();
+    for (tweet, (deleted, learned)) in &statuses {
+        let facts = by_learned.entry(*learned).or_default();
+        facts.tweets.push(*tweet);
+        if *deleted {
+            facts.deleted.push(*tweet);
+        }
+    }
+    writes.extend(by_learned.into_iter().map(|(at, facts)| (facts, at)));
+    let counts = CallFacts { window: None, tweets: Vec::new(), deleted: Vec::new(), slots, hours: found };
+    for (tweet, hours) in &counts.hours {
+        if let Some(held) = known.held.get_mut(tweet) {
+            for (hour, _) in hours {
+                if let Some(h) = held.get_mut((hour - first) as usize) {
+                    *h = true;
+                }
+            }
+        }
+    }
+    known.learn(&counts, unsettled_from);
+    for (tweet, (deleted, learned)) in statuses {
+        known.status.insert(tweet, deleted);
+        known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
+    }
+    writes.push((counts, now));
+    let (store, name) = (Arc::clone(store), handle.to_string());
+    let kept = tokio::task::spawn_blocking(move || {
+        writes.iter().try_for_each(|(facts, at)| store.keep(&name, facts, *at))
+    })
+    .await;
+    if let Err(e) = kept.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        tracing::warn!(error = %e, "the shared facts could not be kept in this replica's store");
+    }
+}
+
+/// Writes what one call fetched (kept in this replica's store already) to Redis, for the
+/// other replicas.
+pub(super) async fn give(
+    sharing: &Sharing,
+    store: &Store,
+    handle: &str,
+    facts: &CallFacts,
+    fetched_at: DateTime<Utc>,
+) {
+    let config = store.config();
+    let statuses: Vec<(TweetId, bool)> =
+        facts.tweets.iter().map(|t| (*t, facts.deleted.contains(t))).collect();
+    let unsettled_from = store.unsettled_from(fetched_at);
+    let (counts, statuses) = tokio::join!(
+        sharing.redis.put_facts(handle, facts.slots, &facts.hours, unsettled_from, config.fresh_ttl),
+        sharing.redis.put_statuses(handle, &statuses, fetched_at, config.status_ttl),
+    );
+    if let Err(e) = counts.and(statuses) {
+        tracing::debug!(error = %e, "what was fetched could not be shared");
+        metrics::redis_fallback("facts");
+    }
+}
+
+/// How long a replica may hold a call's lease: past it (the replica died, or its call is
+/// slow), another replica makes the call.
+pub(super) const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The name replicas know one call by: its handle, Tweets, types and window.
+pub(super) fn call_name(
+    handle: &str,
+    tweets: &[TweetId],
+    types: &[EngagementType],
+    window: engagement::TimeRange,
+    status_only: bool,
+) -> String {
+    use sha2::Digest;
+    let tweets: Vec<String> = tweets.iter().map(ToString::to_string).collect();
+    let types: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    let text = format!(
+        "{handle}|{}|{}|{}|{}|{status_only}",
+        tweets.join(","),
+        types.join(","),
+        window.start.timestamp(),
+        window.end.timestamp()
+    );
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Waits (until `deadline`) for the replica holding the lease on the call `name` to give it
+/// up, then reads what it wrote: the call's facts, kept in this replica's store, with the
+/// first hour kept as unsettled and only the unsettled hours left in them, as a call of its
+/// own would give. `None` when they are not all there (that call failed): then this replica
+/// makes the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn wait_for(
+    sharing: &Sharing,
+    store: &Arc<Store>,
+    handle: &str,
+    name: &str,
+    tweets: &[TweetId],
+    types: &[EngagementType],
+    window: engagement::TimeRange,
+    status_only: bool,
+    deadline: tokio::time::Instant,
+) -> Option<(CallFacts, i64)> {
+    let mut pause = std::time::Duration::from_millis(25);
+    loop {
+        match sharing.redis.lease_held(name).await {
+            Ok(false) => break,
+            Ok(true) if tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(400));
+            }
+            _ => return None,
+        }
+    }
+    let statuses = sharing.redis.get_statuses(handle, tweets).await.ok()?;
+    if tweets.iter().any(|t| !statuses.contains_key(t)) {
+        return None;
+    }
+    let now = Utc::now();
+    let mut facts = CallFacts {
+        window: Some(window),
+        tweets: tweets.to_vec(),
+        deleted: tweets.iter().copied().filter(|t| statuses[t].0).collect(),
+        ..CallFacts::default()
+    };
+    if !status_only {
+        let (first, last) = (hour_of(window.start), hour_of(window.end));
+        let wanted: HashMap<TweetId, Vec<i64>> = tweets
+            .iter()
+            .filter(|t| !facts.deleted.contains(t))
+            .map(|t| (*t, (first.max(born_hour(*t))..last).collect::<Vec<_>>()))
+            .filter(|(_, hours)| !hours.is_empty())
+            .collect();
+        facts.slots = mask_of(types);
+        facts.hours =
+            sharing.redis.get_facts(handle, &wanted, facts.slots, store.unsettled_from(now)).await.ok()?;
+        let complete =
+            wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
+        if !complete {
+            return None;
+        }
+        metrics::shared_hits(wanted.values().map(|h| h.len() as u64).sum());
+    }
+    let unsettled_from = store.unsettled_from(now);
+    let kept = {
+        let (store, name) = (Arc::clone(store), handle.to_string());
+        tokio::task::spawn_blocking(move || store.keep(&name, &facts, now).map(|()| facts)).await
+    };
+    let mut facts = match kept {
+        Ok(Ok(facts)) => facts,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the shared facts could not be kept in this replica's store");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    for hours in facts.hours.values_mut() {
+        hours.retain(|(hour, _)| *hour >= unsettled_from);
+    }
+    Some((facts, unsettled_from))
+}
