@@ -601,6 +601,80 @@ async fn settled_repeat_table() {
     );
 }
 
+/// Two replicas against one, on the same upstream budget and the same questions.
+async fn replicas_table() {
+    println!(
+        "\n## Two replicas vs one: 8 campaigns of 50 Tweets, 60 days, 2 views each, asked by 4 viewers through a round-robin balancer (upstream limit 50 calls per 10 s, each replica paced at 280 a minute, 50 ms latency)\n"
+    );
+    println!(
+        "| replicas | Redis | questions | upstream calls | 429s drawn | answers a minute | answered without a call |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("stitcher-bench:{}:", std::process::id());
+    let campaigns: Vec<Vec<TweetId>> = (0..8).map(|c| tweets(50, 300.0, 1000 + c)).collect();
+    let range =
+        TimeRange { start: now() - chrono::Duration::days(62), end: now() - chrono::Duration::days(2) };
+    let views = |ids: &[TweetId]| {
+        [
+            question(
+                ids,
+                range,
+                json!({"daily": {"group_by": ["tweet.id", "engagement.day"]}}),
+                &["impressions"],
+            ),
+            question(ids, range, json!({"by type": {"group_by": ["engagement.type"]}}), &["impressions"]),
+        ]
+    };
+    for (replicas, shared) in [(1, false), (2, false), (2, true)] {
+        let faults = Faults { latency: Duration::from_millis(50), ..Faults::default() };
+        let (sim_url, sim) = start_simulator(Config {
+            faults,
+            rate_limit_per_minute: 50,
+            rate_window_secs: 10,
+            ..Config::default()
+        });
+        let key_prefix = format!("{prefix}{replicas}{shared}:");
+        let mut extra = vec![("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "280")];
+        if shared {
+            extra.extend([
+                ("STITCHER__REDIS__URL", redis_url.as_str()),
+                ("STITCHER__REDIS__KEY_PREFIX", key_prefix.as_str()),
+            ]);
+        }
+        let mut urls = Vec::new();
+        for _ in 0..replicas {
+            urls.push(start_service_with(&sim_url, 8, &extra).await);
+        }
+        let started = Instant::now();
+        let asks: Vec<_> = (0..4)
+            .flat_map(|_| campaigns.iter().flat_map(|ids| views(ids)))
+            .enumerate()
+            .map(|(n, q)| {
+                let url = urls[n % urls.len()].clone();
+                tokio::spawn(async move { ask(&url, &q).await.1 })
+            })
+            .collect();
+        let (mut questions, mut free) = (0, 0);
+        for answer in asks {
+            let answer = answer.await.unwrap();
+            questions += 1;
+            if answer["meta"]["upstream_calls"] == 0 {
+                free += 1;
+            }
+        }
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        let stats = sim.stats();
+        println!(
+            "| {replicas} | {} | {questions} | {} | {} | {:.0} | {free} |",
+            if shared { "yes" } else { "no" },
+            stats.requests_total,
+            stats.by_status.get("429").copied().unwrap_or(0),
+            questions as f64 / minutes
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -640,5 +714,8 @@ async fn main() {
     }
     if wanted("settled-repeat") {
         settled_repeat_table().await;
+    }
+    if wanted("replicas") {
+        replicas_table().await;
     }
 }
