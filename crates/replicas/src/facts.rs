@@ -1,7 +1,7 @@
 //! The shared tier of the store of facts: what one replica fetched, every replica finds.
 //! Settled hours are kept per (handle, Tweet, day) as a hash of `slot:hour` → count, for
-//! [`SETTLED_TTL`]; unsettled hours per (handle, Tweet, hour) as a hash of `slot` → count,
-//! for the store's fresh TTL; what a call told of a Tweet (deleted or not) with the time it
+//! [`SETTLED_TTL`]; unsettled hours per (handle, Tweet, hour, type), each for exactly the
+//! store's fresh TTL from when it was fetched; what a call told of a Tweet (deleted or not) with the time it
 //! was learned, for the status TTL. Each replica's own store stays in front of it.
 
 use std::collections::HashMap;
@@ -29,8 +29,9 @@ impl Redis {
         self.key(&format!("facts:{handle}:{tweet}:{day}"))
     }
 
-    fn fresh_key(&self, handle: &str, tweet: TweetId, hour: i64) -> String {
-        self.key(&format!("fresh:{handle}:{tweet}:{hour}"))
+    /// One type of one unsettled hour: a key of its own, so each lives exactly its TTL.
+    fn fresh_key(&self, handle: &str, tweet: TweetId, hour: i64, slot: usize) -> String {
+        self.key(&format!("fresh:{handle}:{tweet}:{hour}:{slot}"))
     }
 
     fn status_key(&self, handle: &str, tweet: TweetId) -> String {
@@ -51,18 +52,20 @@ impl Redis {
         let mut days: HashMap<(TweetId, i64), Vec<(String, u64)>> = HashMap::new();
         for (&tweet, hours) in hours {
             for (hour, counts) in hours {
-                if *hour >= unsettled_from {
-                    if fresh_ttl.is_zero() {
-                        continue;
-                    }
-                    let key = self.fresh_key(handle, tweet, *hour);
-                    let fields: Vec<(usize, u64)> = slots_of(slots).map(|s| (s, counts[s])).collect();
-                    pipe.cmd("HSET").arg(&key).arg(fields).ignore();
-                    pipe.cmd("PEXPIRE").arg(&key).arg(fresh_ttl.as_millis() as u64).ignore();
-                } else {
+                if *hour < unsettled_from {
                     let fields = days.entry((tweet, hour.div_euclid(24))).or_default();
                     let h = hour.rem_euclid(24);
                     fields.extend(slots_of(slots).map(|s| (format!("{s}:{h}"), counts[s])));
+                } else if !fresh_ttl.is_zero() {
+                    for s in slots_of(slots) {
+                        let key = self.fresh_key(handle, tweet, *hour, s);
+                        pipe.cmd("SET")
+                            .arg(key)
+                            .arg(counts[s])
+                            .arg("PX")
+                            .arg(fresh_ttl.as_millis() as u64)
+                            .ignore();
+                    }
                 }
             }
         }
@@ -71,8 +74,7 @@ impl Redis {
             pipe.cmd("HSET").arg(&key).arg(fields).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(SETTLED_TTL.as_secs()).ignore();
         }
-        let mut connection = self.connection.clone();
-        self.noted(pipe.query_async::<()>(&mut connection).await)
+        self.run_all::<()>(&pipe).await
     }
 
     /// The hours of `wanted` (per Tweet, hour numbers) held as `handle` with every slot of
@@ -85,58 +87,62 @@ impl Redis {
         slots: u32,
         unsettled_from: i64,
     ) -> Result<TweetHours, Unreachable> {
-        // One read per (Tweet, day) of settled hours and per unsettled hour, in one trip.
-        let mut reads: Vec<(TweetId, Option<i64>, i64)> = Vec::new();
+        let mut found: HashMap<(TweetId, i64), (u32, Hour)> = HashMap::new();
+        let mut found_one = |tweet: TweetId, hour: i64, slot: usize, count: u64| {
+            let entry = found.entry((tweet, hour)).or_insert((0, [0; SLOTS]));
+            entry.0 |= 1 << slot;
+            entry.1[slot] = count;
+        };
+        // Settled hours: one read per (Tweet, day); unsettled ones: one per (Tweet, hour).
+        let mut days: Vec<(TweetId, i64)> = Vec::new();
+        let mut fresh: Vec<(TweetId, i64)> = Vec::new();
         for (&tweet, hours) in wanted {
-            let mut days: Vec<i64> =
+            let mut d: Vec<i64> =
                 hours.iter().filter(|h| **h < unsettled_from).map(|h| h.div_euclid(24)).collect();
-            days.sort_unstable();
-            days.dedup();
-            reads.extend(days.into_iter().map(|d| (tweet, None, d)));
-            reads.extend(
-                hours.iter().filter(|h| **h >= unsettled_from).map(|h| (tweet, Some(*h), h.div_euclid(24))),
-            );
+            d.sort_unstable();
+            d.dedup();
+            days.extend(d.into_iter().map(|d| (tweet, d)));
+            fresh.extend(hours.iter().filter(|h| **h >= unsettled_from).map(|h| (tweet, *h)));
         }
-        if reads.is_empty() {
-            return Ok(TweetHours::new());
+        if !days.is_empty() {
+            let mut pipe = redis::pipe();
+            for (tweet, day) in &days {
+                pipe.cmd("HGETALL").arg(self.day_key(handle, *tweet, *day));
+            }
+            let rows: Vec<HashMap<String, u64>> = self.run_all(&pipe).await?;
+            for ((tweet, day), fields) in days.into_iter().zip(rows) {
+                for (field, count) in fields {
+                    let Some((s, h)) = field.split_once(':') else { continue };
+                    if let (Ok(s), Ok(h)) = (s.parse::<usize>(), h.parse::<i64>())
+                        && s < SLOTS
+                    {
+                        found_one(tweet, day * 24 + h, s, count);
+                    }
+                }
+            }
         }
-        let mut pipe = redis::pipe();
-        for (tweet, hour, day) in &reads {
-            let key = match hour {
-                Some(hour) => self.fresh_key(handle, *tweet, *hour),
-                None => self.day_key(handle, *tweet, *day),
-            };
-            pipe.cmd("HGETALL").arg(key);
+        if !fresh.is_empty() {
+            let mut pipe = redis::pipe();
+            for (tweet, hour) in &fresh {
+                let keys: Vec<String> =
+                    slots_of(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect();
+                pipe.cmd("MGET").arg(keys);
+            }
+            let counts: Vec<Vec<Option<u64>>> = self.run_all(&pipe).await?;
+            for ((tweet, hour), counts) in fresh.into_iter().zip(counts) {
+                for (s, count) in slots_of(slots).zip(counts) {
+                    if let Some(count) = count {
+                        found_one(tweet, hour, s, count);
+                    }
+                }
+            }
         }
-        let mut connection = self.connection.clone();
-        let found: Vec<HashMap<String, u64>> = self.noted(pipe.query_async(&mut connection).await)?;
         let mut out = TweetHours::new();
-        for ((tweet, hour, day), fields) in reads.into_iter().zip(found) {
-            if fields.is_empty() {
-                continue;
+        for ((tweet, hour), (present, counts)) in found {
+            if present & slots == slots && wanted[&tweet].contains(&hour) {
+                out.entry(tweet).or_default().push((hour, counts));
             }
-            let mut by_hour: HashMap<i64, (u32, Hour)> = HashMap::new();
-            for (field, count) in fields {
-                let (slot, h) = match (hour, field.split_once(':')) {
-                    (Some(hour), None) => (field.parse::<usize>().ok(), Some(hour)),
-                    (None, Some((s, h))) => (s.parse().ok(), h.parse::<i64>().ok().map(|h| day * 24 + h)),
-                    _ => (None, None),
-                };
-                let (Some(slot), Some(h)) = (slot.filter(|s| *s < SLOTS), h) else { continue };
-                let entry = by_hour.entry(h).or_insert((0, [0; SLOTS]));
-                entry.0 |= 1 << slot;
-                entry.1[slot] = count;
-            }
-            let asked = &wanted[&tweet];
-            let held = out.entry(tweet).or_default();
-            held.extend(
-                by_hour
-                    .into_iter()
-                    .filter(|(h, (present, _))| present & slots == slots && asked.contains(h))
-                    .map(|(h, (_, counts))| (h, counts)),
-            );
         }
-        out.retain(|_, hours| !hours.is_empty());
         Ok(out)
     }
 
@@ -158,8 +164,7 @@ impl Redis {
             let value = format!("{}:{}", u8::from(*deleted), learned_at.timestamp());
             pipe.cmd("SET").arg(self.status_key(handle, *tweet)).arg(value).arg("EX").arg(left).ignore();
         }
-        let mut connection = self.connection.clone();
-        self.noted(pipe.query_async::<()>(&mut connection).await)
+        self.run_all::<()>(&pipe).await
     }
 
     /// Whether each of `tweets` is deleted, and when that was learned, for those held.
@@ -217,8 +222,9 @@ impl Redis {
 
     /// Gives up the lease on `call` if `holder` still holds it.
     pub async fn release_lease(&self, call: &str, holder: &str) -> Result<(), Unreachable> {
-        let script = redis::Script::new(RELEASE);
-        let mut invocation = script.key(self.lease_key(call));
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(RELEASE));
+        let mut invocation = SCRIPT.key(self.lease_key(call));
         invocation.arg(holder);
         self.invoke::<i64>(&invocation).await.map(|_| ())
     }

@@ -8,9 +8,13 @@ use store::{Admission, LedgerEntry};
 
 use crate::{Redis, Unreachable};
 
+/// How long a month's ledger is kept after its last write: the month and some.
+const MONTH_TTL_SECS: u64 = 40 * 24 * 3600;
+
 /// Counts ARGV[1] (first call ARGV[2], seconds) in the month's hash KEYS[1] unless it is;
 /// with a cap ARGV[3] (-1: none) and ARGV[4] = 1, refuses a handle that would pass it.
-/// Returns {0} counted before, {1, used, over cap} added, {2} refused.
+/// Keeps the hash ARGV[5] seconds. Returns {0} counted before, {1, used, over cap} added,
+/// {2} refused.
 const ADMIT: &str = r"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {0, 0, 0} end
 local used = redis.call('HLEN', KEYS[1])
@@ -18,7 +22,7 @@ local cap = tonumber(ARGV[3])
 local over = cap >= 0 and used >= cap
 if over and ARGV[4] == '1' then return {2, used, 1} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], 3456000)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 if over then return {1, used + 1, 1} end
 return {1, used + 1, 0}
 ";
@@ -34,9 +38,14 @@ impl Redis {
         cap: Option<usize>,
         refuse: bool,
     ) -> Result<Admission, Unreachable> {
-        let script = redis::Script::new(ADMIT);
-        let mut call = script.key(self.month_key(now));
-        call.arg(handle).arg(now.timestamp()).arg(cap.map_or(-1, |c| c as i64)).arg(u8::from(refuse));
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(ADMIT));
+        let mut call = SCRIPT.key(self.month_key(now));
+        call.arg(handle)
+            .arg(now.timestamp())
+            .arg(cap.map_or(-1, |c| c as i64))
+            .arg(u8::from(refuse))
+            .arg(MONTH_TTL_SECS);
         let (kind, used, over): (u8, usize, u8) = self.invoke(&call).await?;
         Ok(match (kind, cap) {
             (0, _) => Admission::Counted,
@@ -66,13 +75,13 @@ impl Redis {
         if entries.is_empty() {
             return Ok(());
         }
+        let key = self.month_key(now);
         let mut pipe = redis::pipe();
         for e in entries {
-            pipe.cmd("HSETNX").arg(self.month_key(now)).arg(&e.handle).arg(e.first_call.timestamp()).ignore();
+            pipe.cmd("HSETNX").arg(&key).arg(&e.handle).arg(e.first_call.timestamp()).ignore();
         }
-        pipe.cmd("EXPIRE").arg(self.month_key(now)).arg(3_456_000).ignore();
-        let mut connection = self.connection.clone();
-        self.noted(pipe.query_async::<()>(&mut connection).await)
+        pipe.cmd("EXPIRE").arg(&key).arg(MONTH_TTL_SECS).ignore();
+        self.run_all::<()>(&pipe).await
     }
 
     fn month_key(&self, now: DateTime<Utc>) -> String {

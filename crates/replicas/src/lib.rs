@@ -63,11 +63,24 @@ impl Redis {
     }
 
     /// Asks Redis whether it is there; returns whether it was, and whether it was away
-    /// before (so the caller can catch up on what it kept meanwhile).
+    /// before (so the caller can catch up on what it kept meanwhile). While Redis is away,
+    /// only the probe asks it: every other operation says so at once instead of waiting for
+    /// a timeout, until a probe finds it back.
     pub async fn probe(&self) -> (bool, bool) {
         let was_up = self.is_up();
-        let up = self.run(&redis::cmd("PING")).await.map(|_: String| ()).is_ok();
+        let mut connection = self.connection.clone();
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        let up = self.noted(pong).is_ok();
         (up, !was_up)
+    }
+
+    /// An operation's connection, or that Redis is away.
+    fn connection(&self) -> Result<ConnectionManager, Unreachable> {
+        if self.is_up() {
+            Ok(self.connection.clone())
+        } else {
+            Err(Unreachable("Redis is away (a probe each second tells when it is back)".into()))
+        }
     }
 
     /// The key `name` under this deployment's prefix.
@@ -77,8 +90,14 @@ impl Redis {
 
     /// Runs `cmd`, noting whether Redis answered.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unreachable> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         self.noted(cmd.query_async(&mut connection).await)
+    }
+
+    /// Runs `pipe`, noting whether Redis answered.
+    async fn run_all<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Unreachable> {
+        let mut connection = self.connection()?;
+        self.noted(pipe.query_async(&mut connection).await)
     }
 
     /// Runs `script`, noting whether Redis answered.
@@ -86,7 +105,7 @@ impl Redis {
         &self,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Unreachable> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         self.noted(script.invoke_async(&mut connection).await)
     }
 

@@ -607,9 +607,16 @@ async fn replicas_table() {
         "\n## Two replicas vs one: 8 campaigns of 50 Tweets, 60 days, 2 views each, asked by 4 viewers through a round-robin balancer (upstream limit 50 calls per 10 s, each replica paced at 280 a minute, 50 ms latency)\n"
     );
     println!(
-        "| replicas | Redis | questions | upstream calls | 429s drawn | answers a minute | answered without a call |"
+        "| replicas | Redis | questions | upstream calls | 429s drawn | answers a minute | answered without a call | cross-replica hit rate |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
+    // The services share the bench process's metrics: each row reads what it added.
+    let counter = |name: &str| -> f64 {
+        let text = server::metrics::handle().map(|h| h.render()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("stitcher-bench:{}:", std::process::id());
     let campaigns: Vec<Vec<TweetId>> = (0..8).map(|c| tweets(50, 300.0, 1000 + c)).collect();
@@ -646,6 +653,8 @@ async fn replicas_table() {
         for _ in 0..replicas {
             urls.push(start_service_with(&sim_url, 8, &extra).await);
         }
+        let (shared_before, misses_before) =
+            (counter("stitcher_store_shared_hits_total"), counter("stitcher_store_misses_total"));
         let started = Instant::now();
         let asks: Vec<_> = (0..4)
             .flat_map(|_| campaigns.iter().flat_map(|ids| views(ids)))
@@ -665,8 +674,16 @@ async fn replicas_table() {
         }
         let minutes = started.elapsed().as_secs_f64() / 60.0;
         let stats = sim.stats();
+        // Of the Tweet-hours a replica's own store lacked, the share Redis held.
+        let shared_hits = counter("stitcher_store_shared_hits_total") - shared_before;
+        let misses = counter("stitcher_store_misses_total") - misses_before;
+        let rate = if shared {
+            format!("{:.0}%", 100.0 * shared_hits / (shared_hits + misses).max(1.0))
+        } else {
+            "-".into()
+        };
         println!(
-            "| {replicas} | {} | {questions} | {} | {} | {:.0} | {free} |",
+            "| {replicas} | {} | {questions} | {} | {} | {:.0} | {free} | {rate} |",
             if shared { "yes" } else { "no" },
             stats.requests_total,
             stats.by_status.get("429").copied().unwrap_or(0),

@@ -96,9 +96,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
         metrics::start_at_zero();
-        let state = Arc::new(AppState::new(settings, upstream, budget, sharing)?);
+        let state = Arc::new(AppState::new(settings, upstream, Arc::clone(&budget), sharing)?);
         if let Some(sharing) = &state.sharing {
-            sharing.watch(Arc::clone(&state.engine.store));
+            sharing.watch(Arc::clone(&state.engine.store), budget);
         }
         // Finished jobs' results are let go once their time is over, asked for or not.
         let jobs = Arc::downgrade(&state);

@@ -157,16 +157,15 @@ impl Keyring {
     /// Whether `nonce` (with its token) is used for the first time: by any replica when
     /// they share Redis, else by this one.
     async fn first_use_of_nonce(&self, nonce: String) -> Result<bool, ServiceError> {
+        // Seen here too, so a replay is refused here even while Redis is away.
+        let here = self.nonces.entry(nonce.clone()).or_insert(()).is_fresh();
         if let Some(sharing) = &self.sharing {
-            match sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await {
-                Ok(first) => return Ok(first),
-                Err(e) => {
-                    tracing::debug!(error = %e, "checking the nonce on this replica alone");
-                    sharing.fall_back("nonce")?;
-                }
+            let anywhere = sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await;
+            if let Some(first) = sharing.or_alone("nonce", anywhere)? {
+                return Ok(first && here);
             }
         }
-        Ok(self.nonces.entry(nonce).or_insert(()).is_fresh())
+        Ok(here)
     }
 
     /// The handles the caller of a request may ask as, whichever it picked: all those

@@ -139,7 +139,7 @@ pub fn redis_up(up: bool) {
     metrics::gauge!("stitcher_redis_up").set(if up { 1.0 } else { 0.0 });
 }
 
-/// Records one time this replica did `what` (budget, ledger, nonce, usage) on its own
+/// Records one time this replica did `what` (budget, facts, ledger, nonce, usage) on its own
 /// because Redis was away.
 pub fn redis_fallback(what: &'static str) {
     metrics::counter!("stitcher_redis_fallbacks_total", "what" => what).increment(1);

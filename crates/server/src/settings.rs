@@ -134,7 +134,8 @@ pub enum OnFailure {
     /// Carry on alone: this replica's share of the budget, its own store, ledger and nonces
     /// (logged at WARN, counted in the metrics); the ledger catches up when Redis is back.
     Local,
-    /// Answer questions that need the upstream `503` with `Retry-After`.
+    /// Answer what needs Redis (questions that need the upstream, OAuth requests,
+    /// `/v1/usage`) `503` with `Retry-After`.
     Refuse,
 }
 

@@ -1,12 +1,13 @@
 //! How this replica shares state with the others through Redis (`[redis]`): the budget,
-//! the month's ledger and OAuth nonces; and what it does while Redis is away
-//! (`redis.on_failure`): carry on alone, or refuse what needs the upstream.
+//! facts, calls in flight, the month's ledger and OAuth nonces; and what it does while Redis
+//! is away (`redis.on_failure`): carry on alone, or refuse what needs Redis.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use replicas::Redis;
 use replicas::rate::RedisRate;
+use replicas::{Redis, Unreachable};
 use secrecy::ExposeSecret;
 use store::Store;
 use upstream::RateBudget;
@@ -19,12 +20,18 @@ use crate::settings::{OnFailure, RedisSettings};
 /// refused while it is away is asked to wait.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// Every this many probes, this replica's handles of the month are added to Redis again
+/// (idempotently), in case Redis lost them (restarted without persistence, say).
+const LEDGER_EVERY: u32 = 60;
+
 /// The Redis this replica shares state through, and its policy while Redis is away.
 #[derive(Debug)]
 pub struct Sharing {
     pub redis: Arc<Redis>,
     pub on_failure: OnFailure,
     expected_replicas: u32,
+    /// A handle was counted in this replica's ledger alone: Redis must be told.
+    owes_ledger: AtomicBool,
 }
 
 impl Sharing {
@@ -36,6 +43,7 @@ impl Sharing {
             redis,
             on_failure: settings.on_failure,
             expected_replicas: settings.expected_replicas,
+            owes_ledger: AtomicBool::new(false),
         })))
     }
 
@@ -49,15 +57,29 @@ impl Sharing {
         RateBudget::shared(per_minute, burst, RedisRate::new(Arc::clone(&self.redis)), share)
     }
 
-    /// Whether what Redis could not do may be done alone, noting it (`what` it was); the
-    /// client's error when it may not.
-    pub fn fall_back(&self, what: &'static str) -> Result<(), ServiceError> {
-        match self.on_failure {
-            OnFailure::Local => {
-                metrics::redis_fallback(what);
-                Ok(())
+    /// What Redis answered; or, when it could not be reached, `None` if this replica may do
+    /// `what` (ledger, nonce, usage) alone, which is logged and counted; else the client's
+    /// `503`.
+    pub fn or_alone<T>(
+        &self,
+        what: &'static str,
+        answered: Result<T, Unreachable>,
+    ) -> Result<Option<T>, ServiceError> {
+        match answered {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) => {
+                tracing::debug!(error = %e, what, "Redis could not be asked");
+                match self.on_failure {
+                    OnFailure::Local => {
+                        metrics::redis_fallback(what);
+                        if what == "ledger" {
+                            self.owes_ledger.store(true, Ordering::Relaxed);
+                        }
+                        Ok(None)
+                    }
+                    OnFailure::Refuse => Err(self.away()),
+                }
             }
-            OnFailure::Refuse => Err(self.away()),
         }
     }
 
@@ -71,38 +93,54 @@ impl Sharing {
     }
 
     /// Probes Redis every second while the service lives, so readiness and fallbacks follow
-    /// it; when it comes back, the handles this replica counted alone meanwhile are added.
-    pub fn watch(self: &Arc<Self>, store: Arc<Store>) {
+    /// it; adds to Redis the handles this replica counted alone as soon as it is back (and
+    /// all of this month's, now and then, in case Redis lost them); counts the calls `budget`
+    /// paced alone.
+    pub fn watch(self: &Arc<Self>, store: Arc<Store>, budget: Arc<RateBudget>) {
         let sharing: Weak<Sharing> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(PROBE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut ticks, mut paced_alone) = (0u32, 0u64);
             loop {
                 every.tick().await;
                 let Some(sharing) = sharing.upgrade() else { return };
                 let (up, was_away) = sharing.redis.probe().await;
                 metrics::redis_up(up);
-                if up && was_away {
-                    sharing.catch_up(&store).await;
+                let fallbacks = budget.fallbacks();
+                for _ in paced_alone..fallbacks {
+                    metrics::redis_fallback("budget");
+                }
+                paced_alone = fallbacks;
+                ticks = ticks.wrapping_add(1);
+                let owed = sharing.owes_ledger.load(Ordering::Relaxed);
+                if up && (was_away || owed || ticks % LEDGER_EVERY == 1) && sharing.catch_up(&store).await {
+                    sharing.owes_ledger.store(false, Ordering::Relaxed);
                 }
             }
         });
     }
 
-    /// Adds the month's handles this replica counted to Redis, keeping first calls Redis has.
-    async fn catch_up(&self, store: &Arc<Store>) {
+    /// Adds the month's handles this replica counted to Redis, keeping first calls Redis
+    /// has; whether that was done.
+    async fn catch_up(&self, store: &Arc<Store>) -> bool {
         let now = chrono::Utc::now();
-        let local = {
-            let store = Arc::clone(store);
-            tokio::task::spawn_blocking(move || store.handles_in_month(now)).await
+        let entries = match crate::usage::local_month(store, now).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "the handle ledger could not be read");
+                return false;
+            }
         };
-        match local {
-            Ok(Ok(entries)) => match self.redis.catch_up(now, &entries).await {
-                Ok(()) => tracing::info!(handles = entries.len(), "the month's ledger is shared again"),
-                Err(e) => tracing::warn!(error = %e, "the month's ledger could not be shared yet"),
-            },
-            Ok(Err(e)) => tracing::warn!(error = %e, "the handle ledger could not be read"),
-            Err(e) => tracing::warn!(error = %e, "reading the handle ledger failed"),
+        match self.redis.catch_up(now, &entries).await {
+            Ok(()) => {
+                tracing::debug!(handles = entries.len(), "this replica's ledger is in Redis");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the month's ledger could not be shared yet");
+                false
+            }
         }
     }
 }

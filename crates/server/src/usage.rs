@@ -66,28 +66,13 @@ async fn read(
 ) -> Result<Usage, ServiceError> {
     let granted = state.keyring.granted_handles(method, uri, headers).await?;
     let now = chrono::Utc::now();
-    let month = match &state.sharing {
-        Some(sharing) => match sharing.redis.handles_in_month(now).await {
-            Ok(month) => Some(month),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading this replica's own ledger");
-                sharing.fall_back("usage")?;
-                None
-            }
-        },
+    let shared = match &state.sharing {
+        Some(sharing) => sharing.or_alone("usage", sharing.redis.handles_in_month(now).await)?,
         None => None,
     };
-    let month = match month {
+    let month = match shared {
         Some(month) => month,
-        None => {
-            let store = Arc::clone(&state.engine.store);
-            tokio::task::spawn_blocking(move || store.handles_in_month(now))
-                .await
-                .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
-                .map_err(|e| {
-                    ServiceError::internal("the handle ledger could not be read", Some(Box::new(e)))
-                })?
-        }
+        None => local_month(&state.engine.store, now).await?,
     };
     let ledger = &state.settings.ledger;
     Ok(Usage {
@@ -104,4 +89,16 @@ async fn read(
             })
             .collect(),
     })
+}
+
+/// The handles this replica's own store counted in the month of `now`.
+pub(crate) async fn local_month(
+    store: &Arc<store::Store>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<store::LedgerEntry>, ServiceError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.handles_in_month(now))
+        .await
+        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
+        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))
 }

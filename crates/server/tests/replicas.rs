@@ -327,6 +327,9 @@ async fn with_redis_away_a_replica_answers_alone_and_catches_up_when_it_returns(
     assert!(metrics.contains("stitcher_redis_up 0"), "{metrics}");
 
     let _back = OwnRedis::start(port).await;
+    // Questions keep coming as Redis returns; the ledger still catches up.
+    let (status, answer) = ask(&s, &question(100, 3)).await;
+    assert_eq!(status, 200, "{answer}");
     readiness(&s, 200, "up").await;
     let redis = replicas::Redis::connect(&url, &prefix).unwrap();
     let mut listed = Vec::new();

@@ -50,6 +50,21 @@ pub struct FreshHour {
 pub struct Shape(String);
 
 impl CallFacts {
+    /// Lets go of the hours before `unsettled_from` (kept on disk), keeping the unsettled
+    /// ones that questions render from memory.
+    pub fn drop_settled(&mut self, unsettled_from: i64) {
+        for hours in self.hours.values_mut() {
+            hours.retain(|(hour, _)| *hour >= unsettled_from);
+        }
+    }
+
+    /// Lets go of the hours from `unsettled_from` on, keeping the settled ones.
+    pub fn drop_unsettled(&mut self, unsettled_from: i64) {
+        for hours in self.hours.values_mut() {
+            hours.retain(|(hour, _)| *hour < unsettled_from);
+        }
+    }
+
     /// Only what a call says of its Tweets' status (a call for one hour and one type).
     pub fn status_only(tweets: &[TweetId], response: &Response) -> CallFacts {
         CallFacts {

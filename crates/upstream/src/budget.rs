@@ -58,6 +58,8 @@ pub struct RateBudget {
     waited_nanos: AtomicU64,
     /// With no rate configured, calls go unpaced while the shared pause cannot be read.
     unlimited_fallback: bool,
+    /// Calls paced locally because the shared rate could not be reached.
+    fallbacks: AtomicU64,
 }
 
 fn limiter(per_minute: u32, burst: u32, clock: &DefaultClock) -> Option<DefaultDirectRateLimiter> {
@@ -82,6 +84,7 @@ impl RateBudget {
             paused_until: Mutex::new(None),
             waited_nanos: AtomicU64::new(0),
             unlimited_fallback: false,
+            fallbacks: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +148,12 @@ impl RateBudget {
         result.map(|()| waited)
     }
 
+    /// Calls paced by this process's share of the rate because the shared rate could not
+    /// be reached, since the budget was made.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
     /// The total time calls have waited for the budget.
     pub fn waited(&self) -> Duration {
         Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
@@ -174,6 +183,7 @@ impl RateBudget {
                     }
                     Err(e) if shared.fallback.is_some() || self.unlimited_fallback => {
                         tracing::debug!(error = %e, "pacing calls by this replica's share of the rate");
+                        self.fallbacks.fetch_add(1, Ordering::Relaxed);
                         &shared.fallback
                     }
                     Err(e) => {

@@ -354,14 +354,9 @@ impl Engine {
         }
         let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
         let shared = match &self.sharing {
-            Some(sharing) => match sharing.redis.admit_handle(handle, now, cap, refuse).await {
-                Ok(admitted) => Some(admitted),
-                Err(e) => {
-                    tracing::debug!(error = %e, "counting the handle in this replica's ledger alone");
-                    sharing.fall_back("ledger")?;
-                    None
-                }
-            },
+            Some(sharing) => {
+                sharing.or_alone("ledger", sharing.redis.admit_handle(handle, now, cap, refuse).await)?
+            }
             None => None,
         };
         // The store keeps the ledger too: alone, it is the ledger; beside Redis, it is what

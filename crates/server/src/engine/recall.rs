@@ -352,13 +352,14 @@ impl Engine {
         let mut known =
             blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
                 .await?;
-        if let Some(sharing) = &self.sharing
-            && !needs(&plan, &known).calls.is_empty()
+        let mut needs = needs(&plan, &known);
+        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up())
+            && !needs.calls.is_empty()
         {
             shared_facts::take(sharing, &self.store, &handle.handle, &plan, &mut known, &query.types, now)
                 .await;
+            needs = self::needs(&plan, &known);
         }
-        let needs = needs(&plan, &known);
         metrics::store_lookups(needs.hits, needs.misses);
         if !partial && !needs.refused.is_empty() {
             let refused = needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
@@ -651,9 +652,7 @@ impl Engine {
                 }
                 // Only the unsettled hours go to the questions waiting (settled ones are on
                 // disk), so a big question never holds every call's facts.
-                for hours in facts.hours.values_mut() {
-                    hours.retain(|(hour, _)| *hour >= unsettled_from);
-                }
+                facts.drop_settled(unsettled_from);
                 Ok(Ok((Arc::new(facts), unsettled_from)))
             }
         };

@@ -76,18 +76,7 @@ pub(super) async fn take(
     };
     let hours: u64 = found.values().map(|h| h.len() as u64).sum();
     metrics::shared_hits(hours);
-    // Kept here first, so this replica's own store answers next time.
-    let mut writes: Vec<(CallFacts, DateTime<Utc>)> = Vec::new();
-    let mut by_learned: HashMap<DateTime<Utc>, CallFacts> = HashMap::new();
-    for (tweet, (deleted, learned)) in &statuses {
-        let facts = by_learned.entry(*learned).or_default();
-        facts.tweets.push(*tweet);
-        if *deleted {
-            facts.deleted.push(*tweet);
-        }
-    }
-    writes.extend(by_learned.into_iter().map(|(at, facts)| (facts, at)));
-    let counts = CallFacts { window: None, tweets: Vec::new(), deleted: Vec::new(), slots, hours: found };
+    let counts = CallFacts { slots, hours: found, ..CallFacts::default() };
     for (tweet, hours) in &counts.hours {
         if let Some(held) = known.held.get_mut(tweet) {
             for (hour, _) in hours {
@@ -98,11 +87,34 @@ pub(super) async fn take(
         }
     }
     known.learn(&counts, unsettled_from);
-    for (tweet, (deleted, learned)) in statuses {
-        known.status.insert(tweet, deleted);
-        known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
+    for (tweet, (deleted, learned)) in &statuses {
+        known.status.insert(*tweet, *deleted);
+        known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
     }
-    writes.push((counts, now));
+    keep_here(store, handle, counts, &statuses, now).await;
+}
+
+/// Keeps in this replica's store what Redis held: the settled hours of `counts` (its
+/// unsettled ones live only as long as the question that read them, so they are never
+/// trusted past the TTL they had in Redis), and each status with the time it was learned.
+async fn keep_here(
+    store: &Arc<Store>,
+    handle: &str,
+    mut counts: CallFacts,
+    statuses: &HashMap<TweetId, (bool, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) {
+    counts.drop_unsettled(store.unsettled_from(now));
+    let mut writes: Vec<(CallFacts, DateTime<Utc>)> = vec![(counts, now)];
+    let mut by_learned: HashMap<DateTime<Utc>, CallFacts> = HashMap::new();
+    for (tweet, (deleted, learned)) in statuses {
+        let facts = by_learned.entry(*learned).or_default();
+        facts.tweets.push(*tweet);
+        if *deleted {
+            facts.deleted.push(*tweet);
+        }
+    }
+    writes.extend(by_learned.into_iter().map(|(at, facts)| (facts, at)));
     let (store, name) = (Arc::clone(store), handle.to_string());
     let kept = tokio::task::spawn_blocking(move || {
         writes.iter().try_for_each(|(facts, at)| store.keep(&name, facts, *at))
@@ -194,6 +206,7 @@ pub(super) async fn wait_for(
         return None;
     }
     let now = Utc::now();
+    let unsettled_from = store.unsettled_from(now);
     let mut facts = CallFacts {
         window: Some(window),
         tweets: tweets.to_vec(),
@@ -209,8 +222,7 @@ pub(super) async fn wait_for(
             .filter(|(_, hours)| !hours.is_empty())
             .collect();
         facts.slots = mask_of(types);
-        facts.hours =
-            sharing.redis.get_facts(handle, &wanted, facts.slots, store.unsettled_from(now)).await.ok()?;
+        facts.hours = sharing.redis.get_facts(handle, &wanted, facts.slots, unsettled_from).await.ok()?;
         let complete =
             wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
         if !complete {
@@ -218,21 +230,8 @@ pub(super) async fn wait_for(
         }
         metrics::shared_hits(wanted.values().map(|h| h.len() as u64).sum());
     }
-    let unsettled_from = store.unsettled_from(now);
-    let kept = {
-        let (store, name) = (Arc::clone(store), handle.to_string());
-        tokio::task::spawn_blocking(move || store.keep(&name, &facts, now).map(|()| facts)).await
-    };
-    let mut facts = match kept {
-        Ok(Ok(facts)) => facts,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the shared facts could not be kept in this replica's store");
-            return None;
-        }
-        Err(_) => return None,
-    };
-    for hours in facts.hours.values_mut() {
-        hours.retain(|(hour, _)| *hour >= unsettled_from);
-    }
+    let counts = CallFacts { slots: facts.slots, hours: facts.hours.clone(), ..CallFacts::default() };
+    keep_here(store, handle, counts, &statuses, now).await;
+    facts.drop_settled(unsettled_from);
     Some((facts, unsettled_from))
 }
