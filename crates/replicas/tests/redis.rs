@@ -96,6 +96,8 @@ async fn an_unreachable_redis_is_said_so_quickly() {
     assert!(!away.is_up());
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(Redis::connect("http://example.com", "p:").is_err());
+    // Managed Redis speaks TLS.
+    assert!(Redis::connect("rediss://user:secret@redis.example.com:6380/0", "p:").is_ok());
 }
 
 #[tokio::test]

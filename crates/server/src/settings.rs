@@ -143,7 +143,7 @@ pub enum OnFailure {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host[:port][/db]`; unset: nothing is shared.
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS); unset: nothing is shared.
     pub url: Option<SecretString>,
     /// Put before every key, so several deployments can share one Redis.
     pub key_prefix: String,
