@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use simulator::Config;
-use support::{PER_TWEET, Stitcher};
+use support::{PER_TWEET, Stitcher, as_strings, oracle};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -45,21 +45,6 @@ async fn get(stitcher: &Stitcher, path: &str) -> (u16, Value) {
         .await
         .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn oracle(sim_url: &str, body: &Value) -> Value {
-    let resp =
-        reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
-    resp.json().await.unwrap()
-}
-
-/// Integer counts as strings, so a native answer's data reads as the oracle's.
-fn as_strings(v: Value) -> Value {
-    match v {
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_strings(v))).collect()),
-        other => other,
-    }
 }
 
 /// A question for `tweets` Tweets from `first` on, over 4 × 28 days.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use simulator::Config;
 use simulator::faults::Faults;
-use support::{PER_TWEET, Stitcher, question};
+use support::{PER_TWEET, Stitcher, as_strings, oracle, question};
 
 async fn ask(stitcher: &Stitcher, body: &Value) -> Value {
     let resp = reqwest::Client::new()
@@ -35,21 +35,6 @@ async fn usage(stitcher: &Stitcher) -> Value {
         .await
         .unwrap();
     resp.json().await.unwrap()
-}
-
-async fn oracle(sim_url: &str, body: &Value) -> Value {
-    let resp =
-        reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
-    resp.json().await.unwrap()
-}
-
-/// Integer counts as strings, so a native answer's data reads as the oracle's.
-fn as_strings(v: Value) -> Value {
-    match v {
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_strings(v))).collect()),
-        other => other,
-    }
 }
 
 #[tokio::test]

@@ -50,6 +50,22 @@ pub fn question(tweets: u64, windows: i64, types: &[&str], levels: &[&str]) -> V
     })
 }
 
+/// The simulator's unlimited answer to `body`.
+pub async fn oracle(sim_url: &str, body: &Value) -> Value {
+    let resp =
+        reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Integer counts as strings, so a native answer's data reads as the oracle's.
+pub fn as_strings(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_strings(v))).collect()),
+        other => other,
+    }
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
