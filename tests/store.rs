@@ -50,6 +50,13 @@ async fn ask_exact(world: &World, q: &Value) -> (Value, u64) {
     assert_eq!(status, 200, "{body}");
     let calls = world.upstream_calls() - before;
     assert_eq!(counts_as_strings(body["data"].clone()), world.oracle(q).await, "equals the oracle");
+    let meta = &body["meta"];
+    let slices = |k: &str| meta[k].as_u64().unwrap();
+    assert_eq!(
+        slices("slices_fetched") + slices("slices_from_store") + slices("slices_synthesized"),
+        slices("slices_planned"),
+        "every slice of the plan is fetched, held or synthesized: {meta}"
+    );
     (body["meta"].clone(), calls)
 }
 

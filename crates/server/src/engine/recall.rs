@@ -141,7 +141,7 @@ struct Needs {
     /// and the same refusal.
     refused: Vec<(Slice, AttemptError)>,
     /// Grid slices (not synthesized) whose every hour was held.
-    from_store: usize,
+    held: HashSet<Slice>,
     hits: u64,
     misses: u64,
 }
@@ -151,7 +151,7 @@ struct Needs {
 fn needs(plan: &Plan, known: &Known) -> Needs {
     let range = plan.range;
     let first = hour_of(range.start);
-    let mut out = Needs { calls: Vec::new(), refused: Vec::new(), from_store: 0, hits: 0, misses: 0 };
+    let mut out = Needs { calls: Vec::new(), refused: Vec::new(), held: HashSet::new(), hits: 0, misses: 0 };
     for (b, batch) in plan.batches.iter().enumerate() {
         if let Some(refusal) = remembered_refusal(batch, known) {
             out.refused.push((Slice { batch: b, window: range }, refusal));
@@ -183,15 +183,10 @@ fn needs(plan: &Plan, known: &Known) -> Needs {
         out.calls.extend(
             windows.into_iter().map(|window| Need { slice: Slice { batch: b, window }, status_only: false }),
         );
-        out.from_store += plan
-            .fetched
-            .iter()
-            .filter(|s| s.batch == b)
-            .filter(|s| {
-                let from = (hour_of(s.window.start) - first) as usize;
-                missing[from..from + s.window.hours()].iter().all(|m| !m)
-            })
-            .count();
+        out.held.extend(plan.fetched.iter().filter(|s| s.batch == b).filter(|s| {
+            let from = (hour_of(s.window.start) - first) as usize;
+            missing[from..from + s.window.hours()].iter().all(|m| !m)
+        }));
     }
     out
 }
@@ -442,7 +437,6 @@ impl Engine {
             });
         }
 
-        let mut fetched = 0usize;
         let mut failed: Vec<(Slice, AttemptError, u32)> =
             needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
         let (mut attempts, mut made) = (0u32, 0u32);
@@ -460,7 +454,6 @@ impl Engine {
                     // Only the unsettled hours are taken (settled ones are on disk), and the
                     // call's facts are let go at once: a big question never holds them all.
                     known.learn(facts, *unsettled_from);
-                    fetched += 1;
                     Ok((need.slice, true))
                 }
                 Err(CallFailure::Store(e)) => Err(ServiceError::internal(
@@ -490,6 +483,19 @@ impl Engine {
         failed.retain(|(slice, _, _)| seen.insert(*slice));
         // The windows that failed are left out of their batch: a hole is never shown as zeros.
         let holes: Vec<Slice> = failed.iter().map(|(s, _, _)| *s).collect();
+        // The grid's slices answered by this question's calls: those the store lacked, but
+        // for those a failed window leaves out (so fetched, held and synthesized add up to
+        // the slices planned, less those incomplete).
+        let fetched = plan
+            .fetched
+            .iter()
+            .filter(|s| !needs.held.contains(s))
+            .filter(|s| {
+                !holes.iter().any(|h| {
+                    h.batch == s.batch && h.window.start < s.window.end && s.window.start < h.window.end
+                })
+            })
+            .count();
 
         let merged = {
             let (store, name, plan) = (Arc::clone(&self.store), handle.handle.clone(), Arc::clone(&plan));
@@ -504,7 +510,7 @@ impl Engine {
 
         let meta = Meta {
             slices_fetched: fetched,
-            slices_from_store: needs.from_store,
+            slices_from_store: needs.held.len(),
             upstream_calls: attempts,
             retries: attempts.saturating_sub(made),
             ..Meta::planned(&plan, question, started)
