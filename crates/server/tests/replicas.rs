@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use simulator::Config;
-use support::{PER_TWEET, Stitcher, as_strings, oracle};
+use support::{PER_TWEET, Stitcher, as_strings, ask, get, oracle};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -24,27 +24,6 @@ fn redis_url() -> String {
 /// A key prefix no other test (or run) uses.
 fn prefix(test: &str) -> String {
     format!("stitcher-test:{}:{}:{test}:", std::process::id(), chrono::Utc::now().timestamp_micros())
-}
-
-async fn ask(stitcher: &Stitcher, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/historical", stitcher.url))
-        .bearer_auth("demo-key")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(stitcher: &Stitcher, path: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .get(format!("{}{path}", stitcher.url))
-        .bearer_auth("demo-key")
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
 /// A question for `tweets` Tweets from `first` on, over 4 × 28 days.

@@ -13,28 +13,18 @@ use simulator::Config;
 use simulator::faults::Faults;
 use support::{PER_TWEET, Stitcher, as_strings, oracle, question};
 
-async fn ask(stitcher: &Stitcher, body: &Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/historical", stitcher.url))
-        .bearer_auth("demo-key")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let answer: Value = resp.json().await.unwrap();
+/// Asks `body`, which must be answered `200`; the answer.
+async fn answered(stitcher: &Stitcher, body: &Value) -> Value {
+    let (status, answer) = support::ask(stitcher, body).await;
     assert_eq!(status, 200, "{answer}");
     answer
 }
 
+/// The month's ledger as `GET /v1/usage` shows it.
 async fn usage(stitcher: &Stitcher) -> Value {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/v1/usage", stitcher.url))
-        .bearer_auth("demo-key")
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
+    let (status, usage) = support::get(stitcher, "/v1/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    usage
 }
 
 #[tokio::test]
@@ -46,7 +36,7 @@ async fn facts_and_the_ledger_survive_a_restart() {
     let body = question(30, 3, &["impressions", "engagements"], PER_TWEET);
 
     let mut first = Stitcher::start(&env).await;
-    let cold = ask(&first, &body).await;
+    let cold = answered(&first, &body).await;
     let calls = sim.stats().requests_total;
     assert_eq!(calls, 2 * 3);
     let before = usage(&first).await;
@@ -55,7 +45,7 @@ async fn facts_and_the_ledger_survive_a_restart() {
     assert!(first.exited(Duration::from_secs(10)).await.unwrap().success());
 
     let second = Stitcher::start(&env).await;
-    let warm = ask(&second, &body).await;
+    let warm = answered(&second, &body).await;
     assert_eq!(sim.stats().requests_total, calls, "no call after the restart");
     assert_eq!(warm["meta"]["upstream_calls"], 0);
     assert_eq!(warm["data"], cold["data"]);
@@ -98,7 +88,7 @@ async fn a_kill_in_the_middle_of_a_question_leaves_a_store_that_answers_exactly(
     assert!(before < 160, "killed before the question was done ({before} calls)");
 
     let revived = Stitcher::start(&env).await;
-    let answer = ask(&revived, &body).await;
+    let answer = answered(&revived, &body).await;
     assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &body).await);
     let after = sim.stats().requests_total - before;
     assert!(after < 160, "what was kept before the kill was not fetched again ({after} calls)");

@@ -50,6 +50,30 @@ pub fn question(tweets: u64, windows: i64, types: &[&str], levels: &[&str]) -> V
     })
 }
 
+/// Asks `body` of `stitcher`'s `/v1/historical` as the demo client: the status and the
+/// answer (`null` if it is not JSON).
+pub async fn ask(stitcher: &Stitcher, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/historical", stitcher.url))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET path` of `stitcher` as the demo client: the status and the body.
+pub async fn get(stitcher: &Stitcher, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", stitcher.url))
+        .bearer_auth("demo-key")
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
 /// The simulator's unlimited answer to `body`.
 pub async fn oracle(sim_url: &str, body: &Value) -> Value {
     let resp =
