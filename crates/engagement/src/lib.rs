@@ -2,6 +2,8 @@
 //! shape of an answer. No I/O happens here; the simulator, the stitching logic and the
 //! service all speak through these types.
 
+pub mod csv;
+pub mod derive;
 pub mod error;
 pub mod oauth;
 #[cfg(feature = "openapi")]

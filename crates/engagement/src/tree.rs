@@ -204,6 +204,24 @@ impl Node {
             Node::Count(_) => None,
         }
     }
+
+    /// Calls `each` with every count and the keys leading to it, in the order the answer
+    /// is written (depth first, keys sorted).
+    pub fn for_each_count<'a>(&'a self, each: &mut impl FnMut(&[&'a str], u64)) {
+        fn walk<'a>(node: &'a Node, path: &mut Vec<&'a str>, each: &mut impl FnMut(&[&'a str], u64)) {
+            match node {
+                Node::Count(c) => each(path, *c),
+                Node::Branch(b) => {
+                    for (key, child) in b.iter() {
+                        path.push(key);
+                        walk(child, path, each);
+                        path.pop();
+                    }
+                }
+            }
+        }
+        walk(self, &mut Vec::with_capacity(4), each);
+    }
 }
 
 /// How counts are written: as the API does (`"551"`) or as JSON integers.
