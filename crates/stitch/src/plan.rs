@@ -86,12 +86,29 @@ impl Plan {
     }
 }
 
-/// Plans a question for `ids` over `range`, in batches of at most `batch_size`.
-pub fn plan(ids: &[TweetId], range: TimeRange, batch_size: usize) -> Plan {
+/// `ids` sorted numerically, deduplicated and cut into batches of at most `batch_size`.
+pub fn batches(ids: &[TweetId], batch_size: usize) -> Vec<Vec<TweetId>> {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let batches: Vec<Vec<TweetId>> = sorted.chunks(batch_size.max(1)).map(<[TweetId]>::to_vec).collect();
+    sorted.chunks(batch_size.max(1)).map(<[TweetId]>::to_vec).collect()
+}
+
+impl Plan {
+    /// A question the API answers for one span it picks itself (`/totals`: each Tweet's
+    /// life so far; `/28hr`: the last 28 hours), described here as `range`: one call per
+    /// batch of at most `batch_size`, nothing synthesized.
+    pub fn at_once(ids: &[TweetId], range: TimeRange, batch_size: usize) -> Plan {
+        let batches = batches(ids, batch_size);
+        let fetched = (0..batches.len()).map(|batch| Slice { batch, window: range }).collect();
+        let synthesized = vec![None; batches.len()];
+        Plan { range, batches, windows: vec![range], fetched, synthesized }
+    }
+}
+
+/// Plans a question for `ids` over `range`, in batches of at most `batch_size`.
+pub fn plan(ids: &[TweetId], range: TimeRange, batch_size: usize) -> Plan {
+    let batches = batches(ids, batch_size);
     let windows = windows(range);
     let mut fetched = Vec::new();
     let mut synthesized = Vec::with_capacity(batches.len());

@@ -16,11 +16,11 @@ use crate::classify::{AttemptError, classify, retry_after};
 use crate::credentials::{AppCredentials, HandleCredentials};
 use crate::{Upstream, signing};
 
-/// The HTTP client for `/historical`.
+/// The HTTP client for the API's endpoints.
 #[derive(Debug)]
 pub struct HttpUpstream {
     client: reqwest::Client,
-    url: String,
+    base_url: String,
     app: AppCredentials,
     budget: Arc<RateBudget>,
     call_timeout: Duration,
@@ -40,8 +40,8 @@ impl HttpUpstream {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
-        let url = format!("{}{}", base_url.trim_end_matches('/'), Endpoint::Historical.path());
-        Ok(HttpUpstream { client, url, app, budget, call_timeout })
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        Ok(HttpUpstream { client, base_url, app, budget, call_timeout })
     }
 
     /// Tells the shared budget the upstream's limit, and pauses it when the upstream says
@@ -70,8 +70,9 @@ impl HttpUpstream {
 
 #[async_trait]
 impl Upstream for HttpUpstream {
-    async fn historical(
+    async fn call(
         &self,
+        endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
@@ -80,10 +81,11 @@ impl Upstream for HttpUpstream {
         if left.is_zero() {
             return Err(AttemptError::Deadline { last: None });
         }
-        let authorization = signing::authorization(&self.url, &self.app, handle);
+        let url = format!("{}{}", self.base_url, endpoint.path());
+        let authorization = signing::authorization(&url, &self.app, handle);
         let sent = self
             .client
-            .post(&self.url)
+            .post(&url)
             .header(AUTHORIZATION, authorization)
             .json(body)
             .timeout(self.call_timeout.min(left))

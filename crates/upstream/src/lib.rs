@@ -14,7 +14,7 @@ pub mod scheduler;
 pub mod signing;
 
 use async_trait::async_trait;
-use engagement::{RawRequest, Response};
+use engagement::{Endpoint, RawRequest, Response};
 use tokio::time::Instant;
 
 pub use budget::{RateBudget, SharedRate};
@@ -26,12 +26,13 @@ pub use policy::{BudgetRefusal, CallPolicy};
 pub use retry::{Retried, RetryPolicy};
 pub use scheduler::{Lane, Scheduler};
 
-/// Something that answers `/historical` calls: the real API over HTTP, or a stand-in.
+/// Something that answers the API's calls: the real API over HTTP, or a stand-in.
 #[async_trait]
 pub trait Upstream: Send + Sync + std::fmt::Debug {
-    /// One attempt at one call, as `handle`, given up at `deadline`.
-    async fn historical(
+    /// One attempt at one call to `endpoint`, as `handle`, given up at `deadline`.
+    async fn call(
         &self,
+        endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,

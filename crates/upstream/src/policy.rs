@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engagement::{RawRequest, Response};
+use engagement::{Endpoint, RawRequest, Response};
 use tokio::time::Instant;
 
 use crate::Upstream;
@@ -80,21 +80,25 @@ impl CallPolicy {
     pub async fn call(
         &self,
         lane: &Lane,
+        endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
         attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
     ) -> Retried<Response> {
-        self.call_then(lane, handle, body, deadline, attempted, |response| async { Ok(response) }).await
+        self.call_then(lane, endpoint, handle, body, deadline, attempted, |response| async { Ok(response) })
+            .await
     }
 
     /// Like [`CallPolicy::call`], and `then` makes what the caller needs of an answer while
     /// the call still holds its place among the calls in flight: answers that wait for that
     /// work never pile up beyond the calls in flight. An error from `then` counts as the
     /// attempt's.
+    #[allow(clippy::too_many_arguments)]
     pub async fn call_then<T, Fut>(
         &self,
         lane: &Lane,
+        endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
@@ -109,7 +113,7 @@ impl CallPolicy {
             let (result, waited, took) = match self.budget.acquire(deadline).await {
                 Ok(waited) => {
                     let sent = Instant::now();
-                    let result = self.upstream.historical(handle, body, deadline).await;
+                    let result = self.upstream.call(endpoint, handle, body, deadline).await;
                     (result, waited, sent.elapsed())
                 }
                 Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
@@ -199,8 +203,9 @@ mod tests {
 
     #[async_trait]
     impl Upstream for Never {
-        async fn historical(
+        async fn call(
             &self,
+            _: Endpoint,
             _: &HandleCredentials,
             _: &RawRequest,
             _: Instant,

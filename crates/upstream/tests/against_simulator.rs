@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engagement::{RawRequest, TweetId};
+use engagement::{Endpoint, RawRequest, TweetId};
 use simulator::faults::Faults;
 use simulator::{Clock, Config, Simulator};
 use tokio::time::Instant;
@@ -69,7 +69,7 @@ fn deadline() -> Instant {
 async fn signed_calls_are_answered() {
     let (client, _) = start(Config::default()).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    let r = client.historical(&demo(), &body(&[id]), deadline()).await.unwrap();
+    let r = client.call(Endpoint::Historical, &demo(), &body(&[id]), deadline()).await.unwrap();
     assert_eq!(r.start.as_deref(), Some("2024-05-01T00:00:00Z"));
     assert!(r.groupings["g"].get(&id.to_string()).is_some());
 }
@@ -78,13 +78,13 @@ async fn signed_calls_are_answered() {
 async fn refusals_keep_the_upstreams_words() {
     let foreign = TweetId::minted_at(now() - chrono::Duration::days(40));
     let (client, _) = start(Config { foreign_ids: HashSet::from([foreign]), ..Config::default() }).await;
-    let err = client.historical(&demo(), &body(&[foreign]), deadline()).await.unwrap_err();
+    let err = client.call(Endpoint::Historical, &demo(), &body(&[foreign]), deadline()).await.unwrap_err();
     assert_eq!(
         err,
         AttemptError::Refused { status: 403, errors: vec![format!("Forbidden to access tweets: {foreign}")] }
     );
     let wrong = HandleCredentials { token_secret: "wrong".into(), ..demo() };
-    let err = client.historical(&wrong, &body(&[foreign]), deadline()).await.unwrap_err();
+    let err = client.call(Endpoint::Historical, &wrong, &body(&[foreign]), deadline()).await.unwrap_err();
     assert_eq!(err.status(), Some(401));
 }
 
@@ -93,11 +93,23 @@ async fn faults_are_transient() {
     let (client, _) =
         start(Config { faults: Faults { error_rate: 1.0, ..Faults::default() }, ..Config::default() }).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    assert!(client.historical(&demo(), &body(&[id]), deadline()).await.unwrap_err().is_transient());
+    assert!(
+        client
+            .call(Endpoint::Historical, &demo(), &body(&[id]), deadline())
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
     let (client, _) =
         start(Config { faults: Faults { truncate_rate: 1.0, ..Faults::default() }, ..Config::default() })
             .await;
-    assert!(client.historical(&demo(), &body(&[id]), deadline()).await.unwrap_err().is_transient());
+    assert!(
+        client
+            .call(Endpoint::Historical, &demo(), &body(&[id]), deadline())
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
 }
 
 #[tokio::test]
@@ -109,13 +121,14 @@ async fn a_spent_minute_pauses_the_budget() {
     let policy = CallPolicy::new(Arc::new(client), budget, 8, RetryPolicy::default());
     let lane = policy.lane(2, deadline());
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    let first = policy.call(&lane, &demo(), &body(&[id]), deadline(), |_, _, _| {}).await;
+    let first =
+        policy.call(&lane, Endpoint::Historical, &demo(), &body(&[id]), deadline(), |_, _, _| {}).await;
     assert!(first.result.is_ok());
     assert_eq!(policy.budget().per_minute(), Some(1), "the upstream's limit is learned");
     // The answer said 0 remaining: the next call waits for the reset rather than drawing a
     // 429, and a deadline before the reset makes it give up without calling.
     let soon = Instant::now() + Duration::from_millis(50);
-    let second = policy.call(&lane, &demo(), &body(&[id]), soon, |_, _, _| {}).await;
+    let second = policy.call(&lane, Endpoint::Historical, &demo(), &body(&[id]), soon, |_, _, _| {}).await;
     assert!(matches!(second.result, Err(AttemptError::Budget { .. })), "{:?}", second.result);
     assert_eq!(sim.stats().requests_total, 1);
 }
