@@ -314,7 +314,7 @@ async fn bad_requests_are_4xx_with_a_message_and_never_reach_the_upstream() {
         (with(json!({"tweet_ids": "123"})), "non-empty array", 400),
         (with(json!({"tweet_ids": ["18446744073709551616"]})), "not Tweet IDs", 400),
         (with(json!({"tweet_ids": many})), "at most 50", 400),
-        (with(json!({"partial": true})), "only for /v1/historical", 400),
+        (with(json!({"partial": true})), "only for the native answer", 400),
         (json!(["not", "an", "object"]), "must be a JSON object", 400),
         (with(json!({"tweet_ids": huge})), "larger than 4096 bytes", 413),
     ];

@@ -42,25 +42,48 @@ fn decimal_at_most(n: u64) -> String {
     alternatives.join("|")
 }
 
-/// The names of a historical question's types, for its schema.
-fn type_names() -> Vec<&'static str> {
-    crate::Endpoint::Historical.types().map(|t| t.name()).collect()
+/// At least one of `endpoint`'s types.
+fn types_of(endpoint: crate::Endpoint) -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let names: Vec<&str> = endpoint.types().map(|t| t.name()).collect();
+    let name = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names));
+    ArrayBuilder::new().items(name).min_items(Some(1)).build()
 }
 
+/// The types of `/historical` and `/28hr`.
 pub fn engagement_types() -> utoipa::openapi::Array {
+    types_of(crate::Endpoint::Historical)
+}
+
+/// The types of `/totals`.
+pub fn totals_engagement_types() -> utoipa::openapi::Array {
+    types_of(crate::Endpoint::Totals)
+}
+
+/// `/totals`' groupings: by Tweet, by type, or both (no time levels).
+pub fn totals_groupings() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
-    let name = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(type_names()));
-    ArrayBuilder::new().items(name).min_items(Some(1)).build()
+    let level =
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["tweet.id", "engagement.type"]));
+    let group_by = ArrayBuilder::new().items(level).min_items(Some(1)).max_items(Some(2)).unique_items(true);
+    let spec =
+        ObjectBuilder::new().schema_type(Type::Object).property("group_by", group_by).required("group_by");
+    named(spec.into())
 }
 
 /// 1 to 3 named groupings; a name may not be one of the answer's own members.
 pub fn groupings() -> utoipa::openapi::Object {
+    named(utoipa::openapi::Ref::from_schema_name("GroupingSpec").into())
+}
+
+/// 1 to 3 groupings, each `spec`, under names that are not the answer's own members.
+fn named(spec: utoipa::openapi::RefOr<utoipa::openapi::Schema>) -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     let reserved = crate::tree::RESERVED_MEMBERS.join("|");
     let name = ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^(?!({reserved})$)")));
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .additional_properties(Some(utoipa::openapi::Ref::from_schema_name("GroupingSpec")))
+        .additional_properties(Some(spec))
         .property_names(Some(name))
         .min_properties(Some(1))
         .max_properties(Some(crate::vocabulary::MAX_GROUPINGS))

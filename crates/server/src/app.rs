@@ -22,7 +22,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
 use crate::settings::Settings;
 use crate::sharing::Sharing;
 use crate::state::AppState;
-use crate::{connections, demo, jobs_api, metrics, openapi, routes, usage};
+use crate::{connections, demo, jobs_api, metrics, now_routes, openapi, page, routes, usage};
 
 /// The header that carries a request's ID.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,6 +43,49 @@ async fn wait_for_questions(state: &AppState, limit: Duration) -> bool {
     true
 }
 
+/// The upstream of `settings` (starting the embedded simulator when none is set), where it
+/// is, its per-minute budget, and the Redis shared with other replicas.
+async fn connect(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Upstream>, String, Arc<RateBudget>, Option<Arc<Sharing>>)> {
+    let upstream_url = match &settings.upstream.base_url {
+        // Settings refuse demo credentials with an upstream off this machine.
+        Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+        None => {
+            let url = demo::start_simulator().await?;
+            tracing::info!(simulator = %url, "demo mode: no upstream.base_url is set, so answers come from the embedded Engagement API simulator; ask with Authorization: Bearer demo-key");
+            url
+        }
+    };
+    let u = &settings.upstream;
+    let app = AppCredentials {
+        consumer_key: u.consumer_key.clone(),
+        consumer_secret: u.consumer_secret.expose_secret().into(),
+    };
+    let sharing = Sharing::from_settings(&settings.redis)?;
+    let budget = Arc::new(match &sharing {
+        Some(sharing) => sharing.budget(u.requests_per_minute, u.rate_burst),
+        None => RateBudget::new(u.requests_per_minute, u.rate_burst),
+    });
+    let client =
+        HttpUpstream::new(&upstream_url, app, Arc::clone(&budget), Duration::from_secs(u.call_timeout_secs))?;
+    Ok((Arc::new(client), upstream_url, budget, sharing))
+}
+
+/// The state for `settings`, watching the Redis it shares (if any).
+fn start(
+    settings: Settings,
+    upstream: Arc<dyn Upstream>,
+    budget: Arc<RateBudget>,
+    sharing: Option<Arc<Sharing>>,
+) -> anyhow::Result<Arc<AppState>> {
+    let state = Arc::new(AppState::new(settings, upstream, Arc::clone(&budget), sharing)?);
+    if let Some(sharing) = &state.sharing {
+        sharing.watch(Arc::clone(&state.engine.store), budget);
+    }
+    Ok(state)
+}
+
 /// A built service, bound to its port, ready to serve.
 #[derive(Debug)]
 pub struct Application {
@@ -55,32 +98,8 @@ impl Application {
     /// Binds `server.listen`, starts the embedded simulator when no upstream is set, and
     /// builds the state.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let upstream_url = match &settings.upstream.base_url {
-            // Settings refuse demo credentials with an upstream off this machine.
-            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
-            None => {
-                let url = demo::start_simulator().await?;
-                tracing::info!(simulator = %url, "demo mode: no upstream.base_url is set, so answers come from the embedded Engagement API simulator; ask with Authorization: Bearer demo-key");
-                url
-            }
-        };
-        let u = &settings.upstream;
-        let app = AppCredentials {
-            consumer_key: u.consumer_key.clone(),
-            consumer_secret: u.consumer_secret.expose_secret().into(),
-        };
-        let sharing = Sharing::from_settings(&settings.redis)?;
-        let budget = Arc::new(match &sharing {
-            Some(sharing) => sharing.budget(u.requests_per_minute, u.rate_burst),
-            None => RateBudget::new(u.requests_per_minute, u.rate_burst),
-        });
-        let client = HttpUpstream::new(
-            &upstream_url,
-            app,
-            Arc::clone(&budget),
-            Duration::from_secs(u.call_timeout_secs),
-        )?;
-        Self::with_upstream(settings, Arc::new(client), upstream_url, budget, sharing).await
+        let (upstream, upstream_url, budget, sharing) = connect(&settings).await?;
+        Self::with_upstream(settings, upstream, upstream_url, budget, sharing).await
     }
 
     /// Like [`Application::build`], with the upstream given (tests, other stand-ins).
@@ -96,10 +115,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
         metrics::start_at_zero();
-        let state = Arc::new(AppState::new(settings, upstream, Arc::clone(&budget), sharing)?);
-        if let Some(sharing) = &state.sharing {
-            sharing.watch(Arc::clone(&state.engine.store), budget);
-        }
+        let state = start(settings, upstream, budget, sharing)?;
         // Finished jobs' results are let go once their time is over, asked for or not.
         let jobs = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -111,6 +127,13 @@ impl Application {
             }
         });
         Ok(Application { listener, state, upstream_url })
+    }
+
+    /// The state of a service for `settings` with nothing to listen on: the same engine,
+    /// store and upstream (the embedded simulator when none is set), for `stitcher query`.
+    pub async fn standalone(settings: Settings) -> anyhow::Result<Arc<AppState>> {
+        let (upstream, _, budget, sharing) = connect(&settings).await?;
+        start(settings, upstream, budget, sharing)
     }
 
     /// The address the service listens on.
@@ -173,8 +196,15 @@ impl Application {
 /// The routes and middleware of the service.
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
+        .route("/", get(page::index))
+        .route("/page/app.js", get(page::script))
+        .route("/page/style.css", get(page::style))
         .route("/insights/engagement/historical", post(routes::drop_in))
         .route("/v1/historical", post(routes::native))
+        .route("/insights/engagement/totals", post(now_routes::totals))
+        .route("/insights/engagement/28hr", post(now_routes::hr28))
+        .route("/v1/totals", post(now_routes::native_totals))
+        .route("/v1/28hr", post(now_routes::native_28hr))
         .route("/v1/jobs", post(jobs_api::submit))
         .route("/v1/jobs/{id}", get(jobs_api::status).delete(jobs_api::cancel))
         .route("/v1/jobs/{id}/result", get(jobs_api::result))

@@ -101,6 +101,26 @@ impl Keyring {
         }
     }
 
+    /// The configured handle named `name`, or the only one when no name is given.
+    pub fn handle(&self, name: Option<&str>) -> Result<Arc<HandleCredentials>, String> {
+        let mut names: Vec<&str> = self.by_token.values().map(|h| h.handle.as_str()).collect();
+        names.sort_unstable();
+        let found = match name {
+            Some(name) => self.by_token.values().find(|h| h.handle == name),
+            None if names.len() == 1 => self.by_token.values().next(),
+            None => None,
+        };
+        found.cloned().ok_or_else(|| match (name, names.is_empty()) {
+            (_, true) => "no handles are configured ([handles.NAME] in the settings)".to_string(),
+            (Some(name), false) => {
+                format!("no handle {name:?} is configured; there are: {}", names.join(", "))
+            }
+            (None, false) => {
+                format!("several handles are configured; pick one with --handle: {}", names.join(", "))
+            }
+        })
+    }
+
     /// Authenticates a request by its method, URI and headers.
     pub async fn authenticate(
         &self,

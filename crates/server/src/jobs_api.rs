@@ -17,9 +17,8 @@ use crate::error::{self, ServiceError};
 use crate::jobs::{Job, JobResult, JobState, JobStatus};
 use crate::openapi::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::routes::NativeQuestion;
-use crate::routes::{Asked, RequestHead, native_body, read_question, request_id};
+use crate::routes::{Asked, Format, RequestHead, read_question, request_id};
 use crate::state::AppState;
-use crate::streaming;
 
 /// How often a job's event stream may send progress.
 const EVENT_EVERY: Duration = Duration::from_millis(200);
@@ -169,10 +168,12 @@ pub async fn result(
         Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
     };
     let rid = request_id(&headers);
+    let format = match Format::asked(&uri, &headers) {
+        Ok(format) => format,
+        Err(e) => return e.into_response_for(rid.as_deref()),
+    };
     match job.result() {
-        JobResult::Answered(answer) => {
-            streaming::json(move |out| serde_json::to_writer(out, &native_body(&answer)))
-        }
+        JobResult::Answered(answer) => format.write(answer, ()),
         JobResult::Failed(e) => e.response_for(rid.as_deref()),
         JobResult::Cancelled => error::plain(
             StatusCode::CONFLICT,

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod connections;
 pub mod demo;
 pub mod engine;
@@ -10,7 +11,9 @@ pub mod error;
 pub mod jobs;
 pub mod jobs_api;
 pub mod metrics;
+pub mod now_routes;
 pub mod openapi;
+pub mod page;
 pub mod routes;
 pub mod settings;
 pub mod sharing;

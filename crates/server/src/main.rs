@@ -1,9 +1,13 @@
-//! `stitcher`: read the settings, build the service, serve until told to stop.
+//! `stitcher`: read the settings, build the service, serve until told to stop; or, with
+//! `query`, answer one question here.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use server::cli::QueryArgs;
 use server::{Application, Settings};
 
-/// Answers Engagement API /historical questions over any range and any number of Tweets.
+/// Answers Engagement API questions over any range and any number of Tweets.
 ///
 /// With no settings it runs in demo mode on 127.0.0.1:8080, against the Engagement API
 /// simulator started inside the process (API key "demo-key"). Settings come from
@@ -13,23 +17,49 @@ use server::{Application, Settings};
 #[command(name = "stitcher", version)]
 struct Args {
     /// A TOML settings file laid over the defaults (see config/production.example.toml).
-    #[arg(long, env = "STITCHER_CONFIG")]
+    #[arg(long, env = "STITCHER_CONFIG", global = true)]
     config: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve (what stitcher does with no command).
+    Serve,
+    /// Answer one /historical question here and write the answer to standard output.
+    Query(QueryArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let query = match args.command {
+        Some(Command::Query(query)) => Some(query),
+        Some(Command::Serve) | None => None,
+    };
+    // Logs go to standard output when serving; a query keeps it for the answer.
+    let (level, to_stderr) = if query.is_some() { ("warn", true) } else { ("info", false) };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let logs = tracing_subscriber::fmt().json().with_env_filter(filter);
+    if to_stderr {
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
     let settings = Settings::load_with(args.config.as_deref(), None)?;
+    if let Some(query) = query {
+        return Ok(match server::cli::query(settings, query).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stitcher query: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        });
+    }
     let app = Application::build(settings).await?;
     app.run_until(shutdown_signal()).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

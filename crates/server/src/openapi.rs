@@ -37,6 +37,61 @@ pub struct NativeAnswer {
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     pub meta: NativeMetaDoc,
+    /// With `"derive"`: the derived numbers asked for.
+    pub derived: Option<engagement::derive::Numbers>,
+    /// With `"top"`: the Tweets with the most of its type, most first, ties by Tweet ID.
+    pub top: Option<Vec<engagement::derive::Ranked>>,
+}
+
+// The bodies of `/totals` and `/28hr` are read as `QuestionBody`, by their endpoint's
+// rules; these say what those rules allow, with the same member schemas.
+/// A `/totals` question: lifetime counts, so no range; its own types, and no time levels.
+#[derive(Debug, ToSchema)]
+pub struct TotalsQuestion {
+    #[schema(schema_with = engagement::openapi::tweet_ids, required = true)]
+    pub tweet_ids: serde_json::Value,
+    /// impressions, engagements, favorites, retweets, quote_tweets, replies, video_views.
+    #[schema(schema_with = engagement::openapi::totals_engagement_types, required = true)]
+    pub engagement_types: serde_json::Value,
+    #[schema(schema_with = engagement::openapi::totals_groupings, required = true)]
+    pub groupings: serde_json::Value,
+}
+
+/// A `/28hr` question: the last 28 hours, so no range; the types and groupings of
+/// `/historical`.
+#[derive(Debug, ToSchema)]
+pub struct Hr28Question {
+    #[schema(schema_with = engagement::openapi::tweet_ids, required = true)]
+    pub tweet_ids: serde_json::Value,
+    #[schema(schema_with = engagement::openapi::engagement_types, required = true)]
+    pub engagement_types: serde_json::Value,
+    #[schema(schema_with = engagement::openapi::groupings, required = true)]
+    pub groupings: serde_json::Value,
+}
+
+/// The API's `/totals` or `/28hr` answer: as `/historical`'s, with `start` and `end` only
+/// for `/28hr`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NowDropInAnswer {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub unavailable_tweet_ids: Option<Vec<String>>,
+    pub unsupported_for_video_views_tweet_ids: Option<Vec<String>>,
+    pub unsupported_for_impressions_engagements_tweet_ids: Option<Vec<String>>,
+    pub errors: Option<Vec<String>>,
+    /// One tree per grouping, under the grouping's name.
+    #[serde(flatten)]
+    #[schema(value_type = BTreeMap<String, Object>)]
+    pub groupings: BTreeMap<String, serde_json::Value>,
+}
+
+/// The native `/v1/totals` and `/v1/28hr` answer: the tree with integer counts, and how
+/// it was made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NowNativeAnswer {
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub meta: crate::engine::NowMeta,
 }
 
 /// `meta` of a native answer.
@@ -134,8 +189,8 @@ impl Modify for Security {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
-    paths(crate::routes::drop_in, crate::routes::native, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
+    paths(crate::routes::drop_in, crate::routes::native, crate::now_routes::totals, crate::now_routes::hr28, crate::now_routes::native_totals, crate::now_routes::native_28hr, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

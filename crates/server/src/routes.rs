@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use engagement::derive::{Derivations, Derived};
 use engagement::request::{QuestionBody, Sent};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
@@ -30,9 +31,9 @@ use crate::streaming;
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A question's place among those in flight, held until its answer is written.
-struct Admitted {
-    _request: OwnedSemaphorePermit,
-    _counts: OwnedSemaphorePermit,
+pub(crate) struct Admitted {
+    pub _request: OwnedSemaphorePermit,
+    pub _counts: OwnedSemaphorePermit,
 }
 
 /// What authentication looks at.
@@ -45,7 +46,7 @@ pub(crate) struct RequestHead {
 /// Refuses from the head alone what needs no body (a body that would be too large, no
 /// or bad credentials, a full service, a body that is not JSON), then reads the body
 /// within `server.header_timeout_secs` and `server.max_body_bytes`.
-async fn admit(
+pub(crate) async fn admit(
     state: &Arc<AppState>,
     head: &RequestHead,
     body: Body,
@@ -113,6 +114,16 @@ pub struct NativeQuestion {
     #[serde(default)]
     #[schema(value_type = Option<bool>)]
     pub partial: Sent<Option<bool>>,
+    /// Numbers to derive from the answer: `["engagement_rate"]` (engagements / impressions
+    /// over the range, per Tweet and overall; both types must be asked for).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["engagement_rate"]))]
+    pub derive: Sent<Vec<Sent<String>>>,
+    /// The Top Tweets: the `n` Tweets with the most of type `by` over the range, ties by
+    /// Tweet ID ascending; `by` must be one of the question's types.
+    #[serde(default)]
+    #[schema(value_type = Option<engagement::derive::TopBody>)]
+    pub top: Sent<Option<engagement::derive::TopBody>>,
 }
 
 /// Admits, authenticates and reads a question (with `partial` when `native`), refusing one
@@ -124,13 +135,24 @@ pub(crate) async fn read_question(
     native: bool,
 ) -> Result<Asked, ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
-    let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
+    let (question, counts) = question_of(state, &body, native)?;
+    Ok(Asked { caller, admitted, question, counts })
+}
+
+/// Reads and validates a question's body (with `partial`, `derive` and `top` when
+/// `native`), and the counts its answer holds, refusing one that could never fit.
+pub fn question_of(
+    state: &AppState,
+    body: &[u8],
+    native: bool,
+) -> Result<(engine::Question, u32), ServiceError> {
+    let body: NativeQuestion = engagement::request::read_body(body).map_err(ServiceError::BadRequest)?;
     let partial = match body.partial {
         Sent::Absent | Sent::Given(None) => false,
         Sent::Given(Some(b)) if native => b,
         Sent::Given(Some(_)) => {
             return Err(ServiceError::BadRequest(ApiError::new(
-                "\"partial\" is only for /v1/historical; the drop-in endpoint answers in full or not at all",
+                "\"partial\" is only for the native answer (/v1/historical, /v1/jobs); the drop-in endpoint answers in full or not at all",
             )));
         }
         Sent::Other(other) => {
@@ -139,8 +161,26 @@ pub(crate) async fn read_question(
             ))));
         }
     };
+    let asks_derived =
+        !matches!(body.derive, Sent::Absent) || !matches!(body.top, Sent::Absent | Sent::Given(None));
+    if asks_derived && !native {
+        return Err(ServiceError::BadRequest(ApiError::new(
+            "\"derive\" and \"top\" are only for the native answer (/v1/historical, /v1/jobs); the drop-in endpoint answers as the API does",
+        )));
+    }
     let query = Query::from_body(Endpoint::Historical, &body.question, &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
+    let derive =
+        Derivations::read(&body.derive, &body.top, &query.types).map_err(ServiceError::BadRequest)?;
+    let counts = answer_size(state, &query)?;
+    let question = engine::Question::historical(query, partial, derive)
+        .ok_or_else(|| ServiceError::internal("a historical question without a range", None))?;
+    Ok((question, counts))
+}
+
+/// The counts `query`'s answer holds, refusing one that could never fit in
+/// `server.max_counts_in_flight`.
+pub(crate) fn answer_size(state: &AppState, query: &Query) -> Result<u32, ServiceError> {
     let counts = query.answer_counts();
     let budget = state.settings.max_counts_in_flight();
     if counts > u64::from(budget) {
@@ -148,9 +188,14 @@ pub(crate) async fn read_question(
             "this question's answer would hold {counts} counts (Tweets × types × days or hours, per grouping); at most {budget} are answered at once: ask for fewer Tweets or types, a shorter range, or engagement.day instead of engagement.hour"
         ))));
     }
-    let question = engine::Question::historical(query, partial)
-        .ok_or_else(|| ServiceError::internal("a historical question without a range", None))?;
-    Ok(Asked { caller, admitted, question, counts: counts as u32 })
+    Ok(counts as u32)
+}
+
+/// Room for `counts` among the counts in flight, or `503` at once.
+pub(crate) fn room_for(state: &AppState, counts: u32) -> Result<OwnedSemaphorePermit, ServiceError> {
+    Arc::clone(&state.counts)
+        .try_acquire_many_owned(counts)
+        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })
 }
 
 /// Admits, authenticates and reads a question; then answers it.
@@ -161,9 +206,7 @@ async fn ask(
     native: bool,
 ) -> Result<(Answer, Admitted), ServiceError> {
     let Asked { caller, admitted, question, counts } = read_question(state, head, body, native).await?;
-    let room = Arc::clone(&state.counts)
-        .try_acquire_many_owned(counts)
-        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
+    let room = room_for(state, counts)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
@@ -212,11 +255,66 @@ pub async fn native(
     respond(&state, RequestHead { method, uri, headers }, body, true).await
 }
 
+/// How a native answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    /// One row per count (`engagement::csv`); derived numbers are left out.
+    Csv,
+}
+
+impl Format {
+    /// `?format=csv|json` if given, else `Accept: text/csv` for CSV, else JSON.
+    pub(crate) fn asked(uri: &Uri, headers: &HeaderMap) -> Result<Format, ServiceError> {
+        let given = uri
+            .query()
+            .into_iter()
+            .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+            .find(|(k, _)| k == "format")
+            .map(|(_, v)| v.into_owned());
+        match given.as_deref() {
+            Some("csv") => return Ok(Format::Csv),
+            Some("json") => return Ok(Format::Json),
+            Some(other) => {
+                return Err(ServiceError::BadRequest(ApiError::new(format!(
+                    "format must be json or csv, not {other:?}"
+                ))));
+            }
+            None => {}
+        }
+        let csv = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.split(',')
+                .any(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/csv"))
+        });
+        Ok(if csv { Format::Csv } else { Format::Json })
+    }
+
+    /// The native answer in this format, written as a stream.
+    pub(crate) fn write(self, answer: Arc<Answer>, keep: impl Send + 'static) -> Response {
+        match self {
+            Format::Json => streaming::json(move |out| {
+                let _keep = keep;
+                serde_json::to_writer(out, &native_body(&answer))
+            }),
+            Format::Csv => streaming::csv(move |out| {
+                let _keep = keep;
+                engagement::csv::write(&answer.response, &answer.groupings, out)
+            }),
+        }
+    }
+}
+
 /// Answers a question in the drop-in shape or the native one, streaming the answer and
 /// naming the request's ID in errors.
 async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
     let id = request_id(&head.headers);
+    let format = if native { Format::asked(&head.uri, &head.headers) } else { Ok(Format::Json) };
+    let format = match format {
+        Ok(format) => format,
+        Err(e) => return e.into_response_for(id.as_deref()),
+    };
     match ask(state, &head, body, native).await {
+        Ok((answer, admitted)) if native && format == Format::Csv => format.write(Arc::new(answer), admitted),
         Ok((answer, admitted)) if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
             let made =
@@ -229,13 +327,10 @@ async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: b
                     .into_response_for(id.as_deref()),
             }
         }
+        Ok((answer, admitted)) if native => format.write(Arc::new(answer), admitted),
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
-            if native {
-                serde_json::to_writer(out, &native_body(&answer))
-            } else {
-                serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
-            }
+            serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
         }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
@@ -251,17 +346,35 @@ fn repeat_text(answer: &Answer, native: bool) -> serde_json::Result<Vec<axum::bo
         return Ok(vec![written.text(&answer.response, CountStyle::Strings)?]);
     }
     let data = written.text(&answer.response, CountStyle::Integers)?;
-    let mut meta = b",\"meta\":".to_vec();
-    serde_json::to_writer(&mut meta, &NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete })?;
-    meta.push(b'}');
-    Ok(vec![axum::body::Bytes::from_static(b"{\"data\":"), data, meta.into()])
+    // `{"meta": …, "derived": …}` with its `{` made the `,` after `data`.
+    let mut tail = serde_json::to_vec(&NativeTail::of(answer))?;
+    tail[0] = b',';
+    Ok(vec![axum::body::Bytes::from_static(b"{\"data\":"), data, tail.into()])
 }
 
 /// The native body, written straight from the tree (no intermediate JSON value).
 #[derive(serde::Serialize)]
 pub(crate) struct NativeBody<'a> {
     data: engagement::tree::Styled<'a, engagement::Response>,
+    #[serde(flatten)]
+    tail: NativeTail<'a>,
+}
+
+/// What the native body carries besides `data`.
+#[derive(serde::Serialize)]
+pub(crate) struct NativeTail<'a> {
     meta: NativeMeta<'a>,
+    #[serde(flatten)]
+    derived: &'a Derived,
+}
+
+impl NativeTail<'_> {
+    fn of(answer: &Answer) -> NativeTail<'_> {
+        NativeTail {
+            meta: NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete },
+            derived: &answer.derived,
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -273,10 +386,7 @@ pub(crate) struct NativeMeta<'a> {
 }
 
 pub(crate) fn native_body(answer: &Answer) -> NativeBody<'_> {
-    NativeBody {
-        data: answer.response.styled(CountStyle::Integers),
-        meta: NativeMeta { meta: &answer.meta, incomplete: &answer.incomplete },
-    }
+    NativeBody { data: answer.response.styled(CountStyle::Integers), tail: NativeTail::of(answer) }
 }
 
 /// `GET /livez`: the process answers.

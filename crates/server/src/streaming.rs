@@ -1,4 +1,4 @@
-//! Writing large JSON answers as a stream: the answer is serialized on a blocking thread
+//! Writing large answers (JSON or CSV) as a stream: the answer is serialized on a blocking thread
 //! into chunks that go out as they are made, so the whole text is never held at once.
 
 use std::io::{self, Write};
@@ -50,15 +50,31 @@ pub fn json<F>(write: F) -> Response
 where
     F: FnOnce(&mut dyn Write) -> serde_json::Result<()> + Send + 'static,
 {
+    stream("application/json", move |out| {
+        write(out).map_err(|e| match e.io_error_kind() {
+            Some(kind) => io::Error::new(kind, e),
+            None => io::Error::other(e),
+        })
+    })
+}
+
+/// A `200` CSV response whose body `write` produces on a blocking thread (as [`json`]).
+pub fn csv<F>(write: F) -> Response
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+{
+    stream("text/csv; charset=utf-8; header=present", write)
+}
+
+/// A `200` response of `content_type` whose body `write` produces on a blocking thread.
+fn stream<F>(content_type: &'static str, write: F) -> Response
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter { buf: Vec::with_capacity(CHUNK), tx };
-        let written = write(&mut out)
-            .map_err(|e| match e.io_error_kind() {
-                Some(kind) => io::Error::new(kind, e),
-                None => io::Error::other(e),
-            })
-            .and_then(|()| out.flush());
+        let written = write(&mut out).and_then(|()| out.flush());
         if let Err(e) = written
             && e.kind() != io::ErrorKind::BrokenPipe
         {
@@ -68,7 +84,7 @@ where
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut response = Body::from_stream(stream).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

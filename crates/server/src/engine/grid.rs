@@ -36,7 +36,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
-        let Question { query, range, partial } = question;
+        let Question { query, range, partial, .. } = question;
         let plan = Arc::new(stitch::plan(&query.tweet_ids, *range, Endpoint::Historical.max_tweet_ids()));
         let calls = plan.fetched.len();
         self.calls.check(calls, deadline).map_err(refusal)?;
@@ -60,7 +60,7 @@ impl Engine {
                 let sent = std::sync::atomic::AtomicU32::new(0);
                 let retried = engine
                     .calls
-                    .call(&lane, &handle, &body, deadline, |result, waited, took| {
+                    .call(&lane, Endpoint::Historical, &handle, &body, deadline, |result, waited, took| {
                         let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
                         metrics::upstream_call(&outcome(result));
                         progress.attempt(retry, waited, took);
@@ -159,6 +159,6 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response: Arc::new(merged), meta, incomplete, written: None })
+        Ok(Answer::stitched(Arc::new(merged), meta, incomplete, None))
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use engagement::derive::{Derivations, Derived, Totals};
 use engagement::time::format_instant;
 use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
@@ -31,9 +32,12 @@ use crate::metrics;
 use crate::settings::{CapPolicy, LedgerSettings};
 use crate::sharing::Sharing;
 
+mod current;
 mod grid;
 mod recall;
 mod shared_facts;
+
+pub use current::{NowAnswer, NowMeta};
 
 /// A validated historical question.
 #[derive(Debug, Clone)]
@@ -43,13 +47,26 @@ pub struct Question {
     pub range: TimeRange,
     /// List the slices that failed under `incomplete` instead of failing the question.
     pub partial: bool,
+    /// Numbers to derive from the answer (the engagement rate, the Top Tweets).
+    pub derive: Derivations,
 }
 
 impl Question {
     /// A historical question from a validated query; `None` if it has no range.
-    pub fn historical(query: Query, partial: bool) -> Option<Question> {
+    pub fn historical(query: Query, partial: bool, derive: Derivations) -> Option<Question> {
         let range = query.range?;
-        Some(Question { query, range, partial })
+        Some(Question { query, range, partial, derive })
+    }
+
+    /// The same Tweets and range, per Tweet and type, for the types `derive` reads.
+    fn per_tweet(&self) -> Question {
+        let mut query = self.query.clone();
+        query.types = self.derive.types();
+        query.groupings = vec![engagement::Grouping {
+            name: "per tweet".into(),
+            group_by: vec![engagement::GroupBy::TweetId, engagement::GroupBy::EngagementType],
+        }];
+        Question { query, range: self.range, partial: self.partial, derive: Derivations::default() }
     }
 }
 
@@ -113,6 +130,22 @@ pub struct Answer {
     pub incomplete: Vec<FailedSlice>,
     /// The answer's text, kept with a rendered answer for its repeats.
     pub written: Option<Arc<Written>>,
+    /// The numbers the question asked to derive.
+    pub derived: Derived,
+    /// The question's groupings, which say what each level of a tree is.
+    pub groupings: Vec<engagement::Grouping>,
+}
+
+impl Answer {
+    /// An answer as stitched, before anything is derived from it.
+    fn stitched(
+        response: Arc<Response>,
+        meta: Meta,
+        incomplete: Vec<FailedSlice>,
+        written: Option<Arc<Written>>,
+    ) -> Answer {
+        Answer { response, meta, incomplete, written, derived: Derived::default(), groupings: Vec::new() }
+    }
 }
 
 /// An answer's `data` as JSON text in each count style, made the first time a repeat asks
@@ -242,6 +275,8 @@ pub struct Engine {
     pub ledger: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
     shared: Coalesce<recall::CallKey, recall::Shared>,
+    /// `/totals` and `/28hr` calls in flight, likewise.
+    now_calls: Coalesce<current::NowKey, current::NowShared>,
     /// Answers of questions over settled time, rendered, for repeats.
     rendered: recall::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
@@ -267,6 +302,7 @@ impl Engine {
             remember,
             ledger,
             shared: Coalesce::default(),
+            now_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
             sharing,
@@ -331,11 +367,61 @@ impl Engine {
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
     ) -> Result<Answer, ServiceError> {
+        let mut answer = self.stitch(handle, question, deadline, progress, cancel).await?;
+        answer.groupings.clone_from(&question.query.groupings);
+        if question.derive.any() {
+            self.derive(handle, question, &mut answer, deadline, cancel).await?;
+        }
+        Ok(answer)
+    }
+
+    async fn stitch(
+        self: &Arc<Self>,
+        handle: &Arc<HandleCredentials>,
+        question: &Question,
+        deadline: Instant,
+        progress: &Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<Answer, ServiceError> {
         if self.remember {
             self.recall(handle, question, deadline, progress, cancel).await
         } else {
             self.by_grid(handle, question, deadline, progress, cancel).await
         }
+    }
+
+    /// Derives what `question` asks from its `answer`: from one of its groupings that has
+    /// Tweets and types, else from the question asked again per Tweet and type (with the
+    /// store on, what the answer just fetched is held, so that costs no call).
+    async fn derive(
+        self: &Arc<Self>,
+        handle: &Arc<HandleCredentials>,
+        question: &Question,
+        answer: &mut Answer,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), ServiceError> {
+        let (response, grouping) = match engagement::derive::totals_grouping(&question.query.groupings) {
+            Some(grouping) => (Arc::clone(&answer.response), grouping.clone()),
+            None => {
+                let per_tweet = question.per_tweet();
+                // Its own progress: a watcher's count of slices is the question's.
+                let more =
+                    self.stitch(handle, &per_tweet, deadline, &Arc::new(Progress::default()), cancel).await?;
+                answer.meta.upstream_calls += more.meta.upstream_calls;
+                answer.meta.retries += more.meta.retries;
+                answer.incomplete.extend(more.incomplete);
+                (more.response, per_tweet.query.groupings[0].clone())
+            }
+        };
+        let wanted = question.derive;
+        let derived = tokio::task::spawn_blocking(move || {
+            Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals))
+        })
+        .await
+        .map_err(|e| ServiceError::internal("deriving numbers failed", Some(Box::new(e))))?;
+        answer.derived = derived.ok_or_else(|| ServiceError::internal("no grouping to derive from", None))?;
+        Ok(())
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the

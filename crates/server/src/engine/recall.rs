@@ -312,7 +312,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
-        let Question { query, range, partial } = question;
+        let Question { query, range, partial, .. } = question;
         let range = *range;
         let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
         let now = Utc::now();
@@ -334,12 +334,12 @@ impl Engine {
             self.mark_used(&handle.handle, tweets, now);
             let meta = Meta { slices_from_store: kept.from_store, ..Meta::planned(&plan, question, started) };
             meta.record();
-            return Ok(Answer {
-                response: Arc::clone(&kept.response),
+            return Ok(Answer::stitched(
+                Arc::clone(&kept.response),
                 meta,
-                incomplete: Vec::new(),
-                written: Some(Arc::clone(&kept.written)),
-            });
+                Vec::new(),
+                Some(Arc::clone(&kept.written)),
+            ));
         }
         let pin = self.store.pin(&handle.handle, &tweets);
         self.mark_used(&handle.handle, tweets.clone(), now);
@@ -545,7 +545,7 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer { response, meta, incomplete, written: None })
+        Ok(Answer::stitched(response, meta, incomplete, None))
     }
 
     /// Marks `tweets` used now for eviction, off the answer's path: losing the mark costs
@@ -666,6 +666,7 @@ impl Engine {
             .calls
             .call_then(
                 lane,
+                Endpoint::Historical,
                 handle,
                 &body,
                 deadline,

@@ -1,0 +1,159 @@
+//! `stitcher query`: one question answered in this process by the same engine, settings and
+//! store as the service (the embedded simulator when no upstream is set), the answer on
+//! standard output and nothing else there.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engagement::tree::CountStyle;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Answer, Progress};
+use crate::error::ServiceError;
+use crate::{Application, Settings, routes};
+
+/// How the answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    /// One row per count: grouping,tweet_id,engagement_type,day,hour,count.
+    Csv,
+}
+
+/// `stitcher query [FILE | -] [--format json|csv] [--native]`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The question's JSON body, as for POST /v1/historical: a file, or - (the default) for
+    /// standard input.
+    pub file: Option<PathBuf>,
+    /// json (the default) or csv (one row per count; derived numbers are left out).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+    /// Answer in the native shape of /v1/historical (integer counts, meta, and what
+    /// "derive" and "top" ask for) instead of the API's.
+    #[arg(long)]
+    pub native: bool,
+    /// The handle to ask as (not needed when one is configured, as in demo mode).
+    #[arg(long)]
+    pub handle: Option<String>,
+}
+
+/// Why a query gave no answer, said on standard error.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The question could not be read, or the settings do not allow asking it.
+    #[error("{0}")]
+    Input(String),
+    /// The question was refused or could not be answered.
+    #[error("{0}")]
+    Answer(String),
+}
+
+impl QueryError {
+    /// The process's exit code: 2 for what was given, 1 for what happened.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            QueryError::Input(_) => 2,
+            QueryError::Answer(_) => 1,
+        }
+    }
+}
+
+fn answer_error(e: ServiceError) -> QueryError {
+    let messages = e.messages();
+    let said = if messages.is_empty() { e.to_string() } else { messages.join("; ") };
+    QueryError::Answer(format!("{said} ({})", e.status()))
+}
+
+/// Reads the question, answers it, and writes the answer to standard output.
+pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError> {
+    let body = read_input(args.file.as_deref())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
+    let state = Application::standalone(settings).await.map_err(|e| QueryError::Input(format!("{e:#}")))?;
+    let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Input)?;
+    let (question, _counts) = routes::question_of(&state, &body, args.native).map_err(answer_error)?;
+
+    let progress = Arc::new(Progress::default());
+    let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
+    let cancel = CancellationToken::new();
+    let answering = state.engine.answer(&handle, &question, deadline, &progress, &cancel);
+    let answer = tokio::select! {
+        answer = answering => answer,
+        _ = tokio::signal::ctrl_c() => {
+            cancel.cancel();
+            Err(ServiceError::internal("interrupted", None))
+        }
+    };
+    if let Some(shown) = shown {
+        shown.abort();
+        let _ = shown.await;
+    }
+    let answer = answer.map_err(answer_error)?;
+    let (format, native) = (args.format, args.native);
+    tokio::task::spawn_blocking(move || write(&answer, format, native))
+        .await
+        .map_err(|e| QueryError::Answer(format!("the answer could not be written: {e}")))?
+}
+
+/// The question's text from `file`, or from standard input for `-` or none.
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, QueryError> {
+    match file {
+        Some(path) if path != Path::new("-") => std::fs::read(path)
+            .map_err(|e| QueryError::Input(format!("cannot read the question from {}: {e}", path.display()))),
+        _ => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body).map_err(|e| {
+                QueryError::Input(format!("cannot read the question from standard input: {e}"))
+            })?;
+            Ok(body)
+        }
+    }
+}
+
+/// Writes `answer` to standard output in `format`, in the native shape or the API's.
+fn write(answer: &Answer, format: OutputFormat, native: bool) -> Result<(), QueryError> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let written = match format {
+        OutputFormat::Csv => engagement::csv::write(&answer.response, &answer.groupings, &mut out),
+        OutputFormat::Json if native => {
+            serde_json::to_writer(&mut out, &routes::native_body(answer)).map_err(std::io::Error::from)
+        }
+        OutputFormat::Json => serde_json::to_writer(&mut out, &answer.response.styled(CountStyle::Strings))
+            .map_err(std::io::Error::from),
+    };
+    let ended = if format == OutputFormat::Json { out.write_all(b"\n") } else { Ok(()) };
+    written
+        .and(ended)
+        .and_then(|()| out.flush())
+        .map_err(|e| QueryError::Answer(format!("the answer could not be written: {e}")))
+}
+
+/// Draws a progress bar of the slices on standard error until aborted.
+async fn show(progress: Arc<Progress>) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} slices {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    struct Clear(indicatif::ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    let bar = Clear(bar);
+    let mut changed = progress.subscribe();
+    loop {
+        let now = progress.snapshot();
+        bar.0.set_length(now.slices_total as u64);
+        bar.0.set_position(now.slices_done as u64);
+        bar.0.set_message(format!("{} calls", now.upstream_calls));
+        tokio::select! {
+            c = changed.changed() => if c.is_err() { return },
+            () = tokio::time::sleep(Duration::from_millis(250)) => bar.0.tick(),
+        }
+    }
+}

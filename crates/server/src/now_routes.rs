@@ -1,0 +1,142 @@
+//! The API's two other endpoints without their limits on Tweets: `/totals` (lifetime
+//! counts) and `/28hr` (the last 28 hours), as drop-ins and as native `/v1/` twins.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use engagement::request::QuestionBody;
+use engagement::tree::CountStyle;
+use engagement::{Endpoint, Query};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::engine::{NowAnswer, NowMeta};
+use crate::error::ServiceError;
+use crate::openapi::{Hr28Question, NowDropInAnswer, NowNativeAnswer, QuestionErrors, TotalsQuestion};
+use crate::routes::{Admitted, RequestHead, admit, answer_size, request_id, room_for};
+use crate::state::AppState;
+use crate::streaming;
+
+/// Admits, reads and answers a `/totals` or `/28hr` question.
+async fn ask(
+    state: &Arc<AppState>,
+    head: &RequestHead,
+    body: Body,
+    endpoint: Endpoint,
+) -> Result<(NowAnswer, Admitted), ServiceError> {
+    let (caller, admitted, body) = admit(state, head, body).await?;
+    let body: QuestionBody = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
+    let query = Query::from_body(endpoint, &body, &state.limits, chrono::Utc::now())
+        .map_err(ServiceError::BadRequest)?;
+    let room = room_for(state, answer_size(state, &query)?)?;
+    let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
+    let answer = state
+        .engine
+        .now(&caller.handle, &query, deadline, &state.cut_off)
+        .instrument(tracing::info_span!("question", client = %caller.client, endpoint = endpoint.name()))
+        .await?;
+    Ok((answer, Admitted { _request: admitted, _counts: room }))
+}
+
+/// The native body: integer counts and `meta`.
+#[derive(Serialize)]
+struct NativeBody<'a> {
+    data: engagement::tree::Styled<'a, engagement::Response>,
+    meta: &'a NowMeta,
+}
+
+async fn respond(
+    state: &Arc<AppState>,
+    head: RequestHead,
+    body: Body,
+    endpoint: Endpoint,
+    native: bool,
+) -> Response {
+    let id = request_id(&head.headers);
+    match ask(state, &head, body, endpoint).await {
+        Ok((answer, admitted)) => streaming::json(move |out| {
+            let _admitted = admitted;
+            if native {
+                let data = answer.response.styled(CountStyle::Integers);
+                serde_json::to_writer(out, &NativeBody { data, meta: &answer.meta })
+            } else {
+                serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
+            }
+        }),
+        Err(e) => e.into_response_for(id.as_deref()),
+    }
+    .into_response()
+}
+
+/// `POST /insights/engagement/totals`: the API's request and answer, any number of Tweets
+/// (batches of 250).
+#[utoipa::path(post, path = "/insights/engagement/totals", tag = "questions", request_body = TotalsQuestion,
+    responses(
+        (status = 200, description = "Lifetime counts per the groupings, as strings (all impressions, organic and promoted; /historical counts organic ones)", body = NowDropInAnswer),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn totals(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Totals, false).await
+}
+
+/// `POST /insights/engagement/28hr`: the API's request and answer, any number of Tweets
+/// (batches of 25).
+#[utoipa::path(post, path = "/insights/engagement/28hr", tag = "questions", request_body = Hr28Question,
+    responses(
+        (status = 200, description = "The last 28 hours per the groupings, counts as strings", body = NowDropInAnswer),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn hr28(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Hr28, false).await
+}
+
+/// `POST /v1/totals`: the same question; integer counts and `meta`.
+#[utoipa::path(post, path = "/v1/totals", tag = "questions", request_body = TotalsQuestion,
+    responses(
+        (status = 200, description = "Lifetime counts with integer counts and meta", body = NowNativeAnswer),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn native_totals(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Totals, true).await
+}
+
+/// `POST /v1/28hr`: the same question; integer counts and `meta`.
+#[utoipa::path(post, path = "/v1/28hr", tag = "questions", request_body = Hr28Question,
+    responses(
+        (status = 200, description = "The last 28 hours with integer counts and meta", body = NowNativeAnswer),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn native_28hr(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Hr28, true).await
+}
