@@ -333,3 +333,73 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     assert_eq!(status, 400);
     assert!(got["errors"].to_string().contains("json or csv"), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_answer_says_what_is_missing_and_derives_nothing() {
+    let now = end_to_end::test_now();
+    let (ids, _) = tweets(now);
+    let range = engagement::TimeRange::covering(now - Span::days(120), now - Span::days(10));
+    let broken = stitch::windows(range)[1];
+    let faults =
+        simulator::faults::Faults { failing_window_starts: vec![broken.start], ..Default::default() };
+    // Without the store, calls follow the fixed grid, so the broken window is one of them.
+    let env = [("STITCHER__UPSTREAM__MAX_ATTEMPTS", "2"), ("STITCHER__STORE__ENABLED", "false")];
+    let world = World::start(Config { faults, ..Config::default() }, &env).await;
+    let body = json!({
+        "tweet_ids": strings(&ids[..30]), "engagement_types": ["impressions", "engagements"],
+        "groupings": {"per tweet": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": format_instant(range.start), "end": format_instant(range.end),
+        "partial": true, "derive": ["engagement_rate"], "top": {"by": "impressions", "n": 3},
+    });
+    let (status, got) = world.ask("/v1/historical", &body).await;
+    assert_eq!(status, 200, "{got}");
+    let missing = got["meta"]["incomplete"].as_array().unwrap().len();
+    assert!(missing > 0);
+    // Numbers over part of the range would mislead.
+    assert!(got.get("derived").is_none() && got.get("top").is_none(), "{got}");
+
+    let csv = world
+        .http
+        .post(format!("{}/v1/historical?format=csv", world.url))
+        .bearer_auth("demo-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status().as_u16(), 200);
+    assert_eq!(csv.headers()["x-incomplete-slices"].to_str().unwrap(), missing.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_picks_csv_only_when_it_is_preferred_and_only_after_credentials() {
+    let now = end_to_end::test_now();
+    let (ids, _) = tweets(now);
+    let world = World::start(Config::default(), &[]).await;
+    let (start, end) = range(world.now);
+    let body = json!({
+        "tweet_ids": strings(&ids[..2]), "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}}, "start": start, "end": end,
+    });
+    for (accept, csv) in [
+        ("text/csv", true),
+        ("text/csv;q=0.5, application/json;q=0.4", true),
+        ("text/csv;q=0", false),
+        ("application/json, text/csv;q=0.1", false),
+        ("*/*", false),
+        ("text/csv, application/json", false),
+    ] {
+        let r = world
+            .http
+            .post(format!("{}/v1/historical", world.url))
+            .bearer_auth("demo-key")
+            .header("accept", accept)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(kind.starts_with("text/csv"), csv, "{accept}: {kind}");
+    }
+    let (status, _) = world.ask_as("/v1/historical?format=xml", &body, None).await;
+    assert_eq!(status, 401, "credentials are checked before anything else");
+}

@@ -641,7 +641,7 @@ function questionFromHash() {
     setState('failed');
     return null;
   }
-  return question;
+  return { question, keyGiven: Boolean(key) };
 }
 
 function onSubmit(event) {
@@ -679,10 +679,13 @@ function init() {
     frame = requestAnimationFrame(() => { if (shown) drawChart(); });
   });
 
-  const question = questionFromHash();
-  if (!question) return;
-  fillForm(question);
-  if ($('#api-key').value.trim()) run(withPerTweet(question));
+  const linked = questionFromHash();
+  if (!linked) return;
+  fillForm(linked.question);
+  // Only a link that carries its key runs at once: a link without one (from anywhere)
+  // must not spend the key this tab already holds without a click.
+  if (linked.keyGiven) run(withPerTweet(linked.question));
+  else if ($('#api-key').value.trim()) showStatus('Check the question, then Run.');
   else showStatus('Enter your API key, then Run.');
 }
 

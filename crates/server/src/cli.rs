@@ -63,13 +63,15 @@ impl QueryError {
 
 fn answer_error(e: ServiceError) -> QueryError {
     let messages = e.messages();
-    let said = if messages.is_empty() { e.to_string() } else { messages.join("; ") };
-    QueryError::Answer(format!("{said} ({})", e.status()))
+    QueryError::Answer(if messages.is_empty() { e.to_string() } else { messages.join("; ") })
 }
 
 /// Reads the question, answers it, and writes the answer to standard output.
 pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError> {
     let body = read_input(args.file.as_deref())?;
+    // What cannot be read is said before anything starts (the simulator, the store).
+    engagement::request::read_body::<serde_json::Value>(&body)
+        .map_err(|e| QueryError::Input(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
     let state = Application::standalone(settings).await.map_err(|e| QueryError::Input(format!("{e:#}")))?;
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Input)?;
@@ -91,10 +93,21 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
         let _ = shown.await;
     }
     let answer = answer.map_err(answer_error)?;
+    if !answer.incomplete.is_empty() && !(native_json(&args)) {
+        eprintln!(
+            "stitcher query: {} slices failed and are left out of this answer; --native --format json lists them under meta.incomplete",
+            answer.incomplete.len()
+        );
+    }
     let (format, native) = (args.format, args.native);
     tokio::task::spawn_blocking(move || write(&answer, format, native))
         .await
         .map_err(|e| QueryError::Answer(format!("the answer could not be written: {e}")))?
+}
+
+/// Whether the answer is written in the shape that lists what is incomplete.
+fn native_json(args: &QueryArgs) -> bool {
+    args.native && args.format == OutputFormat::Json
 }
 
 /// The question's text from `file`, or from standard input for `-` or none.

@@ -148,9 +148,15 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
 /// `GET /v1/jobs/{id}/result`: the answer once done (`200`), `409` before, the failure's
 /// error once failed.
 #[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
-    params(("id" = String, Path, description = "The job's ID")),
+    params(
+        ("id" = String, Path, description = "The job's ID"),
+        ("format" = Option<crate::openapi::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too"),
+    ),
     responses(
-        (status = 200, description = "The /v1/historical answer", body = NativeAnswer),
+        (status = 200, description = "The /v1/historical answer; as CSV when asked", content(
+            (NativeAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 409, description = "Still queued or running, or cancelled", body = ErrorBody),
         (status = 404, description = "No such job of this client's", body = ErrorBody),
         QuestionErrors,

@@ -103,6 +103,14 @@ pub struct NativeMetaDoc {
     pub incomplete: Option<Vec<FailedSlice>>,
 }
 
+/// How a native answer is written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerFormat {
+    Json,
+    Csv,
+}
+
 /// Every error: the API's shape, with the request's ID and the slices that failed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -190,7 +198,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
     paths(crate::routes::drop_in, crate::routes::native, crate::now_routes::totals, crate::now_routes::hr28, crate::now_routes::native_totals, crate::now_routes::native_28hr, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -152,7 +152,7 @@ pub fn question_of(
         Sent::Given(Some(b)) if native => b,
         Sent::Given(Some(_)) => {
             return Err(ServiceError::BadRequest(ApiError::new(
-                "\"partial\" is only for the native answer (/v1/historical, /v1/jobs); the drop-in endpoint answers in full or not at all",
+                "\"partial\" is only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the drop-in endpoint answers in full or not at all",
             )));
         }
         Sent::Other(other) => {
@@ -165,7 +165,7 @@ pub fn question_of(
         !matches!(body.derive, Sent::Absent) || !matches!(body.top, Sent::Absent | Sent::Given(None));
     if asks_derived && !native {
         return Err(ServiceError::BadRequest(ApiError::new(
-            "\"derive\" and \"top\" are only for the native answer (/v1/historical, /v1/jobs); the drop-in endpoint answers as the API does",
+            "\"derive\" and \"top\" are only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape has no place for them",
         )));
     }
     let query = Query::from_body(Endpoint::Historical, &body.question, &state.limits, chrono::Utc::now())
@@ -204,8 +204,9 @@ async fn ask(
     head: &RequestHead,
     body: Body,
     native: bool,
-) -> Result<(Answer, Admitted), ServiceError> {
+) -> Result<(Answer, Admitted, Format), ServiceError> {
     let Asked { caller, admitted, question, counts } = read_question(state, head, body, native).await?;
+    let format = if native { Format::asked(&head.uri, &head.headers)? } else { Format::Json };
     let room = room_for(state, counts)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
@@ -213,7 +214,7 @@ async fn ask(
         .answer(&caller.handle, &question, deadline, &Arc::new(Progress::default()), &state.cut_off)
         .instrument(tracing::info_span!("question", client = %caller.client))
         .await?;
-    Ok((answer, Admitted { _request: admitted, _counts: room }))
+    Ok((answer, Admitted { _request: admitted, _counts: room }, format))
 }
 
 /// `POST /insights/engagement/historical`: the API's request and answer, any span.
@@ -240,8 +241,12 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
 #[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
+    params(("format" = Option<crate::openapi::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too")),
     responses(
-        (status = 200, description = "The answer with integer counts and meta", body = NativeAnswer),
+        (status = 200, description = "The answer with integer counts and meta; as CSV (grouping,tweet_id,engagement_type,day,hour,count; no derived numbers) when asked", content(
+            (NativeAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
@@ -254,6 +259,10 @@ pub async fn native(
 ) -> Response {
     respond(&state, RequestHead { method, uri, headers }, body, true).await
 }
+
+/// On a CSV answer with `"partial": true`: how many slices failed and are left out (the
+/// JSON answer lists them under `meta.incomplete`).
+pub const INCOMPLETE_SLICES: header::HeaderName = header::HeaderName::from_static("x-incomplete-slices");
 
 /// How a native answer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,11 +291,24 @@ impl Format {
             }
             None => {}
         }
-        let csv = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-            v.split(',')
-                .any(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/csv"))
-        });
-        Ok(if csv { Format::Csv } else { Format::Json })
+        // CSV when `Accept` prefers it to JSON (by its `q`, JSON winning a tie).
+        let (mut csv, mut json) = (0.0f32, 0.0f32);
+        let ranges =
+            headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+        for range in ranges {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "text/csv" => csv = csv.max(q),
+                "application/json" | "application/*" | "*/*" => json = json.max(q),
+                _ => {}
+            }
+        }
+        Ok(if csv > 0.0 && csv > json { Format::Csv } else { Format::Json })
     }
 
     /// The native answer in this format, written as a stream.
@@ -296,10 +318,18 @@ impl Format {
                 let _keep = keep;
                 serde_json::to_writer(out, &native_body(&answer))
             }),
-            Format::Csv => streaming::csv(move |out| {
-                let _keep = keep;
-                engagement::csv::write(&answer.response, &answer.groupings, out)
-            }),
+            Format::Csv => {
+                let incomplete = answer.incomplete.len();
+                let mut response = streaming::csv(move |out| {
+                    let _keep = keep;
+                    engagement::csv::write(&answer.response, &answer.groupings, out)
+                });
+                // CSV has no room for `meta.incomplete`: say that slices are missing.
+                if incomplete > 0 {
+                    response.headers_mut().insert(INCOMPLETE_SLICES, incomplete.into());
+                }
+                response
+            }
         }
     }
 }
@@ -308,14 +338,9 @@ impl Format {
 /// naming the request's ID in errors.
 async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
     let id = request_id(&head.headers);
-    let format = if native { Format::asked(&head.uri, &head.headers) } else { Ok(Format::Json) };
-    let format = match format {
-        Ok(format) => format,
-        Err(e) => return e.into_response_for(id.as_deref()),
-    };
     match ask(state, &head, body, native).await {
-        Ok((answer, admitted)) if native && format == Format::Csv => format.write(Arc::new(answer), admitted),
-        Ok((answer, admitted)) if answer.written.is_some() => {
+        Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
+        Ok((answer, admitted, _)) if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
             let made =
                 tokio::task::spawn_blocking(move || repeat_text(&answer, native).map(|t| (t, admitted)));
@@ -327,8 +352,8 @@ async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: b
                     .into_response_for(id.as_deref()),
             }
         }
-        Ok((answer, admitted)) if native => format.write(Arc::new(answer), admitted),
-        Ok((answer, admitted)) => streaming::json(move |out| {
+        Ok((answer, admitted, format)) if native => format.write(Arc::new(answer), admitted),
+        Ok((answer, admitted, _)) => streaming::json(move |out| {
             let _admitted = admitted;
             serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
         }),
@@ -425,7 +450,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Any other path.
 pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
     let message = format!(
-        "no such route: {}; the service answers POST /insights/engagement/historical and POST /v1/historical",
+        "no such route: {}; GET /openapi.json lists the routes the service answers (POST /insights/engagement/historical, /totals and /28hr, their /v1 twins, jobs), and GET / is a page for people",
         uri.path()
     );
     error::plain(StatusCode::NOT_FOUND, message, request_id(&headers).as_deref())

@@ -141,7 +141,7 @@ async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
     let link = format!("{}/#key=demo-key&q={q}", stitcher.url);
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().to_owned();
-    let (dom, state, address, shot) = tokio::task::spawn_blocking(move || {
+    let browsing = tokio::task::spawn_blocking(move || {
         let mut browser = Browser::open(&link, &dir_path);
         let started = Instant::now();
         let mut state = Value::Null;
@@ -158,9 +158,11 @@ async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
             .as_str()
             .map(|png| base64::engine::general_purpose::STANDARD.decode(png).unwrap());
         (dom, state, address, shot)
-    })
-    .await
-    .unwrap();
+    });
+    let (dom, state, address, shot) = tokio::time::timeout(Duration::from_secs(120), browsing)
+        .await
+        .expect("chromium answers in time")
+        .unwrap();
     if let (Ok(keep), Some(png)) = (std::env::var("PAGE_SCREENSHOT"), &shot) {
         std::fs::write(keep, png).unwrap();
     }

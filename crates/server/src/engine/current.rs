@@ -81,9 +81,13 @@ impl Engine {
 
         let lane = Arc::new(self.calls.lane(calls, deadline));
         let mut tasks = JoinSet::new();
+        // The types in one order, so questions that list them differently share calls.
+        let mut types = query.types.clone();
+        types.sort_unstable();
         for &slice in &plan.fetched {
             let mut body = Query {
                 tweet_ids: plan.batches[slice.batch].clone(),
+                types: types.clone(),
                 range: None,
                 end_clamped: false,
                 ..query.clone()
@@ -97,27 +101,37 @@ impl Engine {
             };
             let (engine, lane, handle) = (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle));
             tasks.spawn(async move {
-                let (shared, joined) = Arc::clone(&engine)
-                    .now_calls
-                    .run(key, move || {
-                        async move {
-                            if let Err(e) = engine.admit_handle(&handle.handle, false).await {
-                                tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
+                loop {
+                    let (engine, lane, handle, body) =
+                        (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&handle), body.clone());
+                    let (shared, joined) = Arc::clone(&engine)
+                        .now_calls
+                        .run(key.clone(), move || {
+                            async move {
+                                if let Err(e) = engine.admit_handle(&handle.handle, false).await {
+                                    tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
+                                }
+                                let call =
+                                    engine.calls.call(&lane, endpoint, &handle, &body, deadline, |result, _, _| {
+                                        metrics::upstream_call(&outcome(result));
+                                    });
+                                Arc::new(call.await)
                             }
-                            let call = engine.calls.call(&lane, endpoint, &handle, &body, deadline, |result, _, _| {
-                                metrics::upstream_call(&outcome(result));
-                            });
-                            Arc::new(call.await)
-                        }
-                        .boxed()
-                    })
-                    .await;
-                let shared = shared.unwrap_or_else(|| {
-                    let reason = "the call's task failed".to_string();
-                    let failed = AttemptError::Transient { reason, status: None, retry_after: None };
-                    Arc::new(Retried { result: Err(failed), attempts: 0 })
-                });
-                (slice, shared, joined)
+                            .boxed()
+                        })
+                        .await;
+                    let shared = shared.unwrap_or_else(|| {
+                        let reason = "the call's task failed".to_string();
+                        let failed = AttemptError::Transient { reason, status: None, retry_after: None };
+                        Arc::new(Retried { result: Err(failed), attempts: 0 })
+                    });
+                    // A call shared with a question whose deadline came first is made again
+                    // for this one, if its own deadline allows.
+                    let theirs_ran_out = matches!(shared.result, Err(AttemptError::Deadline { .. }));
+                    if !(joined && theirs_ran_out && Instant::now() < deadline) {
+                        return (slice, shared, joined);
+                    }
+                }
             });
         }
 

@@ -369,7 +369,8 @@ impl Engine {
     ) -> Result<Answer, ServiceError> {
         let mut answer = self.stitch(handle, question, deadline, progress, cancel).await?;
         answer.groupings.clone_from(&question.query.groupings);
-        if question.derive.any() {
+        // Numbers over part of the range would mislead: an incomplete answer has none.
+        if question.derive.any() && answer.incomplete.is_empty() {
             self.derive(handle, question, &mut answer, deadline, cancel).await?;
         }
         Ok(answer)
@@ -392,7 +393,8 @@ impl Engine {
 
     /// Derives what `question` asks from its `answer`: from one of its groupings that has
     /// Tweets and types, else from the question asked again per Tweet and type (with the
-    /// store on, what the answer just fetched is held, so that costs no call).
+    /// store on, what the answer just fetched is held, so that costs no call; with it off,
+    /// the calls are made again). Nothing is derived if that second answer is incomplete.
     async fn derive(
         self: &Arc<Self>,
         handle: &Arc<HandleCredentials>,
@@ -410,7 +412,9 @@ impl Engine {
                     self.stitch(handle, &per_tweet, deadline, &Arc::new(Progress::default()), cancel).await?;
                 answer.meta.upstream_calls += more.meta.upstream_calls;
                 answer.meta.retries += more.meta.retries;
-                answer.incomplete.extend(more.incomplete);
+                if !more.incomplete.is_empty() {
+                    return Ok(());
+                }
                 (more.response, per_tweet.query.groupings[0].clone())
             }
         };
