@@ -244,14 +244,7 @@ fn rebuild(rows: &[Vec<String>], groupings: &Value) -> Map<String, Value> {
 
 /// Submits `body` as a job and reads its result as text, with `query` on the result's URL.
 async fn job_result(world: &World, body: &Value, query: &str) -> String {
-    let r = world
-        .http
-        .post(format!("{}/v1/jobs", world.url))
-        .bearer_auth("demo-key")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let r = world.post("/v1/jobs", body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let job = r.headers()["location"].to_str().unwrap().to_owned();
     for _ in 0..600 {
@@ -293,15 +286,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     let mut expected = native["data"].as_object().unwrap().clone();
     expected.retain(|k, _| groupings.get(k).is_some());
 
-    let by_accept = world
-        .http
-        .post(format!("{}/v1/historical", world.url))
-        .bearer_auth("demo-key")
-        .header("accept", "text/csv")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let by_accept = world.post("/v1/historical", &body).header("accept", "text/csv").send().await.unwrap();
     assert_eq!(by_accept.status().as_u16(), 200);
     assert!(by_accept.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let text = by_accept.text().await.unwrap();
@@ -318,14 +303,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     assert_eq!(rows.len() - 1, expected.values().map(leaves).sum::<usize>());
     assert_eq!(rows.len() - 1, 11 * 2 + 2 * 24 + 2 * 11 * 72, "12 Tweets, one deleted");
 
-    let by_query = world
-        .http
-        .post(format!("{}/v1/historical?format=csv", world.url))
-        .bearer_auth("demo-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let by_query = world.post("/v1/historical?format=csv", &body).send().await.unwrap();
     assert_eq!(by_query.text().await.unwrap(), text);
     assert_eq!(job_result(&world, &body, "?format=csv").await, text);
 
@@ -358,14 +336,7 @@ async fn a_partial_answer_says_what_is_missing_and_derives_nothing() {
     // Numbers over part of the range would mislead.
     assert!(got.get("derived").is_none() && got.get("top").is_none(), "{got}");
 
-    let csv = world
-        .http
-        .post(format!("{}/v1/historical?format=csv", world.url))
-        .bearer_auth("demo-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let csv = world.post("/v1/historical?format=csv", &body).send().await.unwrap();
     assert_eq!(csv.status().as_u16(), 200);
     assert_eq!(csv.headers()["x-incomplete-slices"].to_str().unwrap(), missing.to_string());
 }
@@ -388,15 +359,7 @@ async fn accept_picks_csv_only_when_it_is_preferred_and_only_after_credentials()
         ("*/*", false),
         ("text/csv, application/json", false),
     ] {
-        let r = world
-            .http
-            .post(format!("{}/v1/historical", world.url))
-            .bearer_auth("demo-key")
-            .header("accept", accept)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = world.post("/v1/historical", &body).header("accept", accept).send().await.unwrap();
         let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
         assert_eq!(kind.starts_with("text/csv"), csv, "{accept}: {kind}");
     }

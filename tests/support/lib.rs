@@ -67,6 +67,11 @@ impl World {
         self.ask_as(path, body, Some("demo-key")).await
     }
 
+    /// A `POST` of `body` to the service as the demo client, for the test to add to and send.
+    pub fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url)).bearer_auth("demo-key").json(body)
+    }
+
     /// `POST` to the service with `key` (or none).
     pub async fn ask_as(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
         let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
