@@ -172,6 +172,7 @@ async fn derived_numbers_asked_wrongly_are_refused_before_any_call() {
         ("/v1/historical", json!({"derive": ["engagement_rate"]}), "missing: engagements"),
         ("/v1/historical", json!({"derive": ["reach"]}), "is not a derived number"),
         ("/v1/historical", json!({"derive": "engagement_rate"}), "must be a list"),
+        ("/v1/historical", json!({"derive": [null]}), "is not a derived number"),
         ("/v1/historical", json!({"top": {"by": "retweets", "n": 5}}), "top.by must be one of"),
         ("/v1/historical", json!({"top": {"by": "favorites", "n": 0}}), "top.n must be"),
         ("/v1/historical", json!({"top": 5}), "top must be an object"),
@@ -187,6 +188,10 @@ async fn derived_numbers_asked_wrongly_are_refused_before_any_call() {
         assert!(got["errors"].to_string().contains(said), "{path} {extra}: {got}");
     }
     assert_eq!(world.upstream_calls(), 0);
+    // null is as good as leaving them out.
+    let (status, got) = world.ask("/v1/historical", &body(json!({"derive": null, "top": null}))).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(got.get("derived").is_none() && got.get("top").is_none());
 }
 
 /// Reads CSV text (RFC 4180 quoting) into rows of cells.
@@ -203,10 +208,12 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
             (true, c) => cell.push(c),
             (false, '"') => quoted = true,
             (false, ',') => row.push(std::mem::take(&mut cell)),
-            (false, '\n') => {
+            (false, '\r') => {
+                assert_eq!(chars.next(), Some('\n'), "a line ends with CRLF");
                 row.push(std::mem::take(&mut cell));
                 rows.push(std::mem::take(&mut row));
             }
+            (false, '\n') => panic!("a line ends with CRLF, not a bare LF"),
             (false, c) => cell.push(c),
         }
     }
@@ -289,6 +296,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     let by_accept = world.post("/v1/historical", &body).header("accept", "text/csv").send().await.unwrap();
     assert_eq!(by_accept.status().as_u16(), 200);
     assert!(by_accept.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert_eq!(by_accept.headers()["x-unavailable-tweets"], "1", "one deleted Tweet of the twelve");
     let text = by_accept.text().await.unwrap();
     let rows = parse_csv(&text);
     assert_eq!(rows[0], ["grouping", "tweet_id", "engagement_type", "day", "hour", "count"]);

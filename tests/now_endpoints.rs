@@ -111,6 +111,22 @@ async fn bad_questions_are_refused_before_any_call() {
     body["engagement_types"] = json!(["quote_tweets"]);
     let (status, got) = world.ask("/v1/28hr", &body).await;
     assert_eq!(status, 400, "{got}");
+    // What only /historical takes is refused, not ignored.
+    for (member, value) in [
+        ("start", json!("2024-01-01")),
+        ("partial", json!(true)),
+        ("top", json!({"by": "impressions", "n": 3})),
+    ] {
+        let mut body = question(Endpoint::Totals, &ids);
+        body[member] = value;
+        let (status, got) = world.ask("/v1/totals", &body).await;
+        assert_eq!(status, 400, "{member}: {got}");
+        assert!(got["errors"][0].as_str().unwrap().contains(&format!("takes no {member}")), "{got}");
+    }
+    let (status, got) =
+        world.ask("/insights/engagement/28hr?format=csv", &question(Endpoint::Hr28, &ids)).await;
+    assert_eq!(status, 400, "{got}");
+    assert!(got["errors"][0].as_str().unwrap().contains("JSON only"), "{got}");
     assert_eq!(world.upstream_calls(), 0);
 }
 

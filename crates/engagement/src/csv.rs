@@ -1,5 +1,6 @@
-//! An answer as CSV, for spreadsheets: one row per count, in the order the JSON answer
-//! writes them, with an empty cell for each level a grouping does not have.
+//! An answer as CSV (RFC 4180: CRLF line ends, quoted cells), for spreadsheets: one row
+//! per count, in the order the JSON answer writes them, with an empty cell for each level
+//! a grouping does not have.
 
 use std::io::{self, Write};
 
@@ -22,7 +23,7 @@ fn column(level: GroupBy) -> usize {
 /// Writes `response` as CSV: a header, then a row per count of each grouping (named in
 /// `groupings`, which say what each level is), groupings in the answer's order.
 pub fn write(response: &Response, groupings: &[Grouping], out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{}", HEADER.join(","))?;
+    write!(out, "{}\r\n", HEADER.join(","))?;
     let mut failed = None;
     for (name, tree) in &response.groupings {
         let Some(grouping) = groupings.iter().find(|g| &g.name == name) else {
@@ -47,7 +48,7 @@ pub fn write(response: &Response, groupings: &[Grouping], out: &mut dyn Write) -
             }
             line.push(',');
             line.push_str(&count.to_string());
-            line.push('\n');
+            line.push_str("\r\n");
             if let Err(e) = out.write_all(line.as_bytes()) {
                 failed = Some(e);
             }
@@ -99,10 +100,10 @@ mod tests {
         write(&response, &groupings, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "grouping,tweet_id,engagement_type,day,hour,count\n\
-             by tweet,42,favorites,,,9\n\
-             \"hour, of day\",,impressions,,00,3\n\
-             \"hour, of day\",,impressions,,01,0\n"
+            "grouping,tweet_id,engagement_type,day,hour,count\r\n\
+             by tweet,42,favorites,,,9\r\n\
+             \"hour, of day\",,impressions,,00,3\r\n\
+             \"hour, of day\",,impressions,,01,0\r\n"
         );
     }
 }

@@ -48,15 +48,15 @@ pub struct Derivations {
 impl Derivations {
     /// Reads `derive` and `top` for a question of `types`, reporting every problem at once.
     pub fn read(
-        derive: &Sent<Vec<Sent<String>>>,
+        derive: &Sent<Option<Vec<Sent<String>>>>,
         top: &Sent<Option<TopBody>>,
         types: &[EngagementType],
     ) -> Result<Derivations, ApiError> {
         let mut errors = Vec::new();
         let mut wanted = Derivations::default();
         match derive {
-            Sent::Absent => {}
-            Sent::Given(names) => {
+            Sent::Absent | Sent::Given(None) => {}
+            Sent::Given(Some(names)) => {
                 for name in names {
                     match name {
                         Sent::Given(n) if n == ENGAGEMENT_RATE => wanted.engagement_rate = true,
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn both_types_are_needed_for_the_rate_and_top_must_rank_an_asked_type() {
-        let names = |v: &[&str]| Sent::Given(v.iter().map(|s| Sent::Given(s.to_string())).collect());
+        let names = |v: &[&str]| Sent::Given(Some(v.iter().map(|s| Sent::Given(s.to_string())).collect()));
         let err =
             Derivations::read(&names(&["engagement_rate"]), &Sent::Absent, &[EngagementType::Impressions])
                 .unwrap_err();

@@ -61,6 +61,16 @@ function parseJson(text) {
 }
 
 /**
+ * A question's JSON, with Tweet IDs given as bare numbers read as their digits: IDs pass
+ * 2^53, which a JavaScript number cannot hold exactly.
+ */
+function parseQuestion(text) {
+  const exact = String(text).replace(/("tweet_ids"\s*:\s*\[)([^\]]*)\]/, (_, open, items) =>
+    `${open}${items.replace(/(^|,)\s*(\d+)\s*(?=,|$)/g, '$1"$2"')}]`);
+  return parseJson(exact);
+}
+
+/**
  * Sums a grouping's tree by two of its levels, over all its other levels (e.g. over Tweets
  * for a per-day series). Returns Map(row key → Map(column key → count)); a level the
  * grouping does not have is keyed "all".
@@ -115,12 +125,20 @@ function presetOf(groupings) {
 
 /** A question as given, with the "per tweet" grouping the table needs when it has room. */
 function withPerTweet(question) {
+  const asked = { ...question };
+  // The page shows the engagement rate and the Top Tweets: a link that does not ask for
+  // them gets them as the form would ask.
+  const types = Array.isArray(question.engagement_types) ? question.engagement_types : [];
+  if (asked.derive == null && types.includes('impressions') && types.includes('engagements')) {
+    asked.derive = ['engagement_rate'];
+  }
+  if (asked.top == null && typeof types[0] === 'string') asked.top = { by: types[0], n: 10 };
   const groupings = question.groupings && typeof question.groupings === 'object' ? question.groupings : {};
   const list = Object.values(groupings);
-  if (list.length >= 3 || list.some((g) => sameLevels(g && g.group_by, PER_TWEET))) return question;
+  if (list.length >= 3 || list.some((g) => sameLevels(g && g.group_by, PER_TWEET))) return asked;
   let name = 'per tweet';
   for (let i = 2; name in groupings; i++) name = `per tweet ${i}`;
-  return { ...question, groupings: { ...groupings, [name]: { group_by: [...PER_TWEET] } } };
+  return { ...asked, groupings: { ...groupings, [name]: { group_by: [...PER_TWEET] } } };
 }
 
 /** The UTC days from `start`'s day to the last one before `end` (instants or dates). */
@@ -635,7 +653,7 @@ function questionFromHash() {
   const hash = raw === null ? '' : `#q=${encodeURIComponent(raw)}`;
   history.replaceState(null, '', `${location.pathname}${location.search}${hash}`);
   if (raw === null) return null;
-  const question = parseJson(raw);
+  const question = parseQuestion(raw);
   if (!question || typeof question !== 'object' || Array.isArray(question)) {
     showError(['The link’s question is not valid JSON.']);
     setState('failed');

@@ -75,7 +75,9 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
     let state = Application::standalone(settings).await.map_err(|e| QueryError::Input(format!("{e:#}")))?;
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Input)?;
-    let (question, _counts) = routes::question_of(&state, &body, args.native).map_err(answer_error)?;
+    // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
+    let native = args.native || args.format == OutputFormat::Csv;
+    let (question, _counts) = routes::question_of(&state, &body, native).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use engagement::request::QuestionBody;
+use engagement::request::Sent;
 use engagement::tree::CountStyle;
 use engagement::{Endpoint, Query};
 use serde::Serialize;
@@ -16,7 +16,9 @@ use tracing::Instrument;
 use crate::engine::{NowAnswer, NowMeta};
 use crate::error::ServiceError;
 use crate::openapi::{Hr28Question, NowDropInAnswer, NowNativeAnswer, QuestionErrors, TotalsQuestion};
-use crate::routes::{Admitted, RequestHead, admit, answer_size, request_id, room_for};
+use crate::routes::{
+    Admitted, Format, NativeQuestion, RequestHead, admit, answer_size, request_id, room_for,
+};
 use crate::state::AppState;
 use crate::streaming;
 
@@ -28,8 +30,36 @@ async fn ask(
     endpoint: Endpoint,
 ) -> Result<(NowAnswer, Admitted), ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
-    let body: QuestionBody = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
-    let query = Query::from_body(endpoint, &body, &state.limits, chrono::Utc::now())
+    if query_names_format(&head.uri) && Format::asked(&head.uri, &head.headers)? == Format::Csv {
+        return Err(refused(format!(
+            "{} answers JSON only; CSV is for /v1/historical and job results",
+            endpoint.path()
+        )));
+    }
+    let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
+    // What the endpoint cannot do is said, never silently dropped.
+    let not_here: Vec<&str> = [
+        ("start", !matches!(body.question.start, Sent::Absent)),
+        ("end", !matches!(body.question.end, Sent::Absent)),
+        ("partial", !matches!(body.partial, Sent::Absent | Sent::Given(None))),
+        ("derive", !matches!(body.derive, Sent::Absent | Sent::Given(None))),
+        ("top", !matches!(body.top, Sent::Absent | Sent::Given(None))),
+    ]
+    .into_iter()
+    .filter_map(|(name, sent)| sent.then_some(name))
+    .collect();
+    if !not_here.is_empty() {
+        let span = match endpoint {
+            Endpoint::Totals => "counts each Tweet's whole life so far",
+            _ => "counts the last 28 hours",
+        };
+        return Err(refused(format!(
+            "{} {span} and takes no {}: ask /v1/historical for a range, partial answers or derived numbers",
+            endpoint.path(),
+            not_here.join(", ")
+        )));
+    }
+    let query = Query::from_body(endpoint, &body.question, &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
     let room = room_for(state, answer_size(state, &query)?)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
@@ -39,6 +69,15 @@ async fn ask(
         .instrument(tracing::info_span!("question", client = %caller.client, endpoint = endpoint.name()))
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }))
+}
+
+fn refused(message: String) -> ServiceError {
+    ServiceError::BadRequest(engagement::ApiError::new(message))
+}
+
+/// Whether the URL's query names a `format`.
+fn query_names_format(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "format"))
 }
 
 /// The native body: integer counts and `meta`.

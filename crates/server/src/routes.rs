@@ -118,7 +118,7 @@ pub struct NativeQuestion {
     /// over the range, per Tweet and overall; both types must be asked for).
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["engagement_rate"]))]
-    pub derive: Sent<Vec<Sent<String>>>,
+    pub derive: Sent<Option<Vec<Sent<String>>>>,
     /// The Top Tweets: the `n` Tweets with the most of type `by` over the range, ties by
     /// Tweet ID ascending; `by` must be one of the question's types.
     #[serde(default)]
@@ -264,6 +264,10 @@ pub async fn native(
 /// JSON answer lists them under `meta.incomplete`).
 pub const INCOMPLETE_SLICES: header::HeaderName = header::HeaderName::from_static("x-incomplete-slices");
 
+/// On a CSV answer: how many of the Tweets asked for are deleted (the JSON answer lists
+/// them under `unavailable_tweet_ids`).
+pub const UNAVAILABLE_TWEETS: header::HeaderName = header::HeaderName::from_static("x-unavailable-tweets");
+
 /// How a native answer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -281,10 +285,11 @@ impl Format {
             .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
             .find(|(k, _)| k == "format")
             .map(|(_, v)| v.into_owned());
-        match given.as_deref() {
+        match given.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("csv") => return Ok(Format::Csv),
             Some("json") => return Ok(Format::Json),
-            Some(other) => {
+            Some(_) => {
+                let other = given.unwrap_or_default();
                 return Err(ServiceError::BadRequest(ApiError::new(format!(
                     "format must be json or csv, not {other:?}"
                 ))));
@@ -298,10 +303,11 @@ impl Format {
         for range in ranges {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
+            // A weight that is not a number from 0 to 1 makes the range count for nothing.
+            let q = match parts.find_map(|p| p.trim().strip_prefix("q=")) {
+                None => 1.0,
+                Some(q) => q.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0),
+            };
             match media.as_str() {
                 "text/csv" => csv = csv.max(q),
                 "application/json" | "application/*" | "*/*" => json = json.max(q),
@@ -319,14 +325,18 @@ impl Format {
                 serde_json::to_writer(out, &native_body(&answer))
             }),
             Format::Csv => {
-                let incomplete = answer.incomplete.len();
+                let (incomplete, unavailable) =
+                    (answer.incomplete.len(), answer.response.unavailable_tweet_ids.len());
                 let mut response = streaming::csv(move |out| {
                     let _keep = keep;
                     engagement::csv::write(&answer.response, &answer.groupings, out)
                 });
-                // CSV has no room for `meta.incomplete`: say that slices are missing.
-                if incomplete > 0 {
-                    response.headers_mut().insert(INCOMPLETE_SLICES, incomplete.into());
+                // CSV has no room for `meta.incomplete` or `unavailable_tweet_ids`: say
+                // that slices or Tweets are missing.
+                for (name, n) in [(INCOMPLETE_SLICES, incomplete), (UNAVAILABLE_TWEETS, unavailable)] {
+                    if n > 0 {
+                        response.headers_mut().insert(name, n.into());
+                    }
                 }
                 response
             }

@@ -120,6 +120,11 @@ async fn derived_numbers_come_with_native_answers() {
     assert_eq!(run.status.code(), Some(1));
     assert!(text(&run.stderr).contains("only for the native answer"), "{}", text(&run.stderr));
     assert!(run.stdout.is_empty());
+    // CSV, as on /v1/historical, has the counts and leaves the derived numbers out.
+    let csv = ["--format", "csv"];
+    let run = query(Some(&sim_url), &store.path().join("facts"), &csv, &serde_json::to_vec(&body).unwrap());
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).lines().count(), 1 + 28, "a header and 28 days");
 }
 
 #[test]
