@@ -47,9 +47,13 @@ fn every_route_body_and_error_is_described() {
 /// The document with the bound on Tweet IDs, which moves every hour, written as `NEWEST`.
 fn with_fixed_id_bound() -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-    let ids = &mut doc["components"]["schemas"]["Question"]["properties"]["tweet_ids"]["items"]["oneOf"];
-    ids[0]["pattern"] = Value::from("NEWEST");
-    ids[1]["maximum"] = Value::from("NEWEST");
+    // Every body with Tweet IDs (the questions of /historical, /totals and /28hr).
+    for schema in doc["components"]["schemas"].as_object_mut().unwrap().values_mut() {
+        if let Some(ids) = schema.pointer_mut("/properties/tweet_ids/items/oneOf") {
+            ids[0]["pattern"] = Value::from("NEWEST");
+            ids[1]["maximum"] = Value::from("NEWEST");
+        }
+    }
     serde_json::to_string_pretty(&doc).unwrap() + "\n"
 }
 
