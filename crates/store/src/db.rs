@@ -12,7 +12,7 @@ use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, born_hour, hour_of};
-use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask};
+use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
@@ -240,9 +240,7 @@ impl Store {
         range: TimeRange,
         now: DateTime<Utc>,
     ) -> Result<Known, StoreError> {
-        let mut slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
-        slots.sort_unstable();
-        slots.dedup();
+        let slots = slots_of(types);
         let wanted = slot_mask(&slots);
         let first = hour_of(range.start);
         let hours = range.hours();

@@ -10,7 +10,7 @@ use engagement::time::floor_hour;
 use engagement::tree::Node;
 use engagement::{EngagementType, HourlyCounts, Response, TimeRange, TweetId};
 
-use crate::row::{Hour, SLOTS, slot, slot_mask};
+use crate::row::{Hour, SLOTS, slot, types_mask};
 
 /// The hour number of an instant (hours since the Unix epoch).
 pub fn hour_of(t: DateTime<Utc>) -> i64 {
@@ -93,8 +93,7 @@ impl CallFacts {
         let Some(Node::Branch(by_tweet)) = response.groupings.get(grouping) else {
             return Err(Shape(format!("no grouping {grouping:?}")));
         };
-        let slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
-        let all = slot_mask(&slots);
+        let all = types_mask(types);
         out.slots = all;
         for (id, by_type) in by_tweet.iter() {
             let tweet = TweetId::parse(id).ok_or_else(|| Shape(format!("Tweet key {id:?}")))?;

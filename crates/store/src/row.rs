@@ -31,6 +31,19 @@ pub fn slot_mask(slots: &[usize]) -> u32 {
     slots.iter().fold(0, |m, s| m | 1 << s)
 }
 
+/// The slots of `types` (those a row can hold), sorted, each once.
+pub fn slots_of(types: &[EngagementType]) -> Vec<usize> {
+    let mut slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// The mask of the slots of `types`.
+pub fn types_mask(types: &[EngagementType]) -> u32 {
+    slot_mask(&slots_of(types))
+}
+
 /// A day of one Tweet: per type, the hours held and their counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayRow {

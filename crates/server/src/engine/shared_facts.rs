@@ -10,16 +10,11 @@ use chrono::{DateTime, Utc};
 use engagement::{EngagementType, TweetId};
 use stitch::Plan;
 use store::facts::{born_hour, hour_of};
-use store::row::{slot, slot_mask};
+use store::row::types_mask;
 use store::{CallFacts, Known, Store};
 
 use crate::metrics;
 use crate::sharing::Sharing;
-
-/// The slots of `types`, as a mask.
-fn mask_of(types: &[EngagementType]) -> u32 {
-    slot_mask(&types.iter().filter_map(|t| slot(*t)).collect::<Vec<_>>())
-}
 
 /// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of
 /// the Tweets whose status is not: keeps them in `store` and adds them to `known`.
@@ -61,7 +56,7 @@ pub(super) async fn take(
     if wanted.is_empty() && unknown.is_empty() {
         return;
     }
-    let slots = mask_of(types);
+    let slots = types_mask(types);
     let unsettled_from = store.unsettled_from(now);
     let (found, statuses) = match tokio::join!(
         sharing.redis.get_facts(handle, &wanted, slots, unsettled_from),
@@ -221,7 +216,7 @@ pub(super) async fn wait_for(
             .map(|t| (*t, (first.max(born_hour(*t))..last).collect::<Vec<_>>()))
             .filter(|(_, hours)| !hours.is_empty())
             .collect();
-        facts.slots = mask_of(types);
+        facts.slots = types_mask(types);
         facts.hours = sharing.redis.get_facts(handle, &wanted, facts.slots, unsettled_from).await.ok()?;
         let complete =
             wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
