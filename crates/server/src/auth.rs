@@ -181,7 +181,7 @@ impl Keyring {
         let here = self.nonces.entry(nonce.clone()).or_insert(()).is_fresh();
         if let Some(sharing) = &self.sharing {
             let anywhere = sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await;
-            if let Some(first) = sharing.or_alone("nonce", anywhere)? {
+            if let Some(first) = sharing.or_alone(crate::sharing::Alone::Nonce, anywhere)? {
                 return Ok(first && here);
             }
         }

@@ -24,6 +24,35 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// (idempotently), in case Redis lost them (restarted without persistence, say).
 const LEDGER_EVERY: u32 = 60;
 
+/// What a replica does alone while Redis is away (the label of
+/// `stitcher_redis_fallbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alone {
+    /// Pacing calls by its share of the budget.
+    Budget,
+    /// Answering from its own store and calls.
+    Facts,
+    /// Counting handles in its own ledger.
+    Ledger,
+    /// Checking OAuth nonces against those it has seen.
+    Nonce,
+    /// Showing the month's usage from its own ledger.
+    Usage,
+}
+
+impl Alone {
+    /// The metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Alone::Budget => "budget",
+            Alone::Facts => "facts",
+            Alone::Ledger => "ledger",
+            Alone::Nonce => "nonce",
+            Alone::Usage => "usage",
+        }
+    }
+}
+
 /// The Redis this replica shares state through, and its policy while Redis is away.
 #[derive(Debug)]
 pub struct Sharing {
@@ -58,21 +87,21 @@ impl Sharing {
     }
 
     /// What Redis answered; or, when it could not be reached, `None` if this replica may do
-    /// `what` (ledger, nonce, usage) alone, which is logged and counted; else the client's
-    /// `503`.
+    /// `what` alone, which is logged and counted; else the client's `503`.
     pub fn or_alone<T>(
         &self,
-        what: &'static str,
+        what: Alone,
         answered: Result<T, Unreachable>,
     ) -> Result<Option<T>, ServiceError> {
         match answered {
             Ok(answer) => Ok(Some(answer)),
             Err(e) => {
-                tracing::debug!(error = %e, what, "Redis could not be asked");
+                tracing::debug!(error = %e, what = what.label(), "Redis could not be asked");
                 match self.on_failure {
                     OnFailure::Local => {
-                        metrics::redis_fallback(what);
-                        if what == "ledger" {
+                        metrics::redis_fallback(what.label());
+                        if what == Alone::Ledger {
+                            // Handles counted alone are added to Redis's ledger when it returns.
                             self.owes_ledger.store(true, Ordering::Relaxed);
                         }
                         Ok(None)
@@ -109,7 +138,7 @@ impl Sharing {
                 metrics::redis_up(up);
                 let fallbacks = budget.fallbacks();
                 for _ in paced_alone..fallbacks {
-                    metrics::redis_fallback("budget");
+                    metrics::redis_fallback(Alone::Budget.label());
                 }
                 paced_alone = fallbacks;
                 ticks = ticks.wrapping_add(1);

@@ -67,7 +67,9 @@ async fn read(
     let granted = state.keyring.granted_handles(method, uri, headers).await?;
     let now = chrono::Utc::now();
     let shared = match &state.sharing {
-        Some(sharing) => sharing.or_alone("usage", sharing.redis.handles_in_month(now).await)?,
+        Some(sharing) => {
+            sharing.or_alone(crate::sharing::Alone::Usage, sharing.redis.handles_in_month(now).await)?
+        }
         None => None,
     };
     let month = match shared {

@@ -444,9 +444,10 @@ impl Engine {
         }
         let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
         let shared = match &self.sharing {
-            Some(sharing) => {
-                sharing.or_alone("ledger", sharing.redis.admit_handle(handle, now, cap, refuse).await)?
-            }
+            Some(sharing) => sharing.or_alone(
+                crate::sharing::Alone::Ledger,
+                sharing.redis.admit_handle(handle, now, cap, refuse).await,
+            )?,
             None => None,
         };
         // The store keeps the ledger too: alone, it is the ledger; beside Redis, it is what

@@ -65,7 +65,7 @@ pub(super) async fn take(
         (Ok(found), Ok(statuses)) => (found, statuses),
         (Err(e), _) | (_, Err(e)) => {
             tracing::debug!(error = %e, "the shared facts could not be read");
-            metrics::redis_fallback("facts");
+            metrics::redis_fallback(crate::sharing::Alone::Facts.label());
             return;
         }
     };
@@ -139,7 +139,7 @@ pub(super) async fn give(
     );
     if let Err(e) = counts.and(statuses) {
         tracing::debug!(error = %e, "what was fetched could not be shared");
-        metrics::redis_fallback("facts");
+        metrics::redis_fallback(crate::sharing::Alone::Facts.label());
     }
 }
 
