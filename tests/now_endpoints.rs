@@ -146,3 +146,27 @@ async fn identical_questions_at_once_share_their_calls() {
         a.1["meta"]["shared_calls"].as_u64().unwrap() + b.1["meta"]["shared_calls"].as_u64().unwrap();
     assert_eq!(shared, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_answered_either_side_of_an_hour_are_asked_again() {
+    let now = end_to_end::test_now();
+    let (ids, _) = tweets(now, 100);
+    let slow = Faults { latency: Duration::from_millis(300), ..Faults::default() };
+    // Two calls at a time: the first two batches are answered before the hour turns, the
+    // last two after.
+    let world = World::start(
+        Config { faults: slow, ..Config::default() },
+        &[("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "2")],
+    )
+    .await;
+    let body = question(Endpoint::Hr28, &ids);
+    let turn = async {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        world.sim.set_clock(simulator::Clock::Fixed(now + chrono::Duration::hours(1)));
+    };
+    let ((status, got), ()) = tokio::join!(world.ask("/v1/28hr", &body), turn);
+    assert_eq!(status, 200, "{got}");
+    let expected = unlimited(&world, Endpoint::Hr28, &body);
+    assert_eq!(counts_as_strings(got["data"].clone()), expected, "one 28-hour span, the new one");
+    assert_eq!(got["meta"]["upstream_calls"], 8, "four batches, twice");
+}
