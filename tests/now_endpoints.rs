@@ -134,7 +134,8 @@ async fn bad_questions_are_refused_before_any_call() {
 async fn identical_questions_at_once_share_their_calls() {
     let now = end_to_end::test_now();
     let (ids, _) = tweets(now, 100);
-    let slow = Faults { latency: Duration::from_millis(400), ..Faults::default() };
+    // Calls slow enough that the second question comes while the first's are in flight.
+    let slow = Faults { latency: Duration::from_millis(1000), ..Faults::default() };
     let world = World::start(Config { faults: slow, ..Config::default() }, &[]).await;
     let body = question(Endpoint::Hr28, &ids);
     let (a, b) = tokio::join!(world.ask("/v1/28hr", &body), world.ask("/v1/28hr", &body));
@@ -160,8 +161,12 @@ async fn batches_answered_either_side_of_an_hour_are_asked_again() {
     )
     .await;
     let body = question(Endpoint::Hr28, &ids);
+    // The hour turns once the first two are answered; the other two are then on their way
+    // (the simulator answers after its latency, by its clock then).
     let turn = async {
-        tokio::time::sleep(Duration::from_millis(450)).await;
+        while calls_to(&world, Endpoint::Hr28) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         world.sim.set_clock(simulator::Clock::Fixed(now + chrono::Duration::hours(1)));
     };
     let ((status, got), ()) = tokio::join!(world.ask("/v1/28hr", &body), turn);
