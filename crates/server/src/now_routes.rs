@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use engagement::request::Sent;
 use engagement::tree::CountStyle;
 use engagement::{Endpoint, Query};
@@ -87,6 +87,7 @@ struct NativeBody<'a> {
     meta: &'a NowMeta,
 }
 
+/// Answers a `/totals` or `/28hr` question in the API's shape or the native one, streamed.
 async fn respond(
     state: &Arc<AppState>,
     head: RequestHead,
@@ -107,7 +108,6 @@ async fn respond(
         }),
         Err(e) => e.into_response_for(id.as_deref()),
     }
-    .into_response()
 }
 
 /// `POST /insights/engagement/totals`: the API's request and answer, any number of Tweets

@@ -141,7 +141,7 @@ pub(crate) async fn read_question(
 
 /// Reads and validates a question's body (with `partial`, `derive` and `top` when
 /// `native`), and the counts its answer holds, refusing one that could never fit.
-pub fn question_of(
+pub(crate) fn question_of(
     state: &AppState,
     body: &[u8],
     native: bool,
