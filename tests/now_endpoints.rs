@@ -1,6 +1,6 @@
-//! `/totals` and `/28hr` without their limit on Tweets: the service's answer equals what
-//! one call with no limit would give, made as batches of 250 and 25 calls; identical
-//! questions at once share their calls.
+//! `/totals` and `/28hr` without their limit on Tweets: the service's answer equals the
+//! simulator's answers per batch of 250 or 25, merged (and what one call with no limit
+//! would give), made in as many calls; identical questions at once share their calls.
 
 #![allow(clippy::unwrap_used)]
 
@@ -50,6 +50,21 @@ fn unlimited(world: &World, endpoint: Endpoint, body: &Value) -> Value {
     serde_json::to_value(&answer).unwrap()
 }
 
+/// The simulator's answers to `body` asked in the API's own batches (250 or 25 Tweets,
+/// within its limits), merged.
+fn per_batch(world: &World, endpoint: Endpoint, ids: &[TweetId], body: &Value) -> Value {
+    let model = world.sim.model();
+    let mut merged = engagement::Response::default();
+    for batch in stitch::plan::batches(ids, endpoint.max_tweet_ids()) {
+        let mut asked = body.clone();
+        asked["tweet_ids"] = json!(batch.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let answer =
+            simulator::answer(&world.sim.config, &model, endpoint, &asked, &Limits::of(endpoint)).unwrap();
+        stitch::merge::absorb(&mut merged, answer).unwrap();
+    }
+    serde_json::to_value(&merged).unwrap()
+}
+
 fn calls_to(world: &World, endpoint: Endpoint) -> u64 {
     world.sim.stats().by_endpoint.get(endpoint.name()).copied().unwrap_or(0)
 }
@@ -66,6 +81,11 @@ async fn totals_and_28hr_for_600_and_80_tweets_equal_one_unlimited_call() {
         for n in [600usize, 80] {
             let body = question(endpoint, &ids[..n]);
             let expected = unlimited(&world, endpoint, &body);
+            assert_eq!(
+                per_batch(&world, endpoint, &ids[..n], &body),
+                expected,
+                "{endpoint:?} per batch, merged"
+            );
             assert!(!expected["unavailable_tweet_ids"].as_array().unwrap().is_empty());
             let batches = n.div_ceil(endpoint.max_tweet_ids()) as u64;
 
