@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials, Retried};
 
-use super::{Engine, collect, failed_slice, failure, outcome, refusal};
+use super::{Engine, collect, failed_slice, failure, outcome, refusal, shared_call};
 use crate::error::ServiceError;
 use crate::metrics;
 
@@ -125,37 +125,24 @@ impl Engine {
             };
             let (engine, lane, handle) = (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle));
             tasks.spawn(async move {
-                loop {
+                let start = || {
                     let (engine, lane, handle, body) =
                         (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&handle), body.clone());
-                    let (shared, joined) = Arc::clone(&engine)
-                        .now_calls
-                        .run(key.clone(), move || {
-                            async move {
-                                if let Err(e) = engine.admit_handle(&handle.handle, false).await {
-                                    tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
-                                }
-                                let call =
-                                    engine.calls.call(&lane, endpoint, &handle, &body, deadline, |result, _, _| {
-                                        metrics::upstream_call(&outcome(result));
-                                    });
-                                Arc::new(call.await)
-                            }
-                            .boxed()
-                        })
-                        .await;
-                    let shared = shared.unwrap_or_else(|| {
-                        let reason = "the call's task failed".to_string();
-                        let failed = AttemptError::Transient { reason, status: None, retry_after: None };
-                        Arc::new(Retried { result: Err(failed), attempts: 0 })
-                    });
-                    // A call shared with a question whose deadline came first is made again
-                    // for this one, if its own deadline allows.
-                    let theirs_ran_out = matches!(shared.result, Err(AttemptError::Deadline { .. }));
-                    if !(joined && theirs_ran_out && Instant::now() < deadline) {
-                        return (slice, shared, joined);
+                    async move {
+                        if let Err(e) = engine.admit_handle(&handle.handle, false).await {
+                            tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
+                        }
+                        let call = engine.calls.call(&lane, endpoint, &handle, &body, deadline, |result, _, _| {
+                            metrics::upstream_call(&outcome(result));
+                        });
+                        Arc::new(call.await)
                     }
-                }
+                    .boxed()
+                };
+                let ran_out = |shared: &NowShared| matches!(shared.result, Err(AttemptError::Deadline { .. }));
+                let failed = |e| Arc::new(Retried { result: Err(e), attempts: 0 });
+                let (shared, joined) = shared_call(&engine.now_calls, &key, deadline, start, ran_out, failed).await;
+                (slice, shared, joined)
             });
         }
 
@@ -166,7 +153,6 @@ impl Engine {
         let cut_off =
             collect(&mut tasks, &plan, &plan.fetched, deadline, cancel, |(slice, shared, joined)| {
                 if joined {
-                    metrics::coalesced();
                     joined_calls += 1;
                 } else {
                     made += 1;

@@ -355,6 +355,38 @@ async fn collect<T: 'static>(
     }
 }
 
+/// The outcome of a call shared between questions (`key` in `calls`): joined if one is in
+/// flight, else `start`ed. A call joined from a question whose deadline came first
+/// (`ran_out`) is made again for this one while its own `deadline` allows. Also whether the
+/// outcome is of a call another question made; `failed` makes the outcome of a call whose
+/// task died.
+async fn shared_call<K, V>(
+    calls: &Coalesce<K, V>,
+    key: &K,
+    deadline: Instant,
+    start: impl Fn() -> futures::future::BoxFuture<'static, V>,
+    ran_out: impl Fn(&V) -> bool,
+    failed: impl Fn(AttemptError) -> V,
+) -> (V, bool)
+where
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    loop {
+        let (outcome, joined) = calls.run(key.clone(), &start).await;
+        if joined {
+            metrics::coalesced();
+        }
+        let outcome = outcome.unwrap_or_else(|| {
+            let reason = "the call's task failed".to_string();
+            failed(AttemptError::Transient { reason, status: None, retry_after: None })
+        });
+        if !(joined && ran_out(&outcome) && Instant::now() < deadline) {
+            return (outcome, joined);
+        }
+    }
+}
+
 impl Engine {
     /// Answers `question` as `handle` by `deadline`, reporting to `progress`. Once `cancel`
     /// fires no call starts and the question fails with what was not done. With the store

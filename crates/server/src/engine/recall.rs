@@ -26,7 +26,7 @@ use upstream::{AttemptError, HandleCredentials};
 
 use super::{
     Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failure, outcome, refusal,
-    shared_facts,
+    shared_call, shared_facts,
 };
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
@@ -390,50 +390,27 @@ impl Engine {
                     window: need.slice.window,
                     status_only: need.status_only,
                 };
-                let mut joined_any = false;
-                loop {
-                    let (shared, joined) = engine
-                        .shared
-                        .run(key.clone(), || {
-                            let (engine, handle, body, tweets, types) = (
-                                Arc::clone(&engine),
-                                Arc::clone(&handle),
-                                body.clone(),
-                                key.tweets.clone(),
-                                key.types.clone(),
-                            );
-                            let (lane, progress) = (Arc::clone(&lane), Arc::clone(&progress));
-                            async move {
-                                engine
-                                    .fetch(&lane, &handle, body, (tweets, types), need, deadline, &progress)
-                                    .await
-                            }
-                            .boxed()
-                        })
-                        .await;
-                    let shared = shared.unwrap_or_else(|| {
-                        let reason = "the call's task failed".to_string();
-                        Arc::new((
-                            Err(CallFailure::Call(AttemptError::Transient {
-                                reason,
-                                status: None,
-                                retry_after: None,
-                            })),
-                            0,
-                        ))
-                    });
-                    if joined {
-                        metrics::coalesced();
-                        joined_any = true;
+                let start = || {
+                    let (engine, handle, body, tweets, types) = (
+                        Arc::clone(&engine),
+                        Arc::clone(&handle),
+                        body.clone(),
+                        key.tweets.clone(),
+                        key.types.clone(),
+                    );
+                    let (lane, progress) = (Arc::clone(&lane), Arc::clone(&progress));
+                    async move {
+                        engine.fetch(&lane, &handle, body, (tweets, types), need, deadline, &progress).await
                     }
-                    // A call shared with a question whose deadline came first is made again
-                    // for this one, if its own deadline allows.
-                    let theirs_ran_out =
-                        matches!(shared.0, Err(CallFailure::Call(AttemptError::Deadline { .. })));
-                    if !(joined && theirs_ran_out && Instant::now() < deadline) {
-                        return (need, shared, joined_any);
-                    }
-                }
+                    .boxed()
+                };
+                let ran_out = |shared: &Shared| {
+                    matches!(shared.0, Err(CallFailure::Call(AttemptError::Deadline { .. })))
+                };
+                let failed = |e| Arc::new((Err(CallFailure::Call(e)), 0));
+                let (shared, joined) =
+                    shared_call(&engine.shared, &key, deadline, start, ran_out, failed).await;
+                (need, shared, joined)
             });
         }
 
