@@ -192,6 +192,9 @@ async fn derived_numbers_asked_wrongly_are_refused_before_any_call() {
     let (status, got) = world.ask("/v1/historical", &body(json!({"derive": null, "top": null}))).await;
     assert_eq!(status, 200, "{got}");
     assert!(got.get("derived").is_none() && got.get("top").is_none());
+    let nothing = body(json!({"derive": null, "top": null, "partial": null}));
+    let (status, got) = world.ask("/insights/engagement/historical", &nothing).await;
+    assert_eq!(status, 200, "the drop-in reads null as absent too: {got}");
 }
 
 /// Reads CSV text (RFC 4180 quoting) into rows of cells.

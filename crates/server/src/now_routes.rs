@@ -38,16 +38,10 @@ async fn ask(
     }
     let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
     // What the endpoint cannot do is said, never silently dropped.
-    let not_here: Vec<&str> = [
-        ("start", !matches!(body.question.start, Sent::Absent)),
-        ("end", !matches!(body.question.end, Sent::Absent)),
-        ("partial", !matches!(body.partial, Sent::Absent | Sent::Given(None))),
-        ("derive", !matches!(body.derive, Sent::Absent | Sent::Given(None))),
-        ("top", !matches!(body.top, Sent::Absent | Sent::Given(None))),
-    ]
-    .into_iter()
-    .filter_map(|(name, sent)| sent.then_some(name))
-    .collect();
+    let range = [("start", &body.question.start), ("end", &body.question.end)];
+    let mut not_here: Vec<&str> =
+        range.into_iter().filter(|(_, sent)| !matches!(sent, Sent::Absent)).map(|(name, _)| name).collect();
+    not_here.extend(body.native_members());
     if !not_here.is_empty() {
         let span = match endpoint {
             Endpoint::Totals => "counts each Tweet's whole life so far",

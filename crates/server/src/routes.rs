@@ -126,6 +126,19 @@ pub struct NativeQuestion {
     pub top: Sent<Option<engagement::derive::TopBody>>,
 }
 
+impl NativeQuestion {
+    /// The members only the native answer reads (`partial`, `derive`, `top`) that this body
+    /// gives: not absent, and not `null`.
+    pub(crate) fn native_members(&self) -> Vec<&'static str> {
+        let given = [
+            ("partial", !matches!(self.partial, Sent::Absent | Sent::Given(None))),
+            ("derive", !matches!(self.derive, Sent::Absent | Sent::Given(None))),
+            ("top", !matches!(self.top, Sent::Absent | Sent::Given(None))),
+        ];
+        given.into_iter().filter_map(|(name, given)| given.then_some(name)).collect()
+    }
+}
+
 /// Admits, authenticates and reads a question (with `partial` when `native`), refusing one
 /// whose answer could never fit in `server.max_counts_in_flight`.
 pub(crate) async fn read_question(
@@ -147,27 +160,24 @@ pub(crate) fn question_of(
     native: bool,
 ) -> Result<(engine::Question, u32), ServiceError> {
     let body: NativeQuestion = engagement::request::read_body(body).map_err(ServiceError::BadRequest)?;
+    let named = if native { Vec::new() } else { body.native_members() };
+    if !named.is_empty() {
+        let list: Vec<String> = named.iter().map(|m| format!("\"{m}\"")).collect();
+        let verb = if named.len() == 1 { "is" } else { "are" };
+        return Err(ServiceError::BadRequest(ApiError::new(format!(
+            "{} {verb} only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape answers in full and has no place for them",
+            list.join(", ")
+        ))));
+    }
     let partial = match body.partial {
         Sent::Absent | Sent::Given(None) => false,
-        Sent::Given(Some(b)) if native => b,
-        Sent::Given(Some(_)) => {
-            return Err(ServiceError::BadRequest(ApiError::new(
-                "\"partial\" is only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the drop-in endpoint answers in full or not at all",
-            )));
-        }
+        Sent::Given(Some(b)) => b,
         Sent::Other(other) => {
             return Err(ServiceError::BadRequest(ApiError::new(format!(
                 "\"partial\" must be true or false, not {other}"
             ))));
         }
     };
-    let asks_derived =
-        !matches!(body.derive, Sent::Absent) || !matches!(body.top, Sent::Absent | Sent::Given(None));
-    if asks_derived && !native {
-        return Err(ServiceError::BadRequest(ApiError::new(
-            "\"derive\" and \"top\" are only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape has no place for them",
-        )));
-    }
     let query = Query::from_body(Endpoint::Historical, &body.question, &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
     let derive =
