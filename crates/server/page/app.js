@@ -123,8 +123,11 @@ function presetOf(groupings) {
   return pick.level === 'engagement.day' ? 'daily' : 'hours';
 }
 
-/** A question as given, with the "per tweet" grouping the table needs when it has room. */
-function withPerTweet(question) {
+/**
+ * A linked question as given, with what the page shows asked for too: the "per tweet"
+ * grouping the table needs (when it has room), the engagement rate and the Top Tweets.
+ */
+function forThePage(question) {
   const asked = { ...question };
   // The page shows the engagement rate and the Top Tweets: a link that does not ask for
   // them gets them as the form would ask.
@@ -702,7 +705,7 @@ function init() {
   fillForm(linked.question);
   // Only a link that carries its key runs at once: a link without one (from anywhere)
   // must not spend the key this tab already holds without a click.
-  if (linked.keyGiven) run(withPerTweet(linked.question));
+  if (linked.keyGiven) run(forThePage(linked.question));
   else if ($('#api-key').value.trim()) showStatus('Check the question, then Run.');
   else showStatus('Enter your API key, then Run.');
 }

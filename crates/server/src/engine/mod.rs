@@ -408,6 +408,8 @@ impl Engine {
         Ok(answer)
     }
 
+    /// The answer to `question` alone, before anything is derived from it: from the store
+    /// and the calls for what it lacks, or on the grid without a store.
     async fn stitch(
         self: &Arc<Self>,
         handle: &Arc<HandleCredentials>,
