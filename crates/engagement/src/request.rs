@@ -104,12 +104,33 @@ impl<T: serde::Serialize> std::fmt::Display for Sent<T> {
     }
 }
 
-/// A Tweet ID as clients send it: a decimal string, or a bare integer.
+/// A Tweet ID as clients send it: a decimal string, or a bare integer (a JSON number with
+/// a zero fraction, such as `5150.0`, is an integer too).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum IdText {
     Decimal(String),
     Integer(u64),
+    Number(f64),
+}
+
+/// The least number a JSON parser may read with a digit lost: from here on, a number with a
+/// fraction part is read as the nearest double, which need not be the ID that was sent.
+const EXACT_BELOW: f64 = 9_007_199_254_740_992.0;
+
+impl IdText {
+    /// The ID this is, if it is one: digits that fit in 64 bits, or an integral number read
+    /// exactly.
+    fn id(&self) -> Option<TweetId> {
+        match self {
+            IdText::Decimal(s) => TweetId::parse(s),
+            IdText::Integer(n) => Some(TweetId(*n)),
+            IdText::Number(x) if x.fract() == 0.0 && (0.0..EXACT_BELOW).contains(x) => {
+                Some(TweetId(*x as u64))
+            }
+            IdText::Number(_) => None,
+        }
+    }
 }
 
 // Read by validation and described by the OpenAPI document alike, so the two cannot differ.
@@ -345,11 +366,7 @@ fn read_tweet_ids(
     let mut ids = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for item in items {
-        let id = match item.given() {
-            Some(IdText::Decimal(s)) => TweetId::parse(s),
-            Some(IdText::Integer(n)) => Some(TweetId(*n)),
-            None => None,
-        };
+        let id = item.given().and_then(IdText::id);
         match id {
             Some(id) => ids.push(id),
             None if bad.len() < 5 => bad.push(item.to_string()),
@@ -358,7 +375,7 @@ fn read_tweet_ids(
     }
     if !bad.is_empty() {
         return Err(format!(
-            "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits): {}",
+            "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits, best sent as strings: a number of 2^53 or more written with a fraction or exponent, such as 1.79e18, loses digits): {}",
             bad.join(", ")
         ));
     }
@@ -567,6 +584,18 @@ mod tests {
     }
 
     #[test]
+    fn integral_numbers_are_ids_when_they_are_read_exactly() {
+        let mut body = base();
+        body["tweet_ids"] = json!([5150.0, 5151]);
+        assert_eq!(historical(body).unwrap().tweet_ids, [TweetId(5150), TweetId(5151)]);
+        // 2^53 + 1 as a double is 2^53: the ID sent cannot be known.
+        for bad in [json!([5150.5]), json!([1.79e18]), json!([9007199254740992.0]), json!([-1.0])] {
+            let message = rejected(json!({ "tweet_ids": bad }));
+            assert!(message.contains("not Tweet IDs") && message.contains("strings"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
     fn a_grouping_named_twice_is_refused_and_one_named_once_is_read() {
         let twice =
             br#"{"groupings": {"g": {"group_by": ["tweet.id"]}, "g": {"group_by": ["engagement.type"]}}}"#;
@@ -584,7 +613,7 @@ mod tests {
         assert!(rejected(json!({"tweet_ids": []})).contains("non-empty array"));
         assert!(
             rejected(json!({"tweet_ids": ["12x"]}))
-                .contains("not Tweet IDs (decimal digits that fit in 64 bits): \"12x\"")
+                .contains("not Tweet IDs (decimal digits that fit in 64 bits, best sent as strings")
         );
         let many: Vec<String> = (1..=26).map(|i| i.to_string()).collect();
         assert!(rejected(json!({"tweet_ids": many})).contains("26 distinct IDs given, at most 25"));
@@ -651,7 +680,7 @@ mod tests {
         assert_eq!(
             err.errors,
             [
-                "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits): true, \"12x\", 5.5",
+                "tweet_ids holds values that are not Tweet IDs (decimal digits that fit in 64 bits, best sent as strings: a number of 2^53 or more written with a fraction or exponent, such as 1.79e18, loses digits): true, \"12x\", 5.5",
                 "engagement_types must hold strings, not 3",
                 "grouping \"g\": {\"level\":1} is not a group_by value; use tweet.id, engagement.type, engagement.day or engagement.hour",
                 "start must be a string such as \"2015-08-01\" or \"2015-08-01T00:00:00Z\", not 20200101",

@@ -246,9 +246,40 @@ pub struct Response {
 }
 
 impl Response {
+    /// The bytes one entry of a tree takes, besides a key of its own: every count of an
+    /// answer takes at least this much.
+    pub const ENTRY_BYTES: u64 = std::mem::size_of::<(Key, Node)>() as u64;
+
     /// A view that serializes with counts in `style`.
     pub fn styled(&self, style: CountStyle) -> Styled<'_, Response> {
         Styled { value: self, style }
+    }
+
+    /// About the bytes the answer holds in memory: its trees' entries and the keys they own
+    /// (keys shared between answers, such as hours and days, are not counted).
+    pub fn held_bytes(&self) -> u64 {
+        fn of(node: &Node) -> u64 {
+            match node {
+                Node::Count(_) => 0,
+                Node::Branch(b) => b
+                    .entries
+                    .iter()
+                    .map(|(k, n)| {
+                        let owned = if let Key::Owned(text) = k { text.len() as u64 } else { 0 };
+                        Response::ENTRY_BYTES + owned + of(n)
+                    })
+                    .sum(),
+            }
+        }
+        let ids = self.unavailable_tweet_ids.len()
+            + self.unsupported_for_video_views_tweet_ids.len()
+            + self.unsupported_for_impressions_engagements_tweet_ids.len();
+        let lists = (ids * std::mem::size_of::<TweetId>()) as u64;
+        self.groupings
+            .iter()
+            .map(|(name, node)| Self::ENTRY_BYTES + name.len() as u64 + of(node))
+            .sum::<u64>()
+            + lists
     }
 }
 

@@ -31,10 +31,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// connections to close.
 const CUT_OFF_LINGER: Duration = Duration::from_secs(2);
 
-/// Waits up to `limit` for the questions in flight to be answered; whether they were.
+/// Waits up to `limit` for the questions in flight and the running jobs to be answered;
+/// whether they were.
 async fn wait_for_questions(state: &AppState, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
-    while state.questions_in_flight() > 0 {
+    while state.questions_in_flight() > 0 || state.jobs.running() > 0 {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
@@ -166,15 +167,18 @@ impl Application {
             async move {
                 shutdown.await;
                 state.ready.store(false, Ordering::SeqCst);
+                state.jobs.close();
                 tracing::info!(
                     grace_secs = grace.as_secs(),
                     in_flight = state.questions_in_flight(),
-                    "shutting down: refusing new questions, finishing those in flight"
+                    jobs_running = state.jobs.running(),
+                    "shutting down: refusing new questions and jobs, failing queued jobs, finishing those in flight"
                 );
                 if !wait_for_questions(&state, grace).await {
                     tracing::warn!(
                         in_flight = state.questions_in_flight(),
-                        "grace period over: answering the questions still in flight with 503"
+                        jobs_running = state.jobs.running(),
+                        "grace period over: answering the questions still in flight with 503, failing running jobs"
                     );
                     state.cut_off.cancel();
                     wait_for_questions(&state, CUT_OFF_LINGER).await;

@@ -43,16 +43,18 @@ pub struct QueryArgs {
 /// Why a query gave no answer, said on standard error.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    /// The question could not be read, or the settings do not allow asking it.
+    /// The question could not be read (a missing file, bad JSON).
     #[error("{0}")]
     Input(String),
-    /// The question was refused or could not be answered.
+    /// The question was refused or could not be answered here (the settings, the handle,
+    /// a store held by another process, the upstream).
     #[error("{0}")]
     Answer(String),
 }
 
 impl QueryError {
-    /// The process's exit code: 2 for what was given, 1 for what happened.
+    /// The process's exit code: 2 for a question that cannot be read, 1 for one that was
+    /// refused or could not be answered.
     pub fn exit_code(&self) -> u8 {
         match self {
             QueryError::Input(_) => 2,
@@ -62,8 +64,47 @@ impl QueryError {
 }
 
 fn answer_error(e: ServiceError) -> QueryError {
+    if let ServiceError::TooBigForDeadline { refusal } = &e {
+        // Here the question has the time of a job, which the settings give.
+        return QueryError::Answer(format!(
+            "{refusal}, its deadline (jobs.timeout_secs): give it more time, e.g. STITCHER__JOBS__TIMEOUT_SECS={}, or ask for a shorter range or fewer Tweets",
+            refusal.time_needed().as_secs()
+        ));
+    }
     let messages = e.messages();
     QueryError::Answer(if messages.is_empty() { e.to_string() } else { messages.join("; ") })
+}
+
+/// The service's state for `settings`. In demo mode a store held by a running service is
+/// left to it, and this answer keeps a store of its own for as long as it runs (the
+/// simulator's numbers cost nothing to fetch again); with a real upstream that would call
+/// behind the service's back, so it is refused with what to do instead.
+async fn state_for(
+    mut settings: Settings,
+) -> Result<(Arc<crate::state::AppState>, Option<PathBuf>), QueryError> {
+    let held = match Application::standalone(settings.clone()).await {
+        Ok(state) => return Ok((state, None)),
+        Err(e)
+            if e.downcast_ref::<store::StoreError>()
+                .is_some_and(|e| matches!(e, store::StoreError::InUse { .. })) =>
+        {
+            e
+        }
+        Err(e) => return Err(QueryError::Answer(format!("{e:#}"))),
+    };
+    if settings.upstream.base_url.is_some() {
+        return Err(QueryError::Answer(format!(
+            "{held:#}: a running stitcher holds it. Ask that service instead (POST /v1/historical, or POST /v1/jobs for long questions), or stop it first; a store of this command's own (STITCHER__STORE__PATH) would fetch everything again and keep a handle ledger apart from the service's"
+        )));
+    }
+    let own = std::env::temp_dir().join(format!("stitcher-query-{}", std::process::id()));
+    eprintln!(
+        "stitcher query: {held:#} (a running stitcher); in demo mode this answer keeps a store of its own in {} until it is written",
+        own.display()
+    );
+    settings.store.path.clone_from(&own);
+    let state = Application::standalone(settings).await.map_err(|e| QueryError::Answer(format!("{e:#}")))?;
+    Ok((state, Some(own)))
 }
 
 /// Reads the question, answers it, and writes the answer to standard output.
@@ -73,11 +114,26 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
     engagement::request::read_body::<serde_json::Value>(&body)
         .map_err(|e| QueryError::Input(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
-    let state = Application::standalone(settings).await.map_err(|e| QueryError::Input(format!("{e:#}")))?;
-    let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Input)?;
+    let (state, own_store) = state_for(settings).await?;
+    let answered = answer(&state, &args, &body, deadline).await;
+    drop(state);
+    if let Some(own) = own_store {
+        let _ = std::fs::remove_dir_all(own);
+    }
+    answered
+}
+
+/// Answers the question `body` as `args` say, by `deadline`, and writes the answer.
+async fn answer(
+    state: &crate::state::AppState,
+    args: &QueryArgs,
+    body: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<(), QueryError> {
+    let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Answer)?;
     // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
     let native = args.native || args.format == OutputFormat::Csv;
-    let (question, _counts) = routes::question_of(&state, &body, native).map_err(answer_error)?;
+    let (question, _counts) = routes::question_of(state, body, native).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
@@ -95,7 +151,7 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
         let _ = shown.await;
     }
     let answer = answer.map_err(answer_error)?;
-    if !answer.incomplete.is_empty() && !(native_json(&args)) {
+    if !answer.incomplete.is_empty() && !(native_json(args)) {
         eprintln!(
             "stitcher query: {} slices failed and are left out of this answer; --native --format json lists them under meta.incomplete",
             answer.incomplete.len()

@@ -41,6 +41,8 @@ pub enum ServiceError {
     HandleCap { cap: usize, month: String, handle: String },
     #[error("the upstream rate budget has no room before the deadline")]
     RateBudget { retry_after: Duration, failed: Vec<FailedSlice> },
+    #[error("{refusal}")]
+    TooBigForDeadline { refusal: upstream::BudgetRefusal },
     #[error("the upstream rate budget is busy with other questions")]
     BudgetBusy { retry_after: Duration, calls: usize, ahead: usize },
     #[error("the service shut down before the question was answered")]
@@ -55,6 +57,10 @@ pub enum ServiceError {
     DeadlineExceeded { timeout: Duration, failed: Vec<FailedSlice> },
     #[error("too many requests in flight")]
     Overloaded { retry_after: Duration },
+    #[error("job queue full: {running} running, {queued} queued")]
+    JobQueueFull { running: usize, queued: usize, retry_after: Duration },
+    #[error("the result of job {id} was let go")]
+    ResultLetGo { id: String, bytes: u64, limit: u64 },
     #[error(
         "the state this service shares with its other replicas (Redis) cannot be reached, and redis.on_failure is refuse; retry in {} s",
         whole_secs(*retry_after)
@@ -92,7 +98,7 @@ impl ServiceError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::BadRequest(_) | ServiceError::TooBigForDeadline { .. } => StatusCode::BAD_REQUEST,
             ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::Forbidden(_) | ServiceError::HandleCap { .. } => StatusCode::FORBIDDEN,
@@ -107,7 +113,9 @@ impl ServiceError {
             ServiceError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ServiceError::ResultLetGo { .. } => StatusCode::GONE,
             ServiceError::Overloaded { .. }
+            | ServiceError::JobQueueFull { .. }
             | ServiceError::SharedStateAway { .. }
             | ServiceError::ShuttingDown
             | ServiceError::CutOff { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +131,9 @@ impl ServiceError {
         };
         match self {
             ServiceError::BadRequest(e) => e.errors.clone(),
+            ServiceError::TooBigForDeadline { refusal } => vec![format!(
+                "{refusal}, its deadline: ask it as a job (POST /v1/jobs, which has hours), or ask for a shorter range or fewer Tweets"
+            )],
             ServiceError::UpstreamRefused { errors, .. } => errors.clone(),
             ServiceError::HandleCap { cap, month, handle } => vec![format!(
                 "the handle \"{handle}\" would be handle {} this month ({month}, UTC), past the contract's cap of {cap} handles (ledger.handle_cap); no call was made. Ask for handles already used this month (GET /v1/usage), or wait for the next month",
@@ -157,11 +168,19 @@ impl ServiceError {
                 "the service is answering as many questions as it may; retry in {} s",
                 whole_secs(*retry_after)
             )],
+            ServiceError::JobQueueFull { running, queued, retry_after } => vec![format!(
+                "job queue full: {running} running, {queued} queued (jobs.max_running, jobs.max_queued); retry in {} s, when the first running job is expected to end",
+                whole_secs(*retry_after)
+            )],
+            ServiceError::ResultLetGo { id, bytes, limit } => vec![format!(
+                "job {id} was answered, but its result ({bytes} bytes) was let go to keep finished jobs' results within jobs.max_result_bytes ({limit} bytes together, oldest first); submit the job again and read its result soon after it is done"
+            )],
             other => vec![other.to_string()],
         }
     }
 
-    fn failed(&self) -> &[FailedSlice] {
+    /// The slices that could not be had, when the failure is about slices.
+    pub fn failed(&self) -> &[FailedSlice] {
         match self {
             ServiceError::UpstreamRefused { failed, .. }
             | ServiceError::RateBudget { failed, .. }
@@ -177,6 +196,7 @@ impl ServiceError {
             ServiceError::RateBudget { retry_after, .. }
             | ServiceError::BudgetBusy { retry_after, .. }
             | ServiceError::Overloaded { retry_after }
+            | ServiceError::JobQueueFull { retry_after, .. }
             | ServiceError::SharedStateAway { retry_after } => Some(*retry_after),
             ServiceError::ShuttingDown | ServiceError::CutOff { .. } => Some(Duration::from_secs(1)),
             _ => None,

@@ -2,11 +2,14 @@
 //! engine, watched by their progress, and kept for `jobs.result_ttl_secs` once finished.
 //!
 //! A job is visible only to the client that made it. At most `jobs.max_running` run at
-//! once; more wait as `queued`, at most `jobs.max_queued`. A running job takes its own lane
-//! in the fair scheduler like any question, and its answer holds counts from the same
-//! `server.max_counts_in_flight` budget until the result is gone.
+//! once; up to `jobs.max_queued` more wait as `queued`. A running job takes its own lane in
+//! the fair scheduler like any question, and holds its answer's counts from the same
+//! `server.max_counts_in_flight` budget while it is built. Finished results are kept apart
+//! from that budget, within `jobs.max_result_bytes` together: past it the oldest are let go.
+//! Jobs live in the process: at shutdown, queued ones fail at once and running ones get the
+//! grace period, then fail with what was not fetched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use upstream::HandleCredentials;
 
 use crate::engine::{Answer, Engine, Progress, ProgressSnapshot, Question};
-use crate::error::ServiceError;
+use crate::error::{FailedSlice, ServiceError};
 use crate::settings::JobsSettings;
 
 /// Where a job is.
@@ -43,6 +46,9 @@ impl JobState {
 pub struct JobError {
     pub status: u16,
     pub errors: Vec<String>,
+    /// The slices that could not be had (or were not fetched when the job was stopped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_slices: Vec<FailedSlice>,
 }
 
 /// What `GET /v1/jobs/{id}` answers.
@@ -54,7 +60,8 @@ pub struct JobStatus {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// Seconds until done, from the slices left, the calls in flight and the budget.
+    /// Seconds until its calls are done, from its own pace so far (before its first call
+    /// ends, from the budget and the calls in flight).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +73,10 @@ pub struct JobStatus {
 enum Outcome {
     Answered(Arc<Answer>),
     Failed(Arc<ServiceError>),
+    /// Answered, but the answer was let go to keep results within their bound.
+    LetGo {
+        bytes: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -73,8 +84,6 @@ struct Record {
     state: JobState,
     finished_at: Option<DateTime<Utc>>,
     outcome: Option<Outcome>,
-    /// The answer's counts, held while the result is kept.
-    counts: Option<OwnedSemaphorePermit>,
 }
 
 /// One job.
@@ -95,6 +104,8 @@ pub enum JobResult {
     Answered(Arc<Answer>),
     Failed(Arc<ServiceError>),
     Cancelled,
+    /// Its answer was let go (its size in bytes) to keep results within `jobs.max_result_bytes`.
+    LetGo(u64),
 }
 
 impl Job {
@@ -107,15 +118,19 @@ impl Job {
         self.lock().state
     }
 
-    /// Its status, with an estimate of the time left from `engine`'s policy.
+    /// Its status, with an estimate of the time left from its pace, or `engine`'s policy.
     pub fn status(&self, engine: &Engine) -> JobStatus {
         let record = self.lock();
         let eta = (record.state == JobState::Running)
-            .then(|| engine.calls.eta(self.progress.slices_left(), self.progress.mean_call()))
+            .then(|| self.progress.eta(&engine.calls))
             .flatten()
             .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
         let error = match &record.outcome {
-            Some(Outcome::Failed(e)) => Some(JobError { status: e.status().as_u16(), errors: e.messages() }),
+            Some(Outcome::Failed(e)) => Some(JobError {
+                status: e.status().as_u16(),
+                errors: e.messages(),
+                failed_slices: e.failed().to_vec(),
+            }),
             _ => None,
         };
         JobStatus {
@@ -135,6 +150,7 @@ impl Job {
         match (&record.outcome, record.state) {
             (Some(Outcome::Answered(a)), _) => JobResult::Answered(Arc::clone(a)),
             (Some(Outcome::Failed(e)), _) => JobResult::Failed(Arc::clone(e)),
+            (Some(Outcome::LetGo { bytes }), _) => JobResult::LetGo(*bytes),
             (None, JobState::Cancelled) => JobResult::Cancelled,
             (None, state) => JobResult::Pending(state),
         }
@@ -157,26 +173,38 @@ impl Job {
         self.progress.touch();
     }
 
-    /// Records how the job ended, unless it was cancelled meanwhile.
-    fn finish(&self, result: Result<Answer, ServiceError>, counts: OwnedSemaphorePermit) {
+    /// Records how the job ended, unless it was cancelled meanwhile; the bytes its answer
+    /// holds, if it is kept.
+    fn finish(&self, result: Result<Answer, ServiceError>) -> Option<u64> {
         let mut record = self.lock();
         if record.state == JobState::Cancelled {
-            return;
+            return None;
         }
         record.finished_at = Some(Utc::now());
-        match result {
+        let kept = match result {
             Ok(answer) => {
+                let bytes = answer.response.held_bytes();
                 record.state = JobState::Done;
                 record.outcome = Some(Outcome::Answered(Arc::new(answer)));
-                record.counts = Some(counts);
+                Some(bytes)
             }
             Err(e) => {
                 record.state = JobState::Failed;
                 record.outcome = Some(Outcome::Failed(Arc::new(e)));
+                None
             }
-        }
+        };
         drop(record);
         self.progress.touch();
+        kept
+    }
+
+    /// Lets the answer go, keeping that it was answered.
+    fn let_go(&self, bytes: u64) {
+        let mut record = self.lock();
+        if matches!(record.outcome, Some(Outcome::Answered(_))) {
+            record.outcome = Some(Outcome::LetGo { bytes });
+        }
     }
 
     fn expired(&self, now: DateTime<Utc>, ttl: Duration) -> bool {
@@ -187,18 +215,41 @@ impl Job {
     }
 }
 
+/// The results kept, oldest first, and their bytes together.
+#[derive(Debug, Default)]
+struct Kept {
+    results: VecDeque<(Arc<Job>, u64)>,
+    bytes: u64,
+}
+
 /// Every job of the process.
 #[derive(Debug)]
 pub struct Jobs {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     running: Arc<Semaphore>,
+    kept: Mutex<Kept>,
+    /// Fires when shutdown begins: queued jobs fail then, without starting.
+    closing: CancellationToken,
     settings: JobsSettings,
 }
 
 /// Why a job could not be made.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} jobs are waiting already (jobs.max_queued); retry later")]
-pub struct QueueFull(pub usize);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFull {
+    pub running: usize,
+    pub queued: usize,
+    /// When the first running job is expected to end.
+    pub retry_after: Duration,
+}
+
+/// What a new job is: who asks what, with the room its answer's counts take.
+#[derive(Debug)]
+pub struct Submitted {
+    pub client: String,
+    pub handle: Arc<HandleCredentials>,
+    pub question: Question,
+    pub counts: u32,
+}
 
 impl Jobs {
     /// An empty set of jobs run as `settings` say.
@@ -206,6 +257,8 @@ impl Jobs {
         Jobs {
             jobs: Mutex::default(),
             running: Arc::new(Semaphore::new(settings.max_running.max(1))),
+            kept: Mutex::default(),
+            closing: CancellationToken::new(),
             settings,
         }
     }
@@ -214,88 +267,140 @@ impl Jobs {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts answering `question` as `handle` for `client` in the background; `counts`
-    /// (the answer's size) are taken from `counts_budget` when it starts running. Shutdown's
-    /// `cut_off` stops it too.
-    #[allow(clippy::too_many_arguments)]
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.lock().values().filter(|j| j.state() == JobState::Running).count()
+    }
+
+    /// Starts answering `job` in the background as `engine` does; its counts are taken from
+    /// `counts_budget` while it runs. Shutdown's `cut_off` stops it. Refused when as many
+    /// jobs run and wait as `jobs.max_running` and `jobs.max_queued` allow.
     pub fn submit(
-        &self,
+        self: &Arc<Self>,
         engine: &Arc<Engine>,
-        client: &str,
-        handle: Arc<HandleCredentials>,
-        question: Question,
-        counts: u32,
+        job: Submitted,
         counts_budget: &Arc<Semaphore>,
         cut_off: &CancellationToken,
     ) -> Result<Arc<Job>, QueueFull> {
         self.sweep();
-        let job = {
+        let made = {
             let mut jobs = self.lock();
-            let waiting = jobs.values().filter(|j| j.state() == JobState::Queued).count();
-            if waiting >= self.settings.max_queued {
-                return Err(QueueFull(waiting));
+            let (running, queued) = jobs.values().fold((0, 0), |(r, q), j| match j.state() {
+                JobState::Running => (r + 1, q),
+                JobState::Queued => (r, q + 1),
+                _ => (r, q),
+            });
+            if running + queued >= self.settings.max_running + self.settings.max_queued {
+                let soonest = jobs
+                    .values()
+                    .filter(|j| j.state() == JobState::Running)
+                    .filter_map(|j| j.progress.eta(&engine.calls))
+                    .min();
+                // Without a pace to go by, a few seconds: the next look will know more.
+                let retry_after = soonest.unwrap_or(Duration::from_secs(5)).max(Duration::from_secs(1));
+                return Err(QueueFull { running, queued, retry_after });
             }
-            let job = Arc::new(Job {
+            let made = Arc::new(Job {
                 id: format!("{:032x}", fastrand::u128(..)),
-                client: client.to_owned(),
+                client: job.client.clone(),
                 created_at: Utc::now(),
                 progress: Arc::new(Progress::default()),
                 cancel: cut_off.child_token(),
-                record: Mutex::new(Record {
-                    state: JobState::Queued,
-                    finished_at: None,
-                    outcome: None,
-                    counts: None,
-                }),
+                record: Mutex::new(Record { state: JobState::Queued, finished_at: None, outcome: None }),
             });
-            jobs.insert(job.id.clone(), Arc::clone(&job));
-            job
+            jobs.insert(made.id.clone(), Arc::clone(&made));
+            made
         };
-        let (engine, running, counts_budget, timeout) = (
-            Arc::clone(engine),
-            Arc::clone(&self.running),
-            Arc::clone(counts_budget),
-            Duration::from_secs(self.settings.timeout_secs),
-        );
-        let runner = Arc::clone(&job);
-        tokio::spawn(async move {
-            let job = runner;
-            let started = async {
-                let place = running.acquire_owned().await.ok()?;
-                let room = counts_budget.acquire_many_owned(counts).await.ok()?;
-                Some((place, room))
-            };
-            let started = tokio::select! {
-                started = started => started,
-                () = job.cancel.cancelled() => None,
-            };
-            let Some((_place, room)) = started else {
-                job.cancel();
+        let (jobs, engine, counts_budget, runner) =
+            (Arc::clone(self), Arc::clone(engine), Arc::clone(counts_budget), Arc::clone(&made));
+        tokio::spawn(async move { jobs.run(runner, &engine, job, &counts_budget).await });
+        Ok(made)
+    }
+
+    /// Runs `job` once it has a place among the running and room for its counts.
+    async fn run(
+        &self,
+        job: Arc<Job>,
+        engine: &Arc<Engine>,
+        asked: Submitted,
+        counts_budget: &Arc<Semaphore>,
+    ) {
+        let started = async {
+            let place = Arc::clone(&self.running).acquire_owned().await.ok()?;
+            let room = Arc::clone(counts_budget).acquire_many_owned(asked.counts).await.ok()?;
+            Some((place, room))
+        };
+        let started: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = tokio::select! {
+            started = started => started,
+            () = self.closing.cancelled() => {
+                job.finish(Err(ServiceError::ShuttingDown));
                 return;
-            };
-            job.set(JobState::Running);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let result = loop {
-                match engine.answer(&handle, &question, deadline, &job.progress, &job.cancel).await {
-                    // A job has hours: while the budget is busy with questions that would
-                    // miss their deadlines beside it, it waits its turn instead of failing.
-                    Err(ServiceError::BudgetBusy { retry_after, .. })
-                        if tokio::time::Instant::now() + retry_after < deadline =>
-                    {
-                        tokio::select! {
-                            () = tokio::time::sleep(retry_after) => {}
-                            () = job.cancel.cancelled() => {
-                                job.cancel();
-                                return;
+            }
+            () = job.cancel.cancelled() => None,
+        };
+        let Some((_place, room)) = started else {
+            job.cancel();
+            return;
+        };
+        job.set(JobState::Running);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.settings.timeout_secs);
+        let result = loop {
+            match engine.answer(&asked.handle, &asked.question, deadline, &job.progress, &job.cancel).await {
+                // A job has hours: while the budget is busy with questions that would
+                // miss their deadlines beside it, it waits its turn instead of failing.
+                Err(ServiceError::BudgetBusy { retry_after, .. })
+                    if tokio::time::Instant::now() + retry_after < deadline =>
+                {
+                    tokio::select! {
+                        () = tokio::time::sleep(retry_after) => {}
+                        () = job.cancel.cancelled() => {
+                            // Shutdown's cut-off fails it; a client's DELETE cancels it.
+                            if self.closing.is_cancelled() {
+                                job.finish(Err(ServiceError::CutOff { failed: Vec::new() }));
                             }
+                            job.cancel();
+                            return;
                         }
                     }
-                    answered => break answered,
                 }
-            };
-            job.finish(result, room);
-        });
-        Ok(job)
+                answered => break answered,
+            }
+        };
+        // The answer is built: its counts go back to the questions in flight, and it is
+        // kept within the results' own bound.
+        drop(room);
+        if let Some(bytes) = job.finish(result) {
+            self.keep(job, bytes);
+        }
+    }
+
+    /// Keeps `job`'s answer of `bytes`, letting the oldest results go while the results
+    /// together hold more than `jobs.max_result_bytes` (this one too, if it alone does).
+    fn keep(&self, job: Arc<Job>, bytes: u64) {
+        let mut kept = self.lock_kept();
+        kept.bytes += bytes;
+        kept.results.push_back((job, bytes));
+        while kept.bytes > self.settings.max_result_bytes {
+            let Some((oldest, bytes)) = kept.results.pop_front() else { break };
+            kept.bytes -= bytes;
+            oldest.let_go(bytes);
+            tracing::info!(
+                job = %oldest.id,
+                bytes,
+                max_result_bytes = self.settings.max_result_bytes,
+                "a finished job's result was let go to keep results within jobs.max_result_bytes"
+            );
+        }
+    }
+
+    /// Stops taking new jobs from the queue: jobs still queued fail as the service shuts
+    /// down; running ones go on until shutdown's cut-off.
+    pub fn close(&self) {
+        self.closing.cancel();
     }
 
     /// The job `id`, if `client` made it and it is still kept.
@@ -309,6 +414,7 @@ impl Jobs {
     pub fn delete(&self, job: &Job) {
         job.cancel();
         self.lock().remove(&job.id);
+        self.forget(|kept| kept.id == job.id);
     }
 
     /// Forgets jobs whose results have been kept their time.
@@ -316,5 +422,25 @@ impl Jobs {
         let ttl = Duration::from_secs(self.settings.result_ttl_secs);
         let now = Utc::now();
         self.lock().retain(|_, job| !job.expired(now, ttl));
+        self.forget(|job| job.expired(now, ttl));
+    }
+
+    /// Lets go of the kept results of the jobs `gone` picks.
+    fn forget(&self, gone: impl Fn(&Job) -> bool) {
+        let mut kept = self.lock_kept();
+        let mut freed = 0;
+        kept.results.retain(|(job, bytes)| {
+            let keep = !gone(job);
+            if !keep {
+                freed += bytes;
+            }
+            keep
+        });
+        kept.bytes -= freed;
+    }
+
+    /// The bytes the kept results hold together.
+    pub fn kept_bytes(&self) -> u64 {
+        self.lock_kept().bytes
     }
 }

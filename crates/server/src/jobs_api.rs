@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
 use crate::error::{self, ServiceError};
-use crate::jobs::{Job, JobResult, JobState, JobStatus};
+use crate::jobs::{Job, JobResult, JobState, JobStatus, QueueFull, Submitted};
 use crate::openapi::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::routes::NativeQuestion;
 use crate::routes::{Asked, Format, RequestHead, read_question, request_id};
@@ -42,20 +42,21 @@ pub async fn submit(
     let head = RequestHead { method, uri, headers };
     let submitted = async {
         let Asked { caller, question, counts, .. } = read_question(&state, &head, body, true).await?;
-        state
-            .jobs
-            .submit(
-                &state.engine,
-                &caller.client,
-                caller.handle,
-                question,
-                counts,
-                &state.counts,
-                &state.cut_off,
-            )
-            .map_err(|full| ServiceError::Overloaded {
-                retry_after: Duration::from_secs(full.0.max(1) as u64),
-            })
+        let limit = state.settings.jobs.max_result_bytes;
+        let least = u64::from(counts) * engagement::Response::ENTRY_BYTES;
+        if least > limit {
+            return Err(ServiceError::BadRequest(engagement::ApiError::new(format!(
+                "this job's answer would hold {counts} counts, at least {least} bytes, more than a finished job's results may hold together (jobs.max_result_bytes, {limit}): ask for fewer Tweets or types, a shorter range, or engagement.day instead of engagement.hour"
+            ))));
+        }
+        let job = Submitted { client: caller.client, handle: caller.handle, question, counts };
+        state.jobs.submit(&state.engine, job, &state.counts, &state.cut_off).map_err(
+            |QueueFull { running, queued, retry_after }| ServiceError::JobQueueFull {
+                running,
+                queued,
+                retry_after,
+            },
+        )
     };
     match submitted.await {
         Ok(job) => {
@@ -146,7 +147,7 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
 }
 
 /// `GET /v1/jobs/{id}/result`: the answer once done (`200`), `409` before, the failure's
-/// error once failed.
+/// error once failed, `410` once its answer was let go.
 #[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
     params(
         ("id" = String, Path, description = "The job's ID"),
@@ -157,8 +158,9 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
             (NativeAnswer = "application/json"),
             (String = "text/csv"),
         )),
-        (status = 409, description = "Still queued or running, or cancelled", body = ErrorBody),
-        (status = 404, description = "No such job of this client's", body = ErrorBody),
+        (status = 409, description = "Still queued or running", body = ErrorBody),
+        (status = 404, description = "No such job of this client's (or it was cancelled: DELETE forgets it)", body = ErrorBody),
+        (status = 410, description = "Answered, but the result was let go to keep results within jobs.max_result_bytes", body = ErrorBody),
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
@@ -181,6 +183,10 @@ pub async fn result(
     match job.result() {
         JobResult::Answered(answer) => format.write(answer, ()),
         JobResult::Failed(e) => e.response_for(rid.as_deref()),
+        JobResult::LetGo(bytes) => {
+            ServiceError::ResultLetGo { id, bytes, limit: state.settings.jobs.max_result_bytes }
+                .into_response_for(rid.as_deref())
+        }
         JobResult::Cancelled => error::plain(
             StatusCode::CONFLICT,
             format!("job {id} was cancelled; it has no result"),

@@ -125,6 +125,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("stitcher_store_bytes").set(store.bytes() as f64);
     // The store counts its evictions; the counter is brought up to that count.
     metrics::counter!("stitcher_store_evictions_total").absolute(store.evictions());
+    metrics::gauge!("stitcher_job_results_bytes").set(state.jobs.kept_bytes() as f64);
     match handle() {
         Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
         None => {

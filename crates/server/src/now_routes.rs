@@ -33,7 +33,7 @@ async fn ask(
     if query_names_format(&head.uri) && Format::asked(&head.uri, &head.headers)? == Format::Csv {
         return Err(refused(format!(
             "{} answers JSON only; CSV is for /v1/historical and job results",
-            endpoint.path()
+            head.uri.path()
         )));
     }
     let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
@@ -49,7 +49,7 @@ async fn ask(
         };
         return Err(refused(format!(
             "{} {span} and takes no {}: ask /v1/historical for a range, partial answers or derived numbers",
-            endpoint.path(),
+            head.uri.path(),
             not_here.join(", ")
         )));
     }

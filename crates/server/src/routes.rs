@@ -128,10 +128,11 @@ pub struct NativeQuestion {
 
 impl NativeQuestion {
     /// The members only the native answer reads (`partial`, `derive`, `top`) that this body
-    /// gives: not absent, and not `null`.
+    /// gives: not absent, not `null`, and not `"partial": false`.
     pub(crate) fn native_members(&self) -> Vec<&'static str> {
+        // `"partial": false` asks for what the API's shape gives anyway.
         let given = [
-            ("partial", !matches!(self.partial, Sent::Absent | Sent::Given(None))),
+            ("partial", !matches!(self.partial, Sent::Absent | Sent::Given(None | Some(false)))),
             ("derive", !matches!(self.derive, Sent::Absent | Sent::Given(None))),
             ("top", !matches!(self.top, Sent::Absent | Sent::Given(None))),
         ];

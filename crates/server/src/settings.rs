@@ -88,6 +88,8 @@ pub struct JobsSettings {
     pub max_queued: usize,
     /// How long a finished job's result is kept.
     pub result_ttl_secs: u64,
+    /// The bytes all kept results may hold together; past it the oldest are let go.
+    pub max_result_bytes: u64,
 }
 
 /// The store of facts: what was fetched, kept so it is not fetched again.
@@ -245,6 +247,7 @@ impl Settings {
             ("jobs.timeout_secs", self.jobs.timeout_secs),
             ("jobs.max_running", self.jobs.max_running as u64),
             ("jobs.result_ttl_secs", self.jobs.result_ttl_secs),
+            ("jobs.max_result_bytes", self.jobs.max_result_bytes),
             ("redis.expected_replicas", u64::from(self.redis.expected_replicas)),
         ] {
             if value == 0 {

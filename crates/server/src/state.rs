@@ -22,7 +22,7 @@ pub struct AppState {
     pub settings: Settings,
     pub keyring: Keyring,
     pub engine: Arc<Engine>,
-    pub jobs: Jobs,
+    pub jobs: Arc<Jobs>,
     /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
     pub limits: Limits,
     /// Client requests being answered; full means `503` at once.
@@ -63,7 +63,7 @@ impl AppState {
         let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
         Ok(AppState {
             keyring: Keyring::from_settings(&settings, sharing.clone()),
-            jobs: Jobs::new(settings.jobs.clone()),
+            jobs: Arc::new(Jobs::new(settings.jobs.clone())),
             engine: Arc::new(Engine::new(
                 calls,
                 store,

@@ -11,7 +11,7 @@ use engagement::{EngagementType, TimeRange, TweetId};
 use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, born_hour, hour_of};
+use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, Unshown, born_hour, hour_of};
 use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
@@ -279,20 +279,30 @@ impl Store {
                         continue;
                     }
                     if let Some(found) = fresh.get(&(Arc::clone(&handle_key), tweet.0, hour))
-                        && found.slots & wanted == wanted
+                        && found.fresh_slots(now, self.config.fresh_ttl) & wanted == wanted
                     {
                         known.fresh.insert((tweet, hour), found);
                         *h = true;
                     }
                 }
             }
+            let mut refused_for = false;
             if let Some(r) = refused.get((handle, tweet.0))? {
                 let (at, code, message) = r.value();
-                if let Some(r) = refused_from(code, message).filter(|_| trusted(at)) {
-                    known.refused.insert(tweet, r);
+                match refused_from(code, message) {
+                    Some(r) if trusted(at) => {
+                        refused_for = r.refusal().is_some();
+                        known.refused.insert(tweet, r);
+                    }
+                    Some(r) if r.refusal().is_some() => {
+                        // Refused too long ago to trust: most likely still so.
+                        refused_for = true;
+                        known.unshown.insert(tweet, Unshown::Refused);
+                    }
+                    _ => {}
                 }
             }
-            if known.refused.get(&tweet).is_some_and(|r| r.refusal().is_some()) {
+            if refused_for {
                 // Refused since it was last shown: what was learned then no longer holds.
             } else if let Some(s) = status.get((handle, tweet.0))? {
                 let (at, deleted) = s.value();
@@ -300,6 +310,8 @@ impl Store {
                     known.status.insert(tweet, deleted == 1);
                     let learned = DateTime::from_timestamp(at, 0).unwrap_or(now);
                     known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
+                } else if deleted == 1 {
+                    known.unshown.insert(tweet, Unshown::Deleted);
                 }
             }
             known.held.insert(tweet, held);
@@ -321,8 +333,14 @@ impl Store {
                     let row = rows.entry((tweet.0, hour.div_euclid(24))).or_default();
                     row.set(hour.rem_euclid(24) as usize, facts.slots, counts);
                 } else if let Some(fresh) = &self.fresh {
-                    let kept = FreshHour { slots: facts.slots, counts: *counts };
-                    fresh.insert((Arc::clone(&handle_key), tweet.0, *hour), Arc::new(kept));
+                    // The types other calls brought of this hour stay, each while it is fresh.
+                    let ttl = self.config.fresh_ttl;
+                    fresh.entry((Arc::clone(&handle_key), tweet.0, *hour)).and_upsert_with(|held| {
+                        Arc::new(match held {
+                            Some(held) => held.value().with(facts.slots, counts, fetched_at, ttl),
+                            None => FreshHour::new(facts.slots, *counts, fetched_at),
+                        })
+                    });
                 }
             }
         }
@@ -454,6 +472,17 @@ impl Store {
             self.evict()?;
         }
         Ok(())
+    }
+
+    /// Evicts down to the bound if the store holds more than it: what a write could not
+    /// evict while the Tweets were pinned by questions in flight.
+    pub fn shrink(&self) -> Result<(), StoreError> {
+        if self.bytes() > self.config.max_bytes { self.evict() } else { Ok(()) }
+    }
+
+    /// Whether the store holds more than its bound.
+    pub fn over_bound(&self) -> bool {
+        self.bytes() > self.config.max_bytes
     }
 
     /// Drops the facts of the least recently used Tweets (never those pinned) until the

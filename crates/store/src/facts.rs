@@ -37,11 +37,49 @@ pub struct CallFacts {
     pub hours: HashMap<TweetId, Vec<(i64, Hour)>>,
 }
 
-/// An unsettled hour held in memory: the slots it holds and their counts.
+/// An unsettled hour held in memory: the slots it holds and their counts, and when each
+/// slot was fetched (calls for other types of the same hour add theirs, each fresh for its
+/// own time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreshHour {
     pub slots: u32,
     pub counts: Hour,
+    /// The slots of each call that brought some, with the time it was sent.
+    pub fetched: Vec<(u32, DateTime<Utc>)>,
+}
+
+impl FreshHour {
+    /// The slots of one call sent at `at`.
+    pub fn new(slots: u32, counts: Hour, at: DateTime<Utc>) -> FreshHour {
+        FreshHour { slots, counts, fetched: vec![(slots, at)] }
+    }
+
+    /// The slots still fresh at `now` when each is kept for `ttl`.
+    pub fn fresh_slots(&self, now: DateTime<Utc>, ttl: std::time::Duration) -> u32 {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.fetched.iter().filter(|(_, at)| now < *at + ttl).fold(0, |m, (slots, _)| m | slots)
+    }
+
+    /// This hour with the counts of `slots` from a call sent at `at` laid over it, less the
+    /// slots no longer fresh at `at`.
+    pub fn with(&self, slots: u32, counts: &Hour, at: DateTime<Utc>, ttl: std::time::Duration) -> FreshHour {
+        let kept = self.fresh_slots(at, ttl) & !slots;
+        let mut merged = FreshHour { slots: kept | slots, counts: [0; SLOTS], fetched: Vec::new() };
+        for (s, count) in merged.counts.iter_mut().enumerate() {
+            if slots & (1 << s) != 0 {
+                *count = counts[s];
+            } else if kept & (1 << s) != 0 {
+                *count = self.counts[s];
+            }
+        }
+        for &(older, when) in &self.fetched {
+            if older & kept != 0 {
+                merged.fetched.push((older & kept, when));
+            }
+        }
+        merged.fetched.push((slots, at));
+        merged
+    }
 }
 
 /// An answer that is not the hourly shape the call asked for.
@@ -159,6 +197,19 @@ pub struct Known {
     /// What refused calls told of Tweets, while that is trusted (a Tweet refused for has
     /// no entry in `status`).
     pub refused: HashMap<TweetId, Refused>,
+    /// Tweets the upstream last showed nothing of, learned too long ago to be trusted:
+    /// until a call says otherwise, their hours are not expected, only their status is
+    /// asked again.
+    pub unshown: HashMap<TweetId, Unshown>,
+}
+
+/// Why the upstream last showed nothing of a Tweet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unshown {
+    /// It was deleted.
+    Deleted,
+    /// A call for it was refused (protected, or not the handle's).
+    Refused,
 }
 
 /// What a call the upstream refused told of a Tweet. The upstream judges a batch's Tweets
@@ -190,21 +241,37 @@ impl Refused {
 }
 
 impl Known {
-    /// Adds what a call brought (its unsettled hours, and the status of its Tweets), so the
-    /// question renders from it.
-    pub fn learn(&mut self, facts: &CallFacts, unsettled_from: i64) {
+    /// Adds what a call sent at `sent_at` brought (its unsettled hours, and the status of
+    /// its Tweets), so the question renders from it.
+    pub fn learn(&mut self, facts: &CallFacts, unsettled_from: i64, sent_at: DateTime<Utc>) {
         for &t in &facts.tweets {
             self.refused.remove(&t);
+            self.unshown.remove(&t);
             self.status.insert(t, facts.deleted.contains(&t));
         }
         for (tweet, hours) in &facts.hours {
             for (hour, counts) in hours {
                 if *hour >= unsettled_from {
-                    self.fresh
-                        .insert((*tweet, *hour), Arc::new(FreshHour { slots: facts.slots, counts: *counts }));
+                    let fresh = FreshHour::new(facts.slots, *counts, sent_at);
+                    self.fresh.insert((*tweet, *hour), Arc::new(fresh));
                 }
             }
         }
+    }
+
+    /// Whether the upstream is expected to show no counts of `tweet`: deleted, refused for,
+    /// or last seen so and not yet asked again.
+    pub fn shows_nothing_of(&self, tweet: &TweetId) -> bool {
+        self.status.get(tweet) == Some(&true)
+            || self.refused.get(tweet).is_some_and(|r| r.refusal().is_some())
+            || (self.unshown.contains_key(tweet) && !self.status.contains_key(tweet))
+    }
+
+    /// Whether a call for `tweet` is expected to be refused: it is refused for, or was when
+    /// last asked.
+    pub fn refuses(&self, tweet: &TweetId) -> bool {
+        self.refused.get(tweet).is_some_and(|r| r.refusal().is_some())
+            || (self.unshown.get(tweet) == Some(&Unshown::Refused) && !self.status.contains_key(tweet))
     }
 }
 

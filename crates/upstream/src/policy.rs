@@ -40,6 +40,20 @@ pub enum BudgetRefusal {
     Busy { calls: usize, ahead: usize, wait: Duration },
 }
 
+impl BudgetRefusal {
+    /// The time the question's calls would take with the budget to itself, rounded up to
+    /// whole seconds (for a refusal that says "not now", the wait).
+    pub fn time_needed(&self) -> Duration {
+        match self {
+            BudgetRefusal::Never { calls, per_minute, .. } => {
+                let secs = (*calls as u64 * 60).div_ceil(u64::from((*per_minute).max(1)));
+                Duration::from_secs(secs)
+            }
+            BudgetRefusal::Busy { wait, .. } => *wait,
+        }
+    }
+}
+
 impl CallPolicy {
     /// Calls `upstream` with at most `max_in_flight` calls at once, paced by `budget` and
     /// retried as `retry` says.

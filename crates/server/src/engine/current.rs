@@ -13,12 +13,13 @@ use engagement::{Endpoint, Query, Response, TimeRange};
 use futures::FutureExt;
 use serde::Serialize;
 use stitch::{Plan, absorb};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials, Retried};
 
-use super::{Engine, collect, failed_slice, failure, outcome, refusal, shared_call};
+use super::failure::{failed_slice, failure, outcome, refusal};
+use super::in_flight::{InFlight, Told, collect};
+use super::{Engine, shared_call};
 use crate::error::ServiceError;
 use crate::metrics;
 
@@ -104,7 +105,7 @@ impl Engine {
         self.admit_handle(&handle.handle, true).await?;
 
         let lane = Arc::new(self.calls.lane(calls, deadline));
-        let mut tasks = JoinSet::new();
+        let mut tasks = InFlight::new();
         // The types in one order, so questions that list them differently share calls.
         let mut types = query.types.clone();
         types.sort_unstable();
@@ -124,7 +125,7 @@ impl Engine {
                 body: serde_json::to_string(&body).unwrap_or_default(),
             };
             let (engine, lane, handle) = (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle));
-            tasks.spawn(async move {
+            tasks.spawn(slice.batch, async move {
                 let start = || {
                     let (engine, lane, handle, body) =
                         (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&handle), body.clone());
@@ -150,8 +151,13 @@ impl Engine {
         let mut spans = std::collections::HashSet::new();
         let mut failed = Vec::new();
         let (mut made, mut joined_calls, mut attempts) = (0u32, 0u32, 0u32);
-        let cut_off =
-            collect(&mut tasks, &plan, &plan.fetched, deadline, cancel, |(slice, shared, joined)| {
+        let cut_off = collect(
+            &mut tasks,
+            &plan,
+            &plan.fetched,
+            (deadline, false),
+            cancel,
+            |(slice, shared, joined)| {
                 if joined {
                     joined_calls += 1;
                 } else {
@@ -170,15 +176,13 @@ impl Engine {
                                 0,
                             )],
                         })?;
-                        Ok((slice, true))
                     }
-                    Err(error) => {
-                        failed.push((slice, error.clone(), shared.attempts));
-                        Ok((slice, false))
-                    }
+                    Err(error) => failed.push((slice, error.clone(), shared.attempts)),
                 }
-            })
-            .await?;
+                Ok((slice, Told::of(&shared.result)))
+            },
+        )
+        .await?;
         failed.extend(cut_off);
         if !failed.is_empty() {
             let timeout = deadline.saturating_duration_since(started);

@@ -7,15 +7,13 @@ use std::sync::{Arc, mpsc};
 use engagement::tree::TreeError;
 use engagement::{Endpoint, Response};
 use stitch::{Slice, absorb, absorb_zeros, finish};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials, Retried};
 
-use super::{
-    Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failed_slice, failure, outcome,
-    refusal,
-};
+use super::failure::{failed_attempt, failed_slice, failure, outcome, refusal};
+use super::in_flight::{InFlight, Told, collect};
+use super::{Answer, Engine, Meta, Progress, Question};
 use crate::error::ServiceError;
 use crate::metrics;
 
@@ -41,17 +39,16 @@ impl Engine {
         let calls = plan.fetched.len();
         self.calls.check(calls, deadline).map_err(refusal)?;
         self.admit_handle(&handle.handle, true).await?;
-        progress.slices_total.store(plan.planned(), Ordering::Relaxed);
-        progress.slices_synthesized.store(plan.synthesized_slices(), Ordering::Relaxed);
-        progress.touch();
+        progress.planned(&plan, 0);
+        progress.calls_ahead(calls);
 
         let lane = Arc::new(self.calls.lane(calls, deadline));
-        let mut tasks = JoinSet::new();
+        let mut tasks = InFlight::new();
         for &slice in &plan.fetched {
             let body = plan.slice_request(slice, &query.types, &query.groupings);
             let (engine, lane, handle, progress) =
                 (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle), Arc::clone(progress));
-            tasks.spawn(async move {
+            tasks.spawn(slice.batch, async move {
                 // Each call counts its handle, so a question that runs into a new month
                 // counts there too.
                 if let Err(e) = engine.admit_handle(&handle.handle, false).await {
@@ -88,26 +85,32 @@ impl Engine {
 
         let mut failed: Vec<(Slice, AttemptError, u32)> = Vec::new();
         let (mut attempts, mut fetched, mut made) = (0u32, 0usize, 0u32);
-        let cut_off =
-            collect(&mut tasks, &plan, &plan.fetched, deadline, cancel, |Fetched { slice, retried }| {
+        let cut_off = collect(
+            &mut tasks,
+            &plan,
+            &plan.fetched,
+            (deadline, *partial),
+            cancel,
+            |Fetched { slice, retried }| {
                 attempts += retried.attempts;
                 made += 1;
+                let told = Told::of(&retried.result);
                 match retried.result {
                     Ok(response) => {
                         fetched += 1;
-                        progress.slices_done.fetch_add(1, Ordering::Relaxed);
-                        progress.touch();
+                        progress.call_finished(1);
                         // The merger only stops early on an error, which it returns below.
                         let _ = to_merge.send((slice, response));
-                        Ok((slice, true))
                     }
                     Err(error) => {
+                        progress.call_finished(0);
                         failed.push((slice, error, retried.attempts));
-                        Ok((slice, *partial))
                     }
                 }
-            })
-            .await?;
+                Ok((slice, told))
+            },
+        )
+        .await?;
         drop(to_merge);
         failed.extend(cut_off);
         if !failed.is_empty() && !partial {

@@ -9,19 +9,15 @@
 //! merging never holds up the workers that serve small ones.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use engagement::derive::{Derivations, Derived, Totals};
 use engagement::time::format_instant;
 use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
-use stitch::{Plan, Slice};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use stitch::Plan;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use upstream::{AttemptError, BudgetRefusal, CallPolicy, HandleCredentials};
+use upstream::{AttemptError, CallPolicy, HandleCredentials};
 
 use chrono::Utc;
 use store::{Admission, Store};
@@ -33,11 +29,18 @@ use crate::settings::{CapPolicy, LedgerSettings};
 use crate::sharing::Sharing;
 
 mod current;
+mod failure;
+mod fetch;
 mod grid;
+mod in_flight;
+mod needs;
+mod progress;
 mod recall;
+mod rendered;
 mod shared_facts;
 
 pub use current::{NowAnswer, NowMeta};
+pub use progress::{Progress, ProgressSnapshot};
 
 /// A validated historical question.
 #[derive(Debug, Clone)]
@@ -176,94 +179,6 @@ impl Written {
     }
 }
 
-/// How far a question has come; shared with whoever watches it (a job's status, its event
-/// stream). Every change wakes the watchers.
-#[derive(Debug)]
-pub struct Progress {
-    slices_total: AtomicUsize,
-    slices_done: AtomicUsize,
-    slices_synthesized: AtomicUsize,
-    upstream_calls: AtomicU32,
-    retries: AtomicU32,
-    budget_wait_ms: AtomicU64,
-    /// Time the question's calls took, for estimates.
-    call_ms: AtomicU64,
-    changed: watch::Sender<()>,
-}
-
-/// A moment's copy of [`Progress`].
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ProgressSnapshot {
-    pub slices_total: usize,
-    pub slices_done: usize,
-    pub slices_synthesized: usize,
-    pub upstream_calls: u32,
-    pub retries: u32,
-    /// Time the question's calls waited for the per-minute budget, in milliseconds.
-    pub budget_wait_ms: u64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            slices_total: AtomicUsize::new(0),
-            slices_done: AtomicUsize::new(0),
-            slices_synthesized: AtomicUsize::new(0),
-            upstream_calls: AtomicU32::new(0),
-            retries: AtomicU32::new(0),
-            budget_wait_ms: AtomicU64::new(0),
-            call_ms: AtomicU64::new(0),
-            changed: watch::Sender::new(()),
-        }
-    }
-}
-
-impl Progress {
-    /// The counts now.
-    pub fn snapshot(&self) -> ProgressSnapshot {
-        ProgressSnapshot {
-            slices_total: self.slices_total.load(Ordering::Relaxed),
-            slices_done: self.slices_done.load(Ordering::Relaxed),
-            slices_synthesized: self.slices_synthesized.load(Ordering::Relaxed),
-            upstream_calls: self.upstream_calls.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            budget_wait_ms: self.budget_wait_ms.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Wakes on every change.
-    pub fn subscribe(&self) -> watch::Receiver<()> {
-        self.changed.subscribe()
-    }
-
-    /// The mean time of one call so far, if any was made.
-    pub fn mean_call(&self) -> Option<Duration> {
-        let calls = self.upstream_calls.load(Ordering::Relaxed);
-        (calls > 0).then(|| Duration::from_millis(self.call_ms.load(Ordering::Relaxed) / u64::from(calls)))
-    }
-
-    /// Real slices not yet fetched.
-    pub fn slices_left(&self) -> usize {
-        let s = self.snapshot();
-        s.slices_total.saturating_sub(s.slices_done + s.slices_synthesized)
-    }
-
-    /// Tells the watchers something changed (also when the question's state does).
-    pub fn touch(&self) {
-        self.changed.send_replace(());
-    }
-
-    fn attempt(&self, retry: bool, waited: Duration, took: Duration) {
-        self.upstream_calls.fetch_add(1, Ordering::Relaxed);
-        if retry {
-            self.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        self.budget_wait_ms.fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
-        self.call_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
-        self.touch();
-    }
-}
-
 /// Answers questions through the process's call policy.
 #[derive(Debug)]
 pub struct Engine {
@@ -274,11 +189,11 @@ pub struct Engine {
     pub remember: bool,
     pub ledger: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
-    shared: Coalesce<recall::CallKey, recall::Shared>,
+    shared: Coalesce<fetch::CallKey, fetch::Shared>,
     /// `/totals` and `/28hr` calls in flight, likewise.
     now_calls: Coalesce<current::NowKey, current::NowShared>,
     /// Answers of questions over settled time, rendered, for repeats.
-    rendered: recall::Rendered,
+    rendered: rendered::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
     counted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The Redis shared with other replicas, which keeps the ledger of them all.
@@ -295,7 +210,7 @@ impl Engine {
         ledger: LedgerSettings,
         sharing: Option<Arc<Sharing>>,
     ) -> Engine {
-        let rendered = recall::Rendered::new(store.config().status_ttl);
+        let rendered = rendered::Rendered::new(store.config().status_ttl);
         Engine {
             calls,
             store,
@@ -307,51 +222,6 @@ impl Engine {
             counted: Default::default(),
             sharing,
         }
-    }
-}
-
-/// Waits for a question's calls in `tasks`, handing each finished one to `each`, which
-/// says which slice it was and whether to wait for the rest. Stops early at the deadline
-/// (the slices of `expected` not finished are returned as failed by it) or when `cancel`
-/// fires (the question is cut off, naming them). Calls still running are dropped.
-async fn collect<T: 'static>(
-    tasks: &mut JoinSet<T>,
-    plan: &Plan,
-    expected: &[Slice],
-    deadline: Instant,
-    cancel: &CancellationToken,
-    mut each: impl FnMut(T) -> Result<(Slice, bool), ServiceError>,
-) -> Result<Vec<(Slice, AttemptError, u32)>, ServiceError> {
-    let mut done = std::collections::HashSet::with_capacity(expected.len());
-    let collecting = tokio::time::timeout_at(deadline, async {
-        while let Some(joined) = tasks.join_next().await {
-            let finished =
-                joined.map_err(|e| ServiceError::internal("a call's task failed", Some(Box::new(e))))?;
-            let (slice, go_on) = each(finished)?;
-            done.insert(slice);
-            if !go_on {
-                break;
-            }
-        }
-        Ok::<(), ServiceError>(())
-    });
-    let stopped = tokio::select! {
-        collected = collecting => match collected {
-            Ok(collected) => { collected?; None }
-            Err(_) => Some(false),
-        },
-        () = cancel.cancelled() => Some(true),
-    };
-    tasks.abort_all();
-    let not_done = expected.iter().filter(|s| !done.contains(*s)).copied();
-    match stopped {
-        None => Ok(Vec::new()),
-        Some(false) => Ok(not_done.map(|s| (s, AttemptError::Deadline { last: None }, 0)).collect()),
-        Some(true) => Err(ServiceError::CutOff {
-            failed: not_done
-                .map(|s| failed_slice(plan, s, vec!["not fetched: the question was stopped".into()], None, 0))
-                .collect(),
-        }),
     }
 }
 
@@ -530,93 +400,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// The client's error for a question the budget cannot carry.
-fn refusal(refused: BudgetRefusal) -> ServiceError {
-    match refused {
-        BudgetRefusal::Never { .. } => ServiceError::BadRequest(engagement::ApiError::new(format!(
-            "{refused}, its deadline: ask it as a job (POST /v1/jobs, which has hours), or ask for a shorter range or fewer Tweets"
-        ))),
-        BudgetRefusal::Busy { calls, ahead, wait } => {
-            ServiceError::BudgetBusy { retry_after: wait, calls, ahead }
-        }
-    }
-}
-
-/// The label of one attempt's outcome: the upstream's status, or what kept it from one.
-fn outcome(result: &Result<Response, AttemptError>) -> String {
-    match result {
-        Ok(_) => "200".into(),
-        Err(e) => match (e, e.status()) {
-            (_, Some(status)) => status.to_string(),
-            (AttemptError::Budget { .. }, None) => "budget".into(),
-            (AttemptError::Deadline { .. }, None) => "deadline".into(),
-            (_, None) => "error".into(),
-        },
-    }
-}
-
-fn failed_slice(
-    plan: &Plan,
-    slice: Slice,
-    errors: Vec<String>,
-    status: Option<u16>,
-    attempts: u32,
-) -> FailedSlice {
-    FailedSlice {
-        start: format_instant(slice.window.start),
-        end: format_instant(slice.window.end),
-        tweet_ids: plan.batches[slice.batch].iter().map(ToString::to_string).collect(),
-        status,
-        errors,
-        attempts,
-    }
-}
-
-/// A slice whose last attempt failed with `error`: the upstream's own messages when it
-/// refused, else what went wrong.
-fn failed_attempt(plan: &Plan, slice: Slice, error: &AttemptError, attempts: u32) -> FailedSlice {
-    let errors = match error {
-        AttemptError::Refused { errors, .. } => errors.clone(),
-        other => vec![other.to_string()],
-    };
-    failed_slice(plan, slice, errors, error.status(), attempts)
-}
-
-/// The client's error for a question whose slices failed, by the worst failure: a refusal
-/// by the upstream, then the rate budget, then the deadline, then transient failures.
-fn failure(plan: &Plan, timeout: &Duration, failed: Vec<(Slice, AttemptError, u32)>) -> ServiceError {
-    let slices: Vec<FailedSlice> = failed
-        .iter()
-        .map(|(slice, error, attempts)| failed_attempt(plan, *slice, error, *attempts))
-        .collect();
-    if let Some((_, AttemptError::Refused { status, errors }, _)) =
-        failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Refused { .. }))
-    {
-        // 400 and 403 are about the Tweets asked for, and pass through. Anything else the
-        // upstream refuses (401: the handle's credentials) is this service's problem.
-        return match status {
-            400 | 403 => {
-                ServiceError::UpstreamRefused { status: *status, errors: errors.clone(), failed: slices }
-            }
-            _ => ServiceError::UpstreamRefused {
-                status: 502,
-                errors: errors
-                    .iter()
-                    .map(|e| format!("the Engagement API refused the service's call ({status}): {e}"))
-                    .collect(),
-                failed: slices,
-            },
-        };
-    }
-    if let Some((_, AttemptError::Budget { wait }, _)) =
-        failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Budget { .. }))
-    {
-        return ServiceError::RateBudget { retry_after: *wait, failed: slices };
-    }
-    if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline { .. })) {
-        return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
-    }
-    ServiceError::UpstreamFailed { failed: slices }
 }

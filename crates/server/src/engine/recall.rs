@@ -7,288 +7,24 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
-use engagement::time::HOUR;
-use engagement::{
-    Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest, Response, TimeRange, TweetId,
-};
-use futures::FutureExt;
-use stitch::cover::runs;
-use stitch::{Plan, Slice, absorb, cover, finish};
-use store::facts::{born_hour, hour_of};
-use store::{CallFacts, Known, Refused, Store, StoreError};
-use tokio::task::JoinSet;
+use engagement::{Endpoint, EngagementType, Grouping, Response, TimeRange, TweetId};
+use stitch::{Plan, Slice, absorb, finish};
+use store::facts::hour_of;
+use store::{Known, Store, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, HandleCredentials};
 
-use super::{
-    Answer, Engine, Meta, Progress, Question, collect, failed_attempt, failure, outcome, refusal,
-    shared_call, shared_facts,
-};
+use super::failure::{failed_attempt, failure, refusal};
+use super::fetch::{Ask, CallFailure};
+use super::in_flight::{InFlight, Told, collect};
+use super::needs::{Coverage, Need, Needs, judging, needs};
+use super::rendered::{RenderedAnswer, RenderedKey, no_video_views};
+use super::{Answer, Engine, Meta, Progress, Question, shared_facts};
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
-
-/// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
-const HOURLY: &str = "hourly";
-
-/// What makes two calls the same call.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct CallKey {
-    handle: String,
-    tweets: Vec<TweetId>,
-    types: Vec<EngagementType>,
-    window: TimeRange,
-    status_only: bool,
-}
-
-/// Why a call's facts could not be had.
-#[derive(Debug, Clone)]
-pub(crate) enum CallFailure {
-    Call(AttemptError),
-    Store(Arc<StoreError>),
-}
-
-/// What a shared call came to: its facts and the first hour it kept as unsettled, or why
-/// not; and the attempts it took.
-pub(crate) type Shared = Arc<(Result<(Arc<CallFacts>, i64), CallFailure>, u32)>;
-
-/// A question over settled time, as the rendered answers are kept by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RenderedKey {
-    handle: String,
-    tweets: Vec<TweetId>,
-    types: Vec<EngagementType>,
-    groupings: Vec<Grouping>,
-    range: TimeRange,
-}
-
-/// A rendered answer, and what it depended on besides settled facts.
-#[derive(Debug)]
-struct RenderedAnswer {
-    response: Arc<Response>,
-    /// Until when the statuses it was rendered with are trusted.
-    valid_until: DateTime<Utc>,
-    /// The Tweets whose video views were reported as zero (a rule of the Tweet's age now).
-    no_video_views: Vec<TweetId>,
-    from_store: usize,
-    /// Its text, once a repeat has written it.
-    written: Arc<super::Written>,
-}
-
-/// The most counts the rendered answers kept may hold together (about 100 MB).
-const RENDERED_COUNTS: u64 = 1_000_000;
-
-/// Answers of questions whose every hour is settled, kept rendered so an exact repeat (a
-/// dashboard reloaded) is served without reading or rendering facts again. They live as long
-/// as the statuses they were rendered with are trusted.
-pub(crate) struct Rendered {
-    answers: moka::sync::Cache<RenderedKey, Arc<RenderedAnswer>>,
-}
-
-impl std::fmt::Debug for Rendered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rendered").field("answers", &self.answers.entry_count()).finish()
-    }
-}
-
-impl Rendered {
-    pub(crate) fn new(ttl: std::time::Duration) -> Rendered {
-        let answers = moka::sync::Cache::builder()
-            .max_capacity(RENDERED_COUNTS)
-            // A count weighs its tree and, once repeated, its text in two styles.
-            .weigher(|_, a: &Arc<RenderedAnswer>| counts(&a.response).min(u64::from(u32::MAX)) as u32)
-            .time_to_live(ttl.max(std::time::Duration::from_millis(1)))
-            .build();
-        Rendered { answers }
-    }
-}
-
-/// The leaves of an answer's trees.
-fn counts(response: &Response) -> u64 {
-    fn leaves(node: &engagement::Node) -> u64 {
-        match node {
-            engagement::Node::Count(_) => 1,
-            engagement::Node::Branch(b) => b.iter().map(|(_, n)| leaves(n)).sum(),
-        }
-    }
-    response.groupings.values().map(leaves).sum()
-}
-
-/// The Tweets of `tweets` whose video views are not reported at `now`.
-fn no_video_views(tweets: &[TweetId], types: &[EngagementType], now: DateTime<Utc>) -> Vec<TweetId> {
-    if !types.contains(&EngagementType::VideoViews) {
-        return Vec::new();
-    }
-    let limit = chrono::Duration::days(engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS);
-    tweets.iter().copied().filter(|t| now - t.created_at() > limit).collect()
-}
-
-/// One call a question needs: a batch over a window, for facts or only for the status of
-/// its Tweets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Need {
-    slice: Slice,
-    status_only: bool,
-}
-
-/// The calls a question needs, and what the store saved it.
-struct Needs {
-    calls: Vec<Need>,
-    /// Batches holding a Tweet the upstream refused while that is trusted: they get no call,
-    /// and the same refusal.
-    refused: Vec<(Slice, AttemptError)>,
-    /// Grid slices (not synthesized) whose every hour was held.
-    held: HashSet<Slice>,
-    hits: u64,
-    misses: u64,
-}
-
-/// For each batch, the fewest windows covering the hours some Tweet of it lacks; or, when
-/// nothing is missing but what the store knows of a Tweet is too old, one call of one hour.
-fn needs(plan: &Plan, known: &Known) -> Needs {
-    let range = plan.range;
-    let first = hour_of(range.start);
-    let mut out = Needs { calls: Vec::new(), refused: Vec::new(), held: HashSet::new(), hits: 0, misses: 0 };
-    for (b, batch) in plan.batches.iter().enumerate() {
-        if let Some(refusal) = remembered_refusal(batch, known) {
-            out.refused.push((Slice { batch: b, window: range }, refusal));
-            continue;
-        }
-        let mut missing = vec![false; range.hours()];
-        for t in batch {
-            if known.status.get(t) == Some(&true) {
-                continue; // deleted: the API shows nothing of it
-            }
-            let born = born_hour(*t);
-            for (i, held) in known.held.get(t).map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
-                missing[i] |= !held;
-                if first + i as i64 >= born {
-                    if *held {
-                        out.hits += 1;
-                    } else {
-                        out.misses += 1;
-                    }
-                }
-            }
-        }
-        let windows = cover(&runs(range, &missing));
-        let stale = batch.iter().any(|t| !known.status.contains_key(t));
-        if windows.is_empty() && stale {
-            let window = TimeRange { start: range.end - HOUR, end: range.end };
-            out.calls.push(Need { slice: Slice { batch: b, window }, status_only: true });
-        }
-        out.calls.extend(
-            windows.into_iter().map(|window| Need { slice: Slice { batch: b, window }, status_only: false }),
-        );
-        out.held.extend(plan.fetched.iter().filter(|s| s.batch == b).filter(|s| {
-            let from = (hour_of(s.window.start) - first) as usize;
-            missing[from..from + s.window.hours()].iter().all(|m| !m)
-        }));
-    }
-    out
-}
-
-/// The refusal a call for `batch` would get, when what refused calls told of its Tweets
-/// settles it: `403` (not the handle's) once every Tweet's ownership is known, else `400`
-/// (protected) once every Tweet is known to be the handle's and protected or not. The
-/// errors name the batch's Tweets refused, as the upstream does.
-fn remembered_refusal(batch: &[TweetId], known: &Known) -> Option<AttemptError> {
-    let told = |t: &TweetId| known.refused.get(t);
-    let shown = |t: &TweetId| known.status.contains_key(t);
-    let status = batch
-        .iter()
-        .filter_map(|t| told(t)?.refusal())
-        .map(|(status, _)| status)
-        .max_by_key(|s| *s == 403)?;
-    let settled = if status == 403 {
-        batch.iter().all(|t| shown(t) || told(t).is_some())
-    } else {
-        let judged =
-            |t: &TweetId| shown(t) || matches!(told(t), Some(Refused::Protected { .. } | Refused::Neither));
-        batch.iter().all(judged)
-    };
-    if !settled {
-        return None;
-    }
-    let mut by_message: Vec<(&str, Vec<TweetId>)> = Vec::new();
-    for t in batch {
-        let Some(message) = told(t).and_then(Refused::refusal).filter(|(s, _)| *s == status).map(|(_, m)| m)
-        else {
-            continue;
-        };
-        match by_message.iter_mut().find(|(m, _)| *m == message) {
-            Some((_, tweets)) => tweets.push(*t),
-            None => by_message.push((message, vec![*t])),
-        }
-    }
-    let errors = by_message
-        .into_iter()
-        .map(|(message, mut tweets)| {
-            tweets.sort_unstable();
-            let named: Vec<String> = tweets.iter().map(ToString::to_string).collect();
-            format!("{message}: {}", named.join(", "))
-        })
-        .collect();
-    Some(AttemptError::Refused { status, errors })
-}
-
-/// What a refusal of a call for `batch` tells of its Tweets. `403` (not the handle's) and
-/// `400` (protected) name the Tweets refused for after a colon, as in `Forbidden to access
-/// tweets: 111, 222`; the batch's others are then the handle's (and, after a `400`, not
-/// protected). A refusal that names none of the batch's Tweets tells nothing.
-fn refusal_told(batch: &[TweetId], error: &AttemptError) -> Vec<(TweetId, Refused)> {
-    let AttemptError::Refused { status: status @ (400 | 403), errors } = error else {
-        return Vec::new();
-    };
-    let mut told = Vec::new();
-    for e in errors {
-        let Some((message, list)) = e.rsplit_once(": ") else { continue };
-        let Some(named) = list.split(',').map(|id| TweetId::parse(id.trim())).collect::<Option<Vec<_>>>()
-        else {
-            continue;
-        };
-        let message = message.to_string();
-        for t in named.into_iter().filter(|t| batch.contains(t)) {
-            let r = match status {
-                403 => Refused::Foreign { message: message.clone() },
-                _ => Refused::Protected { message: message.clone() },
-            };
-            told.push((t, r));
-        }
-    }
-    if told.is_empty() {
-        return told;
-    }
-    let other = if *status == 403 { Refused::NotForeign } else { Refused::Neither };
-    for t in batch {
-        if !told.iter().any(|(named, _)| named == t) {
-            told.push((*t, other.clone()));
-        }
-    }
-    told
-}
-
-/// The call for `need`: the question's types, hour by hour; or, for a status, one type
-/// over one hour.
-fn request(plan: &Plan, need: Need, types: &[EngagementType]) -> RawRequest {
-    let (types, group_by) = if need.status_only {
-        (vec![types.first().copied().unwrap_or(EngagementType::Favorites)], vec![GroupBy::TweetId])
-    } else {
-        (types.to_vec(), GroupBy::ALL.to_vec())
-    };
-    Query {
-        endpoint: Endpoint::Historical,
-        tweet_ids: plan.batches[need.slice.batch].clone(),
-        types,
-        groupings: vec![Grouping { name: HOURLY.into(), group_by }],
-        range: Some(need.slice.window),
-        end_clamped: false,
-    }
-    .to_raw()
-}
 
 /// Runs `work` on a blocking thread.
 async fn blocking<T: Send + 'static>(
@@ -299,6 +35,24 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ServiceError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
         .map_err(|e| ServiceError::internal(what.to_string(), Some(Box::new(e))))
+}
+
+/// What a question's calls came to.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Slices that could not be had (refused from memory, or calls that failed).
+    failed: Vec<(Slice, AttemptError, u32)>,
+    /// Grid slices whose every hour the store held before any call.
+    held: HashSet<Slice>,
+    /// Attempts of the calls this question made, and the calls.
+    attempts: u32,
+    made: u32,
+}
+
+/// What one round of calls came to: the calls answered, besides what [`Fetched`] counts.
+#[derive(Debug, Default)]
+struct Round {
+    answered: HashSet<Need>,
 }
 
 impl Engine {
@@ -325,13 +79,10 @@ impl Engine {
             groupings: query.groupings.clone(),
             range,
         };
-        if settled
-            && let Some(kept) = self.rendered.answers.get(&key)
-            && now < kept.valid_until
-            && kept.no_video_views == no_video_views(&tweets, &query.types, now)
-        {
-            progress.touch();
+        progress.planned(&plan, 0);
+        if settled && let Some(kept) = self.rendered.repeat(&key, now) {
             self.mark_used(&handle.handle, tweets, now);
+            progress.planned(&plan, kept.from_store);
             let meta = Meta { slices_from_store: kept.from_store, ..Meta::planned(&plan, question, started) };
             meta.record();
             return Ok(Answer::stitched(
@@ -347,104 +98,9 @@ impl Engine {
         let mut known =
             blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
                 .await?;
-        let mut needs = needs(&plan, &known);
-        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up())
-            && !needs.calls.is_empty()
-        {
-            shared_facts::take(sharing, &self.store, &handle.handle, &plan, &mut known, &query.types, now)
-                .await;
-            needs = self::needs(&plan, &known);
-        }
-        metrics::store_lookups(needs.hits, needs.misses);
-        if !partial && !needs.refused.is_empty() {
-            let refused = needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
-            return Err(failure(&plan, &deadline.saturating_duration_since(started), refused));
-        }
-        let calls = needs.calls.len();
-        if calls > 0 {
-            self.calls.check(calls, deadline).map_err(refusal)?;
-            self.admit_handle(&handle.handle, true).await?;
-        }
-        progress.slices_total.store(calls, Ordering::Relaxed);
-        progress.touch();
-
-        let lane = Arc::new(self.calls.lane(calls, deadline));
-        let mut tasks = JoinSet::new();
-        for &need in &needs.calls {
-            let (engine, lane, handle, progress, plan) = (
-                Arc::clone(self),
-                Arc::clone(&lane),
-                Arc::clone(handle),
-                Arc::clone(progress),
-                Arc::clone(&plan),
-            );
-            // In one order, so questions listing the same types differently share calls.
-            let mut types = query.types.clone();
-            types.sort_unstable();
-            tasks.spawn(async move {
-                let body = request(&plan, need, &types);
-                let key = CallKey {
-                    handle: handle.handle.clone(),
-                    tweets: plan.batches[need.slice.batch].clone(),
-                    types: types.clone(),
-                    window: need.slice.window,
-                    status_only: need.status_only,
-                };
-                let start = || {
-                    let (engine, handle, body, tweets, types) = (
-                        Arc::clone(&engine),
-                        Arc::clone(&handle),
-                        body.clone(),
-                        key.tweets.clone(),
-                        key.types.clone(),
-                    );
-                    let (lane, progress) = (Arc::clone(&lane), Arc::clone(&progress));
-                    async move {
-                        engine.fetch(&lane, &handle, body, (tweets, types), need, deadline, &progress).await
-                    }
-                    .boxed()
-                };
-                let ran_out = |shared: &Shared| {
-                    matches!(shared.0, Err(CallFailure::Call(AttemptError::Deadline { .. })))
-                };
-                let failed = |e| Arc::new((Err(CallFailure::Call(e)), 0));
-                let (shared, joined) =
-                    shared_call(&engine.shared, &key, deadline, start, ran_out, failed).await;
-                (need, shared, joined)
-            });
-        }
-
-        let mut failed: Vec<(Slice, AttemptError, u32)> =
-            needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
-        let (mut attempts, mut made) = (0u32, 0u32);
-        let expected: Vec<Slice> = needs.calls.iter().map(|n| n.slice).collect();
-        let cut_off = collect(&mut tasks, &plan, &expected, deadline, cancel, |(need, shared, joined)| {
-            let (result, tries) = &*shared;
-            if !joined {
-                attempts += tries;
-                made += 1;
-            }
-            match result {
-                Ok((facts, unsettled_from)) => {
-                    progress.slices_done.fetch_add(1, Ordering::Relaxed);
-                    progress.touch();
-                    // Only the unsettled hours are taken (settled ones are on disk), and the
-                    // call's facts are let go at once: a big question never holds them all.
-                    known.learn(facts, *unsettled_from);
-                    Ok((need.slice, true))
-                }
-                Err(CallFailure::Store(e)) => Err(ServiceError::internal(
-                    "what was fetched could not be kept in the store",
-                    Some(Box::new(Arc::clone(e))),
-                )),
-                Err(CallFailure::Call(error)) => {
-                    failed.push((need.slice, error.clone(), *tries));
-                    Ok((need.slice, *partial))
-                }
-            }
-        })
-        .await?;
-        failed.extend(cut_off);
+        let fetched =
+            self.fetch_missing(handle, question, &plan, &mut known, deadline, progress, cancel).await?;
+        let Fetched { mut failed, held, attempts, made } = fetched;
         if !failed.is_empty() && !partial {
             return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
         }
@@ -463,10 +119,10 @@ impl Engine {
         // The grid's slices answered by this question's calls: those the store lacked, but
         // for those a failed window leaves out (so fetched, held and synthesized add up to
         // the slices planned, less those incomplete).
-        let fetched = plan
+        let slices_fetched = plan
             .fetched
             .iter()
-            .filter(|s| !needs.held.contains(s))
+            .filter(|s| !held.contains(s))
             .filter(|s| {
                 !holes.iter().any(|h| {
                     h.batch == s.batch && h.window.start < s.window.end && s.window.start < h.window.end
@@ -484,20 +140,22 @@ impl Engine {
             .map_err(|e| ServiceError::internal("rendering the answer failed", Some(Box::new(e))))??
         };
         drop(pin);
+        self.shrink_store();
 
         let meta = Meta {
-            slices_fetched: fetched,
-            slices_from_store: needs.held.len(),
+            slices_fetched,
+            slices_from_store: held.len(),
             upstream_calls: attempts,
             retries: attempts.saturating_sub(made),
             ..Meta::planned(&plan, question, started)
         };
         meta.record();
+        progress.fetched(slices_fetched);
         tracing::info!(
             handle = %handle.handle,
             tweets = meta.tweets,
             range = %range.describe(),
-            calls = calls,
+            calls = made,
             slices_from_store = meta.slices_from_store,
             upstream_calls = meta.upstream_calls,
             retries = meta.retries,
@@ -516,13 +174,166 @@ impl Engine {
                 from_store: plan.fetched.len(),
                 written: Arc::default(),
             };
-            self.rendered.answers.insert(key, Arc::new(kept));
+            self.rendered.keep(key, kept);
         }
         let incomplete = failed
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
         Ok(Answer::stitched(response, meta, incomplete, None))
+    }
+
+    /// What `known` lacks of `plan`, from Redis when replicas share it, else as calls.
+    async fn needs_of(
+        &self,
+        handle: &str,
+        plan: &Plan,
+        known: &mut Known,
+        types: &[EngagementType],
+    ) -> Needs {
+        let mut needs = needs(plan, known);
+        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up())
+            && !needs.calls.is_empty()
+        {
+            shared_facts::take(sharing, &self.store, handle, plan, known, types, Utc::now()).await;
+            needs = self::needs(plan, known);
+        }
+        needs
+    }
+
+    /// Fetches what `known` lacks of `plan`'s answer and learns what the calls bring into
+    /// it. A batch whose status alone was asked (its Tweets last seen deleted or refused
+    /// for) and whose call shows a Tweet after all gets a second round for that Tweet's
+    /// hours. A question that fails anyway (a batch refused from memory, without
+    /// `"partial": true`) asks only what decides its refusal.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_missing(
+        self: &Arc<Self>,
+        handle: &Arc<HandleCredentials>,
+        question: &Question,
+        plan: &Arc<Plan>,
+        known: &mut Known,
+        deadline: Instant,
+        progress: &Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<Fetched, ServiceError> {
+        let types = &question.query.types;
+        let needs = self.needs_of(&handle.handle, plan, known, types).await;
+        metrics::store_lookups(needs.hits, needs.misses);
+        progress.planned(plan, needs.held.len());
+        let mut out = Fetched {
+            failed: needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect(),
+            held: needs.held,
+            ..Fetched::default()
+        };
+        let doomed = !question.partial && !needs.refused.is_empty();
+        let calls = if doomed { judging(plan, known, &needs.refused) } else { needs.calls };
+        let round = self
+            .fetch_round(handle, question, plan, &calls, &out.held, known, deadline, progress, cancel)
+            .await;
+        let round = out.absorb(round?);
+        if doomed || (!question.partial && !out.failed.is_empty()) {
+            return Ok(out);
+        }
+        let shown_after_all: HashSet<usize> = calls
+            .iter()
+            .filter(|n| n.status_only && round.answered.contains(n))
+            .map(|n| n.slice.batch)
+            .collect();
+        if shown_after_all.is_empty() {
+            return Ok(out);
+        }
+        let more: Vec<Need> = self
+            .needs_of(&handle.handle, plan, known, types)
+            .await
+            .calls
+            .into_iter()
+            .filter(|n| !n.status_only && shown_after_all.contains(&n.slice.batch))
+            .collect();
+        let round = self
+            .fetch_round(handle, question, plan, &more, &out.held, known, deadline, progress, cancel)
+            .await;
+        out.absorb(round?);
+        Ok(out)
+    }
+
+    /// Makes `calls` for `plan` (each shared with the questions that need the same call) and
+    /// learns what they bring into `known`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_round(
+        self: &Arc<Self>,
+        handle: &Arc<HandleCredentials>,
+        question: &Question,
+        plan: &Arc<Plan>,
+        calls: &[Need],
+        held: &HashSet<Slice>,
+        known: &mut Known,
+        deadline: Instant,
+        progress: &Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<(Round, Fetched), ServiceError> {
+        let mut round = (Round::default(), Fetched::default());
+        if calls.is_empty() {
+            return Ok(round);
+        }
+        self.calls.check(calls.len(), deadline).map_err(refusal)?;
+        self.admit_handle(&handle.handle, true).await?;
+        progress.calls_ahead(calls.len());
+        let mut coverage = Coverage::of(plan, calls, held);
+        let lane = Arc::new(self.calls.lane(calls.len(), deadline));
+        let mut types = question.query.types.clone();
+        types.sort_unstable();
+        let mut tasks = InFlight::new();
+        for &need in calls {
+            let ask = Ask {
+                engine: Arc::clone(self),
+                lane: Arc::clone(&lane),
+                handle: Arc::clone(handle),
+                plan: Arc::clone(plan),
+                types: types.clone(),
+                deadline,
+                progress: Arc::clone(progress),
+            };
+            tasks.spawn(need.slice.batch, ask.call(need));
+        }
+        let (answered, fetched) = (&mut round.0.answered, &mut round.1);
+        let expected: Vec<Slice> = calls.iter().map(|n| n.slice).collect();
+        let cut_off = collect(
+            &mut tasks,
+            plan,
+            &expected,
+            (deadline, question.partial),
+            cancel,
+            |(need, shared, joined)| {
+                let (result, tries) = &*shared;
+                if !joined {
+                    fetched.attempts += tries;
+                    fetched.made += 1;
+                }
+                match result {
+                    Ok((facts, unsettled_from)) => {
+                        progress.call_finished(coverage.answered(&need));
+                        // Only the unsettled hours are taken (settled ones are on disk), and the
+                        // call's facts are let go at once: a big question never holds them all.
+                        known.learn(facts, *unsettled_from, Utc::now());
+                        answered.insert(need);
+                        Ok((need.slice, Told::Answered))
+                    }
+                    Err(CallFailure::Store(e)) => Err(ServiceError::internal(
+                        "what was fetched could not be kept in the store",
+                        Some(Box::new(Arc::clone(e))),
+                    )),
+                    Err(CallFailure::Call(error)) => {
+                        progress.call_finished(0);
+                        fetched.failed.push((need.slice, error.clone(), *tries));
+                        Ok((need.slice, Told::of::<()>(&Err(error.clone()))))
+                    }
+                }
+            },
+        )
+        .await?;
+        round.1.failed.extend(cut_off);
+        Ok(round)
     }
 
     /// Marks `tweets` used now for eviction, off the answer's path: losing the mark costs
@@ -536,165 +347,27 @@ impl Engine {
         });
     }
 
-    /// Keeps which of `tweets` the upstream refused in `error`, if it named them. Failing to
-    /// keep it costs only a call next time, so it is logged, not the question's failure.
-    async fn remember_refusal(
-        &self,
-        handle: &str,
-        tweets: &[TweetId],
-        error: &AttemptError,
-        at: DateTime<Utc>,
-    ) {
-        let told = refusal_told(tweets, error);
-        if told.is_empty() {
-            return;
-        }
-        let (store, name) = (Arc::clone(&self.store), handle.to_string());
-        let kept = tokio::task::spawn_blocking(move || store.refuse(&name, told, at)).await;
-        if let Err(e) = kept.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-            tracing::warn!(error = %e, "the store could not keep a refusal");
-        }
-    }
-
-    /// Makes one call through the call policy and keeps what it brings.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch(
-        &self,
-        lane: &upstream::Lane,
-        handle: &HandleCredentials,
-        body: RawRequest,
-        (tweets, types): (Vec<TweetId>, Vec<EngagementType>),
-        need: Need,
-        deadline: Instant,
-        progress: &Progress,
-    ) -> Shared {
-        if let Err(e) = self.admit_handle(&handle.handle, false).await {
-            let reason = format!("the handle ledger could not be written: {e}");
-            return Arc::new((
-                Err(CallFailure::Call(AttemptError::Transient { reason, status: None, retry_after: None })),
-                0,
-            ));
-        }
-        // Among replicas, one makes the call and the others take what it wrote.
-        let mut lease = None;
-        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up()) {
-            let (window, status_only) = (need.slice.window, need.status_only);
-            let name = shared_facts::call_name(&handle.handle, &tweets, &types, window, status_only);
-            let holder = format!("{:016x}", fastrand::u64(..));
-            match sharing.redis.take_lease(&name, &holder, shared_facts::LEASE).await {
-                Ok(true) => lease = Some((name, holder)),
-                Ok(false) => {
-                    let theirs = shared_facts::wait_for(
-                        sharing,
-                        &self.store,
-                        &handle.handle,
-                        &name,
-                        &tweets,
-                        &types,
-                        window,
-                        status_only,
-                        deadline,
-                    )
-                    .await;
-                    if let Some((facts, unsettled_from)) = theirs {
-                        metrics::coalesced();
-                        return Arc::new((Ok((Arc::new(facts), unsettled_from)), 0));
-                    }
+    /// Evicts what a question held pinned past the store's bound, off the answer's path.
+    fn shrink_store(&self) {
+        if self.store.over_bound() {
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.shrink() {
+                    tracing::warn!(error = %e, "the store could not evict down to its bound");
                 }
-                Err(_) => {}
-            }
+            });
         }
-        let sent = AtomicU32::new(0);
-        // Hours are judged settled from before the call was sent: never from after the
-        // upstream answered, when a not-yet-final hour may have turned old enough.
-        let sent_at: DateTime<Utc> = Utc::now();
-        // The facts are read and kept while the call holds its place among the calls in
-        // flight, so answers waiting to be kept never pile up beyond those calls.
-        let keep = |response: Response| {
-            let (store, name, tweets, types) =
-                (Arc::clone(&self.store), handle.handle.clone(), tweets.clone(), types.clone());
-            let sharing = self.sharing.clone();
-            async move {
-                let kept = {
-                    let (store, name) = (Arc::clone(&store), name.clone());
-                    tokio::task::spawn_blocking(move || {
-                        keep(&store, &name, &tweets, &types, need, response, sent_at)
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        let reason = format!("keeping the answer failed: {e}");
-                        Err(AttemptError::Transient { reason, status: None, retry_after: None })
-                    })?
-                };
-                let (mut facts, unsettled_from) = match kept {
-                    Ok(kept) => kept,
-                    Err(failure) => return Ok(Err(failure)),
-                };
-                if let Some(sharing) = &sharing {
-                    shared_facts::give(sharing, &store, &name, &facts, sent_at).await;
-                }
-                // Only the unsettled hours go to the questions waiting (settled ones are on
-                // disk), so a big question never holds every call's facts.
-                facts.drop_settled(unsettled_from);
-                Ok(Ok((Arc::new(facts), unsettled_from)))
-            }
-        };
-        let retried = self
-            .calls
-            .call_then(
-                lane,
-                Endpoint::Historical,
-                handle,
-                &body,
-                deadline,
-                |result, waited, took| {
-                    let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                    metrics::upstream_call(&outcome(result));
-                    progress.attempt(retry, waited, took);
-                },
-                keep,
-            )
-            .await;
-        let kept = match retried.result {
-            Ok(kept) => kept,
-            Err(e) => {
-                self.remember_refusal(&handle.handle, &tweets, &e, sent_at).await;
-                Err(CallFailure::Call(e))
-            }
-        };
-        if let (Some(sharing), Some((name, holder))) = (&self.sharing, lease)
-            && let Err(e) = sharing.redis.release_lease(&name, &holder).await
-        {
-            tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");
-        }
-        Arc::new((kept, retried.attempts))
     }
 }
 
-/// Reads an answer's facts and keeps them, returning them with the first hour kept as
-/// unsettled. An answer that is not the hourly shape asked for is the attempt's failure; a
-/// store that cannot keep them is the call's.
-fn keep(
-    store: &Store,
-    handle: &str,
-    tweets: &[TweetId],
-    types: &[EngagementType],
-    need: Need,
-    response: Response,
-    sent_at: DateTime<Utc>,
-) -> Result<Result<(CallFacts, i64), CallFailure>, AttemptError> {
-    let facts = if need.status_only {
-        CallFacts::status_only(tweets, &response)
-    } else {
-        CallFacts::hourly(tweets, types, need.slice.window, &response, HOURLY).map_err(|e| {
-            AttemptError::Transient { reason: e.to_string(), status: Some(200), retry_after: None }
-        })?
-    };
-    drop(response);
-    if let Err(e) = store.keep(handle, &facts, sent_at) {
-        return Ok(Err(CallFailure::Store(Arc::new(e))));
+impl Fetched {
+    /// Adds what a round of calls came to; the round's own part.
+    fn absorb(&mut self, (round, fetched): (Round, Fetched)) -> Round {
+        self.failed.extend(fetched.failed);
+        self.attempts += fetched.attempts;
+        self.made += fetched.made;
+        round
     }
-    Ok(Ok((facts, store.unsettled_from(sent_at))))
 }
 
 /// The answer from the counts held, batch by batch (so memory holds one batch's counts at a
@@ -769,55 +442,4 @@ fn around(range: TimeRange, holes: &[TimeRange]) -> Vec<TimeRange> {
         out.push(TimeRange { start: from, end: range.end });
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(status: u16, errors: &[&str]) -> AttemptError {
-        AttemptError::Refused { status, errors: errors.iter().map(ToString::to_string).collect() }
-    }
-
-    #[test]
-    fn a_refusal_tells_of_the_tweets_it_names_and_of_the_batchs_others() {
-        let batch = [TweetId(11), TweetId(22), TweetId(33)];
-        let told = refusal_told(&batch, &refused(403, &["Forbidden to access tweets: 22, 99"]));
-        let foreign = Refused::Foreign { message: "Forbidden to access tweets".into() };
-        assert_eq!(
-            told,
-            [(TweetId(22), foreign), (TweetId(11), Refused::NotForeign), (TweetId(33), Refused::NotForeign)]
-        );
-        let told = refusal_told(&batch, &refused(400, &["Tweet ID(s) are unavailable: 33"]));
-        assert!(told.contains(&(TweetId(11), Refused::Neither)));
-
-        // Nothing is learned from a refusal that names no Tweet of the batch, or no Tweet.
-        assert!(refusal_told(&batch, &refused(400, &["Tweet ID(s) are unavailable"])).is_empty());
-        assert!(refusal_told(&batch, &refused(400, &["bad start: 2020-13-01"])).is_empty());
-        assert!(refusal_told(&batch, &refused(403, &["Forbidden to access tweets: 99"])).is_empty());
-        assert!(refusal_told(&batch, &refused(401, &["Unauthorized: 11"])).is_empty());
-    }
-
-    #[test]
-    fn a_remembered_refusal_is_given_only_when_it_is_what_the_upstream_would_say() {
-        let batch = [TweetId(11), TweetId(22), TweetId(33)];
-        let mut known = Known::default();
-        let protected = Refused::Protected { message: "Tweet ID(s) are unavailable".into() };
-        known.refused.insert(TweetId(33), protected.clone());
-        known.refused.insert(TweetId(11), Refused::Neither);
-        assert!(remembered_refusal(&batch, &known).is_none(), "whether 22 is the handle's is not known");
-        known.status.insert(TweetId(22), false);
-        let Some(AttemptError::Refused { status, errors }) = remembered_refusal(&batch, &known) else {
-            panic!("every Tweet is judged")
-        };
-        assert_eq!((status, errors), (400, vec!["Tweet ID(s) are unavailable: 33".to_string()]));
-
-        known.refused.insert(TweetId(22), Refused::Foreign { message: "Forbidden to access tweets".into() });
-        known.refused.insert(TweetId(11), Refused::Foreign { message: "Forbidden to access tweets".into() });
-        let Some(AttemptError::Refused { status, errors }) = remembered_refusal(&batch, &known) else {
-            panic!("every Tweet's owner is known")
-        };
-        assert_eq!((status, errors), (403, vec!["Forbidden to access tweets: 11, 22".to_string()]));
-        assert!(remembered_refusal(&[TweetId(44)], &known).is_none());
-    }
 }

@@ -30,7 +30,7 @@ pub(super) async fn take(
     let first = hour_of(plan.range.start);
     let mut wanted: HashMap<TweetId, Vec<i64>> = HashMap::new();
     for t in plan.batches.iter().flatten() {
-        if known.status.get(t) == Some(&true) || known.refused.get(t).is_some_and(|r| r.refusal().is_some()) {
+        if known.shows_nothing_of(t) {
             continue;
         }
         let born = born_hour(*t);
@@ -81,7 +81,7 @@ pub(super) async fn take(
             }
         }
     }
-    known.learn(&counts, unsettled_from);
+    known.learn(&counts, unsettled_from, now);
     for (tweet, (deleted, learned)) in &statuses {
         known.status.insert(*tweet, *deleted);
         known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
