@@ -4,19 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use crate::support::{PER_TWEET, as_strings, oracle, question, simulator};
 use serde_json::{Value, json};
 use simulator::Config;
-use support::{PER_TWEET, as_strings, oracle, question, simulator};
 
 /// Runs `stitcher query` with `args` against the simulator at `sim_url` (the embedded one
 /// when `None`), `stdin` on its standard input.
 fn query(sim_url: Option<&str>, store: &std::path::Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stitcher"));
+    let mut command = Command::new(support::binary());
     command
         .arg("query")
         .args(args)

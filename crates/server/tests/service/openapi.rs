@@ -1,6 +1,6 @@
 //! The OpenAPI document describes every route, body and error, and changes only on purpose:
-//! it is compared with `tests/openapi.snapshot.json` (rewrite it with
-//! `UPDATE_SNAPSHOTS=1 cargo test -p server --test openapi` after a deliberate change).
+//! it is compared with `tests/service/openapi.snapshot.json` (rewrite it with
+//! `UPDATE_SNAPSHOTS=1 cargo test -p server --test service openapi` after a deliberate change).
 
 #![allow(clippy::unwrap_used)]
 
@@ -71,7 +71,7 @@ fn tweet_ids_are_bounded_by_the_newest_that_can_exist() {
 #[test]
 fn the_document_matches_its_snapshot() {
     let doc = with_fixed_id_bound();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi.snapshot.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/service/openapi.snapshot.json");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(path, &doc).unwrap();
     }

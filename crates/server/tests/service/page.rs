@@ -6,17 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{PER_TWEET, Stitcher, oracle, question, simulator};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use simulator::Config;
-use support::{PER_TWEET, Stitcher, oracle, question, simulator};
 
 /// The Chromium on PATH; scripts/test installs one.
 fn chromium() -> String {

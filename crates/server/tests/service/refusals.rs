@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Stitcher, against, simulator};
 use serde_json::{Value, json};
 use simulator::Config;
 use simulator::faults::Faults;
-use support::{Stitcher, against, simulator};
 
 /// A question for `tweets` Tweets over `windows` grid windows, one type per Tweet:
 /// `ceil(tweets / 25) × windows` upstream calls.
@@ -54,7 +54,7 @@ async fn a_deployment_with_its_own_clients_does_not_take_the_demo_key() {
 
 #[test]
 fn demo_credentials_with_a_remote_upstream_stop_the_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+    let out = Command::new(support::binary())
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{}", support::free_port()))
         .env("STITCHER__UPSTREAM__BASE_URL", "https://data-api.example.com")
         .output()
@@ -236,4 +236,53 @@ async fn rough_edges_get_clear_refusals() {
     let logs = stitcher.logs();
     assert!(logs.lines().any(|l| l.contains("\"WARN\"") && l.contains("503")), "{logs}");
     assert!(!logs.contains("\"ERROR\""), "{logs}");
+}
+
+/// A drop-in question for `tweets` over the days from 40 to 10 days ago, per Tweet and type.
+fn refusable(tweets: &[u64]) -> Value {
+    let ago = |days: i64| engagement::time::format_instant(chrono::Utc::now() - chrono::Duration::days(days));
+    json!({
+        "tweet_ids": tweets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "engagement_types": ["impressions"],
+        "groupings": {"per tweet": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": ago(40), "end": ago(10),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tweets_in_any_batches_get_the_refusal_of_one_call() {
+    // Three questions of Tweets created 200 days ago, sorted, each in batches of 25: the
+    // refused ones in different batches.
+    let ids = |first: u64, n: u64| (first..first + n).map(|k| support::tweet(200, k)).collect::<Vec<u64>>();
+    let (mixed, two_foreign, three_protected) = (ids(0, 48), ids(100, 48), ids(200, 72));
+    let config = Config {
+        // Protected in the first batch, foreign in the second: the API judges ownership first.
+        protected_ids: [mixed[3], three_protected[5], three_protected[30], three_protected[60]]
+            .map(engagement::TweetId)
+            .into(),
+        foreign_ids: [mixed[40], two_foreign[2], two_foreign[45]].map(engagement::TweetId).into(),
+        ..Config::default()
+    };
+    let (sim, sim_url) = simulator(config).await;
+    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str())]).await;
+    for tweets in [&mixed, &two_foreign, &three_protected] {
+        let body = refusable(tweets);
+        let (status, oracle) = support::oracle_says(&sim_url, &body).await;
+        assert!(status == 400 || status == 403, "{oracle}");
+        for asking in ["cold", "from memory"] {
+            let answer = support::post(&stitcher, "/insights/engagement/historical", &body).await;
+            assert_eq!(answer.status().as_u16(), status, "{asking}");
+            let said: Value = answer.json().await.unwrap();
+            assert_eq!(said["errors"], oracle["errors"], "{asking}: {said}");
+        }
+    }
+    let named = |v: &[u64]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let answer = support::post(&stitcher, "/insights/engagement/historical", &refusable(&two_foreign)).await;
+    let said: Value = answer.json().await.unwrap();
+    assert_eq!(
+        said["errors"][0],
+        format!("Forbidden to access tweets: {}", named(&[two_foreign[2], two_foreign[45]])),
+        "every refused Tweet is named, in order"
+    );
+    assert!(sim.stats().requests_total > 0);
 }

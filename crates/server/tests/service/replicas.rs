@@ -7,15 +7,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::num::NonZeroU64;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{PER_TWEET, Stitcher, as_strings, ask, get, oracle};
 use serde_json::{Value, json};
 use simulator::Config;
-use support::{PER_TWEET, Stitcher, as_strings, ask, get, oracle};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,7 @@ async fn logs_of_a_full_run_hold_no_secret() {
     let log_path = std::env::temp_dir().join(format!("stitcher-secrets-{port}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let store = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+    let mut child = Command::new(support::binary())
         .env("RUST_LOG", "debug")
         .env("STITCHER__STORE__PATH", store.path())
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))

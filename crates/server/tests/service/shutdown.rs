@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,7 @@ async fn sigterm_lets_the_question_in_flight_finish_then_exits_zero() {
     tokio::spawn(Arc::clone(&sim).serve(listener));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let store = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+    let mut child = Command::new(support::binary())
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__SERVER__SHUTDOWN_GRACE_SECS", "10")

@@ -76,9 +76,44 @@ pub async fn get(stitcher: &Stitcher, path: &str) -> (u16, Value) {
 
 /// The simulator's unlimited answer to `body`.
 pub async fn oracle(sim_url: &str, body: &Value) -> Value {
+    oracle_says(sim_url, body).await.1
+}
+
+/// The simulator's unlimited answer to `body`, with its status (a refusal is `{"errors"}`).
+pub async fn oracle_says(sim_url: &str, body: &Value) -> (u16, Value) {
     let resp =
         reqwest::Client::new().post(format!("{sim_url}/_oracle/historical")).json(body).send().await.unwrap();
-    resp.json().await.unwrap()
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// `POST path` of `stitcher` with `body`, as the demo client.
+pub async fn post(stitcher: &Stitcher, path: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", stitcher.url))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A Tweet ID minted `days` days before now, told apart by `n`.
+pub fn tweet(days: i64, n: u64) -> u64 {
+    engagement::TweetId::minted_at(chrono::Utc::now() - chrono::Duration::days(days)).0 + n
+}
+
+/// The upstream calls the simulator answered since `last` was read; `last` moves to now.
+pub fn calls_since(sim: &Simulator, last: &mut u64) -> u64 {
+    let now = sim.stats().requests_total;
+    let since = now - *last;
+    *last = now;
+    since
+}
+
+/// The `stitcher` binary under test: `STITCHER_BIN` when set (to try these tests on another
+/// build of it), else this build's.
+pub fn binary() -> String {
+    std::env::var("STITCHER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stitcher").to_string())
 }
 
 /// Integer counts as strings, so a native answer's data reads as the oracle's.
@@ -133,7 +168,7 @@ impl Stitcher {
         let log = std::env::temp_dir().join(format!("stitcher-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let store = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stitcher"))
+        let child = Command::new(binary())
             .env("STITCHER__SERVER__LISTEN", &addr)
             .env("STITCHER__STORE__PATH", store.path())
             .env("STITCHER__UPSTREAM__RETRY_BASE_MS", "10")

@@ -1,0 +1,17 @@
+//! The service as its users and operators meet it: the real `stitcher` binary as a child
+//! process (and the router, where a test needs no process), against a simulator in the
+//! test process. One test binary, so the suite links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod connections;
+mod jobs;
+mod openapi;
+mod page;
+mod refusals;
+mod replicas;
+mod secrets;
+mod shutdown;
+mod store;
+mod support;

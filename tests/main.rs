@@ -1,0 +1,11 @@
+//! End-to-end tests of the service, built by `Application::build` as `main` builds it,
+//! against the simulator over HTTP. One test binary, so the suite links once.
+
+mod derived_and_csv;
+mod drop_in_oauth;
+mod jobs;
+mod load;
+mod now_endpoints;
+mod observability;
+mod stitching;
+mod store;
