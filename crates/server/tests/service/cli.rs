@@ -177,3 +177,68 @@ fn demo_mode_answers_with_nothing_set_up() {
     );
     assert_eq!(answer["start"], "2024-06-01T00:00:00Z");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_answered_here_exits_1_and_says_what_to_do() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let store = tempfile::tempdir().unwrap();
+    let facts = store.path().join("facts");
+    let body = serde_json::to_vec(&question(1, 1, &["impressions"], PER_TWEET)).unwrap();
+
+    let run = query(Some(&sim_url), &facts, &["--handle", "nobody", "-"], &body);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("nobody"), "{}", text(&run.stderr));
+
+    // Too many calls for its time: the way out is more time, not a job.
+    let mut command = std::process::Command::new(support::binary());
+    let run = command
+        .args(["query", "-"])
+        .env("STITCHER__STORE__PATH", &facts)
+        .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
+        .env("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "6")
+        .env("STITCHER__JOBS__TIMEOUT_SECS", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = run;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&question(1, 20, &["impressions"], PER_TWEET)).unwrap())
+        .unwrap();
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let said = text(&run.stderr);
+    assert!(said.contains("jobs.timeout_secs") && !said.contains("POST /v1/jobs"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_a_running_service_a_demo_query_answers_and_a_real_one_says_what_to_do() {
+    let store = tempfile::tempdir().unwrap();
+    let facts = store.path().join("facts");
+    let path = facts.display().to_string();
+    let body = json!({
+        "tweet_ids": ["1790000000000000000"], "engagement_types": ["impressions"],
+        "groupings": {"daily": {"group_by": ["engagement.day"]}},
+        "start": "2024-06-01", "end": "2024-06-04",
+    });
+    let body = serde_json::to_vec(&body).unwrap();
+    // The service in demo mode, holding the store.
+    let _service = support::Stitcher::start(&[("STITCHER__STORE__PATH", path.as_str())]).await;
+    let run = query(None, &facts, &["-"], &body);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let answer: Value = serde_json::from_slice(&run.stdout).expect("the answer on stdout");
+    assert_eq!(answer["daily"].as_object().unwrap().len(), 3);
+    assert!(text(&run.stderr).contains("store of its own"), "{}", text(&run.stderr));
+
+    // With a real upstream, a store of its own would call behind the service's back.
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let run = query(Some(&sim_url), &facts, &["-"], &body);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let said = text(&run.stderr);
+    assert!(said.contains("running stitcher") && said.contains("POST /v1/historical"), "{said}");
+    assert!(run.stdout.is_empty());
+}

@@ -286,3 +286,44 @@ async fn refused_tweets_in_any_batches_get_the_refusal_of_one_call() {
     );
     assert!(sim.stats().requests_total > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_api_accepts_is_accepted_and_refusals_name_the_route_asked() {
+    let (sim, stitcher) = against(Config::default(), &[]).await;
+    // "partial": false asks for what the drop-in gives anyway.
+    let mut body = question(1, 1);
+    body["partial"] = json!(false);
+    let answer = support::post(&stitcher, "/insights/engagement/historical", &body).await;
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.text().await.unwrap());
+    body["partial"] = json!(true);
+    let answer = support::post(&stitcher, "/insights/engagement/historical", &body).await;
+    assert_eq!(answer.status().as_u16(), 400);
+
+    // An ID as a JSON number with a zero fraction is that integer; one a parser may have
+    // rounded is refused, and told to send strings.
+    let mut body = question(1, 1);
+    body["tweet_ids"] = json!([5150.0]);
+    let answer = support::post(&stitcher, "/v1/historical", &body).await;
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.text().await.unwrap());
+    let data: Value = answer.json().await.unwrap();
+    assert!(data["data"]["g"].get("5150").is_some(), "{data}");
+    body["tweet_ids"] = json!([1.79e18]);
+    let answer = support::post(&stitcher, "/v1/historical", &body).await;
+    assert_eq!(answer.status().as_u16(), 400);
+    assert!(answer.text().await.unwrap().contains("strings"));
+
+    // A refusal of /v1/totals names /v1/totals.
+    let totals = json!({"tweet_ids": ["5150"], "engagement_types": ["favorites"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}}});
+    let answer = support::post(&stitcher, "/v1/totals?format=csv", &totals).await;
+    assert_eq!(answer.status().as_u16(), 400);
+    let said: Value = answer.json().await.unwrap();
+    let message = said["errors"][0].as_str().unwrap();
+    assert!(message.starts_with("/v1/totals ") && !message.contains("/insights"), "{message}");
+    let mut ranged = totals.clone();
+    ranged["start"] = json!("2024-01-01");
+    let answer = support::post(&stitcher, "/v1/totals", &ranged).await;
+    let said: Value = answer.json().await.unwrap();
+    assert!(said["errors"][0].as_str().unwrap().starts_with("/v1/totals "), "{said}");
+    assert!(sim.stats().requests_total > 0);
+}
