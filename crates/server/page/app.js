@@ -1,9 +1,10 @@
 'use strict';
 /*
  * stitcher's page. It asks the service a question as a job (POST /v1/jobs), follows the
- * job's progress events, then draws the answer: a line chart of the series, the totals per
- * Tweet, the engagement rate and the Top Tweets, with downloads as JSON or CSV and a link
- * to the view. `document.body.dataset.state` says where the page is: idle, running, done,
+ * job's progress events, then draws the answer: the engagement rate and the Top Tweets,
+ * one small chart per type on its own scale over a shared time axis, and the totals per
+ * Tweet in a table sorted and paged at will, with downloads as JSON or CSV and a link to
+ * the view. `document.body.dataset.state` says where the page is: idle, running, done,
  * failed or cancelled.
  *
  * Tweet IDs are beyond 2^53, so they stay strings throughout.
@@ -30,9 +31,15 @@ const PRESETS = {
 };
 const HOURS = Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0'));
 const DAY_MS = 86400000;
+// The API's first day: nothing can be asked before it.
+const FIRST_DAY = '2014-09-01';
+// Rows of the totals table shown at once, until "Show all".
+const PAGE_ROWS = 50;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
 let job = null; // The job being followed: { id, controller, cancelled, began }.
 let shown = null; // The answer on screen: { question, answer, text, id }.
+let table = null; // The totals table: { columns, rows, sum, sort, descending, page, all }.
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -154,16 +161,85 @@ function daysInRange(start, end) {
   return days;
 }
 
-/** An SVG path through `values`, spread over the plot area `box`, scaled to `max`. */
-function linePath(values, max, box) {
+/** An SVG path through `values`, spread over the plot area `box`, scaled to `top`. */
+function linePath(values, top, box) {
   const n = values.length;
   if (n === 0) return '';
-  const top = max > 0 ? max : 1;
-  const x = (i) => box.left + (n > 1 ? (i * box.width) / (n - 1) : box.width / 2);
-  const y = (v) => box.top + box.height - (Math.max(0, Number(v) || 0) / top) * box.height;
+  const x = (i) => xAt(i, n, box);
+  const y = (v) => box.top + box.height - (Math.max(0, Number(v) || 0) / (top > 0 ? top : 1)) * box.height;
   const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`);
   // A lone point is a zero-length line, drawn as a dot by the round line cap.
   return `M${points.join('L')}${n === 1 ? 'h0' : ''}`;
+}
+
+/** Where the `i`th of `n` points lies across the plot area `box`. */
+function xAt(i, n, box) {
+  return box.left + (n > 1 ? (i * box.width) / (n - 1) : box.width / 2);
+}
+
+/**
+ * Round ticks from 0 up past `max`, about `count` of them: steps of 1, 2 or 5 times a
+ * power of ten. Returns { top, ticks }.
+ */
+function niceTicks(max, count = 4) {
+  if (!(max > 0)) return { top: 1, ticks: [0, 1] };
+  const raw = max / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+  const top = Math.ceil(max / step) * step;
+  const ticks = [];
+  for (let t = 0; t <= top + step / 2; t += step) ticks.push(Math.round(t * 1e9) / 1e9);
+  return { top, ticks };
+}
+
+/**
+ * The ticks of a time axis over `keys` (days `YYYY-MM-DD`, or hours `00`–`23`), at most
+ * about `most` of them: [{ index, label }]. Days are marked at whole steps (1, 2 or 7 days,
+ * 2 weeks) or at the first of months (every 1, 2, 3, 6 or 12 months), hours every 1 to 6.
+ */
+function timeTicks(keys, level, most) {
+  const n = keys.length;
+  if (n === 0) return [];
+  if (level === 'engagement.hour') {
+    const step = [1, 2, 3, 4, 6].find((s) => Math.ceil(24 / s) <= most) || 6;
+    return keys.map((key, index) => ({ index, label: key })).filter(({ label }) => Number(label) % step === 0);
+  }
+  const date = (key) => new Date(`${key}T00:00:00Z`);
+  const label = (d, withYear) => `${MONTHS[d.getUTCMonth()]} ${withYear ? d.getUTCFullYear() : d.getUTCDate()}`;
+  if (n <= 120) {
+    const step = [1, 2, 7, 14, 28].find((s) => Math.ceil(n / s) <= most) || 28;
+    return keys.map((key, index) => ({ index, key })).filter(({ index }) => index % step === 0)
+      .map(({ index, key }) => ({ index, label: label(date(key), false) }));
+  }
+  const firsts = keys.map((key, index) => ({ index, key })).filter(({ key }) => key.endsWith('-01'));
+  const step = [1, 2, 3, 6, 12].find((s) => Math.ceil(firsts.length / s) <= most) || 12;
+  return firsts.filter(({ key }) => (date(key).getUTCMonth()) % step === 0)
+    .map(({ index, key }) => ({ index, label: label(date(key), true) }));
+}
+
+/** The totals table's rows in order: by column `sort` (descending or not), ties by Tweet. */
+function sortRows(rows, sort, descending) {
+  const value = (row) => (sort === 'tweet' ? row.id : row.values[sort]);
+  const sign = descending ? -1 : 1;
+  return [...rows].sort((a, b) => {
+    const [x, y] = [value(a), value(b)];
+    const order = sort === 'tweet' ? compareIds(x, y)
+      : (x == null ? -Infinity : x) - (y == null ? -Infinity : y);
+    return sign * order || compareIds(a.id, b.id);
+  });
+}
+
+/**
+ * What is wrong with a range the form holds, by field: dates given, in order, from the
+ * API's first day on. Returns { start?, end? } with a message for each field at fault.
+ */
+function rangeProblems(start, end) {
+  const problems = {};
+  if (!start) problems.start = 'Enter the first day.';
+  else if (start < FIRST_DAY) problems.start = `The API has nothing before ${FIRST_DAY}: start on that day or later.`;
+  if (!end) problems.end = 'Enter the day after the last one.';
+  else if (start && end <= start) problems.end = 'Must be after the first day (this day itself is not included).';
+  return problems;
 }
 
 /**
@@ -217,7 +293,7 @@ function failureMessage(status) {
 
 const fmt = (n) => Number(n).toLocaleString('en-US');
 const percent = (rate) => (typeof rate === 'number' && Number.isFinite(rate) ? `${(rate * 100).toFixed(2)}%` : '—');
-const axisLabel = (n) => (n >= 1e6 ? new Intl.NumberFormat('en-US', { notation: 'compact' }).format(n) : fmt(n));
+const axisLabel = (n) => (n >= 1e4 ? new Intl.NumberFormat('en-US', { notation: 'compact' }).format(n) : fmt(n));
 const instant = (s) => `${String(s).replace('T', ' ').replace(/:00Z$|Z$/, '')} UTC`;
 const isoDay = (ms) => new Date(ms).toISOString().slice(0, 10);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -318,14 +394,17 @@ async function request(method, path, { accept = 'application/json', body, signal
 
 const jobPath = (id) => `/v1/jobs/${encodeURIComponent(id)}`;
 
-/** Shows a job status: the state, the slices fetched, the time left. */
+/** Shows a job status: what it is doing, the slices done, the time left. */
 function showJob(status) {
   const progress = status.progress || {};
   const bar = $('#progress');
   bar.hidden = false;
-  if (progress.slices_total > 0) {
-    bar.max = progress.slices_total;
-    bar.value = progress.slices_done || 0;
+  const total = progress.slices_total || 0;
+  // Slices held or before the Tweets existed need no call: they count as done.
+  const ready = (progress.slices_done || 0) + (progress.slices_synthesized || 0) + (progress.slices_from_store || 0);
+  if (total > 0) {
+    bar.max = total;
+    bar.value = Math.min(ready, total);
   } else if (!isFinal(status.state)) {
     bar.removeAttribute('value'); // Nothing planned yet: an indeterminate bar.
   } else {
@@ -334,7 +413,13 @@ function showJob(status) {
   }
   if (status.state === 'queued') showStatus('Queued…');
   else if (status.state === 'running') {
-    showStatus(`Fetching ${progress.slices_done || 0} of ${progress.slices_total || 0} slices…`);
+    if (progress.stage === 'answering') showStatus('Putting the answer together…');
+    else if (total === 0 || progress.stage === 'planning') showStatus('Reading what is known and planning the calls…');
+    else {
+      const kept = total - (progress.slices_synthesized || 0) - (progress.slices_from_store || 0);
+      const from = progress.slices_from_store ? `; ${fmt(progress.slices_from_store)} from memory` : '';
+      showStatus(`Fetched ${fmt(progress.slices_done || 0)} of ${fmt(kept)} slices${from}…`);
+    }
   }
   const eta = status.state === 'running' && status.eta_secs != null ? `About ${status.eta_secs} s left` : '';
   $('#eta').textContent = eta;
@@ -459,10 +544,13 @@ function render() {
   const data = answer.data || {};
   $('#results').hidden = false;
   drawMeta(answer.meta || {}, data);
-  drawChart();
   drawRate(answer.derived);
-  drawTotals(data, question, answer.derived);
   drawTop(answer.top, question.top);
+  drawChart();
+  drawTotals(data, question, answer.derived);
+  // The answer is below the form: bring it into view, and focus there for the keyboard.
+  $('#results').scrollIntoView({ block: 'start' });
+  $('#results').focus({ preventScroll: true });
 }
 
 const askedTypes = (question) => (Array.isArray(question.engagement_types) ? question.engagement_types : []);
@@ -479,7 +567,11 @@ function drawMeta(meta, data) {
   $('#meta').textContent = parts.join(' · ');
 }
 
-/** The line chart: one path per engagement type, by day or by hour of day. */
+/**
+ * One small chart per engagement type, each on its own scale (a type with few counts is
+ * not flattened by one with many), over one time axis: days, or hours of the day. Pointing
+ * at any of them reads every type's value at that day or hour.
+ */
 function drawChart() {
   const box = $('#chart-box');
   const { question, answer } = shown;
@@ -496,52 +588,96 @@ function drawChart() {
   const keys = new Set(pick.level === 'engagement.hour' ? HOURS : daysInRange(data.start, data.end));
   for (const cells of sums.values()) for (const key of cells.keys()) keys.add(key);
   const xs = [...keys].sort();
-  const series = types.map((type) => {
+  const hourly = pick.level === 'engagement.hour';
+  const per = hourly ? 'per hour of the day (UTC), summed over the days' : 'per day (UTC)';
+
+  const width = Math.max(280, Math.round($('#charts').clientWidth || 720));
+  const height = width < 560 ? 150 : 170;
+  const plot = { left: 56, top: 10, width: width - 56 - 16, height: height - 10 - 26 };
+  const ticks = timeTicks(xs, pick.level, Math.max(2, Math.floor(plot.width / 70)));
+  const charts = types.map((type) => {
     const cells = sums.get(type) || new Map();
-    return { type, values: xs.map((x) => cells.get(x) || 0) };
+    const values = xs.map((x) => cells.get(x) || 0);
+    return drawOne(type, values, { xs, ticks, plot, width, height, per });
   });
-  const max = Math.max(0, ...series.flatMap((s) => s.values));
-
-  const width = Math.max(300, Math.round(box.clientWidth || 720));
-  const height = width < 560 ? 220 : 300;
-  const plot = { left: 58, top: 14, width: width - 58 - 14, height: height - 14 - 30 };
-  const bottom = plot.top + plot.height;
-  const by = pick.level === 'engagement.hour' ? 'hour of day (UTC)' : 'day (UTC)';
-  const nodes = [svg('title', { id: 'chart-title' }, `${types.join(', ')} by ${by}`)];
-
-  // Gridlines and counts at 0, half and the largest count.
-  for (const share of [0, 0.5, 1]) {
-    const y = (bottom - share * plot.height).toFixed(1);
-    nodes.push(svg('line', { class: share ? 'grid' : 'axis', x1: plot.left, x2: plot.left + plot.width, y1: y, y2: y }));
-    if (max > 0 || share === 0) {
-      const attrs = { class: 'tick', x: plot.left - 6, y, 'text-anchor': 'end', 'dominant-baseline': 'middle' };
-      nodes.push(svg('text', attrs, axisLabel(Math.round(share * max))));
+  const title = hourly ? 'hour of the day (UTC)' : 'day (UTC)';
+  $('#charts').replaceChildren(...charts.map((c) => c.figure), el('p', { class: 'axis-title' }, title));
+  $('#readout').textContent = 'Point at a chart to read its values.';
+  const read = (index) => {
+    if (index === null) {
+      for (const c of charts) c.point(null);
+      $('#readout').textContent = 'Point at a chart to read its values.';
+      return;
     }
+    const at = hourly ? `${xs[index]}:00–${xs[index]}:59 UTC` : xs[index];
+    const parts = charts.map((c) => `${c.type} ${fmt(c.point(index))}`);
+    $('#readout').textContent = `${at}: ${parts.join(' · ')}`;
+  };
+  for (const c of charts) c.listen(read);
+}
+
+/** One type's chart: its figure, `point(index)` to mark a value, `listen(read)` for the pointer. */
+function drawOne(type, values, { xs, ticks, plot, width, height, per }) {
+  const max = Math.max(0, ...values);
+  const { top, ticks: levels } = niceTicks(max);
+  const bottom = plot.top + plot.height;
+  const y = (v) => bottom - (v / top) * plot.height;
+  const nodes = [svg('title', {}, `${type} ${per}`)];
+  for (const level of levels) {
+    const at = y(level).toFixed(1);
+    nodes.push(svg('line', { class: level ? 'grid' : 'axis', x1: plot.left, x2: plot.left + plot.width, y1: at, y2: at }));
+    const attrs = { class: 'tick', x: plot.left - 6, y: at, 'text-anchor': 'end', 'dominant-baseline': 'middle' };
+    nodes.push(svg('text', attrs, axisLabel(level)));
   }
   nodes.push(svg('line', { class: 'axis', x1: plot.left, x2: plot.left, y1: plot.top, y2: bottom }));
-
-  // Day or hour labels: first, last, and a few between.
-  const at = pick.level === 'engagement.hour' ? [0, 6, 12, 18, 23] : [0, Math.floor((xs.length - 1) / 2), xs.length - 1];
-  [...new Set(at)].filter((i) => i >= 0 && i < xs.length).forEach((i, k, all) => {
-    const x = plot.left + (xs.length > 1 ? (i * plot.width) / (xs.length - 1) : plot.width / 2);
-    const anchor = all.length > 1 && k === 0 ? 'start' : all.length > 1 && k === all.length - 1 ? 'end' : 'middle';
-    nodes.push(svg('text', { class: 'tick', x: x.toFixed(1), y: height - 8, 'text-anchor': anchor }, xs[i]));
+  ticks.forEach(({ index, label }, k) => {
+    const x = xAt(index, xs.length, plot);
+    nodes.push(svg('line', { class: 'axis', x1: x.toFixed(1), x2: x.toFixed(1), y1: bottom, y2: bottom + 4 }));
+    const anchor = k === 0 && x - plot.left < 20 ? 'start' : 'middle';
+    nodes.push(svg('text', { class: 'tick', x: x.toFixed(1), y: height - 6, 'text-anchor': anchor }, label));
   });
-
-  for (const { type, values } of series) {
-    const path = svg('path', { class: 'series', 'data-type': type, d: linePath(values, max, plot), stroke: colorOf(type) });
-    path.append(svg('title', {}, `${type}: ${fmt(values.reduce((a, b) => a + b, 0))} in all`));
-    nodes.push(path);
-  }
-  const chart = $('#chart');
-  chart.setAttribute('viewBox', `0 0 ${width} ${height}`);
-  chart.replaceChildren(...nodes);
-  $('#legend').replaceChildren(...types.map((type) => {
-    // Coloured through the CSSOM: the page's policy allows no inline style attributes.
-    const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
-    swatch.style.background = colorOf(type);
-    return el('li', { 'data-type': type }, swatch, type);
-  }));
+  const path = svg('path', { class: 'series', 'data-type': type, d: linePath(values, top, plot), stroke: colorOf(type) });
+  nodes.push(path);
+  const guide = svg('line', { class: 'guide', y1: plot.top, y2: bottom, visibility: 'hidden' });
+  const dot = svg('circle', { class: 'dot', r: 3.5, fill: colorOf(type), visibility: 'hidden' });
+  const value = svg('text', { class: 'value', y: plot.top + 10, visibility: 'hidden' });
+  const hit = svg('rect', { class: 'hit', x: plot.left, y: plot.top, width: plot.width, height: plot.height });
+  nodes.push(guide, dot, value, hit);
+  const chart = svg('svg', {
+    class: 'chart', role: 'img', viewBox: `0 0 ${width} ${height}`, 'data-type': type, 'data-top': String(top),
+    'aria-label': `${type} ${per}: from 0 to ${fmt(top)}, ${fmt(values.reduce((a, b) => a + b, 0))} in all`,
+  });
+  chart.append(...nodes);
+  const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
+  swatch.style.background = colorOf(type); // The page's policy allows no inline style attributes.
+  const figure = el('figure', { class: 'small-chart', 'data-type': type },
+    el('figcaption', {}, swatch, `${type} `, el('span', { class: 'muted' }, per)), chart);
+  const point = (index) => {
+    for (const mark of [guide, dot, value]) mark.setAttribute('visibility', index === null ? 'hidden' : 'visible');
+    if (index === null) return null;
+    const x = xAt(index, xs.length, plot);
+    guide.setAttribute('x1', x.toFixed(1));
+    guide.setAttribute('x2', x.toFixed(1));
+    dot.setAttribute('cx', x.toFixed(1));
+    dot.setAttribute('cy', y(values[index]).toFixed(1));
+    value.textContent = fmt(values[index]);
+    const left = x > plot.left + plot.width / 2;
+    value.setAttribute('x', (x + (left ? -6 : 6)).toFixed(1));
+    value.setAttribute('text-anchor', left ? 'end' : 'start');
+    return values[index];
+  };
+  const listen = (read) => {
+    const at = (event) => {
+      const bounds = chart.getBoundingClientRect();
+      const px = ((event.clientX - bounds.left) / bounds.width) * width;
+      const share = (px - plot.left) / plot.width;
+      return Math.max(0, Math.min(xs.length - 1, Math.round(share * (xs.length - 1))));
+    };
+    hit.addEventListener('pointermove', (event) => read(at(event)));
+    hit.addEventListener('pointerdown', (event) => read(at(event)));
+    hit.addEventListener('pointerleave', () => read(null));
+  };
+  return { type, figure, point, listen };
 }
 
 const colorOf = (type) => COLORS[TYPES.indexOf(type)] || '#444';
@@ -561,7 +697,10 @@ function drawRate(derived) {
 
 const countCell = (type, value) => el('td', { 'data-type': type, 'data-value': String(value) }, fmt(value));
 
-/** The totals per Tweet, with a row of sums and, when derived, each Tweet's rate. */
+/**
+ * The totals per Tweet: one row per Tweet (with its engagement rate, when derived) and a
+ * row of sums, sorted by any column and shown 50 rows at a time.
+ */
 function drawTotals(data, question, derived) {
   const pick = pickPerTweet(question.groupings);
   const tree = pick && data[pick.name];
@@ -570,22 +709,23 @@ function drawTotals(data, question, derived) {
 
   const types = askedTypes(question);
   const sums = sumBy(tree, pick.groupBy, 'tweet.id', 'engagement.type');
-  const ids = [...sums.keys()].sort(compareIds);
   const rates = derived && derived.engagement_rate;
   const deleted = new Set((data.unavailable_tweet_ids || []).map(String));
-  const count = (id, type) => sums.get(id).get(type) || 0;
-
-  const head = el('tr', {}, el('th', { scope: 'col' }, 'Tweet'),
-    ...types.map((type) => el('th', { scope: 'col' }, type)),
-    rates ? el('th', { scope: 'col' }, 'Engagement rate') : null);
-  const rows = ids.map((id) => el('tr', { 'data-tweet-id': id, class: deleted.has(id) ? 'deleted' : null },
-    el('th', { scope: 'row' }, id, deleted.has(id) ? ' (deleted)' : null),
-    ...types.map((type) => countCell(type, count(id, type))),
-    rates ? el('td', { class: 'rate' }, percent((rates.by_tweet || {})[id])) : null));
-  const sum = el('tr', { class: 'sum' }, el('th', { scope: 'row' }, 'All Tweets'),
-    ...types.map((type) => countCell(type, ids.reduce((total, id) => total + count(id, type), 0))),
-    rates ? el('td', { class: 'rate' }, percent(rates.overall)) : null);
-  $('#totals').replaceChildren(el('thead', {}, head), el('tbody', {}, ...rows), el('tfoot', {}, sum));
+  const columns = [...types, ...(rates ? ['rate'] : [])];
+  const rows = [...sums.keys()].map((id) => {
+    const values = {};
+    for (const type of types) values[type] = sums.get(id).get(type) || 0;
+    if (rates) {
+      const rate = (rates.by_tweet || {})[id];
+      values.rate = typeof rate === 'number' ? rate : null;
+    }
+    return { id, values, deleted: deleted.has(id) };
+  });
+  const sum = {};
+  for (const type of types) sum[type] = rows.reduce((total, row) => total + row.values[type], 0);
+  if (rates) sum.rate = rates.overall;
+  table = { columns, rows, sum, sort: 'tweet', descending: false, page: 0, all: false };
+  drawTable();
 
   const note = $('#unavailable');
   note.hidden = deleted.size === 0;
@@ -593,6 +733,57 @@ function drawTotals(data, question, derived) {
   note.textContent = deleted.size ? `Deleted or unavailable, so not counted: ${listed}` : '';
   const notes = (Array.isArray(data.errors) ? data.errors : []).map((message) => el('li', {}, String(message)));
   $('#notes').replaceChildren(...notes);
+}
+
+/** The table as `table` says: its sort, its page, or all of it. */
+function drawTable() {
+  const { columns, sum, sort, descending, all } = table;
+  const rows = sortRows(table.rows, sort, descending);
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+  table.page = Math.min(table.page, pages - 1);
+  const from = all ? 0 : table.page * PAGE_ROWS;
+  const visible = all ? rows : rows.slice(from, from + PAGE_ROWS);
+  const name = (column) => (column === 'rate' ? 'Engagement rate' : column);
+  const header = (column, label) => {
+    const sorted = sort === column ? (descending ? 'descending' : 'ascending') : null;
+    const button = el('button', { type: 'button', class: 'sort', 'data-sort': column }, label,
+      el('span', { class: 'arrow', 'aria-hidden': 'true' }, sorted ? (descending ? ' ▼' : ' ▲') : ''));
+    return el('th', { scope: 'col', 'aria-sort': sorted, 'data-column': column }, button);
+  };
+  const cell = (column, value) => (column === 'rate'
+    ? el('td', { class: 'rate', 'data-value': value == null ? '' : String(value) }, percent(value))
+    : countCell(column, value));
+  const head = el('tr', {}, header('tweet', 'Tweet'), ...columns.map((c) => header(c, name(c))));
+  const body = visible.map((row) => el('tr', { 'data-tweet-id': row.id, class: row.deleted ? 'deleted' : null },
+    el('th', { scope: 'row' }, row.id, row.deleted ? ' (deleted)' : null),
+    ...columns.map((c) => cell(c, row.values[c]))));
+  const total = el('tr', { class: 'sum' }, el('th', { scope: 'row' }, 'All Tweets'), ...columns.map((c) => cell(c, sum[c])));
+  $('#totals').replaceChildren(el('thead', {}, head), el('tbody', {}, ...body), el('tfoot', {}, total));
+
+  const paged = rows.length > PAGE_ROWS;
+  $('#page-prev').hidden = !paged || all;
+  $('#page-next').hidden = !paged || all;
+  $('#page-prev').disabled = table.page === 0;
+  $('#page-next').disabled = table.page >= pages - 1;
+  $('#show-all').hidden = !paged;
+  $('#show-all').textContent = all ? `Show ${PAGE_ROWS} at a time` : `Show all ${fmt(rows.length)}`;
+  $('#page-info').textContent = paged && !all
+    ? `Tweets ${fmt(from + 1)}–${fmt(from + visible.length)} of ${fmt(rows.length)}`
+    : `${fmt(rows.length)} Tweet${rows.length === 1 ? '' : 's'}`;
+}
+
+/** A click on a column's name sorts by it (again: the other way). */
+function onSort(event) {
+  const button = event.target.closest('button[data-sort]');
+  if (!button || !table) return;
+  const column = button.dataset.sort;
+  // Counts read best largest first; Tweets in order.
+  table.descending = table.sort === column ? !table.descending : column !== 'tweet';
+  table.sort = column;
+  table.page = 0;
+  drawTable();
+  const again = $(`#totals button[data-sort="${column}"]`);
+  if (again) again.focus();
 }
 
 function drawTop(top, asked) {
@@ -665,16 +856,33 @@ function questionFromHash() {
   return { question, keyGiven: Boolean(key) };
 }
 
+/** Marks the range's fields at fault, and clears the others; whether all are right. */
+function checkRange() {
+  const problems = rangeProblems($('#start').value, $('#end').value);
+  for (const name of ['start', 'end']) {
+    const field = $(`#${name}`);
+    const message = $(`#${name}-error`);
+    if (problems[name]) field.setAttribute('aria-invalid', 'true');
+    else field.removeAttribute('aria-invalid');
+    message.textContent = problems[name] || '';
+    message.hidden = !problems[name];
+  }
+  return Object.keys(problems).length === 0;
+}
+
 function onSubmit(event) {
   event.preventDefault();
   const question = buildQuestion();
   const problems = [];
   if (!question.tweet_ids.length) problems.push('Enter at least one Tweet ID.');
   if (!question.engagement_types.length) problems.push('Pick at least one engagement type.');
+  if (!checkRange()) problems.push('Check the dates marked above.');
   if (!$('#api-key').value.trim()) problems.push('Enter your API key.');
   if (problems.length) {
     showError(problems);
     setState('failed');
+    const first = document.querySelector('[aria-invalid="true"]');
+    if (first) first.focus();
     return;
   }
   storeKey($('#api-key').value.trim());
@@ -691,6 +899,13 @@ function init() {
   $('#cancel').addEventListener('click', cancel);
   $('#copy-link').addEventListener('click', copyLink);
   $('#download-csv').addEventListener('click', downloadCsv);
+  $('#totals').addEventListener('click', onSort);
+  $('#page-prev').addEventListener('click', () => { table.page -= 1; drawTable(); });
+  $('#page-next').addEventListener('click', () => { table.page += 1; drawTable(); });
+  $('#show-all').addEventListener('click', () => { table.all = !table.all; drawTable(); });
+  for (const name of ['start', 'end']) {
+    $(`#${name}`).addEventListener('change', () => { if ($(`#${name}`).hasAttribute('aria-invalid')) checkRange(); });
+  }
   $('#download-json').addEventListener('click', () => {
     if (shown) save(new Blob([shown.text], { type: 'application/json' }), 'stitcher.json');
   });

@@ -17,7 +17,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use upstream::{AppCredentials, HttpUpstream, RateBudget, Upstream};
+use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
 
 use crate::settings::Settings;
 use crate::sharing::Sharing;
@@ -117,6 +117,13 @@ impl Application {
         metrics::handle();
         metrics::start_at_zero();
         let state = start(settings, upstream, budget, sharing)?;
+        // A wrong upstream.base_url is said at start, not by the first question.
+        let probed = Arc::clone(&state);
+        tokio::spawn(async move {
+            if let Reach::Unreachable(reason) = probed.engine.calls.upstream().probe().await {
+                tracing::warn!(%reason, "the Engagement API cannot be reached: questions that need calls will fail until it can; check upstream.base_url");
+            }
+        });
         // Finished jobs' results are let go once their time is over, asked for or not.
         let jobs = Arc::downgrade(&state);
         tokio::spawn(async move {

@@ -219,9 +219,17 @@ async fn show(progress: Arc<Progress>) {
     let mut changed = progress.subscribe();
     loop {
         let now = progress.snapshot();
+        // Slices as the answer's meta counts them: those held or before the Tweets existed
+        // need no call and count as done.
+        let ready = now.slices_done + now.slices_synthesized + now.slices_from_store;
         bar.0.set_length(now.slices_total as u64);
-        bar.0.set_position(now.slices_done as u64);
-        bar.0.set_message(format!("{} calls", now.upstream_calls));
+        bar.0.set_position(ready.min(now.slices_total) as u64);
+        let stage = match now.stage {
+            crate::engine::Stage::Planning => "planning",
+            crate::engine::Stage::Fetching => "fetching",
+            crate::engine::Stage::Answering => "answering",
+        };
+        bar.0.set_message(format!("{stage}, {} calls", now.upstream_calls));
         tokio::select! {
             c = changed.changed() => if c.is_err() { return },
             () = tokio::time::sleep(Duration::from_millis(250)) => bar.0.tick(),

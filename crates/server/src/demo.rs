@@ -62,14 +62,18 @@ pub fn is_loopback(url: &Url) -> bool {
 /// The demo credentials in use, by setting name.
 pub fn credentials_in_use(settings: &Settings) -> Vec<String> {
     let mut found = Vec::new();
-    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY
-        || settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET
-    {
-        found.push("upstream.consumer_key / upstream.consumer_secret (the simulator's)".to_string());
+    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY {
+        found.push(format!("upstream.consumer_key (the simulator's, \"{}\")", sim::DEMO_CONSUMER_KEY));
+    }
+    if settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET {
+        found.push("upstream.consumer_secret (the simulator's)".to_string());
     }
     for (name, h) in &settings.handles {
-        if h.token == sim::DEMO_TOKEN || h.token_secret.expose_secret() == sim::DEMO_TOKEN_SECRET {
-            found.push(format!("handles.{name} (the simulator's token)"));
+        if h.token == sim::DEMO_TOKEN {
+            found.push(format!("handles.{name}.token (the simulator's, \"{}\")", sim::DEMO_TOKEN));
+        }
+        if h.token_secret.expose_secret() == sim::DEMO_TOKEN_SECRET {
+            found.push(format!("handles.{name}.token_secret (the simulator's)"));
         }
     }
     let demo_key = key_hash(DEMO_KEY);

@@ -53,6 +53,8 @@ pub enum ServiceError {
     UnsupportedMediaType(String),
     #[error("upstream calls kept failing after retries")]
     UpstreamFailed { failed: Vec<FailedSlice> },
+    #[error("{reason}")]
+    UpstreamUnreachable { reason: String, failed: Vec<FailedSlice> },
     #[error("the request's deadline passed")]
     DeadlineExceeded { timeout: Duration, failed: Vec<FailedSlice> },
     #[error("too many requests in flight")]
@@ -111,7 +113,9 @@ impl ServiceError {
             }
             ServiceError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServiceError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ServiceError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ServiceError::UpstreamFailed { .. } | ServiceError::UpstreamUnreachable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ServiceError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ServiceError::ResultLetGo { .. } => StatusCode::GONE,
             ServiceError::Overloaded { .. }
@@ -159,6 +163,10 @@ impl ServiceError {
                 "the Engagement API kept failing after retries ({}); retry later, or send \"partial\": true to /v1/historical for the rest",
                 slices(failed)
             )],
+            ServiceError::UpstreamUnreachable { reason, failed } => vec![format!(
+                "{reason} ({}); check upstream.base_url (its scheme, host and port) and that the API is up there",
+                slices(failed)
+            )],
             ServiceError::DeadlineExceeded { timeout, failed } => vec![format!(
                 "the question was not answered within {} s ({}); ask for fewer Tweets or a shorter range, or retry",
                 whole_secs(*timeout),
@@ -185,6 +193,7 @@ impl ServiceError {
             ServiceError::UpstreamRefused { failed, .. }
             | ServiceError::RateBudget { failed, .. }
             | ServiceError::UpstreamFailed { failed }
+            | ServiceError::UpstreamUnreachable { failed, .. }
             | ServiceError::CutOff { failed }
             | ServiceError::DeadlineExceeded { failed, .. } => failed,
             _ => &[],

@@ -32,8 +32,20 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            // The message alone, whatever RUST_BACKTRACE says: it is for the operator.
+            eprintln!("stitcher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves, or answers the query, as `args` say.
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let query = match args.command {
         Some(Command::Query(query)) => Some(query),
         Some(Command::Serve) | None => None,

@@ -172,6 +172,10 @@ pub struct Status {
     /// With `redis.url` set: whether Redis is reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
+    /// `/readyz`: whether the Engagement API could be reached when last tried (at start, and
+    /// by every call since): `reachable`, `not tried yet`, or `unreachable: ` and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 struct Security;
@@ -198,7 +202,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
     paths(crate::routes::drop_in, crate::routes::native, crate::now_routes::totals, crate::now_routes::hr28, crate::now_routes::native_totals, crate::now_routes::native_28hr, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -443,7 +443,8 @@ pub async fn livez() -> Json<Value> {
 
 /// `GET /readyz`: the service takes questions (not while shutting down, nor while the
 /// Redis it shares state through is away under `redis.on_failure = "refuse"`). With Redis
-/// set, `redis` says whether it is reached.
+/// set, `redis` says whether it is reached; `upstream` says whether the Engagement API was
+/// (an unreachable API leaves the service ready: what the store holds is still answered).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down, or Redis away when it is required", body = Status), RouteErrors))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let redis = state.sharing.as_ref().map(|sharing| match (sharing.redis.is_up(), sharing.on_failure) {
@@ -459,7 +460,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         (true, Some((_, false))) => "not ready: Redis is unreachable",
         (true, _) => "ready",
     };
-    let body = Status { status: status.into(), redis: redis.map(|(r, _)| r.to_string()) };
+    let upstream = match state.engine.calls.upstream().reach() {
+        upstream::Reach::Reached => "reachable".to_string(),
+        upstream::Reach::Unknown => "not tried yet".to_string(),
+        upstream::Reach::Unreachable(reason) => format!("unreachable: {reason}"),
+    };
+    let body =
+        Status { status: status.into(), redis: redis.map(|(r, _)| r.to_string()), upstream: Some(upstream) };
     let code = if ready && redis.is_none_or(|(_, ok)| ok) {
         StatusCode::OK
     } else {

@@ -434,7 +434,8 @@ mod tests {
         assert_eq!(remote(&declared), Ok(()));
         let mut with_sim_key = declared.to_vec();
         with_sim_key.push(("STITCHER__UPSTREAM__CONSUMER_KEY", "sim-consumer-key"));
-        assert!(remote(&with_sim_key).unwrap_err().contains("upstream.consumer_key"));
+        let err = remote(&with_sim_key).unwrap_err();
+        assert!(err.contains("upstream.consumer_key") && !err.contains("consumer_secret"), "{err}");
         // On this machine the demo's credentials are fine (a standalone simulator).
         let env = BTreeMap::from([(
             "STITCHER__UPSTREAM__BASE_URL".to_string(),

@@ -17,6 +17,10 @@ pub enum AttemptError {
         /// How long the upstream asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
+    /// The upstream could not be reached at all: no connection (refused, no such host, a
+    /// TLS handshake that failed). Retried like a transient failure, but said as it is.
+    #[error("{reason}")]
+    Unreachable { reason: String },
     /// The upstream refused the call; trying again changes nothing.
     #[error("upstream answered {status}: {}", errors.join("; "))]
     Refused { status: u16, errors: Vec<String> },
@@ -32,7 +36,7 @@ pub enum AttemptError {
 impl AttemptError {
     /// Whether another attempt could succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AttemptError::Transient { .. })
+        matches!(self, AttemptError::Transient { .. } | AttemptError::Unreachable { .. })
     }
 
     /// The upstream status, if there was an answer.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::budget::RateBudget;
 use crate::classify::{AttemptError, classify, retry_after};
 use crate::credentials::{AppCredentials, HandleCredentials};
-use crate::{Upstream, signing};
+use crate::{Reach, Upstream, signing};
 
 /// The HTTP client for the API's endpoints.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct HttpUpstream {
     app: AppCredentials,
     budget: Arc<RateBudget>,
     call_timeout: Duration,
+    /// Whether it could be reached when last tried.
+    reach: std::sync::Mutex<Reach>,
 }
 
 impl HttpUpstream {
@@ -41,7 +43,31 @@ impl HttpUpstream {
             .pool_max_idle_per_host(64)
             .build()?;
         let base_url = base_url.trim_end_matches('/').to_owned();
-        Ok(HttpUpstream { client, base_url, app, budget, call_timeout })
+        Ok(HttpUpstream {
+            client,
+            base_url,
+            app,
+            budget,
+            call_timeout,
+            reach: std::sync::Mutex::new(Reach::Unknown),
+        })
+    }
+
+    /// Records whether the upstream could be reached.
+    fn reached(&self, reach: Reach) {
+        *self.reach.lock().unwrap_or_else(|p| p.into_inner()) = reach;
+    }
+
+    /// Why no connection to the upstream could be made, naming where it was looked for.
+    fn unreachable(&self, e: &reqwest::Error) -> String {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        let why = causes.last().cloned().unwrap_or_else(|| e.to_string());
+        format!("cannot connect to the Engagement API at {} (upstream.base_url): {why}", self.base_url)
     }
 
     /// Tells the shared budget the upstream's limit, and pauses it when the upstream says
@@ -96,6 +122,11 @@ impl Upstream for HttpUpstream {
             Err(e) if e.is_timeout() && self.call_timeout >= left => {
                 return Err(AttemptError::Deadline { last: None });
             }
+            Err(e) if e.is_connect() => {
+                let reason = self.unreachable(&e);
+                self.reached(Reach::Unreachable(reason.clone()));
+                return Err(AttemptError::Unreachable { reason });
+            }
             Err(e) => {
                 let kind = if e.is_timeout() {
                     "timed out"
@@ -111,6 +142,7 @@ impl Upstream for HttpUpstream {
                 });
             }
         };
+        self.reached(Reach::Reached);
         let status = response.status();
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
@@ -127,5 +159,26 @@ impl Upstream for HttpUpstream {
                 })
             },
         )
+    }
+
+    fn reach(&self) -> Reach {
+        self.reach.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn probe(&self) -> Reach {
+        // Any answer at all, even a 404, means a connection was made.
+        let tried =
+            self.client.get(format!("{}/", self.base_url)).timeout(Duration::from_secs(10)).send().await;
+        let reach = match tried {
+            Ok(_) => Reach::Reached,
+            Err(e) if e.is_connect() => Reach::Unreachable(self.unreachable(&e)),
+            Err(e) if e.is_timeout() => Reach::Unreachable(format!(
+                "the Engagement API at {} (upstream.base_url) did not answer within 10 s",
+                self.base_url
+            )),
+            Err(_) => Reach::Reached,
+        };
+        self.reached(reach.clone());
+        reach
     }
 }

@@ -26,6 +26,17 @@ pub use policy::{BudgetRefusal, CallPolicy};
 pub use retry::{Retried, RetryPolicy};
 pub use scheduler::{Lane, Scheduler};
 
+/// Whether the upstream can be reached, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Nothing has been tried yet.
+    Unknown,
+    /// It answered (whatever it said).
+    Reached,
+    /// No connection could be made, and why.
+    Unreachable(String),
+}
+
 /// Something that answers the API's calls: the real API over HTTP, or a stand-in.
 #[async_trait]
 pub trait Upstream: Send + Sync + std::fmt::Debug {
@@ -37,4 +48,14 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
         body: &RawRequest,
         deadline: Instant,
     ) -> Result<Response, AttemptError>;
+
+    /// Whether it could be reached when last tried.
+    fn reach(&self) -> Reach {
+        Reach::Unknown
+    }
+
+    /// Tries to reach it now, without a call (nothing is spent); what was found.
+    async fn probe(&self) -> Reach {
+        self.reach()
+    }
 }

@@ -72,6 +72,11 @@ impl CallPolicy {
         self.scheduler.lane_for(calls, deadline)
     }
 
+    /// The upstream called.
+    pub fn upstream(&self) -> &dyn Upstream {
+        self.upstream.as_ref()
+    }
+
     /// The per-minute budget.
     pub fn budget(&self) -> &RateBudget {
         &self.budget

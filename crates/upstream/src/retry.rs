@@ -73,6 +73,7 @@ where
         let result = attempt(attempts).await;
         let retry_after = match &result {
             Err(AttemptError::Transient { retry_after, .. }) => *retry_after,
+            Err(AttemptError::Unreachable { .. }) => None,
             _ => return Retried { result, attempts },
         };
         let Some(ceiling) = ceilings.next() else {

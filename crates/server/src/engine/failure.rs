@@ -62,7 +62,8 @@ pub(crate) fn failed_attempt(plan: &Plan, slice: Slice, error: &AttemptError, at
 }
 
 /// The client's error for a question whose slices failed, by the worst failure: a refusal
-/// by the upstream, then the rate budget, then the deadline, then transient failures.
+/// by the upstream, then the rate budget, then the deadline, then an upstream that cannot be
+/// reached at all, then transient failures.
 pub(crate) fn failure(
     plan: &Plan,
     timeout: &Duration,
@@ -89,6 +90,11 @@ pub(crate) fn failure(
     }
     if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline { .. })) {
         return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
+    }
+    if let Some((_, AttemptError::Unreachable { reason }, _)) =
+        failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Unreachable { .. }))
+    {
+        return ServiceError::UpstreamUnreachable { reason: reason.clone(), failed: slices };
     }
     ServiceError::UpstreamFailed { failed: slices }
 }

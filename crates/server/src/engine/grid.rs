@@ -112,6 +112,7 @@ impl Engine {
         )
         .await?;
         drop(to_merge);
+        progress.answering();
         failed.extend(cut_off);
         if !failed.is_empty() && !partial {
             let timeout = deadline.saturating_duration_since(started);

@@ -40,7 +40,7 @@ mod rendered;
 mod shared_facts;
 
 pub use current::{NowAnswer, NowMeta};
-pub use progress::{Progress, ProgressSnapshot};
+pub use progress::{Progress, ProgressSnapshot, Stage};
 
 /// A validated historical question.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! the CLI's bar). Slices are counted as the answer's `meta` counts them, so the last
 //! progress and the result agree; the time left is learned from the question's own pace.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,7 +29,21 @@ pub struct Progress {
     calls_finished: AtomicUsize,
     /// When its first call was planned: the start of its pace.
     fetching_since: OnceLock<Instant>,
+    stage: AtomicU8,
     changed: watch::Sender<()>,
+}
+
+/// What a question is doing.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Reading what the store holds and planning its calls.
+    #[default]
+    Planning,
+    /// Making its calls.
+    Fetching,
+    /// Its calls are done: the answer (and what is derived from it) is being made.
+    Answering,
 }
 
 /// A moment's copy of [`Progress`].
@@ -48,6 +62,7 @@ pub struct ProgressSnapshot {
     /// Time during which some call of the question waited for the per-minute budget, in
     /// milliseconds (calls waiting together count once).
     pub budget_wait_ms: u64,
+    pub stage: Stage,
 }
 
 impl Default for Progress {
@@ -63,6 +78,7 @@ impl Default for Progress {
             calls_planned: AtomicUsize::new(0),
             calls_finished: AtomicUsize::new(0),
             fetching_since: OnceLock::new(),
+            stage: AtomicU8::new(Stage::Planning as u8),
             changed: watch::Sender::new(()),
         }
     }
@@ -79,6 +95,11 @@ impl Progress {
             upstream_calls: self.upstream_calls.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             budget_wait_ms: self.lock_waits().total.as_millis() as u64,
+            stage: match self.stage.load(Ordering::Relaxed) {
+                0 => Stage::Planning,
+                1 => Stage::Fetching,
+                _ => Stage::Answering,
+            },
         }
     }
 
@@ -124,8 +145,15 @@ impl Progress {
         if calls > 0 {
             self.fetching_since.get_or_init(Instant::now);
             self.calls_planned.fetch_add(calls, Ordering::Relaxed);
+            self.stage.store(Stage::Fetching as u8, Ordering::Relaxed);
             self.touch();
         }
+    }
+
+    /// The calls are done; the answer is being made.
+    pub(crate) fn answering(&self) {
+        self.stage.store(Stage::Answering as u8, Ordering::Relaxed);
+        self.touch();
     }
 
     /// A call finished, answered or not; `slices` more slices are fetched whole by it.

@@ -101,6 +101,7 @@ impl Engine {
         let fetched =
             self.fetch_missing(handle, question, &plan, &mut known, deadline, progress, cancel).await?;
         let Fetched { mut failed, held, attempts, made } = fetched;
+        progress.answering();
         if !failed.is_empty() && !partial {
             return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
         }

@@ -1,8 +1,10 @@
 //! The page at `GET /` in a real browser: headless Chromium (installed by scripts/chromium)
 //! opens a link that carries a question and the key in its fragment against the real
-//! binary on a simulator; the page runs the question as a job, draws the chart, and shows
-//! the totals the API gives. The test drives Chromium over the DevTools protocol on a pipe,
-//! reading the page's state until it is done (virtual time would run ahead of the job).
+//! binary on a simulator, wide and narrow; the page runs the question as a job, brings the
+//! answer into view, draws one chart per type on its own scale, and shows the totals the API
+//! gives in a table that pages and sorts. The test drives Chromium over the DevTools
+//! protocol on a pipe, reading the page's state until it is done (virtual time would run
+//! ahead of the job).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,18 +38,20 @@ struct Browser {
 }
 
 impl Browser {
-    fn open(link: &str, dir: &Path) -> Browser {
+    fn open(link: &str, dir: &Path, (width, height): (u32, u32)) -> Browser {
         let (to, from) = (dir.join("to-chromium"), dir.join("from-chromium"));
         for fifo in [&to, &from] {
             assert!(Command::new("mkfifo").arg(fifo).status().unwrap().success());
         }
         let script = r#"exec "$0" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
-            --window-size=1200,1800 --user-data-dir="$1" --remote-debugging-pipe "$2" 3<"$3" 4>"$4" 2>/dev/null"#;
+            --disable-background-networking --disable-component-update --disable-sync --no-first-run \
+            --window-size="$5" --user-data-dir="$1" --remote-debugging-pipe "$2" 3<"$3" 4>"$4" 2>/dev/null"#;
         let child = Command::new("sh")
             .args(["-c", script, &chromium()])
             .arg(dir.join("profile"))
             .arg(link)
             .args([&to, &from])
+            .arg(format!("{width},{height}"))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -113,8 +117,105 @@ fn attributes<'a>(html: &'a str, marker: &str, attribute: &str) -> Vec<&'a str> 
         .collect()
 }
 
+/// What the page showed once its question was answered, in a window of `size`.
+struct Seen {
+    state: Value,
+    address: String,
+    /// The DOM with the table's first page, then with all its rows.
+    first_page: String,
+    all_rows: String,
+    shot: Option<Vec<u8>>,
+    /// Everything else, read by one expression in the page.
+    facts: Value,
+}
+
+/// What the page tells, read in it once the answer is drawn (and after sorting, paging and
+/// pointing at a chart, in that order).
+const FACTS: &str = r#"(() => {
+  const q = (s) => document.querySelector(s);
+  const rows = () => [...document.querySelectorAll('#totals tbody tr')];
+  const results = q('#results').getBoundingClientRect();
+  const charts = [...document.querySelectorAll('svg.chart')].map((c) => ({
+    type: c.dataset.type, top: Number(c.dataset.top),
+    ticks: c.querySelectorAll('text.tick').length,
+  }));
+  const wrap = q('.table-wrap');
+  wrap.scrollLeft = wrap.scrollWidth;
+  const tweetCell = q('#totals tbody th').getBoundingClientRect();
+  const facts = {
+    resultsTop: results.top, innerHeight, innerWidth,
+    charts, axisTitle: q('.axis-title') && q('.axis-title').textContent,
+    topBeforeTable: Boolean(q('#top-box').compareDocumentPosition(q('#totals-box')) & 4),
+    scrollsSideways: wrap.scrollWidth > wrap.clientWidth,
+    tweetColumnInSight: tweetCell.left >= wrap.getBoundingClientRect().left - 1 && tweetCell.right <= innerWidth,
+    pageRows: rows().length, pageInfo: q('#page-info').textContent,
+  };
+  wrap.scrollLeft = 0;
+  q('#totals button[data-sort="favorites"]').click();
+  facts.byFavorites = rows().map((r) => Number(r.querySelector('td[data-type="favorites"]').dataset.value));
+  facts.sortedColumn = q('#totals th[aria-sort]').dataset.column;
+  const hit = q('svg.chart .hit').getBoundingClientRect();
+  const at = { clientX: hit.left + hit.width / 2, clientY: hit.top + hit.height / 2, bubbles: true };
+  q('svg.chart .hit').dispatchEvent(new PointerEvent('pointermove', at));
+  facts.readout = q('#readout').textContent;
+  return facts;
+})()"#;
+
+/// Opens `link` in Chromium with a window of `size` and reads what the page shows.
+fn browse(link: String, size: (u32, u32)) -> Seen {
+    let dir = tempfile::tempdir().unwrap();
+    let mut browser = Browser::open(&link, dir.path(), size);
+    let started = Instant::now();
+    let mut state = Value::Null;
+    while started.elapsed() < Duration::from_secs(60) {
+        state = browser.eval("document.body && document.body.dataset.state");
+        if state != "idle" && state != "running" && !state.is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dom = |b: &mut Browser| {
+        b.eval("document.documentElement.outerHTML").as_str().unwrap_or_default().to_string()
+    };
+    let first_page = dom(&mut browser);
+    let address = browser.eval("location.href").as_str().unwrap_or_default().to_string();
+    // The whole page, not only what the window shows.
+    let size = browser.call("Page.getLayoutMetrics", json!({}))["cssContentSize"].clone();
+    let clip = json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
+    let shot = browser.call(
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true, "clip": clip}),
+    )["data"]
+        .as_str()
+        .map(|png| base64::engine::general_purpose::STANDARD.decode(png).unwrap());
+    let facts = if state == "done" { browser.eval(FACTS) } else { Value::Null };
+    browser.eval("document.querySelector('#show-all').click()");
+    let all_rows = dom(&mut browser);
+    // A range the API cannot answer is caught in the form, at the field.
+    let checked = browser.eval(
+        "(() => { const q = (s) => document.querySelector(s); q('#start').value = '2014-08-01'; \
+         q('#run').click(); return [q('#start').getAttribute('aria-invalid'), q('#start-error').textContent, \
+         document.body.dataset.state]; })()",
+    );
+    let mut facts = facts;
+    facts["checked"] = checked;
+    Seen { state, address, first_page, all_rows, shot, facts }
+}
+
+/// The rows of the totals table in `dom`, each `(Tweet ID, its cells)`.
+fn table_rows(dom: &str) -> Vec<(String, String)> {
+    dom.split("<tr ")
+        .skip(1)
+        .filter(|r| r.starts_with("data-tweet-id"))
+        .map(|r| r.split("</tr>").next().unwrap())
+        .map(|r| {
+            (r.trim_start_matches("data-tweet-id=\"").split('"').next().unwrap().to_string(), r.to_string())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
+async fn the_page_brings_the_answer_into_view_with_a_chart_per_type_and_a_table_to_sort() {
     let (_sim, sim_url) = simulator(Config::default()).await;
     let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
     let page = reqwest::get(format!("{}/", stitcher.url)).await.unwrap();
@@ -123,10 +224,11 @@ async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
     let html = page.text().await.unwrap();
     assert!(!html.contains("http://") && !html.contains("https://"), "nothing is loaded from elsewhere");
 
-    let mut body = question(6, 2, &["impressions", "engagements", "favorites"], PER_TWEET);
-    // Six Tweets from shortly before the range, so every type has counts.
+    let mut body = question(60, 2, &["impressions", "engagements", "favorites"], PER_TWEET);
+    // Sixty Tweets from shortly before the range, so every type has counts: more than a
+    // page of the table.
     let born = engagement::TweetId::minted_at(engagement::parse_instant("2022-01-05").unwrap()).0;
-    body["tweet_ids"] = json!((0..6u64).map(|n| (born + (n << 30)).to_string()).collect::<Vec<_>>());
+    body["tweet_ids"] = json!((0..60u64).map(|n| (born + (n << 28)).to_string()).collect::<Vec<_>>());
     body["groupings"] = json!({
         "daily": {"group_by": ["engagement.type", "engagement.day"]},
         "per tweet": {"group_by": PER_TWEET},
@@ -134,65 +236,79 @@ async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
     body["derive"] = json!(["engagement_rate"]);
     body["top"] = json!({"by": "favorites", "n": 3});
     let truth = oracle(&sim_url, &body).await;
-
     let q: String = url::form_urlencoded::byte_serialize(body.to_string().as_bytes()).collect();
     let link = format!("{}/#key=demo-key&q={q}", stitcher.url);
-    let dir = tempfile::tempdir().unwrap();
-    let dir_path = dir.path().to_owned();
-    let browsing = tokio::task::spawn_blocking(move || {
-        let mut browser = Browser::open(&link, &dir_path);
-        let started = Instant::now();
-        let mut state = Value::Null;
-        while started.elapsed() < Duration::from_secs(60) {
-            state = browser.eval("document.body && document.body.dataset.state");
-            if state != "idle" && state != "running" && !state.is_null() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let dom = browser.eval("document.documentElement.outerHTML").as_str().unwrap_or_default().to_string();
-        let address = browser.eval("location.href").as_str().unwrap_or_default().to_string();
-        let shot = browser.call("Page.captureScreenshot", json!({"format": "png"}))["data"]
-            .as_str()
-            .map(|png| base64::engine::general_purpose::STANDARD.decode(png).unwrap());
-        (dom, state, address, shot)
-    });
-    let (dom, state, address, shot) = tokio::time::timeout(Duration::from_secs(120), browsing)
-        .await
-        .expect("chromium answers in time")
-        .unwrap();
-    if let (Ok(keep), Some(png)) = (std::env::var("PAGE_SCREENSHOT"), &shot) {
-        std::fs::write(keep, png).unwrap();
-    }
 
+    for size in [(1280, 900), (420, 900)] {
+        let browsing = tokio::task::spawn_blocking({
+            let link = link.clone();
+            move || browse(link, size)
+        });
+        let seen = tokio::time::timeout(Duration::from_secs(120), browsing)
+            .await
+            .expect("chromium answers in time")
+            .unwrap();
+        if let (Ok(keep), Some(png)) = (std::env::var("PAGE_SCREENSHOT"), &seen.shot) {
+            std::fs::write(format!("{keep}-{}.png", size.0), png).unwrap();
+        }
+        check(&seen, &truth, size);
+    }
+}
+
+/// What `seen` at `size` must show of `truth`, the oracle's answer.
+fn check(seen: &Seen, truth: &Value, size: (u32, u32)) {
+    let dom = &seen.first_page;
     let said = |id: &str| {
         dom.split(&format!("id=\"{id}\"")).nth(1).and_then(|t| t.split('<').next().map(str::to_owned))
     };
-    assert_eq!(state, "done", "status {:?}, error {:?}", said("status"), said("error"));
-    assert!(shot.is_some_and(|png| png.starts_with(b"\x89PNG")));
+    assert_eq!(seen.state, "done", "{size:?}: status {:?}, error {:?}", said("status"), said("error"));
+    assert!(seen.shot.as_ref().is_some_and(|png| png.starts_with(b"\x89PNG")));
     // The key is kept in the tab, not in the address bar.
-    assert!(!address.contains("demo-key") && address.contains("#q="), "{address}");
+    assert!(!seen.address.contains("demo-key") && seen.address.contains("#q="), "{}", seen.address);
+    let facts = &seen.facts;
 
-    // The chart: one line per type, each through every day.
-    let mut drawn = attributes(&dom, "class=\"series\"", "data-type");
-    drawn.sort_unstable();
-    assert_eq!(drawn, ["engagements", "favorites", "impressions"]);
-    for d in attributes(&dom, "class=\"series\"", "d") {
+    // The answer is brought into view.
+    let top = facts["resultsTop"].as_f64().unwrap();
+    assert!((-2.0..facts["innerHeight"].as_f64().unwrap() / 2.0).contains(&top), "{size:?}: {facts}");
+
+    // One chart per type, each on its own scale, with readable ticks, over one time axis.
+    let charts = facts["charts"].as_array().unwrap();
+    let top_of = |ty: &str| charts.iter().find(|c| c["type"] == ty).unwrap()["top"].as_f64().unwrap();
+    assert_eq!(charts.len(), 3, "{facts}");
+    assert!(top_of("impressions") > top_of("engagements") && top_of("engagements") > 0.0, "{facts}");
+    assert!(charts.iter().all(|c| c["ticks"].as_u64().unwrap() >= 5), "{facts}");
+    assert_eq!(facts["axisTitle"], "day (UTC)");
+    for d in attributes(dom, "class=\"series\"", "d") {
         assert!(d.starts_with('M') && d.matches('L').count() == 28 * 2 - 1 && !d.contains("NaN"), "{d}");
     }
-    // The totals table shows what the API counts, Tweet by Tweet.
-    let rows: Vec<&str> = dom
-        .split("<tr ")
-        .skip(1)
-        .filter(|r| r.starts_with("data-tweet-id"))
-        .map(|r| r.split("</tr>").next().unwrap())
-        .collect();
-    assert_eq!(rows.len(), 6);
-    for row in rows {
-        let id = row.trim_start_matches("data-tweet-id=\"").split('"').next().unwrap();
+    let readout = facts["readout"].as_str().unwrap();
+    assert!(
+        readout.starts_with("2022-") && readout.contains("impressions ") && readout.contains("favorites "),
+        "{readout}"
+    );
+
+    // Top Tweets before the long table, which pages, sorts, and keeps its Tweets in sight.
+    assert_eq!(facts["topBeforeTable"], true);
+    assert_eq!(facts["pageRows"], 50, "{facts}");
+    assert!(facts["pageInfo"].as_str().unwrap().contains("of 60"), "{facts}");
+    let by_favorites: Vec<u64> =
+        facts["byFavorites"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(by_favorites.windows(2).all(|w| w[0] >= w[1]) && by_favorites.len() == 50, "{by_favorites:?}");
+    assert_eq!(facts["sortedColumn"], "favorites");
+    assert_eq!(facts["tweetColumnInSight"], true, "{size:?}: {facts}");
+    if size.0 < 500 {
+        assert_eq!(facts["scrollsSideways"], true, "a narrow table scrolls: {facts}");
+    }
+    assert_eq!(facts["checked"][0], "true", "{facts}");
+    assert!(facts["checked"][1].as_str().unwrap().contains("2014-09-01"), "{facts}");
+
+    // The totals table shows what the API counts, Tweet by Tweet: all of them once asked.
+    let rows = table_rows(&seen.all_rows);
+    assert_eq!(rows.len(), 60);
+    for (id, row) in rows {
         for ty in ["impressions", "engagements", "favorites"] {
-            let cell = attributes(row, &format!("data-type=\"{ty}\""), "data-value");
-            assert_eq!(cell, [truth["per tweet"][id][ty].as_str().unwrap()], "{id} {ty}");
+            let cell = attributes(&row, &format!("data-type=\"{ty}\""), "data-value");
+            assert_eq!(cell, [truth["per tweet"][&id][ty].as_str().unwrap()], "{id} {ty}");
         }
     }
     // The engagement rate and the Top Tweets.
@@ -200,11 +316,11 @@ async fn the_page_draws_the_chart_and_shows_the_apis_totals() {
     let ids: Vec<&String> = truth["per tweet"].as_object().unwrap().keys().collect();
     let (e, i) =
         ids.iter().fold((0, 0), |(e, i), id| (e + count(id, "engagements"), i + count(id, "impressions")));
-    let shown: f64 = attributes(&dom, "id=\"rate\"", "data-overall")[0].parse().unwrap();
+    let shown: f64 = attributes(dom, "id=\"rate\"", "data-overall")[0].parse().unwrap();
     assert!((shown - e as f64 / i as f64).abs() < 1e-12, "{shown}");
     let mut ranked: Vec<(u64, &String)> = ids.iter().map(|id| (count(id, "favorites"), *id)).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     assert!(ranked[0].0 > 0 && e > 0, "counts to rank");
     let top: Vec<String> = ranked[..3].iter().map(|(_, id)| id.to_string()).collect();
-    assert_eq!(attributes(&dom, "li data-tweet-id", "data-tweet-id"), top);
+    assert_eq!(attributes(dom, "li data-tweet-id", "data-tweet-id"), top);
 }

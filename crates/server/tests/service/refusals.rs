@@ -64,6 +64,27 @@ fn demo_credentials_with_a_remote_upstream_stop_the_start() {
     for setting in ["upstream.consumer_key", "handles.demo", "clients.demo"] {
         assert!(said.contains(setting), "{setting} is named: {said}");
     }
+
+    // Only the key is the simulator's: only the key is named, and the message comes alone,
+    // whatever RUST_BACKTRACE says.
+    let key = server::auth::key_hash("dashboards-key");
+    let out = Command::new(support::binary())
+        .env("RUST_BACKTRACE", "1")
+        .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{}", support::free_port()))
+        .env("STITCHER__UPSTREAM__BASE_URL", "https://data-api.example.com")
+        .env("STITCHER__UPSTREAM__CONSUMER_SECRET", "the-operators-own")
+        .env("STITCHER__HANDLES__BRAND__TOKEN", "brand-token")
+        .env("STITCHER__HANDLES__BRAND__TOKEN_SECRET", "brand-secret")
+        .env("STITCHER__CLIENTS__DASH__KEY_SHA256", &key)
+        .env("STITCHER__CLIENTS__DASH__HANDLES", "brand")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it must not serve");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.starts_with("stitcher: ") && said.contains("upstream.consumer_key"), "{said}");
+    assert!(!said.contains("consumer_secret") && !said.contains("handles.brand"), "{said}");
+    assert!(!said.to_lowercase().contains("backtrace"), "{said}");
+    assert_eq!(said.trim_end().lines().count(), 1, "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,4 +347,33 @@ async fn what_the_api_accepts_is_accepted_and_refusals_name_the_route_asked() {
     let said: Value = answer.json().await.unwrap();
     assert!(said["errors"][0].as_str().unwrap().starts_with("/v1/totals "), "{said}");
     assert!(sim.stats().requests_total > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_cannot_be_reached_is_said_at_start_and_named_in_errors() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let nothing = format!("http://127.0.0.1:{}", support::free_port());
+    let tls_to_plain = sim_url.replace("http://", "https://");
+    for base_url in [nothing, tls_to_plain] {
+        let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", base_url.as_str())]).await;
+        let mut ready = Value::Null;
+        for _ in 0..100 {
+            ready = reqwest::get(format!("{}/readyz", stitcher.url)).await.unwrap().json().await.unwrap();
+            if ready["upstream"] != "not tried yet" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let upstream = ready["upstream"].as_str().unwrap();
+        assert!(upstream.starts_with("unreachable: ") && upstream.contains("upstream.base_url"), "{ready}");
+        let logs = stitcher.logs();
+        assert!(logs.lines().any(|l| l.contains("\"WARN\"") && l.contains("cannot be reached")), "{logs}");
+
+        let answer = post(stitcher.url.clone(), "demo-key", question(1, 1)).await;
+        assert_eq!(answer.status().as_u16(), 502);
+        let said: Value = answer.json().await.unwrap();
+        let message = said["errors"][0].as_str().unwrap();
+        assert!(message.contains(&base_url) && message.contains("upstream.base_url"), "{message}");
+        assert!(!message.contains("retry later"), "{message}");
+    }
 }
