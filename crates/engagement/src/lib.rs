@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod derive;
 pub mod error;
+pub mod members;
 pub mod oauth;
 #[cfg(feature = "openapi")]
 pub mod openapi;

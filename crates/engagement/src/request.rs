@@ -188,9 +188,32 @@ pub struct GroupingBody {
 /// Reads a request body into `T` (a [`QuestionBody`], or one holding it), refusing what
 /// is not a JSON object and what a JSON value would silently lose: a grouping named twice.
 pub fn read_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    read_body_with(bytes, None)
+}
+
+/// Like [`read_body`], refusing first a body that names a member nobody reads: at its top
+/// level one not in `members`, in a grouping or in `top` one not theirs
+/// ([`crate::members::unknown`]). Every such member is named at once.
+pub fn read_strict_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    members: &[&str],
+) -> Result<T, ApiError> {
+    read_body_with(bytes, Some(members))
+}
+
+fn read_body_with<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    strict: Option<&[&str]>,
+) -> Result<T, ApiError> {
     let value = parse_body(bytes)?;
     if !value.is_object() {
         return Err(ApiError::new(NOT_AN_OBJECT));
+    }
+    if let Some(members) = strict {
+        let unknown = crate::members::unknown(&value, members);
+        if !unknown.is_empty() {
+            return Err(ApiError { errors: unknown });
+        }
     }
     T::deserialize(&value).map_err(|e| ApiError::new(format!("the request body could not be read: {e}")))
 }

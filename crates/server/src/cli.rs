@@ -133,7 +133,9 @@ async fn answer(
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Answer)?;
     // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
     let native = args.native || args.format == OutputFormat::Csv;
-    let (question, _counts) = routes::question_of(state, body, native).map_err(answer_error)?;
+    // Both shapes are this service's own: a member nobody reads is refused.
+    let reading = routes::Reading { native, strict: true };
+    let (question, _counts) = routes::question_of(state, body, reading).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));

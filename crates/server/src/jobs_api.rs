@@ -17,7 +17,7 @@ use crate::error::{self, ServiceError};
 use crate::jobs::{Job, JobResult, JobState, JobStatus, QueueFull, Submitted};
 use crate::openapi::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::routes::NativeQuestion;
-use crate::routes::{Asked, Format, RequestHead, read_question, request_id};
+use crate::routes::{Asked, Format, Reading, RequestHead, read_question, request_id};
 use crate::state::AppState;
 
 /// How often a job's event stream may send progress.
@@ -41,7 +41,8 @@ pub async fn submit(
     let id = request_id(&headers);
     let head = RequestHead { method, uri, headers };
     let submitted = async {
-        let Asked { caller, question, counts, .. } = read_question(&state, &head, body, true).await?;
+        let Asked { caller, question, counts, .. } =
+            read_question(&state, &head, body, Reading::NATIVE).await?;
         let limit = state.settings.jobs.max_result_bytes;
         let least = u64::from(counts) * engagement::Response::ENTRY_BYTES;
         if least > limit {

@@ -15,9 +15,12 @@ use tracing::Instrument;
 
 use crate::engine::{NowAnswer, NowMeta};
 use crate::error::ServiceError;
-use crate::openapi::{Hr28Question, NowDropInAnswer, NowNativeAnswer, QuestionErrors, TotalsQuestion};
+use crate::openapi::{
+    Hr28Question, NativeHr28Question, NativeTotalsQuestion, NowDropInAnswer, NowNativeAnswer, QuestionErrors,
+    TotalsQuestion,
+};
 use crate::routes::{
-    Admitted, Format, NativeQuestion, RequestHead, admit, answer_size, request_id, room_for,
+    Admitted, Format, Reading, RequestHead, admit, answer_size, read_native_body, request_id, room_for,
 };
 use crate::state::AppState;
 use crate::streaming;
@@ -27,7 +30,7 @@ async fn ask(
     state: &Arc<AppState>,
     head: &RequestHead,
     body: Body,
-    endpoint: Endpoint,
+    (endpoint, reading): (Endpoint, Reading),
 ) -> Result<(NowAnswer, Admitted), ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
     if query_names_format(&head.uri) && Format::asked(&head.uri, &head.headers)? == Format::Csv {
@@ -36,7 +39,7 @@ async fn ask(
             head.uri.path()
         )));
     }
-    let body: NativeQuestion = engagement::request::read_body(&body).map_err(ServiceError::BadRequest)?;
+    let body = read_native_body(&body, reading)?;
     // What the endpoint cannot do is said, never silently dropped.
     let range = [("start", &body.question.start), ("end", &body.question.end)];
     let mut not_here: Vec<&str> =
@@ -90,7 +93,8 @@ async fn respond(
     native: bool,
 ) -> Response {
     let id = request_id(&head.headers);
-    match ask(state, &head, body, endpoint).await {
+    let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
+    match ask(state, &head, body, (endpoint, reading)).await {
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
             if native {
@@ -141,7 +145,7 @@ pub async fn hr28(
 }
 
 /// `POST /v1/totals`: the same question; integer counts and `meta`.
-#[utoipa::path(post, path = "/v1/totals", tag = "questions", request_body = TotalsQuestion,
+#[utoipa::path(post, path = "/v1/totals", tag = "questions", request_body = NativeTotalsQuestion,
     responses(
         (status = 200, description = "Lifetime counts with integer counts and meta", body = NowNativeAnswer),
         QuestionErrors,
@@ -158,7 +162,7 @@ pub async fn native_totals(
 }
 
 /// `POST /v1/28hr`: the same question; integer counts and `meta`.
-#[utoipa::path(post, path = "/v1/28hr", tag = "questions", request_body = Hr28Question,
+#[utoipa::path(post, path = "/v1/28hr", tag = "questions", request_body = NativeHr28Question,
     responses(
         (status = 200, description = "The last 28 hours with integer counts and meta", body = NowNativeAnswer),
         QuestionErrors,

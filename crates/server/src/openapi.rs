@@ -69,6 +69,14 @@ pub struct Hr28Question {
     pub groupings: serde_json::Value,
 }
 
+/// `/v1/totals`' question: `/totals`' body, naming nothing else (see [`Strict`]).
+#[derive(Debug, ToSchema)]
+pub struct NativeTotalsQuestion(pub TotalsQuestion);
+
+/// `/v1/28hr`'s question: `/28hr`'s body, naming nothing else (see [`Strict`]).
+#[derive(Debug, ToSchema)]
+pub struct NativeHr28Question(pub Hr28Question);
+
 /// The API's `/totals` or `/28hr` answer: as `/historical`'s, with `start` and `end` only
 /// for `/28hr`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -197,13 +205,76 @@ impl Modify for Security {
     }
 }
 
+/// The service's own endpoints read no member they do not name: their bodies say
+/// `additionalProperties: false`, in groupings and `top` too. The drop-in endpoints take
+/// what the API takes. Written on the document itself, as the native question is the API's
+/// body with more members (which JSON Schema cannot close when they come from `allOf`).
+struct Strict;
+
+impl Strict {
+    /// `schema` closed: its properties only.
+    fn closed(mut schema: serde_json::Value) -> serde_json::Value {
+        schema["additionalProperties"] = serde_json::Value::Bool(false);
+        schema
+    }
+
+    /// `schema` (an object) closed, its groupings each a closed grouping.
+    fn closed_question(schema: serde_json::Value, grouping: serde_json::Value) -> serde_json::Value {
+        let mut schema = Self::closed(schema);
+        if let Some(groupings) = schema.pointer_mut("/properties/groupings") {
+            groupings["additionalProperties"] = grouping;
+        }
+        schema
+    }
+
+    fn apply(doc: &mut serde_json::Value) -> Option<()> {
+        let schemas = doc.pointer_mut("/components/schemas")?.as_object_mut()?;
+        let grouping = Self::closed(schemas.get("GroupingSpec")?.clone());
+        schemas.insert("NativeGroupingSpec".into(), grouping);
+        let native_grouping = serde_json::json!({"$ref": "#/components/schemas/NativeGroupingSpec"});
+        let top = Self::closed(schemas.get("TopSpec")?.clone());
+        schemas.insert("TopSpec".into(), top);
+
+        // The API's question and the native members, as one closed object.
+        let question = schemas.get("Question")?.clone();
+        let native = schemas.get("NativeQuestion")?.clone();
+        let mut merged = question.clone();
+        let more = native.pointer("/allOf/1/properties")?.as_object()?.clone();
+        merged.get_mut("properties")?.as_object_mut()?.extend(more);
+        if let Some(described) = native.get("description") {
+            merged["description"] = described.clone();
+        }
+        schemas.insert("NativeQuestion".into(), Self::closed_question(merged, native_grouping.clone()));
+
+        let totals = schemas.get("TotalsQuestion")?.clone();
+        let totals_grouping =
+            Self::closed(totals.pointer("/properties/groupings/additionalProperties")?.clone());
+        schemas.insert("NativeTotalsQuestion".into(), Self::closed_question(totals, totals_grouping));
+        let hr28 = schemas.get("Hr28Question")?.clone();
+        schemas.insert("NativeHr28Question".into(), Self::closed_question(hr28, native_grouping));
+        Some(())
+    }
+}
+
+impl Modify for Strict {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(mut doc) = serde_json::to_value(&*openapi) else { return };
+        if Self::apply(&mut doc).is_none() {
+            return;
+        }
+        if let Ok(strict) = serde_json::from_value(doc) {
+            *openapi = strict;
+        }
+    }
+}
+
 /// The service's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
     paths(crate::routes::drop_in, crate::routes::native, crate::now_routes::totals, crate::now_routes::hr28, crate::now_routes::native_totals, crate::now_routes::native_28hr, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::routes::livez, crate::routes::readyz, crate::metrics::serve, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
-    modifiers(&Security)
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
+    modifiers(&Security, &Strict)
 )]
 pub struct ApiDoc;
 

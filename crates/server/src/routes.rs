@@ -140,28 +140,55 @@ impl NativeQuestion {
     }
 }
 
-/// Admits, authenticates and reads a question (with `partial` when `native`), refusing one
-/// whose answer could never fit in `server.max_counts_in_flight`.
+/// How a question's body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reading {
+    /// `partial`, `derive` and `top` are read (the native answer has room for them).
+    pub native: bool,
+    /// A member nobody reads is refused, not ignored as the API ignores it.
+    pub strict: bool,
+}
+
+impl Reading {
+    /// The drop-in endpoint: the API's body, as leniently as the API reads it.
+    pub(crate) const DROP_IN: Reading = Reading { native: false, strict: false };
+    /// The service's own endpoints: its members too, and nothing else.
+    pub(crate) const NATIVE: Reading = Reading { native: true, strict: true };
+}
+
+/// Admits, authenticates and reads a question as `reading` says, refusing one whose
+/// answer could never fit in `server.max_counts_in_flight`.
 pub(crate) async fn read_question(
     state: &Arc<AppState>,
     head: &RequestHead,
     body: Body,
-    native: bool,
+    reading: Reading,
 ) -> Result<Asked, ServiceError> {
     let (caller, admitted, body) = admit(state, head, body).await?;
-    let (question, counts) = question_of(state, &body, native)?;
+    let (question, counts) = question_of(state, &body, reading)?;
     Ok(Asked { caller, admitted, question, counts })
 }
 
-/// Reads and validates a question's body (with `partial`, `derive` and `top` when
-/// `native`), and the counts its answer holds, refusing one that could never fit.
+/// Reads a question's body as `reading` says (the native members `partial`, `derive` and
+/// `top`, or not; members nobody reads refused, or not).
+pub(crate) fn read_native_body(body: &[u8], reading: Reading) -> Result<NativeQuestion, ServiceError> {
+    let read = if reading.strict {
+        engagement::request::read_strict_body(body, engagement::members::QUESTION)
+    } else {
+        engagement::request::read_body(body)
+    };
+    read.map_err(ServiceError::BadRequest)
+}
+
+/// Reads and validates a question's body as `reading` says, and the counts its answer
+/// holds, refusing one that could never fit.
 pub(crate) fn question_of(
     state: &AppState,
     body: &[u8],
-    native: bool,
+    reading: Reading,
 ) -> Result<(engine::Question, u32), ServiceError> {
-    let body: NativeQuestion = engagement::request::read_body(body).map_err(ServiceError::BadRequest)?;
-    let named = if native { Vec::new() } else { body.native_members() };
+    let body = read_native_body(body, reading)?;
+    let named = if reading.native { Vec::new() } else { body.native_members() };
     if !named.is_empty() {
         let list: Vec<String> = named.iter().map(|m| format!("\"{m}\"")).collect();
         let verb = if named.len() == 1 { "is" } else { "are" };
@@ -216,7 +243,8 @@ async fn ask(
     body: Body,
     native: bool,
 ) -> Result<(Answer, Admitted, Format), ServiceError> {
-    let Asked { caller, admitted, question, counts } = read_question(state, head, body, native).await?;
+    let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
+    let Asked { caller, admitted, question, counts } = read_question(state, head, body, reading).await?;
     let format = if native { Format::asked(&head.uri, &head.headers)? } else { Format::Json };
     let room = room_for(state, counts)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();

@@ -189,6 +189,20 @@ async fn what_cannot_be_answered_here_exits_1_and_says_what_to_do() {
     assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("nobody"), "{}", text(&run.stderr));
 
+    // A member nobody reads is refused in both shapes, with the name it likely meant.
+    let mut misspelt = question(1, 1, &["impressions"], PER_TWEET);
+    misspelt["engagement_type"] = misspelt["engagement_types"].take();
+    for shape in [&["-"][..], &["--native", "-"][..]] {
+        let run = query(Some(&sim_url), &facts, shape, &serde_json::to_vec(&misspelt).unwrap());
+        assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+        let said = text(&run.stderr);
+        assert!(
+            said.contains("unknown member \"engagement_type\" (did you mean \"engagement_types\"?)"),
+            "{said}"
+        );
+        assert!(run.stdout.is_empty());
+    }
+
     // Too many calls for its time: the way out is more time, not a job.
     let mut command = std::process::Command::new(support::binary());
     let run = command

@@ -377,3 +377,51 @@ async fn an_upstream_that_cannot_be_reached_is_said_at_start_and_named_in_errors
         assert!(!message.contains("retry later"), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_endpoints_refuse_members_they_do_not_read_and_the_drop_in_takes_them() {
+    let (sim, stitcher) = against(Config::default(), &[]).await;
+    let said = |v: &Value| {
+        v["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+
+    let mut body = question(1, 1);
+    body["timezone"] = json!("America/New_York");
+    body["groupings"]["g"]["sort"] = json!("asc");
+    for path in ["/v1/historical", "/v1/jobs"] {
+        let answer = support::post(&stitcher, path, &body).await;
+        assert_eq!(answer.status().as_u16(), 400, "{path}");
+        let errors = said(&answer.json().await.unwrap());
+        assert!(errors.contains(&"unknown member \"timezone\"".to_string()), "{path}: {errors:?}");
+        assert!(
+            errors.contains(&"unknown member \"sort\" in grouping \"g\"".to_string()),
+            "{path}: {errors:?}"
+        );
+    }
+    let mut misspelt = question(1, 1);
+    misspelt["grouping"] = misspelt["groupings"].take();
+    misspelt["top"] = json!({"by": "impressions", "n": 1, "count": 2});
+    let answer = support::post(&stitcher, "/v1/historical", &misspelt).await;
+    assert_eq!(answer.status().as_u16(), 400);
+    let errors = said(&answer.json().await.unwrap());
+    assert!(
+        errors.contains(&"unknown member \"grouping\" (did you mean \"groupings\"?)".to_string()),
+        "{errors:?}"
+    );
+    assert!(errors.contains(&"unknown member \"count\" in \"top\"".to_string()), "{errors:?}");
+
+    let now = json!({"tweet_ids": ["5150"], "engagement_types": ["favorites"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}}, "timezone": "UTC"});
+    for path in ["/v1/totals", "/v1/28hr"] {
+        let answer = support::post(&stitcher, path, &now).await;
+        assert_eq!(answer.status().as_u16(), 400, "{path}");
+        assert!(said(&answer.json().await.unwrap()).contains(&"unknown member \"timezone\"".to_string()));
+    }
+    assert_eq!(sim.stats().requests_total, 0, "no call for any of them");
+
+    // The drop-in endpoints take what the API takes.
+    let answer = support::post(&stitcher, "/insights/engagement/historical", &body).await;
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.text().await.unwrap());
+    let answer = support::post(&stitcher, "/insights/engagement/totals", &now).await;
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.text().await.unwrap());
+}
