@@ -109,7 +109,20 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_use_every_demo_credential() {
-        assert_eq!(credentials_in_use(&Settings::defaults()).len(), 3);
+    fn the_defaults_use_every_demo_credential_each_named_by_its_setting() {
+        let named: Vec<String> = credentials_in_use(&Settings::defaults())
+            .into_iter()
+            .map(|said| said.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "upstream.consumer_key",
+                "upstream.consumer_secret",
+                "handles.demo.token",
+                "handles.demo.token_secret",
+                "clients.demo"
+            ]
+        );
     }
 }

@@ -381,6 +381,11 @@ impl Jobs {
     /// Keeps `job`'s answer of `bytes`, letting the oldest results go while the results
     /// together hold more than `jobs.max_result_bytes` (this one too, if it alone does).
     fn keep(&self, job: Arc<Job>, bytes: u64) {
+        // Held while keeping, so a DELETE either forgets the job before or its result after.
+        let jobs = self.lock();
+        if !jobs.contains_key(&job.id) {
+            return;
+        }
         let mut kept = self.lock_kept();
         kept.bytes += bytes;
         kept.results.push_back((job, bytes));

@@ -60,13 +60,15 @@ impl FreshHour {
         self.fetched.iter().filter(|(_, at)| now < *at + ttl).fold(0, |m, (slots, _)| m | slots)
     }
 
-    /// This hour with the counts of `slots` from a call sent at `at` laid over it, less the
-    /// slots no longer fresh at `at`.
+    /// This hour with the counts of `slots` from a call sent at `at` laid over it (but for
+    /// slots a call sent later brought already), less the slots no longer fresh at `at`.
     pub fn with(&self, slots: u32, counts: &Hour, at: DateTime<Utc>, ttl: std::time::Duration) -> FreshHour {
-        let kept = self.fresh_slots(at, ttl) & !slots;
-        let mut merged = FreshHour { slots: kept | slots, counts: [0; SLOTS], fetched: Vec::new() };
+        let newer = self.fetched.iter().filter(|(_, when)| *when > at).fold(0, |m, (s, _)| m | s);
+        let taken = slots & !newer;
+        let kept = self.fresh_slots(at, ttl) & !taken;
+        let mut merged = FreshHour { slots: kept | taken, counts: [0; SLOTS], fetched: Vec::new() };
         for (s, count) in merged.counts.iter_mut().enumerate() {
-            if slots & (1 << s) != 0 {
+            if taken & (1 << s) != 0 {
                 *count = counts[s];
             } else if kept & (1 << s) != 0 {
                 *count = self.counts[s];
@@ -77,7 +79,9 @@ impl FreshHour {
                 merged.fetched.push((older & kept, when));
             }
         }
-        merged.fetched.push((slots, at));
+        if taken != 0 {
+            merged.fetched.push((taken, at));
+        }
         merged
     }
 }
@@ -309,6 +313,31 @@ mod tests {
     use super::*;
     use engagement::parse_instant;
     use serde_json::json;
+
+    #[test]
+    fn an_hour_keeps_each_types_latest_count_while_it_is_fresh() {
+        let t0 = parse_instant("2024-06-01T12:00:00Z").unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let secs = chrono::Duration::seconds;
+        let (a, b) = (1u32 << 0, 1u32 << 1);
+        let hour = |a_count: u64, b_count: u64| {
+            let mut counts = [0u64; SLOTS];
+            counts[0] = a_count;
+            counts[1] = b_count;
+            counts
+        };
+        let first = FreshHour::new(a, hour(10, 0), t0);
+        // Another type, a little later: both are held.
+        let both = first.with(b, &hour(0, 7), t0 + secs(20), ttl);
+        assert_eq!((both.slots, both.counts[0], both.counts[1]), (a | b, 10, 7));
+        assert_eq!(both.fresh_slots(t0 + secs(70), ttl), b, "the first type's life is over first");
+        // A call sent before the one that brought a type does not undo it.
+        let late = both.with(a | b, &hour(9, 6), t0 + secs(10), ttl);
+        assert_eq!((late.counts[0], late.counts[1]), (9, 7));
+        // Past its life, a type is let go when another call comes.
+        let after = both.with(b, &hour(0, 8), t0 + secs(65), ttl);
+        assert_eq!((after.slots, after.counts[1]), (b, 8));
+    }
 
     #[test]
     fn hourly_answers_become_complete_hours_only() {

@@ -24,8 +24,8 @@ pub struct HttpUpstream {
     app: AppCredentials,
     budget: Arc<RateBudget>,
     call_timeout: Duration,
-    /// Whether it could be reached when last tried.
-    reach: std::sync::Mutex<Reach>,
+    /// Whether it could be reached when last tried, and how many times that was recorded.
+    reach: std::sync::Mutex<(Reach, u64)>,
 }
 
 impl HttpUpstream {
@@ -49,13 +49,22 @@ impl HttpUpstream {
             app,
             budget,
             call_timeout,
-            reach: std::sync::Mutex::new(Reach::Unknown),
+            reach: std::sync::Mutex::new((Reach::Unknown, 0)),
         })
     }
 
-    /// Records whether the upstream could be reached.
-    fn reached(&self, reach: Reach) {
-        *self.reach.lock().unwrap_or_else(|p| p.into_inner()) = reach;
+    /// Records whether the upstream could be reached, unless something was recorded since
+    /// the `seen`th record (a probe's outcome does not undo a call's that came after it).
+    fn reached(&self, reach: Reach, seen: Option<u64>) {
+        let mut now = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.is_none_or(|seen| seen == now.1) {
+            *now = (reach, now.1 + 1);
+        }
+    }
+
+    /// The records so far.
+    fn records(&self) -> u64 {
+        self.reach.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// Why no connection to the upstream could be made, naming where it was looked for.
@@ -124,7 +133,7 @@ impl Upstream for HttpUpstream {
             }
             Err(e) if e.is_connect() => {
                 let reason = self.unreachable(&e);
-                self.reached(Reach::Unreachable(reason.clone()));
+                self.reached(Reach::Unreachable(reason.clone()), None);
                 return Err(AttemptError::Unreachable { reason });
             }
             Err(e) => {
@@ -142,7 +151,7 @@ impl Upstream for HttpUpstream {
                 });
             }
         };
-        self.reached(Reach::Reached);
+        self.reached(Reach::Reached, None);
         let status = response.status();
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
@@ -162,10 +171,11 @@ impl Upstream for HttpUpstream {
     }
 
     fn reach(&self) -> Reach {
-        self.reach.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reach.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     async fn probe(&self) -> Reach {
+        let seen = self.records();
         // Any answer at all, even a 404, means a connection was made.
         let tried =
             self.client.get(format!("{}/", self.base_url)).timeout(Duration::from_secs(10)).send().await;
@@ -176,9 +186,10 @@ impl Upstream for HttpUpstream {
                 "the Engagement API at {} (upstream.base_url) did not answer within 10 s",
                 self.base_url
             )),
+            // Any other failure came after a connection was made.
             Err(_) => Reach::Reached,
         };
-        self.reached(reach.clone());
+        self.reached(reach.clone(), Some(seen));
         reach
     }
 }

@@ -26,6 +26,8 @@ pub(crate) enum Told {
     /// It failed otherwise (retries, budget, deadline): the batch is not judged by it, and
     /// the question fails unless it is partial.
     Failed,
+    /// No connection to the upstream could be made: no other call will learn more.
+    Unreachable,
 }
 
 impl Told {
@@ -34,6 +36,7 @@ impl Told {
         match result {
             Ok(_) => Told::Answered,
             Err(AttemptError::Refused { status: 400 | 403, .. }) => Told::Refused,
+            Err(AttemptError::Unreachable { .. }) => Told::Unreachable,
             Err(_) => Told::Failed,
         }
     }
@@ -66,20 +69,36 @@ impl<T> InFlight<T> {
     }
 }
 
-/// Where collecting stands: which batches are judged, and whether the question can still
-/// be answered.
+/// Where collecting stands: which batches are still waited for, and whether the question
+/// can still be answered.
 struct Judging {
-    /// Batches of `expected` not yet judged.
+    /// Batches of `expected` none of whose calls has ended yet.
     open: HashSet<usize>,
     doomed: bool,
 }
 
+impl Judging {
+    /// Takes in that a call for `batch` ended, telling `told`, in a question that is not
+    /// partial; whether to stop waiting.
+    fn ended(&mut self, batch: usize, told: Told) -> bool {
+        // A batch is judged by a call answered or refused; one whose call failed for good is
+        // given up (its other calls would mostly add retries).
+        self.open.remove(&batch);
+        if told == Told::Unreachable {
+            self.open.clear();
+        }
+        self.doomed |= told != Told::Answered;
+        self.doomed && self.open.is_empty()
+    }
+}
+
 /// Waits for a question's calls, handing each finished one to `each`, which says which
 /// slice it was and what it told. Without `partial`, a refusal or a failure dooms the
-/// question: from then on only the batches not yet judged are waited for, and the calls of
-/// the others are dropped. Stops early at the deadline (the slices of `expected` not
-/// finished are returned as failed by it) or when `cancel` fires (the question is cut off,
-/// naming them). Calls still running at the end are dropped.
+/// question: from then on only the batches none of whose calls has ended are waited for,
+/// and the calls of the others are dropped; an upstream that cannot be reached stops it at
+/// once. Stops early at the deadline (the slices of `expected` not finished are returned as
+/// failed by it) or when `cancel` fires (the question is cut off, naming them). Calls still
+/// running at the end are dropped.
 pub(crate) async fn collect<T: 'static>(
     calls: &mut InFlight<T>,
     plan: &Plan,
@@ -99,19 +118,18 @@ pub(crate) async fn collect<T: 'static>(
             };
             let (slice, told) = each(finished)?;
             done.insert(slice);
-            if told != Told::Failed && judging.open.remove(&slice.batch) && judging.doomed {
-                calls.abort_batch(slice.batch);
+            if partial {
+                continue;
             }
-            if told != Told::Answered && !partial && !judging.doomed {
-                judging.doomed = true;
-                let judged: Vec<usize> =
+            if judging.ended(slice.batch, told) {
+                break;
+            }
+            if judging.doomed {
+                let settled: Vec<usize> =
                     calls.by_batch.keys().copied().filter(|b| !judging.open.contains(b)).collect();
-                for batch in judged {
+                for batch in settled {
                     calls.abort_batch(batch);
                 }
-            }
-            if judging.doomed && judging.open.is_empty() {
-                break;
             }
         }
         Ok::<(), ServiceError>(())
@@ -124,7 +142,7 @@ pub(crate) async fn collect<T: 'static>(
         () = cancel.cancelled() => Some(true),
     };
     calls.tasks.abort_all();
-    // The calls dropped for batches already judged are no failures of their own.
+    // The calls dropped for batches already settled are no failures of their own.
     let dropped = |s: &Slice| judging.doomed && !judging.open.contains(&s.batch);
     let not_done = expected.iter().filter(|s| !done.contains(*s) && !dropped(s)).copied();
     match stopped {
@@ -135,5 +153,31 @@ pub(crate) async fn collect<T: 'static>(
                 .map(|s| failed_slice(plan, s, vec!["not fetched: the question was stopped".into()], None, 0))
                 .collect(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judging(batches: &[usize]) -> Judging {
+        Judging { open: batches.iter().copied().collect(), doomed: false }
+    }
+
+    #[test]
+    fn a_doomed_question_waits_only_for_the_batches_not_yet_judged() {
+        let mut j = judging(&[0, 1, 2]);
+        assert!(!j.ended(0, Told::Answered) && !j.doomed, "answered: nothing to stop for");
+        assert!(!j.ended(1, Told::Refused) && j.doomed, "refused: batch 2 is still to be judged");
+        assert!(j.ended(2, Told::Answered), "every batch judged");
+
+        let mut j = judging(&[0, 1, 2]);
+        assert!(!j.ended(0, Told::Failed) && j.doomed, "a failure gives its batch up, not the others");
+        assert!(!j.ended(0, Told::Answered));
+        assert!(!j.ended(1, Told::Failed));
+        assert!(j.ended(2, Told::Refused));
+
+        let mut j = judging(&[0, 1, 2]);
+        assert!(j.ended(1, Told::Unreachable), "no call would connect: nothing more to learn");
     }
 }

@@ -49,6 +49,31 @@ struct Fetched {
     made: u32,
 }
 
+/// A question's Tweets pinned against eviction; once they are let go, however the question
+/// ends, the store evicts what the pins kept past its bound.
+struct Pinned<'a> {
+    engine: &'a Engine,
+    pin: Option<store::Pin>,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        drop(self.pin.take());
+        self.engine.shrink_store();
+    }
+}
+
+/// One question being answered: who asks, what, by when, watched and stopped how.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    handle: &'a Arc<HandleCredentials>,
+    question: &'a Question,
+    plan: &'a Arc<Plan>,
+    deadline: Instant,
+    progress: &'a Arc<Progress>,
+    cancel: &'a CancellationToken,
+}
+
 /// What one round of calls came to: the calls answered, besides what [`Fetched`] counts.
 #[derive(Debug, Default)]
 struct Round {
@@ -92,14 +117,14 @@ impl Engine {
                 Some(Arc::clone(&kept.written)),
             ));
         }
-        let pin = self.store.pin(&handle.handle, &tweets);
+        let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle.handle, &tweets)) };
         self.mark_used(&handle.handle, tweets.clone(), now);
         let (store, name, types) = (Arc::clone(&self.store), handle.handle.clone(), query.types.clone());
         let mut known =
             blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
                 .await?;
-        let fetched =
-            self.fetch_missing(handle, question, &plan, &mut known, deadline, progress, cancel).await?;
+        let asking = Asking { handle, question, plan: &plan, deadline, progress, cancel };
+        let fetched = self.fetch_missing(&asking, &mut known).await?;
         let Fetched { mut failed, held, attempts, made } = fetched;
         progress.answering();
         if !failed.is_empty() && !partial {
@@ -141,7 +166,6 @@ impl Engine {
             .map_err(|e| ServiceError::internal("rendering the answer failed", Some(Box::new(e))))??
         };
         drop(pin);
-        self.shrink_store();
 
         let meta = Meta {
             slices_fetched,
@@ -207,31 +231,25 @@ impl Engine {
     /// for) and whose call shows a Tweet after all gets a second round for that Tweet's
     /// hours. A question that fails anyway (a batch refused from memory, without
     /// `"partial": true`) asks only what decides its refusal.
-    #[allow(clippy::too_many_arguments)]
     async fn fetch_missing(
         self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
-        question: &Question,
-        plan: &Arc<Plan>,
+        asking: &Asking<'_>,
         known: &mut Known,
-        deadline: Instant,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
     ) -> Result<Fetched, ServiceError> {
+        let (plan, question) = (asking.plan, asking.question);
         let types = &question.query.types;
-        let needs = self.needs_of(&handle.handle, plan, known, types).await;
+        let needs = self.needs_of(&asking.handle.handle, plan, known, types).await;
         metrics::store_lookups(needs.hits, needs.misses);
-        progress.planned(plan, needs.held.len());
+        asking.progress.planned(plan, needs.held.len());
         let mut out = Fetched {
             failed: needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect(),
             held: needs.held,
             ..Fetched::default()
         };
         let doomed = !question.partial && !needs.refused.is_empty();
-        let calls = if doomed { judging(plan, known, &needs.refused) } else { needs.calls };
-        let round = self
-            .fetch_round(handle, question, plan, &calls, &out.held, known, deadline, progress, cancel)
-            .await;
+        let (calls, checked) =
+            if doomed { (judging(plan, known, &needs.refused), false) } else { (needs.calls, true) };
+        let round = self.fetch_round(asking, &calls, checked, &out.held, known).await;
         let round = out.absorb(round?);
         if doomed || (!question.partial && !out.failed.is_empty()) {
             return Ok(out);
@@ -244,40 +262,40 @@ impl Engine {
         if shown_after_all.is_empty() {
             return Ok(out);
         }
-        let more: Vec<Need> = self
-            .needs_of(&handle.handle, plan, known, types)
-            .await
+        let again = self.needs_of(&asking.handle.handle, plan, known, types).await;
+        // What those batches lack was taken for held while their Tweets seemed to show nothing.
+        out.held.retain(|s| !shown_after_all.contains(&s.batch) || again.held.contains(s));
+        asking.progress.planned(plan, out.held.len());
+        let more: Vec<Need> = again
             .calls
             .into_iter()
             .filter(|n| !n.status_only && shown_after_all.contains(&n.slice.batch))
             .collect();
-        let round = self
-            .fetch_round(handle, question, plan, &more, &out.held, known, deadline, progress, cancel)
-            .await;
+        let round = self.fetch_round(asking, &more, true, &out.held, known).await;
         out.absorb(round?);
         Ok(out)
     }
 
-    /// Makes `calls` for `plan` (each shared with the questions that need the same call) and
-    /// learns what they bring into `known`.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes `calls` for the question (each shared with the questions that need the same
+    /// call) and learns what they bring into `known`. `checked`: they are first checked
+    /// against the per-minute budget (calls that only judge a question failing anyway are
+    /// not: they wait their turn within its deadline).
     async fn fetch_round(
         self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
-        question: &Question,
-        plan: &Arc<Plan>,
+        asking: &Asking<'_>,
         calls: &[Need],
+        checked: bool,
         held: &HashSet<Slice>,
         known: &mut Known,
-        deadline: Instant,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
     ) -> Result<(Round, Fetched), ServiceError> {
+        let Asking { handle, question, plan, deadline, progress, cancel } = *asking;
         let mut round = (Round::default(), Fetched::default());
         if calls.is_empty() {
             return Ok(round);
         }
-        self.calls.check(calls.len(), deadline).map_err(refusal)?;
+        if checked {
+            self.calls.check(calls.len(), deadline).map_err(refusal)?;
+        }
         self.admit_handle(&handle.handle, true).await?;
         progress.calls_ahead(calls.len());
         let mut coverage = Coverage::of(plan, calls, held);

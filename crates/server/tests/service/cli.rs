@@ -180,7 +180,7 @@ fn demo_mode_answers_with_nothing_set_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_answered_here_exits_1_and_says_what_to_do() {
-    let (_sim, sim_url) = simulator(Config::default()).await;
+    let (sim, sim_url) = simulator(Config::default()).await;
     let store = tempfile::tempdir().unwrap();
     let facts = store.path().join("facts");
     let body = serde_json::to_vec(&question(1, 1, &["impressions"], PER_TWEET)).unwrap();
@@ -202,6 +202,7 @@ async fn what_cannot_be_answered_here_exits_1_and_says_what_to_do() {
         );
         assert!(run.stdout.is_empty());
     }
+    assert_eq!(sim.stats().requests_total, 0, "none of these made a call");
 
     // Too many calls for its time: the way out is more time, not a job.
     let mut command = std::process::Command::new(support::binary());

@@ -81,3 +81,23 @@ fn the_document_matches_its_snapshot() {
         "the OpenAPI document changed; review it and rewrite the snapshot with UPDATE_SNAPSHOTS=1"
     );
 }
+
+#[test]
+fn the_native_bodies_are_closed_and_name_what_the_service_reads() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let mut named: Vec<&str> =
+        schemas["NativeQuestion"]["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut read = engagement::members::QUESTION.to_vec();
+    named.sort_unstable();
+    read.sort_unstable();
+    assert_eq!(named, read, "the members the native endpoints read are the ones documented");
+    for schema in
+        ["NativeQuestion", "NativeTotalsQuestion", "NativeHr28Question", "NativeGroupingSpec", "TopSpec"]
+    {
+        assert_eq!(schemas[schema]["additionalProperties"], false, "{schema}");
+    }
+    for schema in ["Question", "TotalsQuestion", "Hr28Question", "GroupingSpec"] {
+        assert!(schemas[schema].get("additionalProperties").is_none(), "{schema} takes what the API takes");
+    }
+}

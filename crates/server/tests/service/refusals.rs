@@ -369,7 +369,8 @@ async fn an_upstream_that_cannot_be_reached_is_said_at_start_and_named_in_errors
         let logs = stitcher.logs();
         assert!(logs.lines().any(|l| l.contains("\"WARN\"") && l.contains("cannot be reached")), "{logs}");
 
-        let answer = post(stitcher.url.clone(), "demo-key", question(1, 1)).await;
+        // Six calls: the first that cannot connect ends the question.
+        let answer = post(stitcher.url.clone(), "demo-key", question(30, 3)).await;
         assert_eq!(answer.status().as_u16(), 502);
         let said: Value = answer.json().await.unwrap();
         let message = said["errors"][0].as_str().unwrap();
@@ -388,15 +389,18 @@ async fn the_native_endpoints_refuse_members_they_do_not_read_and_the_drop_in_ta
     let mut body = question(1, 1);
     body["timezone"] = json!("America/New_York");
     body["groupings"]["g"]["sort"] = json!("asc");
+    body["strat"] = body["start"].clone();
     for path in ["/v1/historical", "/v1/jobs"] {
         let answer = support::post(&stitcher, path, &body).await;
         assert_eq!(answer.status().as_u16(), 400, "{path}");
         let errors = said(&answer.json().await.unwrap());
-        assert!(errors.contains(&"unknown member \"timezone\"".to_string()), "{path}: {errors:?}");
-        assert!(
-            errors.contains(&"unknown member \"sort\" in grouping \"g\"".to_string()),
-            "{path}: {errors:?}"
-        );
+        for expected in [
+            "unknown member \"timezone\"",
+            "unknown member \"strat\" (did you mean \"start\"?)",
+            "unknown member \"sort\" in grouping \"g\"",
+        ] {
+            assert!(errors.contains(&expected.to_string()), "{path}: {errors:?}");
+        }
     }
     let mut misspelt = question(1, 1);
     misspelt["grouping"] = misspelt["groupings"].take();
@@ -411,11 +415,14 @@ async fn the_native_endpoints_refuse_members_they_do_not_read_and_the_drop_in_ta
     assert!(errors.contains(&"unknown member \"count\" in \"top\"".to_string()), "{errors:?}");
 
     let now = json!({"tweet_ids": ["5150"], "engagement_types": ["favorites"],
-        "groupings": {"g": {"group_by": ["tweet.id"]}}, "timezone": "UTC"});
+        "groupings": {"g": {"group_by": ["tweet.id"], "groupBy": ["tweet.id"]}}, "timezone": "UTC"});
     for path in ["/v1/totals", "/v1/28hr"] {
         let answer = support::post(&stitcher, path, &now).await;
         assert_eq!(answer.status().as_u16(), 400, "{path}");
-        assert!(said(&answer.json().await.unwrap()).contains(&"unknown member \"timezone\"".to_string()));
+        let errors = said(&answer.json().await.unwrap());
+        assert!(errors.contains(&"unknown member \"timezone\"".to_string()), "{path}: {errors:?}");
+        let grouping = "unknown member \"groupBy\" in grouping \"g\" (did you mean \"group_by\"?)";
+        assert!(errors.contains(&grouping.to_string()), "{path}: {errors:?}");
     }
     assert_eq!(sim.stats().requests_total, 0, "no call for any of them");
 
