@@ -1,10 +1,14 @@
 //! End-to-end tests of the service, built by `Application::build` as `main` builds it,
 //! against the simulator over HTTP. One test binary, so the suite links once.
 
+// A test reads best as the story it tells, however long.
+#![allow(clippy::too_many_lines)]
+
 mod derived_and_csv;
 mod drop_in_oauth;
 mod jobs;
 mod load;
+mod modules;
 mod now_endpoints;
 mod observability;
 mod stitching;

@@ -6,7 +6,7 @@
 /// afresh for each request, so its bound moves as the service's does).
 pub fn tweet_ids() -> utoipa::openapi::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-    let newest = crate::request::newest_tweet_id(chrono::Utc::now()).0;
+    let newest = crate::TweetId::newest(chrono::Utc::now()).0;
     let as_text = ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(format!("^({})$", decimal_at_most(newest))))

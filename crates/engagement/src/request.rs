@@ -264,13 +264,9 @@ impl<'de> serde::Deserialize<'de> for NameCount {
     }
 }
 
-/// The largest Tweet ID that can exist at `now`: IDs embed the instant they were minted,
-/// and one minted after the hour in progress cannot have been (the hour, not the second,
-/// so that other clocks a little ahead of this one are no matter, and the bound moves once
-/// an hour: the OpenAPI document states it).
+/// The largest Tweet ID that can exist at `now` ([`TweetId::newest`]).
 pub fn newest_tweet_id(now: DateTime<Utc>) -> TweetId {
-    let end_of_hour = crate::time::floor_hour(now) + Duration::hours(1);
-    TweetId(TweetId::minted_at(end_of_hour).0 - 1)
+    TweetId::newest(now)
 }
 
 impl Query {

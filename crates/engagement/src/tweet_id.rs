@@ -17,6 +17,15 @@ pub const FIRST_SNOWFLAKE: u64 = 29_700_859_247;
 pub const SNOWFLAKE_EPOCH_MS: i64 = 1_288_834_974_657;
 
 impl TweetId {
+    /// The largest Tweet ID that can exist at `now`: IDs embed the instant they were minted,
+    /// and one minted after the hour in progress cannot have been (the hour, not the second,
+    /// so that other clocks a little ahead of this one are no matter, and the bound moves once
+    /// an hour: the OpenAPI document states it).
+    pub fn newest(now: chrono::DateTime<chrono::Utc>) -> TweetId {
+        let end_of_hour = crate::time::floor_hour(now) + chrono::Duration::hours(1);
+        TweetId(TweetId::minted_at(end_of_hour).0 - 1)
+    }
+
     /// When the Tweet was created. IDs older than the time-based scheme decode to its epoch,
     /// which is before any instant the API can be asked about.
     pub fn created_at(self) -> DateTime<Utc> {

@@ -601,6 +601,27 @@ async fn settled_repeat_table() {
     );
 }
 
+/// Asks `questions` all at once, each of the services at `urls` in turn, as a round-robin
+/// balancer would: how many were answered, and how many of them without a call.
+async fn round_robin(urls: &[String], questions: impl Iterator<Item = Value>) -> (usize, usize) {
+    let asks: Vec<_> = questions
+        .enumerate()
+        .map(|(n, q)| {
+            let url = urls[n % urls.len()].clone();
+            tokio::spawn(async move { ask(&url, &q).await.1 })
+        })
+        .collect();
+    let (mut answered, mut free) = (0, 0);
+    for answer in asks {
+        let answer = answer.await.unwrap();
+        answered += 1;
+        if answer["meta"]["upstream_calls"] == 0 {
+            free += 1;
+        }
+    }
+    (answered, free)
+}
+
 /// Two replicas against one, on the same upstream budget and the same questions.
 async fn replicas_table() {
     println!(
@@ -656,22 +677,8 @@ async fn replicas_table() {
         let (shared_before, misses_before) =
             (counter("stitcher_store_shared_hits_total"), counter("stitcher_store_misses_total"));
         let started = Instant::now();
-        let asks: Vec<_> = (0..4)
-            .flat_map(|_| campaigns.iter().flat_map(|ids| views(ids)))
-            .enumerate()
-            .map(|(n, q)| {
-                let url = urls[n % urls.len()].clone();
-                tokio::spawn(async move { ask(&url, &q).await.1 })
-            })
-            .collect();
-        let (mut questions, mut free) = (0, 0);
-        for answer in asks {
-            let answer = answer.await.unwrap();
-            questions += 1;
-            if answer["meta"]["upstream_calls"] == 0 {
-                free += 1;
-            }
-        }
+        let (questions, free) =
+            round_robin(&urls, (0..4).flat_map(|_| campaigns.iter().flat_map(|ids| views(ids)))).await;
         let minutes = started.elapsed().as_secs_f64() / 60.0;
         let stats = sim.stats();
         // Of the Tweet-hours a replica's own store lacked, the share Redis held.

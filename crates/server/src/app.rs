@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request};
+use axum::http::Request;
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 use tower_http::LatencyUnit;
@@ -19,13 +19,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
 
+use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
 use crate::sharing::Sharing;
 use crate::state::AppState;
-use crate::{connections, demo, jobs_api, metrics, now_routes, openapi, page, routes, usage};
-
-/// The header that carries a request's ID.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use crate::{connections, demo, jobs_api, metrics, now_routes, openapi, page, probes, routes, usage};
 
 /// After the grace period, how long the `503`s of questions cut off have to be written, and
 /// connections to close.
@@ -220,9 +218,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs/{id}", get(jobs_api::status).delete(jobs_api::cancel))
         .route("/v1/jobs/{id}/result", get(jobs_api::result))
         .route("/v1/usage", get(usage::usage))
-        .route("/livez", get(routes::livez))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(metrics::serve))
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(probes::metrics))
         .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(routes::not_found)
@@ -246,7 +244,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(routes::fresh_request_id))
+        .layer(axum::middleware::from_fn(request_id::fresh_request_id))
 }
 
 /// Logs a `5xx`: at WARN when the service is only full or stopping (`503`, an expected

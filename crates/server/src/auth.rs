@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method, Uri, header};
 use engagement::oauth::{self, Received};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use upstream::HandleCredentials;
 
 use crate::error::ServiceError;
@@ -58,10 +57,7 @@ pub struct Keyring {
     sharing: Option<Arc<Sharing>>,
 }
 
-/// The SHA-256 of `key` in lower-case hex.
-pub fn key_hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
+pub use crate::settings::key_hash;
 
 impl Keyring {
     /// The clients and handles of `settings`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use engagement::tree::CountStyle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Answer, Progress};
+use crate::engine::{Answer, Ask, Progress};
 use crate::error::ServiceError;
 use crate::{Application, Settings, routes};
 
@@ -134,13 +134,14 @@ async fn answer(
     // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
     let native = args.native || args.format == OutputFormat::Csv;
     // Both shapes are this service's own: a member nobody reads is refused.
-    let reading = routes::Reading { native, strict: true };
+    let reading = crate::question::Reading { native, strict: true };
     let (question, _counts) = routes::question_of(state, body, reading).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
     let cancel = CancellationToken::new();
-    let answering = state.engine.answer(&handle, &question, deadline, &progress, &cancel);
+    let ask = Ask::new(handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
+    let answering = state.engine.answer(&ask, &question);
     let answer = tokio::select! {
         answer = answering => answer,
         _ = tokio::signal::ctrl_c() => {

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use upstream::HandleCredentials;
 
-use crate::engine::{Answer, Engine, Progress, ProgressSnapshot, Question};
+use crate::engine::{Answer, Ask, Engine, Progress, ProgressSnapshot, Question};
 use crate::error::{FailedSlice, ServiceError};
 use crate::settings::JobsSettings;
 
@@ -348,8 +348,10 @@ impl Jobs {
         };
         job.set(JobState::Running);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.settings.timeout_secs);
+        let ask = Ask::new(Arc::clone(&asked.handle), deadline, job.cancel.clone())
+            .watched(Arc::clone(&job.progress));
         let result = loop {
-            match engine.answer(&asked.handle, &asked.question, deadline, &job.progress, &job.cancel).await {
+            match engine.answer(&ask, &asked.question).await {
                 // A job has hours: while the budget is busy with questions that would
                 // miss their deadlines beside it, it waits its turn instead of failing.
                 Err(ServiceError::BudgetBusy { retry_after, .. })

@@ -15,9 +15,11 @@ use futures::Stream;
 
 use crate::error::{self, ServiceError};
 use crate::jobs::{Job, JobResult, JobState, JobStatus, QueueFull, Submitted};
-use crate::openapi::{ErrorBody, NativeAnswer, QuestionErrors};
-use crate::routes::NativeQuestion;
-use crate::routes::{Asked, Format, Reading, RequestHead, read_question, request_id};
+use crate::question::NativeQuestion;
+use crate::question::Reading;
+use crate::request_id::request_id;
+use crate::routes::{Asked, Format, RequestHead, read_question};
+use crate::schemas::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
 
 /// How often a job's event stream may send progress.
@@ -152,7 +154,7 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
 #[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
     params(
         ("id" = String, Path, description = "The job's ID"),
-        ("format" = Option<crate::openapi::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too"),
+        ("format" = Option<crate::schemas::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too"),
     ),
     responses(
         (status = 200, description = "The /v1/historical answer; as CSV when asked", content(

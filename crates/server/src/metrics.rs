@@ -20,15 +20,13 @@
 //! | `stitcher_connections_refused_total` | counter (closed at once: `server.max_connections` were open) | |
 //! | `stitcher_connections_timed_out_total` | counter (closed for a head, an idle wait or a write that took too long) | |
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -113,26 +111,6 @@ pub fn handle_counted(over_cap: bool) {
 /// Records a question refused for the month's handle cap.
 pub fn handle_refused() {
     metrics::counter!("stitcher_ledger_refused_total").increment(1);
-}
-
-/// `GET /metrics`: the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), crate::openapi::RouteErrors))]
-pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
-    let calls = &state.engine.calls;
-    metrics::gauge!("stitcher_upstream_in_flight").set(calls.in_flight() as f64);
-    metrics::gauge!("stitcher_rate_limit_wait_seconds").set(calls.budget().waited().as_secs_f64());
-    let store = &state.engine.store;
-    metrics::gauge!("stitcher_store_bytes").set(store.bytes() as f64);
-    // The store counts its evictions; the counter is brought up to that count.
-    metrics::counter!("stitcher_store_evictions_total").absolute(store.evictions());
-    metrics::gauge!("stitcher_job_results_bytes").set(state.jobs.kept_bytes() as f64);
-    match handle() {
-        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => {
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "metrics are recorded elsewhere in this process")
-                .into_response()
-        }
-    }
 }
 
 /// Records whether the shared Redis answered, as a gauge (1: up).

@@ -15,12 +15,12 @@ use tracing::Instrument;
 
 use crate::engine::{NowAnswer, NowMeta};
 use crate::error::ServiceError;
-use crate::openapi::{
+use crate::question::{Reading, read_native_body};
+use crate::request_id::request_id;
+use crate::routes::{Admitted, Format, RequestHead, admit, answer_size, room_for};
+use crate::schemas::{
     Hr28Question, NativeHr28Question, NativeTotalsQuestion, NowDropInAnswer, NowNativeAnswer, QuestionErrors,
     TotalsQuestion,
-};
-use crate::routes::{
-    Admitted, Format, Reading, RequestHead, admit, answer_size, read_native_body, request_id, room_for,
 };
 use crate::state::AppState;
 use crate::streaming;
@@ -62,7 +62,7 @@ async fn ask(
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
-        .now(&caller.handle, &query, deadline, &state.cut_off)
+        .current(&crate::engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &query)
         .instrument(tracing::info_span!("question", client = %caller.client, endpoint = endpoint.name()))
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }))

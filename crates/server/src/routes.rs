@@ -5,25 +5,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use engagement::derive::{Derivations, Derived};
 use engagement::request::{QuestionBody, Sent};
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Endpoint, Query};
-use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::app::REQUEST_ID;
 use crate::auth::Caller;
-use crate::engine::{self, Answer, Meta, Progress};
+use crate::engine::{self, Answer, Meta};
 use crate::error::{self, ServiceError};
-use crate::openapi::{DropInAnswer, NativeAnswer, QuestionErrors, RouteErrors, Status};
+use crate::question::{NativeQuestion, Reading, read_native_body};
+use crate::request_id::request_id;
+use crate::schemas::{DropInAnswer, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
 use crate::streaming;
 
@@ -103,59 +102,6 @@ pub(crate) struct Asked {
     pub counts: u32,
 }
 
-// The drop-in endpoint's body is read this way too, to say that `partial` is not for it.
-/// A question to the native endpoint.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-pub struct NativeQuestion {
-    #[serde(flatten)]
-    pub question: QuestionBody,
-    /// List slices that failed after retries under `meta.incomplete` and answer the rest,
-    /// instead of failing the question.
-    #[serde(default)]
-    #[schema(value_type = Option<bool>)]
-    pub partial: Sent<Option<bool>>,
-    /// Numbers to derive from the answer: `["engagement_rate"]` (engagements / impressions
-    /// over the range, per Tweet and overall; both types must be asked for).
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>, example = json!(["engagement_rate"]))]
-    pub derive: Sent<Option<Vec<Sent<String>>>>,
-    /// The Top Tweets: the `n` Tweets with the most of type `by` over the range, ties by
-    /// Tweet ID ascending; `by` must be one of the question's types.
-    #[serde(default)]
-    #[schema(value_type = Option<engagement::derive::TopBody>)]
-    pub top: Sent<Option<engagement::derive::TopBody>>,
-}
-
-impl NativeQuestion {
-    /// The members only the native answer reads (`partial`, `derive`, `top`) that this body
-    /// gives: not absent, not `null`, and not `"partial": false`.
-    pub(crate) fn native_members(&self) -> Vec<&'static str> {
-        // `"partial": false` asks for what the API's shape gives anyway.
-        let given = [
-            ("partial", !matches!(self.partial, Sent::Absent | Sent::Given(None | Some(false)))),
-            ("derive", !matches!(self.derive, Sent::Absent | Sent::Given(None))),
-            ("top", !matches!(self.top, Sent::Absent | Sent::Given(None))),
-        ];
-        given.into_iter().filter_map(|(name, given)| given.then_some(name)).collect()
-    }
-}
-
-/// How a question's body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Reading {
-    /// `partial`, `derive` and `top` are read (the native answer has room for them).
-    pub native: bool,
-    /// A member nobody reads is refused, not ignored as the API ignores it.
-    pub strict: bool,
-}
-
-impl Reading {
-    /// The drop-in endpoint: the API's body, as leniently as the API reads it.
-    pub(crate) const DROP_IN: Reading = Reading { native: false, strict: false };
-    /// The service's own endpoints: its members too, and nothing else.
-    pub(crate) const NATIVE: Reading = Reading { native: true, strict: true };
-}
-
 /// Admits, authenticates and reads a question as `reading` says, refusing one whose
 /// answer could never fit in `server.max_counts_in_flight`.
 pub(crate) async fn read_question(
@@ -167,17 +113,6 @@ pub(crate) async fn read_question(
     let (caller, admitted, body) = admit(state, head, body).await?;
     let (question, counts) = question_of(state, &body, reading)?;
     Ok(Asked { caller, admitted, question, counts })
-}
-
-/// Reads a question's body as `reading` says (the native members `partial`, `derive` and
-/// `top`, or not; members nobody reads refused, or not).
-pub(crate) fn read_native_body(body: &[u8], reading: Reading) -> Result<NativeQuestion, ServiceError> {
-    let read = if reading.strict {
-        engagement::request::read_strict_body(body, engagement::members::QUESTION)
-    } else {
-        engagement::request::read_body(body)
-    };
-    read.map_err(ServiceError::BadRequest)
 }
 
 /// Reads and validates a question's body as `reading` says, and the counts its answer
@@ -250,7 +185,7 @@ async fn ask(
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
-        .answer(&caller.handle, &question, deadline, &Arc::new(Progress::default()), &state.cut_off)
+        .answer(&engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &question)
         .instrument(tracing::info_span!("question", client = %caller.client))
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }, format))
@@ -273,14 +208,9 @@ pub async fn drop_in(
     respond(&state, RequestHead { method, uri, headers }, body, false).await
 }
 
-/// The request's ID, as the request-ID layer set it.
-pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
 #[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
-    params(("format" = Option<crate::openapi::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too")),
+    params(("format" = Option<crate::schemas::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too")),
     responses(
         (status = 200, description = "The answer with integer counts and meta; as CSV (grouping,tweet_id,engagement_type,day,hour,count; no derived numbers) when asked", content(
             (NativeAnswer = "application/json"),
@@ -463,46 +393,6 @@ pub(crate) fn native_body(answer: &Answer) -> NativeBody<'_> {
     NativeBody { data: answer.response.styled(CountStyle::Integers), tail: NativeTail::of(answer) }
 }
 
-/// `GET /livez`: the process answers.
-#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "Alive", body = Status), RouteErrors))]
-pub async fn livez() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// `GET /readyz`: the service takes questions (not while shutting down, nor while the
-/// Redis it shares state through is away under `redis.on_failure = "refuse"`). With Redis
-/// set, `redis` says whether it is reached; `upstream` says whether the Engagement API was
-/// (an unreachable API leaves the service ready: what the store holds is still answered).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down, or Redis away when it is required", body = Status), RouteErrors))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let redis = state.sharing.as_ref().map(|sharing| match (sharing.redis.is_up(), sharing.on_failure) {
-        (true, _) => ("up", true),
-        (false, crate::settings::OnFailure::Local) => {
-            ("unreachable: answering alone (redis.on_failure = local)", true)
-        }
-        (false, crate::settings::OnFailure::Refuse) => ("unreachable", false),
-    });
-    let ready = state.ready.load(Ordering::SeqCst);
-    let status = match (ready, redis) {
-        (false, _) => "shutting down",
-        (true, Some((_, false))) => "not ready: Redis is unreachable",
-        (true, _) => "ready",
-    };
-    let upstream = match state.engine.calls.upstream().reach() {
-        upstream::Reach::Reached => "reachable".to_string(),
-        upstream::Reach::Unknown => "not tried yet".to_string(),
-        upstream::Reach::Unreachable(reason) => format!("unreachable: {reason}"),
-    };
-    let body =
-        Status { status: status.into(), redis: redis.map(|(r, _)| r.to_string()), upstream: Some(upstream) };
-    let code = if ready && redis.is_none_or(|(_, ok)| ok) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
-}
-
 /// Any other path.
 pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
     let message = format!(
@@ -544,20 +434,4 @@ pub async fn error_bodies(request: Request, next: Next) -> Response {
         }
     }
     fresh
-}
-
-/// The longest `X-Request-Id` taken from a client.
-const MAX_REQUEST_ID: usize = 128;
-
-/// Drops a client's `X-Request-Id` that is too long or holds anything but visible ASCII, so
-/// a fresh one is made: the ID goes into headers, bodies and logs as it is.
-pub async fn fresh_request_id(mut request: Request, next: Next) -> Response {
-    let usable = request.headers().get(REQUEST_ID).is_none_or(|id| {
-        let id = id.as_bytes();
-        !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| (0x21..=0x7e).contains(b))
-    });
-    if !usable {
-        request.headers_mut().remove(REQUEST_ID);
-    }
-    next.run(request).await
 }

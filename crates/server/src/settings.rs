@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::demo;
+use simulator::config as sim;
 
 /// The defaults, as shipped in `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -219,7 +220,7 @@ impl Settings {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
-        demo::fill_in(&mut settings);
+        fill_in_demo(&mut settings);
         settings.check()?;
         Ok(settings)
     }
@@ -265,7 +266,7 @@ impl Settings {
             }
         }
         if let Some(url) = &self.upstream.base_url {
-            let demo = demo::credentials_in_use(self);
+            let demo = demo_credentials_in_use(self);
             if !demo::is_loopback(url) && !demo.is_empty() {
                 return fail(format!(
                     "upstream.base_url {url} is not on this machine, but demo credentials would be used with it: {}; declare your own (see config/production.example.toml)",
@@ -334,6 +335,60 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.server.request_timeout_secs)
     }
+}
+
+/// The SHA-256 of an API key in lower-case hex: what `clients.NAME.key_sha256` holds.
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Lays demo mode's handle over settings that declare no handle, and its client over
+/// settings that declare no client (granted the demo handle, when that is there). Declared
+/// ones always replace them, so a deployment's own clients never share the service with
+/// the README's key.
+fn fill_in_demo(settings: &mut Settings) {
+    if settings.handles.is_empty() {
+        settings.handles.insert(
+            sim::DEMO_HANDLE.into(),
+            HandleSettings {
+                token: sim::DEMO_TOKEN.into(),
+                token_secret: SecretString::from(sim::DEMO_TOKEN_SECRET),
+            },
+        );
+    }
+    if settings.clients.is_empty() && settings.handles.contains_key(sim::DEMO_HANDLE) {
+        settings.clients.insert(
+            "demo".into(),
+            ClientSettings { key_sha256: key_hash(demo::DEMO_KEY), handles: vec![sim::DEMO_HANDLE.into()] },
+        );
+    }
+}
+
+/// The demo credentials in use, by setting name.
+pub fn demo_credentials_in_use(settings: &Settings) -> Vec<String> {
+    let mut found = Vec::new();
+    if settings.upstream.consumer_key == sim::DEMO_CONSUMER_KEY {
+        found.push(format!("upstream.consumer_key (the simulator's, \"{}\")", sim::DEMO_CONSUMER_KEY));
+    }
+    if settings.upstream.consumer_secret.expose_secret() == sim::DEMO_CONSUMER_SECRET {
+        found.push("upstream.consumer_secret (the simulator's)".to_string());
+    }
+    for (name, h) in &settings.handles {
+        if h.token == sim::DEMO_TOKEN {
+            found.push(format!("handles.{name}.token (the simulator's, \"{}\")", sim::DEMO_TOKEN));
+        }
+        if h.token_secret.expose_secret() == sim::DEMO_TOKEN_SECRET {
+            found.push(format!("handles.{name}.token_secret (the simulator's)"));
+        }
+    }
+    let demo_key = key_hash(demo::DEMO_KEY);
+    for (name, c) in &settings.clients {
+        if c.key_sha256.eq_ignore_ascii_case(&demo_key) {
+            found.push(format!("clients.{name} (the API key \"{}\")", demo::DEMO_KEY));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -459,5 +514,23 @@ mod tests {
             let env = BTreeMap::from([(key.to_string(), value.to_string())]);
             assert!(Settings::load_with(None, Some(env)).is_err(), "{key}={value} is refused at load");
         }
+    }
+
+    #[test]
+    fn the_defaults_use_every_demo_credential_each_named_by_its_setting() {
+        let named: Vec<String> = demo_credentials_in_use(&Settings::defaults())
+            .into_iter()
+            .map(|said| said.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "upstream.consumer_key",
+                "upstream.consumer_secret",
+                "handles.demo.token",
+                "handles.demo.token_secret",
+                "clients.demo"
+            ]
+        );
     }
 }

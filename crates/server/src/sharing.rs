@@ -154,7 +154,7 @@ impl Sharing {
     /// has; whether that was done.
     async fn catch_up(&self, store: &Arc<Store>) -> bool {
         let now = chrono::Utc::now();
-        let entries = match crate::usage::local_month(store, now).await {
+        let entries = match local_month(store, now).await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "the handle ledger could not be read");
@@ -172,4 +172,16 @@ impl Sharing {
             }
         }
     }
+}
+
+/// The handles this replica's own store counted in the month of `now`.
+pub(crate) async fn local_month(
+    store: &Arc<store::Store>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<store::LedgerEntry>, ServiceError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.handles_in_month(now))
+        .await
+        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
+        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))
 }

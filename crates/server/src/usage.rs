@@ -11,8 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ServiceError;
-use crate::openapi::ErrorBody;
-use crate::routes::request_id;
+use crate::request_id::request_id;
+use crate::schemas::ErrorBody;
 use crate::settings::CapPolicy;
 use crate::state::AppState;
 
@@ -43,7 +43,7 @@ pub struct UsedHandle {
     responses(
         (status = 200, description = "The month's handle ledger", body = Usage),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
-        crate::openapi::RouteErrors,
+        crate::schemas::RouteErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
 pub async fn usage(
@@ -74,7 +74,7 @@ async fn read(
     };
     let month = match shared {
         Some(month) => month,
-        None => local_month(&state.engine.store, now).await?,
+        None => crate::sharing::local_month(&state.engine.store, now).await?,
     };
     let ledger = &state.settings.ledger;
     Ok(Usage {
@@ -91,16 +91,4 @@ async fn read(
             })
             .collect(),
     })
-}
-
-/// The handles this replica's own store counted in the month of `now`.
-pub(crate) async fn local_month(
-    store: &Arc<store::Store>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<store::LedgerEntry>, ServiceError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.handles_in_month(now))
-        .await
-        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
-        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))
 }

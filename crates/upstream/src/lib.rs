@@ -22,7 +22,7 @@ pub use classify::AttemptError;
 pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
 pub use http::HttpUpstream;
-pub use policy::{BudgetRefusal, CallPolicy};
+pub use policy::{BudgetRefusal, CallPolicy, Calling};
 pub use retry::{Retried, RetryPolicy};
 pub use scheduler::{Lane, Scheduler};
 

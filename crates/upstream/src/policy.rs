@@ -26,6 +26,17 @@ pub struct CallPolicy {
     retry: RetryPolicy,
 }
 
+/// One call as the policy makes it: on a question's lane, to an endpoint, as a handle, by
+/// the question's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Calling<'a> {
+    pub lane: &'a Lane,
+    pub endpoint: Endpoint,
+    pub handle: &'a HandleCredentials,
+    pub body: &'a RawRequest,
+    pub deadline: Instant,
+}
+
 /// Why a question cannot be answered within its time by the per-minute budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BudgetRefusal {
@@ -92,41 +103,31 @@ impl CallPolicy {
         self.scheduler.capacity()
     }
 
-    /// One slice's call, as `handle`, on `lane`: attempts until one succeeds, one is
-    /// refused, the attempts run out, or the next would pass `deadline`. `attempted` hears of
-    /// each attempt: its outcome, how long it waited for the budget, and how long the
-    /// upstream took.
+    /// One call, as `call` says: attempts until one succeeds, one is refused, the attempts
+    /// run out, or the next would pass its deadline. `attempted` hears of each attempt: its
+    /// outcome, how long it waited for the budget, and how long the upstream took.
     pub async fn call(
         &self,
-        lane: &Lane,
-        endpoint: Endpoint,
-        handle: &HandleCredentials,
-        body: &RawRequest,
-        deadline: Instant,
+        call: Calling<'_>,
         attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
     ) -> Retried<Response> {
-        self.call_then(lane, endpoint, handle, body, deadline, attempted, |response| async { Ok(response) })
-            .await
+        self.call_then(call, attempted, |response| async { Ok(response) }).await
     }
 
     /// Like [`CallPolicy::call`], and `then` makes what the caller needs of an answer while
     /// the call still holds its place among the calls in flight: answers that wait for that
     /// work never pile up beyond the calls in flight. An error from `then` counts as the
     /// attempt's.
-    #[allow(clippy::too_many_arguments)]
     pub async fn call_then<T, Fut>(
         &self,
-        lane: &Lane,
-        endpoint: Endpoint,
-        handle: &HandleCredentials,
-        body: &RawRequest,
-        deadline: Instant,
+        call: Calling<'_>,
         attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
         then: impl Fn(Response) -> Fut,
     ) -> Retried<T>
     where
         Fut: Future<Output = Result<T, AttemptError>>,
     {
+        let Calling { lane, endpoint, handle, body, deadline } = call;
         retry(&self.retry, deadline, |_| async {
             let _turn = lane.turn().await;
             let (result, waited, took) = match self.budget.acquire(deadline).await {

@@ -11,8 +11,8 @@ use simulator::faults::Faults;
 use simulator::{Clock, Config, Simulator};
 use tokio::time::Instant;
 use upstream::{
-    AppCredentials, AttemptError, CallPolicy, HandleCredentials, HttpUpstream, RateBudget, RetryPolicy,
-    Upstream,
+    AppCredentials, AttemptError, CallPolicy, Calling, HandleCredentials, HttpUpstream, RateBudget,
+    RetryPolicy, Upstream,
 };
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -121,14 +121,35 @@ async fn a_spent_minute_pauses_the_budget() {
     let policy = CallPolicy::new(Arc::new(client), budget, 8, RetryPolicy::default());
     let lane = policy.lane(2, deadline());
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
-    let first =
-        policy.call(&lane, Endpoint::Historical, &demo(), &body(&[id]), deadline(), |_, _, _| {}).await;
+    let first = policy
+        .call(
+            Calling {
+                lane: &lane,
+                endpoint: Endpoint::Historical,
+                handle: &demo(),
+                body: &body(&[id]),
+                deadline: deadline(),
+            },
+            |_, _, _| {},
+        )
+        .await;
     assert!(first.result.is_ok());
     assert_eq!(policy.budget().per_minute(), Some(1), "the upstream's limit is learned");
     // The answer said 0 remaining: the next call waits for the reset rather than drawing a
     // 429, and a deadline before the reset makes it give up without calling.
     let soon = Instant::now() + Duration::from_millis(50);
-    let second = policy.call(&lane, Endpoint::Historical, &demo(), &body(&[id]), soon, |_, _, _| {}).await;
+    let second = policy
+        .call(
+            Calling {
+                lane: &lane,
+                endpoint: Endpoint::Historical,
+                handle: &demo(),
+                body: &body(&[id]),
+                deadline: soon,
+            },
+            |_, _, _| {},
+        )
+        .await;
     assert!(matches!(second.result, Err(AttemptError::Budget { .. })), "{:?}", second.result);
     assert_eq!(sim.stats().requests_total, 1);
 }

@@ -9,17 +9,16 @@ use std::sync::Arc;
 use chrono::Utc;
 use engagement::time::ceil_hour;
 use engagement::vocabulary::earliest_start;
-use engagement::{Endpoint, Query, Response, TimeRange};
+use engagement::{Endpoint, Query, RawRequest, Response, TimeRange};
 use futures::FutureExt;
 use serde::Serialize;
-use stitch::{Plan, absorb};
+use stitch::{Plan, Slice, absorb};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use upstream::{AttemptError, HandleCredentials, Retried};
+use upstream::{AttemptError, Calling, Lane, Retried};
 
-use super::failure::{failed_slice, failure, outcome, refusal};
-use super::in_flight::{InFlight, Told, collect};
-use super::{Engine, shared_call};
+use super::execute::{Ended, Round};
+use super::failure::{failed_slice, failure, outcome};
+use super::{Ask, Engine, shared_call};
 use crate::error::ServiceError;
 use crate::metrics;
 
@@ -61,23 +60,16 @@ pub struct NowAnswer {
 }
 
 impl Engine {
-    /// Answers a `/totals` or `/28hr` `query` as `handle` by `deadline`, unless `cancel`
-    /// fires first.
-    pub async fn now(
-        self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
-        query: &Query,
-        deadline: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<NowAnswer, ServiceError> {
+    /// Answers a `/totals` or `/28hr` `query` as `ask` says.
+    pub async fn current(self: &Arc<Self>, ask: &Ask, query: &Query) -> Result<NowAnswer, ServiceError> {
         let started = Instant::now();
-        let (first, spans) = self.now_once(handle, query, deadline, cancel).await?;
+        let (first, spans) = self.current_round(ask, query).await?;
         if spans <= 1 {
             return Ok(first);
         }
         // Batches of /28hr answered either side of an hour count different 28 hours, which
         // do not add up to one answer: asked again, they all fall in the new hour.
-        let (mut again, _) = self.now_once(handle, query, deadline, cancel).await?;
+        let (mut again, _) = self.current_round(ask, query).await?;
         again.meta.upstream_calls += first.meta.upstream_calls;
         again.meta.shared_calls += first.meta.shared_calls;
         again.meta.retries += first.meta.retries;
@@ -87,29 +79,21 @@ impl Engine {
 
     /// One round of calls for `query`, and how many spans its batches' answers counted
     /// (`start` as the upstream said it: one, unless an hour began between the calls).
-    async fn now_once(
+    async fn current_round(
         self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
+        ask: &Ask,
         query: &Query,
-        deadline: Instant,
-        cancel: &CancellationToken,
     ) -> Result<(NowAnswer, usize), ServiceError> {
         let started = Instant::now();
         let endpoint = query.endpoint;
         // Only for naming a failed batch: `/totals` has no range of its own.
         let span =
             query.range.unwrap_or_else(|| TimeRange { start: earliest_start(), end: ceil_hour(Utc::now()) });
-        let plan = Arc::new(Plan::at_once(&query.tweet_ids, span, endpoint.max_tweet_ids()));
-        let calls = plan.fetched.len();
-        self.calls.check(calls, deadline).map_err(refusal)?;
-        self.admit_handle(&handle.handle, true).await?;
-
-        let lane = Arc::new(self.calls.lane(calls, deadline));
-        let mut tasks = InFlight::new();
+        let plan = Plan::at_once(&query.tweet_ids, span, endpoint.max_tweet_ids());
         // The types in one order, so questions that list them differently share calls.
         let mut types = query.types.clone();
         types.sort_unstable();
-        for &slice in &plan.fetched {
+        let start = |slice: Slice, lane: Arc<Lane>| {
             let mut body = Query {
                 tweet_ids: plan.batches[slice.batch].clone(),
                 types: types.clone(),
@@ -119,83 +103,36 @@ impl Engine {
             }
             .to_raw();
             (body.start, body.end) = (None, None);
-            let key = NowKey {
-                handle: handle.handle.clone(),
-                endpoint,
-                body: serde_json::to_string(&body).unwrap_or_default(),
-            };
-            let (engine, lane, handle) = (Arc::clone(self), Arc::clone(&lane), Arc::clone(handle));
-            tasks.spawn(slice.batch, async move {
-                let start = || {
-                    let (engine, lane, handle, body) =
-                        (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&handle), body.clone());
-                    async move {
-                        if let Err(e) = engine.admit_handle(&handle.handle, false).await {
-                            tracing::error!(error = %e, handle = %handle.handle, "the handle ledger could not be written");
-                        }
-                        let call = engine.calls.call(&lane, endpoint, &handle, &body, deadline, |result, _, _| {
-                            metrics::upstream_call(&outcome(result));
-                        });
-                        Arc::new(call.await)
-                    }
-                    .boxed()
-                };
-                let ran_out = |shared: &NowShared| matches!(shared.result, Err(AttemptError::Deadline { .. }));
-                let failed = |e| Arc::new(Retried { result: Err(e), attempts: 0 });
-                let (shared, joined) = shared_call(&engine.now_calls, &key, deadline, start, ran_out, failed).await;
-                (slice, shared, joined)
-            });
-        }
-
+            CurrentCall { engine: Arc::clone(self), ask: ask.clone(), endpoint, lane, body }.call(slice)
+        };
         let mut merged = Response::default();
         let mut spans = std::collections::HashSet::new();
-        let mut failed = Vec::new();
-        let (mut made, mut joined_calls, mut attempts) = (0u32, 0u32, 0u32);
-        let cut_off = collect(
-            &mut tasks,
-            &plan,
-            &plan.fetched,
-            (deadline, false),
-            cancel,
-            |(slice, shared, joined)| {
-                if joined {
-                    joined_calls += 1;
-                } else {
-                    made += 1;
-                    attempts += shared.attempts;
-                }
-                match &shared.result {
-                    Ok(response) => {
-                        spans.insert(response.start.clone());
-                        absorb(&mut merged, response.clone()).map_err(|e| ServiceError::UpstreamFailed {
-                            failed: vec![failed_slice(
-                                &plan,
-                                slice,
-                                vec![format!("the upstream's answers do not add up: {e}")],
-                                None,
-                                0,
-                            )],
-                        })?;
-                    }
-                    Err(error) => failed.push((slice, error.clone(), shared.attempts)),
-                }
-                Ok((slice, Told::of(&shared.result)))
-            },
-        )
-        .await?;
-        failed.extend(cut_off);
-        if !failed.is_empty() {
-            let timeout = deadline.saturating_duration_since(started);
-            return Err(failure(&plan, &timeout, failed));
+        let absorb_one = |slice: Slice, response: Response| {
+            spans.insert(response.start.clone());
+            absorb(&mut merged, response).map_err(|e| ServiceError::UpstreamFailed {
+                failed: vec![failed_slice(
+                    &plan,
+                    slice,
+                    vec![format!("the upstream's answers do not add up: {e}")],
+                    None,
+                    0,
+                )],
+            })?;
+            Ok(1)
+        };
+        let round = Round { ask, plan: &plan, partial: false, checked: true };
+        let made = self.execute(round, &plan.fetched, start, absorb_one).await?;
+        if !made.failed.is_empty() {
+            return Err(failure(&plan, &ask.deadline.saturating_duration_since(started), made.failed));
         }
         let meta = NowMeta {
             start: merged.start.clone(),
             end: merged.end.clone(),
             tweets: query.tweet_ids.len(),
             batches: plan.batches.len(),
-            upstream_calls: made,
-            shared_calls: joined_calls,
-            retries: attempts.saturating_sub(made),
+            upstream_calls: made.made,
+            shared_calls: made.joined,
+            retries: made.retries(),
             duration_ms: started.elapsed().as_millis() as u64,
         };
         tracing::info!(
@@ -208,5 +145,42 @@ impl Engine {
             "question answered"
         );
         Ok((NowAnswer { response: merged, meta }, spans.len()))
+    }
+}
+
+/// One batch's call to `/totals` or `/28hr`, shared with the questions asking the same.
+struct CurrentCall {
+    engine: Arc<Engine>,
+    ask: Ask,
+    endpoint: Endpoint,
+    lane: Arc<Lane>,
+    body: RawRequest,
+}
+
+impl CurrentCall {
+    /// The call's outcome, made here or joined if another question is making it.
+    async fn call(self, slice: Slice) -> Ended<Slice, Response> {
+        let CurrentCall { engine, ask, endpoint, lane, body } = self;
+        let key = NowKey {
+            handle: ask.handle.handle.clone(),
+            endpoint,
+            body: serde_json::to_string(&body).unwrap_or_default(),
+        };
+        let deadline = ask.deadline;
+        let start = || {
+            let (engine, lane, handle, body) =
+                (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&ask.handle), body.clone());
+            async move {
+                let calling = Calling { lane: &lane, endpoint, handle: &handle, body: &body, deadline };
+                let call =
+                    engine.calls.call(calling, |result, _, _| metrics::upstream_call(&outcome(result)));
+                Arc::new(call.await)
+            }
+            .boxed()
+        };
+        let ran_out = |shared: &NowShared| matches!(shared.result, Err(AttemptError::Deadline { .. }));
+        let failed = |e| Arc::new(Retried { result: Err(e), attempts: 0 });
+        let (shared, joined) = shared_call(&engine.now_calls, &key, deadline, start, ran_out, failed).await;
+        Ended { call: slice, result: shared.result.clone(), attempts: shared.attempts, joined }
     }
 }

@@ -29,6 +29,7 @@ use crate::settings::{CapPolicy, LedgerSettings};
 use crate::sharing::Sharing;
 
 mod current;
+mod execute;
 mod failure;
 mod fetch;
 mod grid;
@@ -41,6 +42,40 @@ mod shared_facts;
 
 pub use current::{NowAnswer, NowMeta};
 pub use progress::{Progress, ProgressSnapshot, Stage};
+
+/// One question being answered: who it is asked for, by when, who watches it and what
+/// stops it. Synchronous routes, jobs and `stitcher query` differ only in these.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub handle: Arc<HandleCredentials>,
+    pub deadline: Instant,
+    pub progress: Arc<Progress>,
+    /// Once it fires no call starts, and the question fails with what was not done.
+    pub cancel: CancellationToken,
+}
+
+impl Ask {
+    /// A question for `handle` due by `deadline`, stopped by `cancel`, watched by nobody.
+    pub fn new(handle: Arc<HandleCredentials>, deadline: Instant, cancel: CancellationToken) -> Ask {
+        Ask { handle, deadline, progress: Arc::new(Progress::default()), cancel }
+    }
+
+    /// The same question, watched through `progress`.
+    pub fn watched(self, progress: Arc<Progress>) -> Ask {
+        Ask { progress, ..self }
+    }
+}
+
+/// Runs `work` on a blocking thread (parsing, merging, rendering and the store's disk never
+/// hold up the async workers); `what` names it if it fails.
+pub(crate) async fn off_the_workers<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
+}
 
 /// A validated historical question.
 #[derive(Debug, Clone)]
@@ -111,14 +146,29 @@ impl Meta {
         }
     }
 
-    /// Counts what the answer took in the metrics.
-    fn record(&self) {
+    /// Counts what the answer to `question` for `handle` took in the metrics, and logs it
+    /// (`incomplete`: the slices left out of a partial answer).
+    fn answered(&self, handle: &str, question: &Question, incomplete: usize) {
         metrics::slices(
             self.slices_planned,
             self.slices_fetched,
             self.slices_synthesized,
             self.slices_from_store,
             self.retries,
+        );
+        tracing::info!(
+            handle,
+            tweets = self.tweets,
+            range = %question.range.describe(),
+            slices_planned = self.slices_planned,
+            slices_fetched = self.slices_fetched,
+            slices_synthesized = self.slices_synthesized,
+            slices_from_store = self.slices_from_store,
+            upstream_calls = self.upstream_calls,
+            retries = self.retries,
+            incomplete,
+            duration_ms = self.duration_ms,
+            "question answered"
         );
     }
 }
@@ -189,7 +239,7 @@ pub struct Engine {
     pub remember: bool,
     pub ledger: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
-    shared: Coalesce<fetch::CallKey, fetch::Shared>,
+    shared: Coalesce<needs::CallKey, fetch::Shared>,
     /// `/totals` and `/28hr` calls in flight, likewise.
     now_calls: Coalesce<current::NowKey, current::NowShared>,
     /// Answers of questions over settled time, rendered, for repeats.
@@ -258,41 +308,23 @@ where
 }
 
 impl Engine {
-    /// Answers `question` as `handle` by `deadline`, reporting to `progress`. Once `cancel`
-    /// fires no call starts and the question fails with what was not done. With the store
-    /// on, what is held is not fetched again; without it, every slice of the grid is.
-    pub async fn answer(
-        self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
-        question: &Question,
-        deadline: Instant,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
-    ) -> Result<Answer, ServiceError> {
-        let mut answer = self.stitch(handle, question, deadline, progress, cancel).await?;
+    /// Answers `question` as `ask` says. Once its cancellation fires no call starts and the
+    /// question fails with what was not done. With the store on, what is held is not
+    /// fetched again; without it, every slice of the grid is.
+    pub async fn answer(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, ServiceError> {
+        let mut answer = self.stitch(ask, question).await?;
         answer.groupings.clone_from(&question.query.groupings);
         // Numbers over part of the range would mislead: an incomplete answer has none.
         if question.derive.any() && answer.incomplete.is_empty() {
-            self.derive(handle, question, &mut answer, deadline, cancel).await?;
+            self.derive(ask, question, &mut answer).await?;
         }
         Ok(answer)
     }
 
     /// The answer to `question` alone, before anything is derived from it: from the store
     /// and the calls for what it lacks, or on the grid without a store.
-    async fn stitch(
-        self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
-        question: &Question,
-        deadline: Instant,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
-    ) -> Result<Answer, ServiceError> {
-        if self.remember {
-            self.recall(handle, question, deadline, progress, cancel).await
-        } else {
-            self.by_grid(handle, question, deadline, progress, cancel).await
-        }
+    async fn stitch(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, ServiceError> {
+        if self.remember { self.recall(ask, question).await } else { self.by_grid(ask, question).await }
     }
 
     /// Derives what `question` asks from its `answer`: from one of its groupings that has
@@ -301,19 +333,17 @@ impl Engine {
     /// the calls are made again). Nothing is derived if that second answer is incomplete.
     async fn derive(
         self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
+        ask: &Ask,
         question: &Question,
         answer: &mut Answer,
-        deadline: Instant,
-        cancel: &CancellationToken,
     ) -> Result<(), ServiceError> {
         let (response, grouping) = match engagement::derive::totals_grouping(&question.query.groupings) {
             Some(grouping) => (Arc::clone(&answer.response), grouping.clone()),
             None => {
                 let per_tweet = question.per_tweet();
                 // Its own progress: a watcher's count of slices is the question's.
-                let more =
-                    self.stitch(handle, &per_tweet, deadline, &Arc::new(Progress::default()), cancel).await?;
+                let unwatched = Ask { progress: Arc::new(Progress::default()), ..ask.clone() };
+                let more = self.stitch(&unwatched, &per_tweet).await?;
                 answer.meta.upstream_calls += more.meta.upstream_calls;
                 answer.meta.retries += more.meta.retries;
                 if !more.incomplete.is_empty() {
@@ -323,11 +353,10 @@ impl Engine {
             }
         };
         let wanted = question.derive;
-        let derived = tokio::task::spawn_blocking(move || {
-            Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals))
+        let derived = off_the_workers("deriving numbers failed", move || {
+            Ok(Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals)))
         })
-        .await
-        .map_err(|e| ServiceError::internal("deriving numbers failed", Some(Box::new(e))))?;
+        .await?;
         answer.derived = derived.ok_or_else(|| ServiceError::internal("no grouping to derive from", None))?;
         Ok(())
     }

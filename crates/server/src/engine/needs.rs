@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use engagement::TweetId;
 use engagement::time::HOUR;
+use engagement::{EngagementType, TimeRange, TweetId};
 use stitch::cover::runs;
 use stitch::{Plan, Slice, cover};
 use store::facts::{born_hour, hour_of};
@@ -30,6 +30,16 @@ impl Need {
         let window = engagement::TimeRange { start: plan.range.end - HOUR, end: plan.range.end };
         Need { slice: Slice { batch, window }, status_only: true }
     }
+}
+
+/// What makes two calls the same call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    pub handle: String,
+    pub tweets: Vec<TweetId>,
+    pub types: Vec<EngagementType>,
+    pub window: TimeRange,
+    pub status_only: bool,
 }
 
 /// The calls a question needs, and what the store saved it.

@@ -9,44 +9,29 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use engagement::{Endpoint, EngagementType, Grouping, Response, TimeRange, TweetId};
+use engagement::{Endpoint, EngagementType, Response, TimeRange, TweetId};
 use stitch::{Plan, Slice, absorb, finish};
 use store::facts::hour_of;
 use store::{Known, Store, StoreError};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use upstream::{AttemptError, HandleCredentials};
 
-use super::failure::{failed_attempt, failure, refusal};
-use super::fetch::{Ask, CallFailure};
-use super::in_flight::{InFlight, Told, collect};
+use super::execute::{Made, Round};
+use super::failure::{failed_attempt, failure};
+use super::fetch::{FactsCall, Kept};
 use super::needs::{Coverage, Need, Needs, judging, needs};
 use super::rendered::{RenderedAnswer, RenderedKey, no_video_views};
-use super::{Answer, Engine, Meta, Progress, Question, shared_facts};
+use super::{Answer, Ask, Engine, Meta, Question, off_the_workers, shared_facts};
 use crate::error::{FailedSlice, ServiceError};
 use crate::metrics;
-
-/// Runs `work` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    what: &str,
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ServiceError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
-        .map_err(|e| ServiceError::internal(what.to_string(), Some(Box::new(e))))
-}
 
 /// What a question's calls came to.
 #[derive(Debug, Default)]
 struct Fetched {
-    /// Slices that could not be had (refused from memory, or calls that failed).
-    failed: Vec<(Slice, AttemptError, u32)>,
+    /// What the calls took, and the slices that could not be had (refused from memory, or
+    /// calls that failed).
+    made: Made,
     /// Grid slices whose every hour the store held before any call.
     held: HashSet<Slice>,
-    /// Attempts of the calls this question made, and the calls.
-    attempts: u32,
-    made: u32,
 }
 
 /// A question's Tweets pinned against eviction; once they are let go, however the question
@@ -63,149 +48,122 @@ impl Drop for Pinned<'_> {
     }
 }
 
-/// One question being answered: who asks, what, by when, watched and stopped how.
+/// One question answered from the store: as asked, and its plan.
 #[derive(Clone, Copy)]
-struct Asking<'a> {
-    handle: &'a Arc<HandleCredentials>,
+struct Recalling<'a> {
+    ask: &'a Ask,
     question: &'a Question,
     plan: &'a Arc<Plan>,
-    deadline: Instant,
-    progress: &'a Arc<Progress>,
-    cancel: &'a CancellationToken,
+    started: Instant,
+    now: DateTime<Utc>,
 }
 
-/// What one round of calls came to: the calls answered, besides what [`Fetched`] counts.
-#[derive(Debug, Default)]
-struct Round {
-    answered: HashSet<Need>,
+impl Recalling<'_> {
+    /// The question as its rendered answers are kept by.
+    fn key(&self) -> RenderedKey {
+        RenderedKey {
+            handle: self.ask.handle.handle.clone(),
+            tweets: self.plan.batches.concat(),
+            types: self.question.query.types.clone(),
+            groupings: self.question.query.groupings.clone(),
+            range: self.question.range,
+        }
+    }
+
+    /// A round of calls for it.
+    fn round(&self, checked: bool) -> Round<'_> {
+        Round { ask: self.ask, plan: self.plan, partial: self.question.partial, checked }
+    }
 }
 
 impl Engine {
     /// Answers `question` from the store, fetching only what it lacks.
     pub(super) async fn recall(
         self: &Arc<Self>,
-        handle: &Arc<HandleCredentials>,
+        ask: &Ask,
         question: &Question,
-        deadline: Instant,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
     ) -> Result<Answer, ServiceError> {
-        let started = Instant::now();
-        let Question { query, range, partial, .. } = question;
-        let range = *range;
-        let plan = Arc::new(stitch::plan(&query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+        let range = question.range;
+        let plan =
+            Arc::new(stitch::plan(&question.query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
         let now = Utc::now();
-        let tweets: Vec<TweetId> = plan.batches.concat();
+        let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
+        ask.progress.planned(&plan, 0);
         let settled = hour_of(range.end) <= self.store.unsettled_from(now);
-        let key = RenderedKey {
-            handle: handle.handle.clone(),
-            tweets: tweets.clone(),
-            types: query.types.clone(),
-            groupings: query.groupings.clone(),
-            range,
-        };
-        progress.planned(&plan, 0);
-        if settled && let Some(kept) = self.rendered.repeat(&key, now) {
-            self.mark_used(&handle.handle, tweets, now);
-            progress.planned(&plan, kept.from_store);
-            let meta = Meta { slices_from_store: kept.from_store, ..Meta::planned(&plan, question, started) };
-            meta.record();
-            return Ok(Answer::stitched(
-                Arc::clone(&kept.response),
-                meta,
-                Vec::new(),
-                Some(Arc::clone(&kept.written)),
-            ));
+        if settled && let Some(answer) = self.repeat(&r) {
+            return Ok(answer);
         }
-        let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle.handle, &tweets)) };
-        self.mark_used(&handle.handle, tweets.clone(), now);
-        let (store, name, types) = (Arc::clone(&self.store), handle.handle.clone(), query.types.clone());
-        let mut known =
-            blocking("the store could not be read", move || store.known(&name, &tweets, &types, range, now))
-                .await?;
-        let asking = Asking { handle, question, plan: &plan, deadline, progress, cancel };
-        let fetched = self.fetch_missing(&asking, &mut known).await?;
-        let Fetched { mut failed, held, attempts, made } = fetched;
-        progress.answering();
-        if !failed.is_empty() && !partial {
-            return Err(failure(&plan, &deadline.saturating_duration_since(started), failed));
+        let tweets: Vec<TweetId> = plan.batches.concat();
+        let handle = ask.handle.handle.clone();
+        let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
+        self.mark_used(&handle, tweets.clone(), now);
+        let (store, types) = (Arc::clone(&self.store), question.query.types.clone());
+        let mut known = off_the_workers("the store could not be read", move || {
+            store.known(&handle, &tweets, &types, range, now).map_err(unreadable)
+        })
+        .await?;
+        let Fetched { mut made, held } = self.fetch_missing(&r, &mut known).await?;
+        ask.progress.answering();
+        if !made.failed.is_empty() && !question.partial {
+            return Err(failure(&plan, &ask.deadline.saturating_duration_since(r.started), made.failed));
         }
-        let oldest_status = known.oldest_status;
-        // A batch whose Tweets' status is still unknown (its call failed, in a partial
-        // answer) is left out whole, and said so.
-        let mut seen = HashSet::new();
-        for (slice, _, _) in &mut failed {
-            if plan.batches[slice.batch].iter().any(|t| !known.status.contains_key(t)) {
-                slice.window = range;
-            }
-        }
-        failed.retain(|(slice, _, _)| seen.insert(*slice));
-        // The windows that failed are left out of their batch: a hole is never shown as zeros.
-        let holes: Vec<Slice> = failed.iter().map(|(s, _, _)| *s).collect();
-        // The grid's slices answered by this question's calls: those the store lacked, but
-        // for those a failed window leaves out (so fetched, held and synthesized add up to
-        // the slices planned, less those incomplete).
-        let slices_fetched = plan
-            .fetched
-            .iter()
-            .filter(|s| !held.contains(s))
-            .filter(|s| {
-                !holes.iter().any(|h| {
-                    h.batch == s.batch && h.window.start < s.window.end && s.window.start < h.window.end
-                })
-            })
-            .count();
-
-        let merged = {
-            let (store, name, plan) = (Arc::clone(&self.store), handle.handle.clone(), Arc::clone(&plan));
-            let (types, groupings) = (query.types.clone(), query.groupings.clone());
-            tokio::task::spawn_blocking(move || {
-                render(&store, &name, &plan, &known, &types, &groupings, &holes, now)
-            })
-            .await
-            .map_err(|e| ServiceError::internal("rendering the answer failed", Some(Box::new(e))))??
-        };
-        drop(pin);
-
+        let holes = holes(&plan, &known, &mut made.failed);
         let meta = Meta {
-            slices_fetched,
+            slices_fetched: fetched_slices(&plan, &held, &holes),
             slices_from_store: held.len(),
-            upstream_calls: attempts,
-            retries: attempts.saturating_sub(made),
-            ..Meta::planned(&plan, question, started)
+            upstream_calls: made.attempts,
+            retries: made.retries(),
+            ..Meta::planned(&plan, question, r.started)
         };
-        meta.record();
-        progress.fetched(slices_fetched);
-        tracing::info!(
-            handle = %handle.handle,
-            tweets = meta.tweets,
-            range = %range.describe(),
-            calls = made,
-            slices_from_store = meta.slices_from_store,
-            upstream_calls = meta.upstream_calls,
-            retries = meta.retries,
-            incomplete = failed.len(),
-            duration_ms = meta.duration_ms,
-            "question answered"
-        );
-        let response = Arc::new(merged);
-        if settled && failed.is_empty() {
-            // Every real slice of the grid is held now.
-            let ttl = chrono::Duration::from_std(self.store.config().status_ttl).unwrap_or_default();
-            let kept = RenderedAnswer {
-                response: Arc::clone(&response),
-                valid_until: oldest_status.unwrap_or(now) + ttl,
-                no_video_views: no_video_views(&plan.batches.concat(), &query.types, now),
-                from_store: plan.fetched.len(),
-                written: Arc::default(),
-            };
-            self.rendered.keep(key, kept);
+        let oldest_status = known.oldest_status;
+        let rendering = Rendering { store: Arc::clone(&self.store), r: &r, known, holes };
+        let response = Arc::new(off_the_workers("rendering the answer failed", rendering.task()).await?);
+        drop(pin);
+        meta.answered(&ask.handle.handle, question, made.failed.len());
+        ask.progress.fetched(meta.slices_fetched);
+        if settled && made.failed.is_empty() {
+            self.keep_rendered(&r, &response, oldest_status);
         }
-        let incomplete = failed
+        let incomplete = made
+            .failed
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
         Ok(Answer::stitched(response, meta, incomplete, None))
+    }
+
+    /// The answer kept rendered for the very same question over settled time, if it still
+    /// holds: a dashboard reloaded costs a lookup.
+    fn repeat(&self, r: &Recalling<'_>) -> Option<Answer> {
+        let key = r.key();
+        let kept = self.rendered.repeat(&key, r.now)?;
+        self.mark_used(&key.handle, key.tweets, r.now);
+        r.ask.progress.planned(r.plan, kept.from_store);
+        let meta =
+            Meta { slices_from_store: kept.from_store, ..Meta::planned(r.plan, r.question, r.started) };
+        meta.answered(&r.ask.handle.handle, r.question, 0);
+        Some(Answer::stitched(Arc::clone(&kept.response), meta, Vec::new(), Some(Arc::clone(&kept.written))))
+    }
+
+    /// Keeps the answer to a question over settled time rendered for its repeats, while
+    /// the statuses it was rendered with (the oldest learned at `oldest_status`) are trusted.
+    fn keep_rendered(
+        &self,
+        r: &Recalling<'_>,
+        response: &Arc<Response>,
+        oldest_status: Option<DateTime<Utc>>,
+    ) {
+        let ttl = chrono::Duration::from_std(self.store.config().status_ttl).unwrap_or_default();
+        let key = r.key();
+        let kept = RenderedAnswer {
+            response: Arc::clone(response),
+            valid_until: oldest_status.unwrap_or(r.now) + ttl,
+            no_video_views: no_video_views(&key.tweets, &key.types, r.now),
+            // Every real slice of the grid is held now.
+            from_store: r.plan.fetched.len(),
+            written: Arc::default(),
+        };
+        self.rendered.keep(key, kept);
     }
 
     /// What `known` lacks of `plan`, from Redis when replicas share it, else as calls.
@@ -226,133 +184,78 @@ impl Engine {
         needs
     }
 
-    /// Fetches what `known` lacks of `plan`'s answer and learns what the calls bring into
-    /// it. A batch whose status alone was asked (its Tweets last seen deleted or refused
-    /// for) and whose call shows a Tweet after all gets a second round for that Tweet's
-    /// hours. A question that fails anyway (a batch refused from memory, without
+    /// Fetches what `known` lacks of the question's answer and learns what the calls bring
+    /// into it. A batch whose status alone was asked (its Tweets last seen deleted or
+    /// refused for) and whose call shows a Tweet after all gets a second round for that
+    /// Tweet's hours. A question that fails anyway (a batch refused from memory, without
     /// `"partial": true`) asks only what decides its refusal.
     async fn fetch_missing(
         self: &Arc<Self>,
-        asking: &Asking<'_>,
+        r: &Recalling<'_>,
         known: &mut Known,
     ) -> Result<Fetched, ServiceError> {
-        let (plan, question) = (asking.plan, asking.question);
+        let (plan, question, handle) = (r.plan, r.question, &r.ask.handle.handle);
         let types = &question.query.types;
-        let needs = self.needs_of(&asking.handle.handle, plan, known, types).await;
+        let needs = self.needs_of(handle, plan, known, types).await;
         metrics::store_lookups(needs.hits, needs.misses);
-        asking.progress.planned(plan, needs.held.len());
-        let mut out = Fetched {
-            failed: needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect(),
-            held: needs.held,
-            ..Fetched::default()
-        };
+        r.ask.progress.planned(plan, needs.held.len());
+        let mut out = Fetched { held: needs.held, ..Fetched::default() };
+        out.made.failed = needs.refused.iter().map(|(slice, e)| (*slice, e.clone(), 0)).collect();
         let doomed = !question.partial && !needs.refused.is_empty();
         let (calls, checked) =
             if doomed { (judging(plan, known, &needs.refused), false) } else { (needs.calls, true) };
-        let round = self.fetch_round(asking, &calls, checked, &out.held, known).await;
-        let round = out.absorb(round?);
-        if doomed || (!question.partial && !out.failed.is_empty()) {
+        let (answered, made) = self.fetch_round(r, &calls, checked, &out.held, known).await?;
+        out.made.add(made);
+        if doomed || (!question.partial && !out.made.failed.is_empty()) {
             return Ok(out);
         }
-        let shown_after_all: HashSet<usize> = calls
-            .iter()
-            .filter(|n| n.status_only && round.answered.contains(n))
-            .map(|n| n.slice.batch)
-            .collect();
+        let shown_after_all: HashSet<usize> =
+            calls.iter().filter(|n| n.status_only && answered.contains(n)).map(|n| n.slice.batch).collect();
         if shown_after_all.is_empty() {
             return Ok(out);
         }
-        let again = self.needs_of(&asking.handle.handle, plan, known, types).await;
+        let again = self.needs_of(handle, plan, known, types).await;
         // What those batches lack was taken for held while their Tweets seemed to show nothing.
         out.held.retain(|s| !shown_after_all.contains(&s.batch) || again.held.contains(s));
-        asking.progress.planned(plan, out.held.len());
+        r.ask.progress.planned(plan, out.held.len());
         let more: Vec<Need> = again
             .calls
             .into_iter()
             .filter(|n| !n.status_only && shown_after_all.contains(&n.slice.batch))
             .collect();
-        let round = self.fetch_round(asking, &more, true, &out.held, known).await;
-        out.absorb(round?);
+        let (_, made) = self.fetch_round(r, &more, true, &out.held, known).await?;
+        out.made.add(made);
         Ok(out)
     }
 
-    /// Makes `calls` for the question (each shared with the questions that need the same
-    /// call) and learns what they bring into `known`. `checked`: they are first checked
-    /// against the per-minute budget (calls that only judge a question failing anyway are
-    /// not: they wait their turn within its deadline).
+    /// Makes `calls` through the executor (`checked` against the budget, or not) and
+    /// learns what they bring into `known`; the calls answered, and what they took.
     async fn fetch_round(
         self: &Arc<Self>,
-        asking: &Asking<'_>,
+        r: &Recalling<'_>,
         calls: &[Need],
         checked: bool,
         held: &HashSet<Slice>,
         known: &mut Known,
-    ) -> Result<(Round, Fetched), ServiceError> {
-        let Asking { handle, question, plan, deadline, progress, cancel } = *asking;
-        let mut round = (Round::default(), Fetched::default());
-        if calls.is_empty() {
-            return Ok(round);
-        }
-        if checked {
-            self.calls.check(calls.len(), deadline).map_err(refusal)?;
-        }
-        self.admit_handle(&handle.handle, true).await?;
-        progress.calls_ahead(calls.len());
-        let mut coverage = Coverage::of(plan, calls, held);
-        let lane = Arc::new(self.calls.lane(calls.len(), deadline));
-        let mut types = question.query.types.clone();
+    ) -> Result<(HashSet<Need>, Made), ServiceError> {
+        let mut coverage = Coverage::of(r.plan, calls, held);
+        let mut types = r.question.query.types.clone();
         types.sort_unstable();
-        let mut tasks = InFlight::new();
-        for &need in calls {
-            let ask = Ask {
-                engine: Arc::clone(self),
-                lane: Arc::clone(&lane),
-                handle: Arc::clone(handle),
-                plan: Arc::clone(plan),
-                types: types.clone(),
-                deadline,
-                progress: Arc::clone(progress),
-            };
-            tasks.spawn(need.slice.batch, ask.call(need));
-        }
-        let (answered, fetched) = (&mut round.0.answered, &mut round.1);
-        let expected: Vec<Slice> = calls.iter().map(|n| n.slice).collect();
-        let cut_off = collect(
-            &mut tasks,
-            plan,
-            &expected,
-            (deadline, question.partial),
-            cancel,
-            |(need, shared, joined)| {
-                let (result, tries) = &*shared;
-                if !joined {
-                    fetched.attempts += tries;
-                    fetched.made += 1;
-                }
-                match result {
-                    Ok((facts, unsettled_from)) => {
-                        progress.call_finished(coverage.answered(&need));
-                        // Only the unsettled hours are taken (settled ones are on disk), and the
-                        // call's facts are let go at once: a big question never holds them all.
-                        known.learn(facts, *unsettled_from, Utc::now());
-                        answered.insert(need);
-                        Ok((need.slice, Told::Answered))
-                    }
-                    Err(CallFailure::Store(e)) => Err(ServiceError::internal(
-                        "what was fetched could not be kept in the store",
-                        Some(Box::new(Arc::clone(e))),
-                    )),
-                    Err(CallFailure::Call(error)) => {
-                        progress.call_finished(0);
-                        fetched.failed.push((need.slice, error.clone(), *tries));
-                        Ok((need.slice, Told::of::<()>(&Err(error.clone()))))
-                    }
-                }
-            },
-        )
-        .await?;
-        round.1.failed.extend(cut_off);
-        Ok(round)
+        let start =
+            |need: Need, lane| FactsCall::new(Arc::clone(self), (r.ask, lane), r.plan, &types, need).call();
+        let mut answered = HashSet::new();
+        let learn = |need: Need, kept: Kept| {
+            let brought = kept.map_err(|e| {
+                ServiceError::internal("what was fetched could not be kept in the store", Some(Box::new(e)))
+            })?;
+            // Only the unsettled hours are taken (settled ones are on disk), and the call's
+            // facts are let go at once: a big question never holds them all.
+            known.learn(&brought.facts, brought.unsettled_from, Utc::now());
+            answered.insert(need);
+            Ok(coverage.answered(&need))
+        };
+        let made = self.execute(r.round(checked), calls, start, learn).await?;
+        Ok((answered, made))
     }
 
     /// Marks `tweets` used now for eviction, off the answer's path: losing the mark costs
@@ -379,68 +282,131 @@ impl Engine {
     }
 }
 
-impl Fetched {
-    /// Adds what a round of calls came to; the round's own part.
-    fn absorb(&mut self, (round, fetched): (Round, Fetched)) -> Round {
-        self.failed.extend(fetched.failed);
-        self.attempts += fetched.attempts;
-        self.made += fetched.made;
-        round
+fn unreadable(e: StoreError) -> ServiceError {
+    ServiceError::internal("the store could not be read", Some(Box::new(e)))
+}
+
+/// The windows a partial answer leaves out of their batch (a hole is never shown as zeros),
+/// from its failed slices: a batch whose Tweets' status is still unknown (its call failed)
+/// is left out whole, and said so.
+fn holes(plan: &Plan, known: &Known, failed: &mut Vec<(Slice, upstream::AttemptError, u32)>) -> Vec<Slice> {
+    for (slice, _, _) in failed.iter_mut() {
+        if plan.batches[slice.batch].iter().any(|t| !known.status.contains_key(t)) {
+            slice.window = plan.range;
+        }
+    }
+    let mut seen = HashSet::new();
+    failed.retain(|(slice, _, _)| seen.insert(*slice));
+    failed.iter().map(|(s, _, _)| *s).collect()
+}
+
+/// The grid's slices answered by the question's calls: those the store lacked, but for
+/// those a hole leaves out (so fetched, held and synthesized add up to the slices planned,
+/// less those incomplete).
+fn fetched_slices(plan: &Plan, held: &HashSet<Slice>, holes: &[Slice]) -> usize {
+    let overlaps = |h: &Slice, s: &Slice| {
+        h.batch == s.batch && h.window.start < s.window.end && s.window.start < h.window.end
+    };
+    plan.fetched
+        .iter()
+        .filter(|s| !held.contains(s))
+        .filter(|s| !holes.iter().any(|h| overlaps(h, s)))
+        .count()
+}
+
+/// What an answer is rendered from, off the async workers.
+struct Rendering<'a> {
+    store: Arc<Store>,
+    r: &'a Recalling<'a>,
+    known: Known,
+    holes: Vec<Slice>,
+}
+
+impl Rendering<'_> {
+    /// The rendering as a task of its own.
+    fn task(self) -> impl FnOnce() -> Result<Response, ServiceError> + Send + 'static {
+        let Rendering { store, r, known, holes } = self;
+        let (handle, plan, now) = (r.ask.handle.handle.clone(), Arc::clone(r.plan), r.now);
+        let (types, groupings) = (r.question.query.types.clone(), r.question.query.groupings.clone());
+        move || {
+            let mut merged = Response::default();
+            for b in 0..plan.batches.len() {
+                let batch = Batch { store: &store, handle: &handle, plan: &plan, known: &known, b, now };
+                batch.render(&types, &groupings, &holes, &mut merged)?;
+            }
+            finish(&mut merged, &groupings, plan.range);
+            Ok(merged)
+        }
     }
 }
 
-/// The answer from the counts held, batch by batch (so memory holds one batch's counts at a
-/// time), leaving out the windows in `holes` (calls that failed, in a partial answer).
-#[allow(clippy::too_many_arguments)]
-fn render(
-    store: &Store,
-    handle: &str,
-    plan: &Plan,
-    known: &Known,
-    types: &[EngagementType],
-    groupings: &[Grouping],
-    holes: &[Slice],
+/// One batch of a question, rendered from the counts held, so memory holds one batch's
+/// counts at a time.
+struct Batch<'a> {
+    store: &'a Store,
+    handle: &'a str,
+    plan: &'a Plan,
+    known: &'a Known,
+    b: usize,
     now: DateTime<Utc>,
-) -> Result<Response, ServiceError> {
-    let mut merged = Response::default();
-    for (b, batch) in plan.batches.iter().enumerate() {
-        let mut failed: Vec<TimeRange> = holes.iter().filter(|s| s.batch == b).map(|s| s.window).collect();
+}
+
+impl Batch<'_> {
+    /// Adds the batch's answer to `merged`, leaving out the windows in `holes` (calls that
+    /// failed, in a partial answer).
+    fn render(
+        &self,
+        types: &[EngagementType],
+        groupings: &[engagement::Grouping],
+        holes: &[Slice],
+        merged: &mut Response,
+    ) -> Result<(), ServiceError> {
+        let (plan, known, batch) = (self.plan, self.known, &self.plan.batches[self.b]);
+        let mut failed: Vec<TimeRange> =
+            holes.iter().filter(|s| s.batch == self.b).map(|s| s.window).collect();
         failed.sort_unstable_by_key(|w| w.start);
         if batch.iter().any(|t| !known.status.contains_key(t)) {
             // Whether a Tweet was deleted since its facts were kept is not known.
-            continue;
+            return Ok(());
         }
         let (deleted, shown): (Vec<TweetId>, Vec<TweetId>) =
             batch.iter().partition(|t| known.status.get(t) == Some(&true));
-        let held = store.held(handle, &shown, types, known, &failed, now).map_err(|e| match e {
-            StoreError::Vanished { tweet } => ServiceError::UpstreamFailed {
-                failed: vec![FailedSlice {
-                    start: engagement::time::format_instant(plan.range.start),
-                    end: engagement::time::format_instant(plan.range.end),
-                    tweet_ids: batch.iter().map(ToString::to_string).collect(),
-                    status: Some(200),
-                    errors: vec![format!("the upstream's answers lacked hours of Tweet {tweet}; retry")],
-                    attempts: 0,
-                }],
-            },
-            other => ServiceError::internal("the store could not be read", Some(Box::new(other))),
-        })?;
+        let held = self
+            .store
+            .held(self.handle, &shown, types, known, &failed, self.now)
+            .map_err(|e| self.vanished(e))?;
         let mut part = Response { unavailable_tweet_ids: deleted, ..Response::default() };
         if types.contains(&EngagementType::VideoViews) {
             part.unsupported_for_video_views_tweet_ids =
                 shown.iter().copied().filter(|t| held.no_video_views.contains(t)).collect();
         }
-        absorb(&mut merged, part).map_err(adds_up)?;
+        absorb(merged, part).map_err(adds_up)?;
         for range in around(plan.range, &failed) {
             let counts = Response {
                 groupings: engagement::render(&shown, types, groupings, range, &held),
                 ..Response::default()
             };
-            absorb(&mut merged, counts).map_err(adds_up)?;
+            absorb(merged, counts).map_err(adds_up)?;
+        }
+        Ok(())
+    }
+
+    /// The question's error when the store cannot give what it held.
+    fn vanished(&self, e: StoreError) -> ServiceError {
+        match e {
+            StoreError::Vanished { tweet } => ServiceError::UpstreamFailed {
+                failed: vec![FailedSlice {
+                    start: engagement::time::format_instant(self.plan.range.start),
+                    end: engagement::time::format_instant(self.plan.range.end),
+                    tweet_ids: self.plan.batches[self.b].iter().map(ToString::to_string).collect(),
+                    status: Some(200),
+                    errors: vec![format!("the upstream's answers lacked hours of Tweet {tweet}; retry")],
+                    attempts: 0,
+                }],
+            },
+            other => unreadable(other),
         }
     }
-    finish(&mut merged, groupings, plan.range);
-    Ok(merged)
 }
 
 fn adds_up(e: engagement::tree::TreeError) -> ServiceError {

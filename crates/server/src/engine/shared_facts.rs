@@ -13,6 +13,7 @@ use store::facts::{born_hour, hour_of};
 use store::row::types_mask;
 use store::{CallFacts, Known, Store};
 
+use super::needs::CallKey;
 use crate::metrics;
 use crate::sharing::Sharing;
 
@@ -148,43 +149,36 @@ pub(super) async fn give(
 pub(super) const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The name replicas know one call by: its handle, Tweets, types and window.
-pub(super) fn call_name(
-    handle: &str,
-    tweets: &[TweetId],
-    types: &[EngagementType],
-    window: engagement::TimeRange,
-    status_only: bool,
-) -> String {
+pub(super) fn call_name(key: &CallKey) -> String {
     use sha2::Digest;
-    let tweets: Vec<String> = tweets.iter().map(ToString::to_string).collect();
-    let types: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    let tweets: Vec<String> = key.tweets.iter().map(ToString::to_string).collect();
+    let types: Vec<&str> = key.types.iter().map(|t| t.name()).collect();
     let text = format!(
-        "{handle}|{}|{}|{}|{}|{status_only}",
+        "{}|{}|{}|{}|{}|{}",
+        key.handle,
         tweets.join(","),
         types.join(","),
-        window.start.timestamp(),
-        window.end.timestamp()
+        key.window.start.timestamp(),
+        key.window.end.timestamp(),
+        key.status_only
     );
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-/// Waits (until `deadline`) for the replica holding the lease on the call `name` to give it
-/// up, then reads what it wrote: the call's facts, kept in this replica's store, with the
-/// first hour kept as unsettled and only the unsettled hours left in them, as a call of its
-/// own would give. `None` when they are not all there (that call failed): then this replica
-/// makes the call.
-#[allow(clippy::too_many_arguments)]
+/// Waits (until `deadline`) for the replica holding the lease on the call `key` (named
+/// `name`) to give it up, then reads what it wrote: the call's facts, kept in this
+/// replica's store, with the first hour kept as unsettled and only the unsettled hours left
+/// in them, as a call of its own would give. `None` when they are not all there (that call
+/// failed): then this replica makes the call.
 pub(super) async fn wait_for(
     sharing: &Sharing,
     store: &Arc<Store>,
-    handle: &str,
+    key: &CallKey,
     name: &str,
-    tweets: &[TweetId],
-    types: &[EngagementType],
-    window: engagement::TimeRange,
-    status_only: bool,
     deadline: tokio::time::Instant,
 ) -> Option<(CallFacts, i64)> {
+    let CallKey { handle, tweets, types, window, status_only } = key;
+    let (window, status_only) = (*window, *status_only);
     let mut pause = std::time::Duration::from_millis(25);
     loop {
         match sharing.redis.lease_held(name).await {

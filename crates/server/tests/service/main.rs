@@ -2,7 +2,8 @@
 //! process (and the router, where a test needs no process), against a simulator in the
 //! test process. One test binary, so the suite links once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test reads best as the story it tells, however long.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 mod cli;
 mod connections;
