@@ -41,6 +41,11 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
+    /// Whether the two ranges share an instant (half-open: touching ends do not).
+    pub fn overlaps(&self, other: &TimeRange) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
     /// A range from two instants: start floored and end ceiled to the hour.
     pub fn covering(start: DateTime<Utc>, end: DateTime<Utc>) -> TimeRange {
         TimeRange { start: floor_hour(start), end: ceil_hour(end) }

@@ -468,10 +468,7 @@ impl Store {
         }
         txn.commit()?;
         self.bytes.store(total, Ordering::Relaxed);
-        if total > self.config.max_bytes {
-            self.evict()?;
-        }
-        Ok(())
+        self.shrink()
     }
 
     /// Evicts down to the bound if the store holds more than it: what a write could not

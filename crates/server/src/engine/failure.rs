@@ -118,16 +118,20 @@ fn as_one_call(refused: &[(u16, &[String])]) -> Option<(u16, Vec<String>)> {
     Some((status, merged_messages(messages)))
 }
 
+/// The upstream's words and the Tweets a message of the form `words: id, id, …` names
+/// (`Forbidden to access tweets: 111, 222`), if it is of that form.
+pub(crate) fn tweets_named(message: &str) -> Option<(&str, Vec<TweetId>)> {
+    let (words, list) = message.rsplit_once(": ")?;
+    let ids = list.split(',').map(|id| TweetId::parse(id.trim())).collect::<Option<Vec<_>>>()?;
+    Some((words, ids))
+}
+
 /// Messages of the form `words: id, id, …` with the same words made one, naming the
 /// Tweets of them all once each in ascending order; other messages once each.
 pub(crate) fn merged_messages<'a>(messages: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut merged: Vec<(String, Option<Vec<TweetId>>)> = Vec::new();
     for message in messages {
-        let named = message.rsplit_once(": ").and_then(|(words, list)| {
-            let ids = list.split(',').map(|id| TweetId::parse(id.trim())).collect::<Option<Vec<_>>>()?;
-            Some((words, ids))
-        });
-        match named {
+        match tweets_named(message) {
             Some((words, ids)) => match merged.iter_mut().find(|(w, n)| w == words && n.is_some()) {
                 Some((_, Some(all))) => all.extend(ids),
                 _ => merged.push((words.to_string(), Some(ids))),

@@ -13,7 +13,7 @@ use store::facts::{born_hour, hour_of};
 use store::{Known, Refused};
 use upstream::AttemptError;
 
-use super::failure::merged_messages;
+use super::failure::{merged_messages, tweets_named};
 
 /// One call a question needs: a batch over a window, for facts or only for the status of
 /// its Tweets.
@@ -166,12 +166,7 @@ pub(crate) fn refusal_told(batch: &[TweetId], error: &AttemptError) -> Vec<(Twee
         return Vec::new();
     };
     let mut told = Vec::new();
-    for e in errors {
-        let Some((message, list)) = e.rsplit_once(": ") else { continue };
-        let Some(named) = list.split(',').map(|id| TweetId::parse(id.trim())).collect::<Option<Vec<_>>>()
-        else {
-            continue;
-        };
+    for (message, named) in errors.iter().filter_map(|e| tweets_named(e)) {
         let message = message.to_string();
         for t in named.into_iter().filter(|t| batch.contains(t)) {
             let r = match status {
@@ -216,7 +211,7 @@ impl Coverage {
                 .get(&need.slice.batch)
                 .into_iter()
                 .flatten()
-                .filter(|s| s.window.start < w.end && w.start < s.window.end)
+                .filter(|s| s.window.overlaps(&w))
                 .copied()
                 .collect();
             for s in &covered {

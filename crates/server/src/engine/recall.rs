@@ -304,9 +304,7 @@ fn holes(plan: &Plan, known: &Known, failed: &mut Vec<(Slice, upstream::AttemptE
 /// those a hole leaves out (so fetched, held and synthesized add up to the slices planned,
 /// less those incomplete).
 fn fetched_slices(plan: &Plan, held: &HashSet<Slice>, holes: &[Slice]) -> usize {
-    let overlaps = |h: &Slice, s: &Slice| {
-        h.batch == s.batch && h.window.start < s.window.end && s.window.start < h.window.end
-    };
+    let overlaps = |h: &Slice, s: &Slice| h.batch == s.batch && h.window.overlaps(&s.window);
     plan.fetched
         .iter()
         .filter(|s| !held.contains(s))
