@@ -61,7 +61,7 @@ pub struct JobStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Seconds until its calls are done, from its own pace so far (before its first call
-    /// ends, from the budget and the calls in flight).
+    /// ends, from the per-minute budget, if one is set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

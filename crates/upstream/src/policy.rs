@@ -198,18 +198,12 @@ impl CallPolicy {
         Ok(())
     }
 
-    /// How long `calls` more calls of one question may take: paced by the budget, or by the
-    /// calls in flight at `per_call` each, whichever is slower.
-    pub fn eta(&self, calls: usize, per_call: Option<Duration>) -> Option<Duration> {
-        let by_budget = self
-            .budget
+    /// How long `calls` more calls of one question may take at the per-minute budget, when
+    /// there is one (a question's own pace, once it has one, says better).
+    pub fn eta(&self, calls: usize) -> Option<Duration> {
+        self.budget
             .per_minute()
-            .map(|per_minute| self.budget.paused_for() + Duration::from_secs(60) / per_minute * calls as u32);
-        let by_flight = per_call.map(|each| each * calls.div_ceil(self.max_in_flight()) as u32);
-        match (by_budget, by_flight) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+            .map(|per_minute| self.budget.paused_for() + Duration::from_secs(60) / per_minute * calls as u32)
     }
 }
 
@@ -302,10 +296,9 @@ mod tests {
     }
 
     #[test]
-    fn the_eta_is_the_slower_of_the_budget_and_the_calls_in_flight() {
+    fn the_eta_is_the_budgets_pace() {
         let p = policy(60, 1);
-        assert_eq!(p.eta(10, None), Some(Duration::from_secs(10)));
-        assert_eq!(p.eta(16, Some(Duration::from_secs(30))), Some(Duration::from_secs(60)));
-        assert_eq!(policy(0, 1).eta(16, None), None);
+        assert_eq!(p.eta(10), Some(Duration::from_secs(10)));
+        assert_eq!(policy(0, 1).eta(16), None);
     }
 }

@@ -115,7 +115,7 @@ impl Progress {
 
     /// The time left: from the question's own pace once calls have finished (the time
     /// since its first call per call finished, times the calls left), else from `policy`'s
-    /// budget and calls in flight. `None` while nothing is planned or nothing can be said.
+    /// per-minute budget. `None` while nothing is planned or nothing can be said.
     pub fn eta(&self, policy: &CallPolicy) -> Option<Duration> {
         let planned = self.calls_planned.load(Ordering::Relaxed);
         let finished = self.calls_finished.load(Ordering::Relaxed).min(planned);
@@ -128,7 +128,7 @@ impl Progress {
                 let per_call = since.elapsed().as_secs_f64() / finished as f64;
                 Some(Duration::from_secs_f64(per_call * left as f64))
             }
-            _ => policy.eta(left, None),
+            _ => policy.eta(left),
         }
     }
 

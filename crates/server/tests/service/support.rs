@@ -102,14 +102,6 @@ pub fn tweet(days: i64, n: u64) -> u64 {
     engagement::TweetId::minted_at(chrono::Utc::now() - chrono::Duration::days(days)).0 + n
 }
 
-/// The upstream calls the simulator answered since `last` was read; `last` moves to now.
-pub fn calls_since(sim: &Simulator, last: &mut u64) -> u64 {
-    let now = sim.stats().requests_total;
-    let since = now - *last;
-    *last = now;
-    since
-}
-
 /// The `stitcher` binary under test: `STITCHER_BIN` when set (to try these tests on another
 /// build of it), else this build's.
 pub fn binary() -> String {
