@@ -21,9 +21,9 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
 
 use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
-use crate::sharing::Sharing;
 use crate::state::AppState;
 use crate::{connections, demo, jobs_api, metrics, now_routes, openapi, page, probes, routes, usage};
+use engine::sharing::Sharing;
 
 /// After the grace period, how long the `503`s of questions cut off have to be written, and
 /// connections to close.

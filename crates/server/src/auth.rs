@@ -20,7 +20,7 @@ use upstream::HandleCredentials;
 
 use crate::error::ServiceError;
 use crate::settings::Settings;
-use crate::sharing::Sharing;
+use engine::sharing::Sharing;
 
 /// A client of the service and the handles it may ask as.
 #[derive(Debug)]
@@ -177,7 +177,7 @@ impl Keyring {
         let here = self.nonces.entry(nonce.clone()).or_insert(()).is_fresh();
         if let Some(sharing) = &self.sharing {
             let anywhere = sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await;
-            if let Some(first) = sharing.or_alone(crate::sharing::Alone::Nonce, anywhere)? {
+            if let Some(first) = sharing.or_alone(engine::sharing::Alone::Nonce, anywhere)? {
                 return Ok(first && here);
             }
         }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use engagement::tree::CountStyle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Answer, Ask, Progress};
-use crate::error::ServiceError;
+use crate::error::{EngineError, ServiceError};
 use crate::{Application, Settings, routes};
+use engine::{Answer, Ask, Progress};
 
 /// How the answer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +64,7 @@ impl QueryError {
 }
 
 fn answer_error(e: ServiceError) -> QueryError {
-    if let ServiceError::TooBigForDeadline { refusal } = &e {
+    if let ServiceError::Engine(EngineError::TooBigForDeadline { refusal }) = &e {
         // Here the question has the time of a job, which the settings give.
         return QueryError::Answer(format!(
             "{refusal}, its deadline (jobs.timeout_secs): give it more time, e.g. STITCHER__JOBS__TIMEOUT_SECS={}, or ask for a shorter range or fewer Tweets",
@@ -143,7 +143,7 @@ async fn answer(
     let ask = Ask::new(handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
     let answering = state.engine.answer(&ask, &question);
     let answer = tokio::select! {
-        answer = answering => answer,
+        answer = answering => answer.map_err(ServiceError::from),
         _ = tokio::signal::ctrl_c() => {
             cancel.cancel();
             Err(ServiceError::internal("interrupted", None))
@@ -228,9 +228,9 @@ async fn show(progress: Arc<Progress>) {
         bar.0.set_length(now.slices_total as u64);
         bar.0.set_position(ready.min(now.slices_total) as u64);
         let stage = match now.stage {
-            crate::engine::Stage::Planning => "planning",
-            crate::engine::Stage::Fetching => "fetching",
-            crate::engine::Stage::Answering => "answering",
+            engine::Stage::Planning => "planning",
+            engine::Stage::Fetching => "fetching",
+            engine::Stage::Answering => "answering",
         };
         bar.0.set_message(format!("{stage}, {} calls", now.upstream_calls));
         tokio::select! {

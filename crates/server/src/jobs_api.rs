@@ -13,14 +13,64 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
+use engine::jobs::{Job, JobReport, JobResult, JobState, QueueFull, Submitted};
+use engine::{FailedSlice, ProgressSnapshot};
+use serde::Serialize;
+
 use crate::error::{self, ServiceError};
-use crate::jobs::{Job, JobResult, JobState, JobStatus, QueueFull, Submitted};
 use crate::question::NativeQuestion;
 use crate::question::Reading;
 use crate::request_id::request_id;
 use crate::routes::{Asked, Format, RequestHead, read_question};
 use crate::schemas::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
+
+/// A failed job's error, as a question's would be.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobError {
+    pub status: u16,
+    pub errors: Vec<String>,
+    /// The slices that could not be had (or were not fetched when the job was stopped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_slices: Vec<FailedSlice>,
+}
+
+/// What `GET /v1/jobs/{id}` answers.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    pub id: String,
+    pub state: JobState,
+    pub progress: ProgressSnapshot,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Seconds until its calls are done, from its own pace so far (before its first call
+    /// ends, from the per-minute budget, if one is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+impl JobStatus {
+    /// The status of the job `report` tells of.
+    pub fn of(report: JobReport) -> JobStatus {
+        let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        JobStatus {
+            id: report.id,
+            state: report.state,
+            progress: report.progress,
+            created_at: at(report.created_at),
+            finished_at: report.finished_at.map(at),
+            eta_secs: report.eta.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            error: report.failure.map(|e| JobError {
+                status: error::engine_status(&e).as_u16(),
+                errors: e.messages(),
+                failed_slices: e.failed().to_vec(),
+            }),
+        }
+    }
+}
 
 /// How often a job's event stream may send progress.
 const EVENT_EVERY: Duration = Duration::from_millis(200);
@@ -63,7 +113,8 @@ pub async fn submit(
     };
     match submitted.await {
         Ok(job) => {
-            let mut response = (StatusCode::ACCEPTED, Json(job.status(&state.engine))).into_response();
+            let mut response =
+                (StatusCode::ACCEPTED, Json(JobStatus::of(job.report(&state.engine)))).into_response();
             if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
@@ -116,7 +167,7 @@ pub async fn status(
     if wants_events {
         Sse::new(events(state, job)).keep_alive(KeepAlive::default()).into_response()
     } else {
-        Json(job.status(&state.engine)).into_response()
+        Json(JobStatus::of(job.report(&state.engine))).into_response()
     }
 }
 
@@ -133,7 +184,7 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
                 let _ = changes.changed().await;
             }
         }
-        let status = job.status(&state.engine);
+        let status = JobStatus::of(job.report(&state.engine));
         let name = match status.state {
             JobState::Done => "done",
             JobState::Failed => "failed",
@@ -185,7 +236,7 @@ pub async fn result(
     };
     match job.result() {
         JobResult::Answered(answer) => format.write(answer, ()),
-        JobResult::Failed(e) => e.response_for(rid.as_deref()),
+        JobResult::Failed(e) => error::engine_response(&e, rid.as_deref()),
         JobResult::LetGo(bytes) => {
             ServiceError::ResultLetGo { id, bytes, limit: state.settings.jobs.max_result_bytes }
                 .into_response_for(rid.as_deref())
@@ -229,7 +280,7 @@ pub async fn cancel(
     match find(&state, &method, &uri, &headers, &id).await {
         Ok(job) => {
             state.jobs.delete(&job);
-            Json(job.status(&state.engine)).into_response()
+            Json(JobStatus::of(job.report(&state.engine))).into_response()
         }
         Err(e) => e.into_response_for(request_id(&headers).as_deref()),
     }

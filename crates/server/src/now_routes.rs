@@ -13,7 +13,6 @@ use engagement::{Endpoint, Query};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::engine::{NowAnswer, NowMeta};
 use crate::error::ServiceError;
 use crate::question::{Reading, read_native_body};
 use crate::request_id::request_id;
@@ -24,6 +23,7 @@ use crate::schemas::{
 };
 use crate::state::AppState;
 use crate::streaming;
+use engine::{NowAnswer, NowMeta};
 
 /// Admits, reads and answers a `/totals` or `/28hr` question.
 async fn ask(
@@ -62,7 +62,7 @@ async fn ask(
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
-        .current(&crate::engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &query)
+        .current(&engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &query)
         .instrument(tracing::info_span!("question", client = %caller.client, endpoint = endpoint.name()))
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }))

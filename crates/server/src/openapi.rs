@@ -8,10 +8,10 @@ use utoipa::{Modify, OpenApi};
 
 use engagement::request::{GroupingBody, QuestionBody};
 
-use crate::engine::Meta;
 use crate::error::FailedSlice;
 use crate::question::NativeQuestion;
 use crate::schemas::*;
+use engine::Meta;
 
 struct Security;
 
@@ -100,7 +100,7 @@ impl Modify for Strict {
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
     paths(crate::routes::drop_in, crate::routes::native, crate::now_routes::totals, crate::now_routes::hr28, crate::now_routes::native_totals, crate::now_routes::native_28hr, crate::jobs_api::submit, crate::jobs_api::status, crate::jobs_api::result, crate::jobs_api::cancel, crate::usage::usage, crate::probes::livez, crate::probes::readyz, crate::probes::metrics, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, crate::engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, crate::jobs::JobState, crate::jobs::JobError, crate::engine::ProgressSnapshot, crate::engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs_api::JobStatus, engine::jobs::JobState, crate::jobs_api::JobError, engine::ProgressSnapshot, engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
     modifiers(&Security, &Strict)
 )]
 pub struct ApiDoc;

@@ -18,13 +18,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::auth::Caller;
-use crate::engine::{self, Answer, Meta};
-use crate::error::{self, ServiceError};
+use crate::error::{self, EngineError, ServiceError};
 use crate::question::{NativeQuestion, Reading, read_native_body};
 use crate::request_id::request_id;
 use crate::schemas::{DropInAnswer, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
 use crate::streaming;
+use engine::{Answer, Meta};
 
 /// How long an overloaded service asks clients to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub(crate) async fn admit(
     body: Body,
 ) -> Result<(Caller, OwnedSemaphorePermit, Bytes), ServiceError> {
     if !state.ready.load(Ordering::SeqCst) {
-        return Err(ServiceError::ShuttingDown);
+        return Err(EngineError::ShuttingDown.into());
     }
     let limit = state.settings.server.max_body_bytes;
     let declared = head

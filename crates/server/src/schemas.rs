@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::engine::Meta;
 use crate::error::FailedSlice;
+use engine::Meta;
 
 /// The Engagement API's answer: `start`, `end`, the special members, and one tree per
 /// grouping whose leaves are counts as decimal strings.
@@ -94,7 +94,7 @@ pub struct NowDropInAnswer {
 pub struct NowNativeAnswer {
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-    pub meta: crate::engine::NowMeta,
+    pub meta: engine::NowMeta,
 }
 
 /// `meta` of a native answer.

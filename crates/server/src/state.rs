@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
-use crate::engine::Engine;
-use crate::jobs::Jobs;
 use crate::settings::Settings;
-use crate::sharing::Sharing;
+use engine::Engine;
+use engine::jobs::Jobs;
+use engine::sharing::Sharing;
 
 /// The service's shared state.
 #[derive(Debug)]

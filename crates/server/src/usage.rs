@@ -68,13 +68,13 @@ async fn read(
     let now = chrono::Utc::now();
     let shared = match &state.sharing {
         Some(sharing) => {
-            sharing.or_alone(crate::sharing::Alone::Usage, sharing.redis.handles_in_month(now).await)?
+            sharing.or_alone(engine::sharing::Alone::Usage, sharing.redis.handles_in_month(now).await)?
         }
         None => None,
     };
     let month = match shared {
         Some(month) => month,
-        None => crate::sharing::local_month(&state.engine.store, now).await?,
+        None => engine::sharing::local_month(&state.engine.store, now).await?,
     };
     let ledger = &state.settings.ledger;
     Ok(Usage {

@@ -1,6 +1,7 @@
 //! The question engine: one validated `/historical` question, for one handle, answered
 //! from the store of facts and the calls for what it lacks ([`recall`]), or without a
-//! store as plan → fetch → merge on the fixed grid ([`grid`]). Synchronous routes and jobs both call [`Engine::answer`];
+//! store as plan → fetch → merge on the fixed grid ([`grid`]); `/totals` and `/28hr`
+//! questions ([`current`]); and [`jobs`], questions answered in the background. Synchronous routes and jobs both call [`Engine::answer`];
 //! they differ only in their deadline, how they watch [`Progress`], and what cancels them.
 //!
 //! Calls go through the [`CallPolicy`] (fair turns, calls in flight, the per-minute budget,
@@ -23,24 +24,28 @@ use chrono::Utc;
 use store::{Admission, Store};
 use upstream::Coalesce;
 
-use crate::error::{FailedSlice, ServiceError};
-use crate::metrics;
-use crate::settings::{CapPolicy, LedgerSettings};
+use crate::config::{CapPolicy, LedgerSettings};
 use crate::sharing::Sharing;
 
+pub mod config;
 mod current;
+pub mod error;
 mod execute;
 mod failure;
 mod fetch;
 mod grid;
 mod in_flight;
+pub mod jobs;
+pub mod metrics;
 mod needs;
 mod progress;
 mod recall;
 mod rendered;
 mod shared_facts;
+pub mod sharing;
 
 pub use current::{NowAnswer, NowMeta};
+pub use error::{EngineError, FailedSlice};
 pub use progress::{Progress, ProgressSnapshot, Stage};
 
 /// One question being answered: who it is asked for, by when, who watches it and what
@@ -70,11 +75,11 @@ impl Ask {
 /// hold up the async workers); `what` names it if it fails.
 pub(crate) async fn off_the_workers<T: Send + 'static>(
     what: &str,
-    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ServiceError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
+        .map_err(|e| EngineError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
 }
 
 /// A validated historical question.
@@ -109,7 +114,8 @@ impl Question {
 }
 
 /// What a question took, for the native endpoint's `meta`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Meta {
     pub start: String,
     pub end: String,
@@ -311,7 +317,7 @@ impl Engine {
     /// Answers `question` as `ask` says. Once its cancellation fires no call starts and the
     /// question fails with what was not done. With the store on, what is held is not
     /// fetched again; without it, every slice of the grid is.
-    pub async fn answer(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, ServiceError> {
+    pub async fn answer(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
         let mut answer = self.stitch(ask, question).await?;
         answer.groupings.clone_from(&question.query.groupings);
         // Numbers over part of the range would mislead: an incomplete answer has none.
@@ -323,7 +329,7 @@ impl Engine {
 
     /// The answer to `question` alone, before anything is derived from it: from the store
     /// and the calls for what it lacks, or on the grid without a store.
-    async fn stitch(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, ServiceError> {
+    async fn stitch(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
         if self.remember { self.recall(ask, question).await } else { self.by_grid(ask, question).await }
     }
 
@@ -336,7 +342,7 @@ impl Engine {
         ask: &Ask,
         question: &Question,
         answer: &mut Answer,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), EngineError> {
         let (response, grouping) = match engagement::derive::totals_grouping(&question.query.groupings) {
             Some(grouping) => (Arc::clone(&answer.response), grouping.clone()),
             None => {
@@ -357,14 +363,14 @@ impl Engine {
             Ok(Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals)))
         })
         .await?;
-        answer.derived = derived.ok_or_else(|| ServiceError::internal("no grouping to derive from", None))?;
+        answer.derived = derived.ok_or_else(|| EngineError::internal("no grouping to derive from", None))?;
         Ok(())
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the
     /// cap when `may_refuse` and the policy say so. A question checks before any call; each
     /// call counts again, so a question that runs into a new month counts there too.
-    async fn admit_handle(&self, handle: &str, may_refuse: bool) -> Result<(), ServiceError> {
+    async fn admit_handle(&self, handle: &str, may_refuse: bool) -> Result<(), EngineError> {
         if let Some(sharing) = &self.sharing
             && may_refuse
         {
@@ -392,14 +398,14 @@ impl Engine {
             _ => Some(
                 tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
                     .await
-                    .map_err(|e| ServiceError::internal("the ledger's task failed", Some(Box::new(e))))?
+                    .map_err(|e| EngineError::internal("the ledger's task failed", Some(Box::new(e))))?
                     .map_err(|e| {
-                        ServiceError::internal("the handle ledger could not be read", Some(Box::new(e)))
+                        EngineError::internal("the handle ledger could not be read", Some(Box::new(e)))
                     })?,
             ),
         };
         let Some(admitted) = shared.or(local) else {
-            return Err(ServiceError::internal("the handle ledger gave no answer", None));
+            return Err(EngineError::internal("the handle ledger gave no answer", None));
         };
         if !matches!(admitted, Admission::Refused { .. }) {
             self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
@@ -421,7 +427,7 @@ impl Engine {
             }
             Admission::Refused { cap } => {
                 metrics::handle_refused();
-                Err(ServiceError::HandleCap {
+                Err(EngineError::HandleCap {
                     cap,
                     month: store::ledger::month_of(now),
                     handle: handle.into(),

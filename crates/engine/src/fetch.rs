@@ -13,11 +13,11 @@ use stitch::Plan;
 use store::{CallFacts, StoreError};
 use upstream::{AttemptError, Calling, Lane};
 
-use super::execute::Ended;
-use super::failure::outcome;
-use super::needs::{CallKey, Need, refusal_told};
-use super::{Ask, Engine, shared_call, shared_facts};
+use crate::execute::Ended;
+use crate::failure::outcome;
 use crate::metrics;
+use crate::needs::{CallKey, Need, refusal_told};
+use crate::{Ask, Engine, shared_call, shared_facts};
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
 pub(crate) const HOURLY: &str = "hourly";

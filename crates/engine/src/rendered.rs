@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use engagement::{EngagementType, Grouping, Response, TimeRange, TweetId};
 
-use super::Written;
+use crate::Written;
 
 /// A question over settled time, as the rendered answers are kept by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

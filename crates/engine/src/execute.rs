@@ -11,11 +11,11 @@ use std::sync::Arc;
 use stitch::{Plan, Slice};
 use upstream::{AttemptError, Lane};
 
-use super::failure::refusal;
-use super::in_flight::{InFlight, Told, collect};
-use super::needs::Need;
-use super::{Ask, Engine};
-use crate::error::ServiceError;
+use crate::error::EngineError;
+use crate::failure::refusal;
+use crate::in_flight::{InFlight, Told, collect};
+use crate::needs::Need;
+use crate::{Ask, Engine};
 
 /// One call of a question: what it asks for, and the slice of the plan it is about.
 pub(crate) trait Call: Copy + Send + 'static {
@@ -92,8 +92,8 @@ impl Engine {
         round: Round<'_>,
         calls: &[C],
         start: impl Fn(C, Arc<Lane>) -> Fut,
-        mut each: impl FnMut(C, T) -> Result<usize, ServiceError>,
-    ) -> Result<Made, ServiceError>
+        mut each: impl FnMut(C, T) -> Result<usize, EngineError>,
+    ) -> Result<Made, EngineError>
     where
         C: Call,
         T: Send + 'static,

@@ -10,11 +10,11 @@ use stitch::{Plan, Slice, absorb, absorb_zeros, finish};
 use tokio::time::Instant;
 use upstream::Calling;
 
-use super::execute::{Ended, Round};
-use super::failure::{failed_attempt, failed_slice, failure, outcome};
-use super::{Answer, Ask, Engine, Meta, Question};
-use crate::error::ServiceError;
+use crate::error::EngineError;
+use crate::execute::{Ended, Round};
+use crate::failure::{failed_attempt, failed_slice, failure, outcome};
 use crate::metrics;
+use crate::{Answer, Ask, Engine, Meta, Question};
 
 /// Answers merged by one blocking task as they arrive, then the synthesized zeros, so
 /// merging a big question never holds up the workers that serve small ones.
@@ -46,11 +46,11 @@ impl Merger {
     }
 
     /// The merged answer, once every answer sent is in.
-    async fn finish(self, plan: &Plan) -> Result<Response, ServiceError> {
+    async fn finish(self, plan: &Plan) -> Result<Response, EngineError> {
         drop(self.to_merge);
         match self.merged.await {
             Ok(Ok(merged)) => Ok(merged),
-            Ok(Err((Some(slice), e))) => Err(ServiceError::UpstreamFailed {
+            Ok(Err((Some(slice), e))) => Err(EngineError::UpstreamFailed {
                 failed: vec![failed_slice(
                     plan,
                     slice,
@@ -60,9 +60,9 @@ impl Merger {
                 )],
             }),
             Ok(Err((None, e))) => {
-                Err(ServiceError::internal("synthesized zeros do not fit the answers", Some(Box::new(e))))
+                Err(EngineError::internal("synthesized zeros do not fit the answers", Some(Box::new(e))))
             }
-            Err(e) => Err(ServiceError::internal("merging the answers failed", Some(Box::new(e)))),
+            Err(e) => Err(EngineError::internal("merging the answers failed", Some(Box::new(e)))),
         }
     }
 }
@@ -73,7 +73,7 @@ impl Engine {
         self: &Arc<Self>,
         ask: &Ask,
         question: &Question,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, EngineError> {
         let started = Instant::now();
         let Question { query, range, partial, .. } = question;
         let plan = Arc::new(stitch::plan(&query.tweet_ids, *range, Endpoint::Historical.max_tweet_ids()));

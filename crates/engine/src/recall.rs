@@ -15,14 +15,14 @@ use store::facts::hour_of;
 use store::{Known, Store, StoreError};
 use tokio::time::Instant;
 
-use super::execute::{Made, Round};
-use super::failure::{failed_attempt, failure};
-use super::fetch::{FactsCall, Kept};
-use super::needs::{Coverage, Need, Needs, judging, needs};
-use super::rendered::{RenderedAnswer, RenderedKey, no_video_views};
-use super::{Answer, Ask, Engine, Meta, Question, off_the_workers, shared_facts};
-use crate::error::{FailedSlice, ServiceError};
+use crate::error::{EngineError, FailedSlice};
+use crate::execute::{Made, Round};
+use crate::failure::{failed_attempt, failure};
+use crate::fetch::{FactsCall, Kept};
 use crate::metrics;
+use crate::needs::{Coverage, Need, Needs, judging, needs};
+use crate::rendered::{RenderedAnswer, RenderedKey, no_video_views};
+use crate::{Answer, Ask, Engine, Meta, Question, off_the_workers, shared_facts};
 
 /// What a question's calls came to.
 #[derive(Debug, Default)]
@@ -82,7 +82,7 @@ impl Engine {
         self: &Arc<Self>,
         ask: &Ask,
         question: &Question,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, EngineError> {
         let range = question.range;
         let plan =
             Arc::new(stitch::plan(&question.query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
@@ -193,7 +193,7 @@ impl Engine {
         self: &Arc<Self>,
         r: &Recalling<'_>,
         known: &mut Known,
-    ) -> Result<Fetched, ServiceError> {
+    ) -> Result<Fetched, EngineError> {
         let (plan, question, handle) = (r.plan, r.question, &r.ask.handle.handle);
         let types = &question.query.types;
         let needs = self.needs_of(handle, plan, known, types).await;
@@ -237,7 +237,7 @@ impl Engine {
         checked: bool,
         held: &HashSet<Slice>,
         known: &mut Known,
-    ) -> Result<(HashSet<Need>, Made), ServiceError> {
+    ) -> Result<(HashSet<Need>, Made), EngineError> {
         let mut coverage = Coverage::of(r.plan, calls, held);
         let mut types = r.question.query.types.clone();
         types.sort_unstable();
@@ -246,7 +246,7 @@ impl Engine {
         let mut answered = HashSet::new();
         let learn = |need: Need, kept: Kept| {
             let brought = kept.map_err(|e| {
-                ServiceError::internal("what was fetched could not be kept in the store", Some(Box::new(e)))
+                EngineError::internal("what was fetched could not be kept in the store", Some(Box::new(e)))
             })?;
             // Only the unsettled hours are taken (settled ones are on disk), and the call's
             // facts are let go at once: a big question never holds them all.
@@ -282,8 +282,8 @@ impl Engine {
     }
 }
 
-fn unreadable(e: StoreError) -> ServiceError {
-    ServiceError::internal("the store could not be read", Some(Box::new(e)))
+fn unreadable(e: StoreError) -> EngineError {
+    EngineError::internal("the store could not be read", Some(Box::new(e)))
 }
 
 /// The windows a partial answer leaves out of their batch (a hole is never shown as zeros),
@@ -322,7 +322,7 @@ struct Rendering<'a> {
 
 impl Rendering<'_> {
     /// The rendering as a task of its own.
-    fn task(self) -> impl FnOnce() -> Result<Response, ServiceError> + Send + 'static {
+    fn task(self) -> impl FnOnce() -> Result<Response, EngineError> + Send + 'static {
         let Rendering { store, r, known, holes } = self;
         let (handle, plan, now) = (r.ask.handle.handle.clone(), Arc::clone(r.plan), r.now);
         let (types, groupings) = (r.question.query.types.clone(), r.question.query.groupings.clone());
@@ -358,7 +358,7 @@ impl Batch<'_> {
         groupings: &[engagement::Grouping],
         holes: &[Slice],
         merged: &mut Response,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), EngineError> {
         let (plan, known, batch) = (self.plan, self.known, &self.plan.batches[self.b]);
         let mut failed: Vec<TimeRange> =
             holes.iter().filter(|s| s.batch == self.b).map(|s| s.window).collect();
@@ -390,9 +390,9 @@ impl Batch<'_> {
     }
 
     /// The question's error when the store cannot give what it held.
-    fn vanished(&self, e: StoreError) -> ServiceError {
+    fn vanished(&self, e: StoreError) -> EngineError {
         match e {
-            StoreError::Vanished { tweet } => ServiceError::UpstreamFailed {
+            StoreError::Vanished { tweet } => EngineError::UpstreamFailed {
                 failed: vec![FailedSlice {
                     start: engagement::time::format_instant(self.plan.range.start),
                     end: engagement::time::format_instant(self.plan.range.end),
@@ -407,8 +407,8 @@ impl Batch<'_> {
     }
 }
 
-fn adds_up(e: engagement::tree::TreeError) -> ServiceError {
-    ServiceError::internal("the counts held do not add up", Some(Box::new(e)))
+fn adds_up(e: engagement::tree::TreeError) -> EngineError {
+    EngineError::internal("the counts held do not add up", Some(Box::new(e)))
 }
 
 /// The parts of `range` outside the `holes` (sorted, disjoint).

@@ -13,8 +13,8 @@ use store::facts::{born_hour, hour_of};
 use store::row::types_mask;
 use store::{CallFacts, Known, Store};
 
-use super::needs::CallKey;
 use crate::metrics;
+use crate::needs::CallKey;
 use crate::sharing::Sharing;
 
 /// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of

@@ -19,12 +19,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use upstream::HandleCredentials;
 
-use crate::engine::{Answer, Ask, Engine, Progress, ProgressSnapshot, Question};
-use crate::error::{FailedSlice, ServiceError};
-use crate::settings::JobsSettings;
+use crate::config::JobsSettings;
+use crate::error::EngineError;
+use crate::{Answer, Ask, Engine, Progress, ProgressSnapshot, Question};
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -41,38 +42,26 @@ impl JobState {
     }
 }
 
-/// A failed job's error, as a question's would be.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobError {
-    pub status: u16,
-    pub errors: Vec<String>,
-    /// The slices that could not be had (or were not fetched when the job was stopped).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failed_slices: Vec<FailedSlice>,
-}
-
-/// What `GET /v1/jobs/{id}` answers.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobStatus {
+/// A job as it is now.
+#[derive(Debug, Clone)]
+pub struct JobReport {
     pub id: String,
     pub state: JobState,
     pub progress: ProgressSnapshot,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// Seconds until its calls are done, from its own pace so far (before its first call
-    /// ends, from the per-minute budget, if one is set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eta_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<JobError>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The time until its calls are done, from its own pace so far (before its first call
+    /// ends, from the per-minute budget, if one is set); only while it runs.
+    pub eta: Option<Duration>,
+    /// Why it failed, if it did.
+    pub failure: Option<Arc<EngineError>>,
 }
 
 /// How a job ended, while it is kept.
 #[derive(Debug)]
 enum Outcome {
     Answered(Arc<Answer>),
-    Failed(Arc<ServiceError>),
+    Failed(Arc<EngineError>),
     /// Answered, but the answer was let go to keep results within their bound.
     LetGo {
         bytes: u64,
@@ -102,7 +91,7 @@ pub struct Job {
 pub enum JobResult {
     Pending(JobState),
     Answered(Arc<Answer>),
-    Failed(Arc<ServiceError>),
+    Failed(Arc<EngineError>),
     Cancelled,
     /// Its answer was let go (its size in bytes) to keep results within `jobs.max_result_bytes`.
     LetGo(u64),
@@ -118,29 +107,22 @@ impl Job {
         self.lock().state
     }
 
-    /// Its status, with an estimate of the time left from its pace, or `engine`'s policy.
-    pub fn status(&self, engine: &Engine) -> JobStatus {
+    /// Where it is, with an estimate of the time left from its pace, or `engine`'s policy.
+    pub fn report(&self, engine: &Engine) -> JobReport {
         let record = self.lock();
-        let eta = (record.state == JobState::Running)
-            .then(|| self.progress.eta(&engine.calls))
-            .flatten()
-            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-        let error = match &record.outcome {
-            Some(Outcome::Failed(e)) => Some(JobError {
-                status: e.status().as_u16(),
-                errors: e.messages(),
-                failed_slices: e.failed().to_vec(),
-            }),
+        let eta = (record.state == JobState::Running).then(|| self.progress.eta(&engine.calls)).flatten();
+        let failure = match &record.outcome {
+            Some(Outcome::Failed(e)) => Some(Arc::clone(e)),
             _ => None,
         };
-        JobStatus {
+        JobReport {
             id: self.id.clone(),
             state: record.state,
             progress: self.progress.snapshot(),
-            created_at: self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            finished_at: record.finished_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            eta_secs: eta,
-            error,
+            created_at: self.created_at,
+            finished_at: record.finished_at,
+            eta,
+            failure,
         }
     }
 
@@ -175,7 +157,7 @@ impl Job {
 
     /// Records how the job ended, unless it was cancelled meanwhile; the bytes its answer
     /// holds, if it is kept.
-    fn finish(&self, result: Result<Answer, ServiceError>) -> Option<u64> {
+    fn finish(&self, result: Result<Answer, EngineError>) -> Option<u64> {
         let mut record = self.lock();
         if record.state == JobState::Cancelled {
             return None;
@@ -337,7 +319,7 @@ impl Jobs {
         let started: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = tokio::select! {
             started = started => started,
             () = self.closing.cancelled() => {
-                job.finish(Err(ServiceError::ShuttingDown));
+                job.finish(Err(EngineError::ShuttingDown));
                 return;
             }
             () = job.cancel.cancelled() => None,
@@ -354,7 +336,7 @@ impl Jobs {
             match engine.answer(&ask, &asked.question).await {
                 // A job has hours: while the budget is busy with questions that would
                 // miss their deadlines beside it, it waits its turn instead of failing.
-                Err(ServiceError::BudgetBusy { retry_after, .. })
+                Err(EngineError::BudgetBusy { retry_after, .. })
                     if tokio::time::Instant::now() + retry_after < deadline =>
                 {
                     tokio::select! {
@@ -362,7 +344,7 @@ impl Jobs {
                         () = job.cancel.cancelled() => {
                             // Shutdown's cut-off fails it; a client's DELETE cancels it.
                             if self.closing.is_cancelled() {
-                                job.finish(Err(ServiceError::CutOff { failed: Vec::new() }));
+                                job.finish(Err(EngineError::CutOff { failed: Vec::new() }));
                             }
                             job.cancel();
                             return;

@@ -34,7 +34,8 @@ pub struct Progress {
 }
 
 /// What a question is doing.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Reading what the store holds and planning its calls.
@@ -47,7 +48,8 @@ pub enum Stage {
 }
 
 /// A moment's copy of [`Progress`].
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressSnapshot {
     /// The plan's slices (batches of 25 Tweets × 28-day grid cells), as `meta.slices_planned`.
     pub slices_total: usize,

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::AttemptError;
 
-use super::failure::failed_slice;
-use crate::error::ServiceError;
+use crate::error::EngineError;
+use crate::failure::failed_slice;
 
 /// What one finished call told of its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +105,8 @@ pub(crate) async fn collect<T: 'static>(
     expected: &[Slice],
     (deadline, partial): (Instant, bool),
     cancel: &CancellationToken,
-    mut each: impl FnMut(T) -> Result<(Slice, Told), ServiceError>,
-) -> Result<Vec<(Slice, AttemptError, u32)>, ServiceError> {
+    mut each: impl FnMut(T) -> Result<(Slice, Told), EngineError>,
+) -> Result<Vec<(Slice, AttemptError, u32)>, EngineError> {
     let mut done = HashSet::with_capacity(expected.len());
     let mut judging = Judging { open: expected.iter().map(|s| s.batch).collect(), doomed: false };
     let collecting = tokio::time::timeout_at(deadline, async {
@@ -114,7 +114,7 @@ pub(crate) async fn collect<T: 'static>(
             let finished = match joined {
                 Ok(finished) => finished,
                 Err(e) if e.is_cancelled() => continue,
-                Err(e) => return Err(ServiceError::internal("a call's task failed", Some(Box::new(e)))),
+                Err(e) => return Err(EngineError::internal("a call's task failed", Some(Box::new(e)))),
             };
             let (slice, told) = each(finished)?;
             done.insert(slice);
@@ -132,7 +132,7 @@ pub(crate) async fn collect<T: 'static>(
                 }
             }
         }
-        Ok::<(), ServiceError>(())
+        Ok::<(), EngineError>(())
     });
     let stopped = tokio::select! {
         collected = collecting => match collected {
@@ -148,7 +148,7 @@ pub(crate) async fn collect<T: 'static>(
     match stopped {
         None => Ok(Vec::new()),
         Some(false) => Ok(not_done.map(|s| (s, AttemptError::Deadline { last: None }, 0)).collect()),
-        Some(true) => Err(ServiceError::CutOff {
+        Some(true) => Err(EngineError::CutOff {
             failed: not_done
                 .map(|s| failed_slice(plan, s, vec!["not fetched: the question was stopped".into()], None, 0))
                 .collect(),

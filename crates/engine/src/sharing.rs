@@ -12,9 +12,9 @@ use secrecy::ExposeSecret;
 use store::Store;
 use upstream::RateBudget;
 
-use crate::error::ServiceError;
+use crate::config::{OnFailure, RedisSettings};
+use crate::error::EngineError;
 use crate::metrics;
-use crate::settings::{OnFailure, RedisSettings};
 
 /// How often Redis is probed, so readiness and fallbacks follow it, and how long a client
 /// refused while it is away is asked to wait.
@@ -92,7 +92,7 @@ impl Sharing {
         &self,
         what: Alone,
         answered: Result<T, Unreachable>,
-    ) -> Result<Option<T>, ServiceError> {
+    ) -> Result<Option<T>, EngineError> {
         match answered {
             Ok(answer) => Ok(Some(answer)),
             Err(e) => {
@@ -113,12 +113,12 @@ impl Sharing {
     }
 
     /// Refuses a question that needs the upstream while Redis is away under `refuse`.
-    pub fn check(&self) -> Result<(), ServiceError> {
+    pub fn check(&self) -> Result<(), EngineError> {
         if self.redis.is_up() || self.on_failure == OnFailure::Local { Ok(()) } else { Err(self.away()) }
     }
 
-    fn away(&self) -> ServiceError {
-        ServiceError::SharedStateAway { retry_after: PROBE_EVERY }
+    fn away(&self) -> EngineError {
+        EngineError::SharedStateAway { retry_after: PROBE_EVERY }
     }
 
     /// Probes Redis every second while the service lives, so readiness and fallbacks follow
@@ -175,13 +175,13 @@ impl Sharing {
 }
 
 /// The handles this replica's own store counted in the month of `now`.
-pub(crate) async fn local_month(
+pub async fn local_month(
     store: &Arc<store::Store>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<store::LedgerEntry>, ServiceError> {
+) -> Result<Vec<store::LedgerEntry>, EngineError> {
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || store.handles_in_month(now))
         .await
-        .map_err(|e| ServiceError::internal("reading the ledger failed", Some(Box::new(e))))?
-        .map_err(|e| ServiceError::internal("the handle ledger could not be read", Some(Box::new(e))))
+        .map_err(|e| EngineError::internal("reading the ledger failed", Some(Box::new(e))))?
+        .map_err(|e| EngineError::internal("the handle ledger could not be read", Some(Box::new(e))))
 }

@@ -13,7 +13,7 @@ use store::facts::{born_hour, hour_of};
 use store::{Known, Refused};
 use upstream::AttemptError;
 
-use super::failure::{merged_messages, tweets_named};
+use crate::failure::{merged_messages, tweets_named};
 
 /// One call a question needs: a batch over a window, for facts or only for the status of
 /// its Tweets.

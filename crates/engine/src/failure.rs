@@ -8,14 +8,14 @@ use engagement::{Response, TweetId};
 use stitch::{Plan, Slice};
 use upstream::{AttemptError, BudgetRefusal};
 
-use crate::error::{FailedSlice, ServiceError};
+use crate::error::{EngineError, FailedSlice};
 
 /// The client's error for a question the budget cannot carry.
-pub(crate) fn refusal(refused: BudgetRefusal) -> ServiceError {
+pub(crate) fn refusal(refused: BudgetRefusal) -> EngineError {
     match refused {
-        BudgetRefusal::Never { .. } => ServiceError::TooBigForDeadline { refusal: refused },
+        BudgetRefusal::Never { .. } => EngineError::TooBigForDeadline { refusal: refused },
         BudgetRefusal::Busy { calls, ahead, wait } => {
-            ServiceError::BudgetBusy { retry_after: wait, calls, ahead }
+            EngineError::BudgetBusy { retry_after: wait, calls, ahead }
         }
     }
 }
@@ -68,7 +68,7 @@ pub(crate) fn failure(
     plan: &Plan,
     timeout: &Duration,
     failed: Vec<(Slice, AttemptError, u32)>,
-) -> ServiceError {
+) -> EngineError {
     let slices: Vec<FailedSlice> = failed
         .iter()
         .map(|(slice, error, attempts)| failed_attempt(plan, *slice, error, *attempts))
@@ -81,22 +81,22 @@ pub(crate) fn failure(
         })
         .collect();
     if let Some((status, errors)) = as_one_call(&refused) {
-        return ServiceError::UpstreamRefused { status, errors, failed: slices };
+        return EngineError::UpstreamRefused { status, errors, failed: slices };
     }
     if let Some((_, AttemptError::Budget { wait }, _)) =
         failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Budget { .. }))
     {
-        return ServiceError::RateBudget { retry_after: *wait, failed: slices };
+        return EngineError::RateBudget { retry_after: *wait, failed: slices };
     }
     if failed.iter().any(|(_, e, _)| matches!(e, AttemptError::Deadline { .. })) {
-        return ServiceError::DeadlineExceeded { timeout: *timeout, failed: slices };
+        return EngineError::DeadlineExceeded { timeout: *timeout, failed: slices };
     }
     if let Some((_, AttemptError::Unreachable { reason }, _)) =
         failed.iter().find(|(_, e, _)| matches!(e, AttemptError::Unreachable { .. }))
     {
-        return ServiceError::UpstreamUnreachable { reason: reason.clone(), failed: slices };
+        return EngineError::UpstreamUnreachable { reason: reason.clone(), failed: slices };
     }
-    ServiceError::UpstreamFailed { failed: slices }
+    EngineError::UpstreamFailed { failed: slices }
 }
 
 /// The refusal one unlimited call would have got, from the refusals of the batches' calls:

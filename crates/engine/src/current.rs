@@ -16,11 +16,11 @@ use stitch::{Plan, Slice, absorb};
 use tokio::time::Instant;
 use upstream::{AttemptError, Calling, Lane, Retried};
 
-use super::execute::{Ended, Round};
-use super::failure::{failed_slice, failure, outcome};
-use super::{Ask, Engine, shared_call};
-use crate::error::ServiceError;
+use crate::error::EngineError;
+use crate::execute::{Ended, Round};
+use crate::failure::{failed_slice, failure, outcome};
 use crate::metrics;
+use crate::{Ask, Engine, shared_call};
 
 /// A call in flight to `/totals` or `/28hr`: who asks, where, and the body's text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,7 +34,8 @@ pub(crate) struct NowKey {
 pub(crate) type NowShared = Arc<Retried<Response>>;
 
 /// What the native `/v1/totals` and `/v1/28hr` say of an answer besides its counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NowMeta {
     /// The span counted (`/28hr` only: `/totals` counts each Tweet's life so far).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +62,7 @@ pub struct NowAnswer {
 
 impl Engine {
     /// Answers a `/totals` or `/28hr` `query` as `ask` says.
-    pub async fn current(self: &Arc<Self>, ask: &Ask, query: &Query) -> Result<NowAnswer, ServiceError> {
+    pub async fn current(self: &Arc<Self>, ask: &Ask, query: &Query) -> Result<NowAnswer, EngineError> {
         let started = Instant::now();
         let (first, spans) = self.current_round(ask, query).await?;
         if spans <= 1 {
@@ -83,7 +84,7 @@ impl Engine {
         self: &Arc<Self>,
         ask: &Ask,
         query: &Query,
-    ) -> Result<(NowAnswer, usize), ServiceError> {
+    ) -> Result<(NowAnswer, usize), EngineError> {
         let started = Instant::now();
         let endpoint = query.endpoint;
         // Only for naming a failed batch: `/totals` has no range of its own.
@@ -109,7 +110,7 @@ impl Engine {
         let mut spans = std::collections::HashSet::new();
         let absorb_one = |slice: Slice, response: Response| {
             spans.insert(response.start.clone());
-            absorb(&mut merged, response).map_err(|e| ServiceError::UpstreamFailed {
+            absorb(&mut merged, response).map_err(|e| EngineError::UpstreamFailed {
                 failed: vec![failed_slice(
                     &plan,
                     slice,
