@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use engagement::derive::{Derivations, Derived, Totals};
+use engagement::Response;
+use engagement::derive::{Derived, Totals};
 use engagement::time::format_instant;
-use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
 use stitch::Plan;
 use tokio::time::Instant;
@@ -39,6 +39,7 @@ pub mod jobs;
 pub mod metrics;
 mod needs;
 mod progress;
+pub mod question;
 mod recall;
 mod rendered;
 mod shared_facts;
@@ -47,6 +48,7 @@ pub mod sharing;
 pub use current::{NowAnswer, NowMeta};
 pub use error::{EngineError, FailedSlice};
 pub use progress::{Progress, ProgressSnapshot, Stage};
+pub use question::{NativeQuestion, Question, Reading};
 
 /// One question being answered: who it is asked for, by when, who watches it and what
 /// stops it. Synchronous routes, jobs and `stitcher query` differ only in these.
@@ -80,37 +82,6 @@ pub(crate) async fn off_the_workers<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| EngineError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
-}
-
-/// A validated historical question.
-#[derive(Debug, Clone)]
-pub struct Question {
-    pub query: Query,
-    /// The normalized range (a historical question always has one).
-    pub range: TimeRange,
-    /// List the slices that failed under `incomplete` instead of failing the question.
-    pub partial: bool,
-    /// Numbers to derive from the answer (the engagement rate, the Top Tweets).
-    pub derive: Derivations,
-}
-
-impl Question {
-    /// A historical question from a validated query; `None` if it has no range.
-    pub fn historical(query: Query, partial: bool, derive: Derivations) -> Option<Question> {
-        let range = query.range?;
-        Some(Question { query, range, partial, derive })
-    }
-
-    /// The same Tweets and range, per Tweet and type, for the types `derive` reads.
-    fn per_tweet(&self) -> Question {
-        let mut query = self.query.clone();
-        query.types = self.derive.types();
-        query.groupings = vec![engagement::Grouping {
-            name: "per tweet".into(),
-            group_by: vec![engagement::GroupBy::TweetId, engagement::GroupBy::EngagementType],
-        }];
-        Question { query, range: self.range, partial: self.partial, derive: Derivations::default() }
-    }
 }
 
 /// What a question took, for the native endpoint's `meta`.

@@ -134,7 +134,7 @@ async fn answer(
     // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
     let native = args.native || args.format == OutputFormat::Csv;
     // Both shapes are this service's own: a member nobody reads is refused.
-    let reading = crate::question::Reading { native, strict: true };
+    let reading = engine::Reading { native, strict: true };
     let (question, _counts) = routes::question_of(state, body, reading).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());

@@ -14,12 +14,10 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
 use engine::jobs::{Job, JobReport, JobResult, JobState, QueueFull, Submitted};
-use engine::{FailedSlice, ProgressSnapshot};
+use engine::{FailedSlice, NativeQuestion, ProgressSnapshot, Reading};
 use serde::Serialize;
 
 use crate::error::{self, ServiceError};
-use crate::question::NativeQuestion;
-use crate::question::Reading;
 use crate::request_id::request_id;
 use crate::routes::{Asked, Format, RequestHead, read_question};
 use crate::schemas::{ErrorBody, NativeAnswer, QuestionErrors};

@@ -13,7 +13,6 @@ pub mod now_routes;
 pub mod openapi;
 pub mod page;
 pub mod probes;
-pub mod question;
 pub mod request_id;
 pub mod routes;
 pub mod schemas;

@@ -7,14 +7,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use engagement::request::Sent;
+use engagement::Endpoint;
 use engagement::tree::CountStyle;
-use engagement::{Endpoint, Query};
 use serde::Serialize;
 use tracing::Instrument;
 
 use crate::error::ServiceError;
-use crate::question::{Reading, read_native_body};
 use crate::request_id::request_id;
 use crate::routes::{Admitted, Format, RequestHead, admit, answer_size, room_for};
 use crate::schemas::{
@@ -23,7 +21,7 @@ use crate::schemas::{
 };
 use crate::state::AppState;
 use crate::streaming;
-use engine::{NowAnswer, NowMeta};
+use engine::{NativeQuestion, NowAnswer, NowMeta, Reading};
 
 /// Admits, reads and answers a `/totals` or `/28hr` question.
 async fn ask(
@@ -39,24 +37,9 @@ async fn ask(
             head.uri.path()
         )));
     }
-    let body = read_native_body(&body, reading)?;
-    // What the endpoint cannot do is said, never silently dropped.
-    let range = [("start", &body.question.start), ("end", &body.question.end)];
-    let mut not_here: Vec<&str> =
-        range.into_iter().filter(|(_, sent)| !matches!(sent, Sent::Absent)).map(|(name, _)| name).collect();
-    not_here.extend(body.native_members());
-    if !not_here.is_empty() {
-        let span = match endpoint {
-            Endpoint::Totals => "counts each Tweet's whole life so far",
-            _ => "counts the last 28 hours",
-        };
-        return Err(refused(format!(
-            "{} {span} and takes no {}: ask /v1/historical for a range, partial answers or derived numbers",
-            head.uri.path(),
-            not_here.join(", ")
-        )));
-    }
-    let query = Query::from_body(endpoint, &body.question, &state.limits, chrono::Utc::now())
+    let body = NativeQuestion::read(&body, reading).map_err(ServiceError::BadRequest)?;
+    let query = body
+        .current(endpoint, head.uri.path(), &state.limits, chrono::Utc::now())
         .map_err(ServiceError::BadRequest)?;
     let room = room_for(state, answer_size(state, &query)?)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();

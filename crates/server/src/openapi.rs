@@ -9,9 +9,9 @@ use utoipa::{Modify, OpenApi};
 use engagement::request::{GroupingBody, QuestionBody};
 
 use crate::error::FailedSlice;
-use crate::question::NativeQuestion;
 use crate::schemas::*;
 use engine::Meta;
+use engine::NativeQuestion;
 
 struct Security;
 

@@ -10,21 +10,20 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use engagement::derive::{Derivations, Derived};
-use engagement::request::{QuestionBody, Sent};
+use engagement::derive::Derived;
+use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
-use engagement::{ApiError, Endpoint, Query};
+use engagement::{ApiError, Query};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::auth::Caller;
 use crate::error::{self, EngineError, ServiceError};
-use crate::question::{NativeQuestion, Reading, read_native_body};
 use crate::request_id::request_id;
 use crate::schemas::{DropInAnswer, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
 use crate::streaming;
-use engine::{Answer, Meta};
+use engine::{Answer, Meta, NativeQuestion, Reading};
 
 /// How long an overloaded service asks clients to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -122,32 +121,10 @@ pub(crate) fn question_of(
     body: &[u8],
     reading: Reading,
 ) -> Result<(engine::Question, u32), ServiceError> {
-    let body = read_native_body(body, reading)?;
-    let named = if reading.native { Vec::new() } else { body.native_members() };
-    if !named.is_empty() {
-        let list: Vec<String> = named.iter().map(|m| format!("\"{m}\"")).collect();
-        let verb = if named.len() == 1 { "is" } else { "are" };
-        return Err(ServiceError::BadRequest(ApiError::new(format!(
-            "{} {verb} only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape answers in full and has no place for them",
-            list.join(", ")
-        ))));
-    }
-    let partial = match body.partial {
-        Sent::Absent | Sent::Given(None) => false,
-        Sent::Given(Some(b)) => b,
-        Sent::Other(other) => {
-            return Err(ServiceError::BadRequest(ApiError::new(format!(
-                "\"partial\" must be true or false, not {other}"
-            ))));
-        }
-    };
-    let query = Query::from_body(Endpoint::Historical, &body.question, &state.limits, chrono::Utc::now())
-        .map_err(ServiceError::BadRequest)?;
-    let derive =
-        Derivations::read(&body.derive, &body.top, &query.types).map_err(ServiceError::BadRequest)?;
-    let counts = answer_size(state, &query)?;
-    let question = engine::Question::historical(query, partial, derive)
-        .ok_or_else(|| ServiceError::internal("a historical question without a range", None))?;
+    let body = NativeQuestion::read(body, reading).map_err(ServiceError::BadRequest)?;
+    let question =
+        body.historical(reading, &state.limits, chrono::Utc::now()).map_err(ServiceError::BadRequest)?;
+    let counts = answer_size(state, &question.query)?;
     Ok((question, counts))
 }
 
