@@ -20,18 +20,18 @@ use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_slice, failure, outcome};
 use crate::metrics;
-use crate::{Ask, Engine, shared_call};
+use crate::{Ask, Engine, coalesced_call};
 
 /// A call in flight to `/totals` or `/28hr`: who asks, where, and the body's text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct NowKey {
+pub(crate) struct CurrentKey {
     handle: String,
     endpoint: Endpoint,
     body: String,
 }
 
 /// What a shared call came to.
-pub(crate) type NowShared = Arc<Retried<Response>>;
+pub(crate) type CurrentOutcome = Arc<Retried<Response>>;
 
 /// What the native `/v1/totals` and `/v1/28hr` say of an answer besides its counts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl CurrentCall {
     /// The call's outcome, made here or joined if another question is making it.
     async fn call(self, slice: Slice) -> Ended<Slice, Response> {
         let CurrentCall { engine, ask, endpoint, lane, body } = self;
-        let key = NowKey {
+        let key = CurrentKey {
             handle: ask.handle.handle.clone(),
             endpoint,
             body: serde_json::to_string(&body).unwrap_or_default(),
@@ -179,9 +179,10 @@ impl CurrentCall {
             }
             .boxed()
         };
-        let ran_out = |shared: &NowShared| matches!(shared.result, Err(AttemptError::Deadline { .. }));
+        let ran_out = |shared: &CurrentOutcome| matches!(shared.result, Err(AttemptError::Deadline { .. }));
         let failed = |e| Arc::new(Retried { result: Err(e), attempts: 0 });
-        let (shared, joined) = shared_call(&engine.now_calls, &key, deadline, start, ran_out, failed).await;
+        let (shared, joined) =
+            coalesced_call(&engine.current_calls, &key, deadline, start, ran_out, failed).await;
         Ended { call: slice, result: shared.result.clone(), attempts: shared.attempts, joined }
     }
 }

@@ -17,7 +17,7 @@ use crate::execute::Ended;
 use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
-use crate::{Ask, Engine, shared_call, shared_facts};
+use crate::{Ask, Engine, coalesced_call, facts_tier};
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
 pub(crate) const HOURLY: &str = "hourly";
@@ -44,11 +44,8 @@ pub(crate) struct CallOutcome {
     pub attempts: u32,
 }
 
-/// A call's outcome as every question waiting for it sees it.
-pub(crate) type Shared = Arc<CallOutcome>;
-
 impl CallOutcome {
-    fn shared(result: Result<Brought, CallFailure>, attempts: u32) -> Shared {
+    fn new(result: Result<Brought, CallFailure>, attempts: u32) -> Arc<CallOutcome> {
         Arc::new(CallOutcome { result, attempts })
     }
 }
@@ -92,10 +89,12 @@ impl FactsCall {
         let key = self.key.clone();
         let this = Arc::new(self);
         let start = || Arc::clone(&this).made().boxed();
-        let ran_out =
-            |shared: &Shared| matches!(shared.result, Err(CallFailure::Call(AttemptError::Deadline { .. })));
-        let failed = |e| CallOutcome::shared(Err(CallFailure::Call(e)), 0);
-        let (shared, joined) = shared_call(&engine.shared, &key, deadline, start, ran_out, failed).await;
+        let ran_out = |shared: &Arc<CallOutcome>| {
+            matches!(shared.result, Err(CallFailure::Call(AttemptError::Deadline { .. })))
+        };
+        let failed = |e| CallOutcome::new(Err(CallFailure::Call(e)), 0);
+        let (shared, joined) =
+            coalesced_call(&engine.facts_calls, &key, deadline, start, ran_out, failed).await;
         let result = match &shared.result {
             Ok(brought) => Ok(Ok(brought.clone())),
             Err(CallFailure::Store(e)) => Ok(Err(Arc::clone(e))),
@@ -106,7 +105,7 @@ impl FactsCall {
 
     /// The call, made by this question for every question waiting for it: through the
     /// call policy, unless another replica holds its lease and has written its facts.
-    async fn made(self: Arc<Self>) -> Shared {
+    async fn made(self: Arc<Self>) -> Arc<CallOutcome> {
         let lease = match self.lease().await {
             Ok(lease) => lease,
             Err(theirs) => return theirs,
@@ -150,28 +149,28 @@ impl FactsCall {
         {
             tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");
         }
-        CallOutcome::shared(kept, retried.attempts)
+        CallOutcome::new(kept, retried.attempts)
     }
 
     /// Among replicas, one makes a call and the others take what it wrote: the lease this
     /// replica took (its name and holder), if any, or the other replica's outcome.
-    async fn lease(&self) -> Result<Option<(String, String)>, Shared> {
+    async fn lease(&self) -> Result<Option<(String, String)>, Arc<CallOutcome>> {
         let Some(sharing) = self.engine.sharing.as_ref().filter(|s| s.redis.is_up()) else {
             return Ok(None);
         };
-        let name = shared_facts::call_name(&self.key);
+        let name = facts_tier::call_name(&self.key);
         let holder = format!("{:016x}", fastrand::u64(..));
-        match sharing.redis.take_lease(&name, &holder, shared_facts::LEASE).await {
+        match sharing.redis.take_lease(&name, &holder, facts_tier::LEASE).await {
             Ok(true) => Ok(Some((name, holder))),
             Ok(false) => {
                 let theirs =
-                    shared_facts::wait_for(sharing, &self.engine.store, &self.key, &name, self.ask.deadline)
+                    facts_tier::wait_for(sharing, &self.engine.store, &self.key, &name, self.ask.deadline)
                         .await;
                 match theirs {
                     Some((facts, unsettled_from)) => {
                         metrics::coalesced();
                         let brought = Brought { facts: Arc::new(facts), unsettled_from };
-                        Err(CallOutcome::shared(Ok(brought), 0))
+                        Err(CallOutcome::new(Ok(brought), 0))
                     }
                     None => Ok(None),
                 }
@@ -220,7 +219,7 @@ impl FactsCall {
             Err(failure) => return Ok(Err(failure)),
         };
         if let Some(sharing) = &self.engine.sharing {
-            shared_facts::give(sharing, &self.engine.store, &self.key.handle, &facts, sent_at).await;
+            facts_tier::give(sharing, &self.engine.store, &self.key.handle, &facts, sent_at).await;
         }
         // Only the unsettled hours go to the questions waiting (settled ones are on disk),
         // so a big question never holds every call's facts.

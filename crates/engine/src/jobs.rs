@@ -146,13 +146,13 @@ impl Job {
             record.finished_at = Some(Utc::now());
             drop(record);
             self.cancel.cancel();
-            self.progress.touch();
+            self.progress.wake_watchers();
         }
     }
 
     fn set(&self, state: JobState) {
         self.lock().state = state;
-        self.progress.touch();
+        self.progress.wake_watchers();
     }
 
     /// Records how the job ended, unless it was cancelled meanwhile; the bytes its answer
@@ -177,7 +177,7 @@ impl Job {
             }
         };
         drop(record);
-        self.progress.touch();
+        self.progress.wake_watchers();
         kept
     }
 

@@ -31,6 +31,7 @@ pub mod config;
 mod current;
 pub mod error;
 mod execute;
+mod facts_tier;
 mod failure;
 mod fetch;
 mod grid;
@@ -42,7 +43,6 @@ mod progress;
 pub mod question;
 mod recall;
 mod rendered;
-mod shared_facts;
 pub mod sharing;
 
 pub use current::{NowAnswer, NowMeta};
@@ -213,12 +213,12 @@ pub struct Engine {
     /// Facts, statuses and the handle ledger.
     pub store: Arc<Store>,
     /// Whether questions are answered from the store (`store.enabled`).
-    pub remember: bool,
+    pub store_enabled: bool,
     pub ledger: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
-    shared: Coalesce<needs::CallKey, fetch::Shared>,
+    facts_calls: Coalesce<needs::CallKey, Arc<fetch::CallOutcome>>,
     /// `/totals` and `/28hr` calls in flight, likewise.
-    now_calls: Coalesce<current::NowKey, current::NowShared>,
+    current_calls: Coalesce<current::CurrentKey, current::CurrentOutcome>,
     /// Answers of questions over settled time, rendered, for repeats.
     rendered: rendered::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
@@ -228,12 +228,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine calling through `calls`, keeping facts in `store` if `remember`, and the
+    /// An engine calling through `calls`, keeping facts in `store` if `store_enabled`, and the
     /// month's ledger in Redis when `sharing` (in `store` too, for when Redis is away).
     pub fn new(
         calls: CallPolicy,
         store: Arc<Store>,
-        remember: bool,
+        store_enabled: bool,
         ledger: LedgerSettings,
         sharing: Option<Arc<Sharing>>,
     ) -> Engine {
@@ -241,10 +241,10 @@ impl Engine {
         Engine {
             calls,
             store,
-            remember,
+            store_enabled,
             ledger,
-            shared: Coalesce::default(),
-            now_calls: Coalesce::default(),
+            facts_calls: Coalesce::default(),
+            current_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
             sharing,
@@ -257,7 +257,7 @@ impl Engine {
 /// (`ran_out`) is made again for this one while its own `deadline` allows. Also whether the
 /// outcome is of a call another question made; `failed` makes the outcome of a call whose
 /// task died.
-async fn shared_call<K, V>(
+async fn coalesced_call<K, V>(
     calls: &Coalesce<K, V>,
     key: &K,
     deadline: Instant,
@@ -289,7 +289,7 @@ impl Engine {
     /// question fails with what was not done. With the store on, what is held is not
     /// fetched again; without it, every slice of the grid is.
     pub async fn answer(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
-        let mut answer = self.stitch(ask, question).await?;
+        let mut answer = self.answer_counts(ask, question).await?;
         answer.groupings.clone_from(&question.query.groupings);
         // Numbers over part of the range would mislead: an incomplete answer has none.
         if question.derive.any() && answer.incomplete.is_empty() {
@@ -300,8 +300,8 @@ impl Engine {
 
     /// The answer to `question` alone, before anything is derived from it: from the store
     /// and the calls for what it lacks, or on the grid without a store.
-    async fn stitch(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
-        if self.remember { self.recall(ask, question).await } else { self.by_grid(ask, question).await }
+    async fn answer_counts(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
+        if self.store_enabled { self.recall(ask, question).await } else { self.by_grid(ask, question).await }
     }
 
     /// Derives what `question` asks from its `answer`: from one of its groupings that has
@@ -320,7 +320,7 @@ impl Engine {
                 let per_tweet = question.per_tweet();
                 // Its own progress: a watcher's count of slices is the question's.
                 let unwatched = Ask { progress: Arc::new(Progress::default()), ..ask.clone() };
-                let more = self.stitch(&unwatched, &per_tweet).await?;
+                let more = self.answer_counts(&unwatched, &per_tweet).await?;
                 answer.meta.upstream_calls += more.meta.upstream_calls;
                 answer.meta.retries += more.meta.retries;
                 if !more.incomplete.is_empty() {

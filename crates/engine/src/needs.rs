@@ -274,7 +274,7 @@ mod tests {
         known.refused.insert(TweetId(33), protected.clone());
         known.refused.insert(TweetId(11), Refused::Neither);
         assert!(remembered_refusal(&batch, &known).is_none(), "whether 22 is the handle's is not known");
-        known.status.insert(TweetId(22), false);
+        known.status.insert(TweetId(22), store::TweetStatus::Live);
         let Some(AttemptError::Refused { status, errors }) = remembered_refusal(&batch, &known) else {
             panic!("every Tweet is judged")
         };
@@ -299,7 +299,7 @@ mod tests {
         let mut known = Known { range: Some(range), ..Known::default() };
         for t in &tweets {
             known.held.insert(*t, vec![true; range.hours()]);
-            known.status.insert(*t, false);
+            known.status.insert(*t, store::TweetStatus::Live);
         }
         (plan, known)
     }

@@ -111,7 +111,7 @@ impl Progress {
     }
 
     /// Tells the watchers something changed (also when the question's state does).
-    pub fn touch(&self) {
+    pub fn wake_watchers(&self) {
         self.changed.send_replace(());
     }
 
@@ -139,7 +139,7 @@ impl Progress {
         self.slices_total.store(plan.planned(), Ordering::Relaxed);
         self.slices_synthesized.store(plan.synthesized_slices(), Ordering::Relaxed);
         self.slices_from_store.store(from_store, Ordering::Relaxed);
-        self.touch();
+        self.wake_watchers();
     }
 
     /// `calls` more calls are to be made.
@@ -148,27 +148,27 @@ impl Progress {
             self.fetching_since.get_or_init(Instant::now);
             self.calls_planned.fetch_add(calls, Ordering::Relaxed);
             self.stage.store(Stage::Fetching as u8, Ordering::Relaxed);
-            self.touch();
+            self.wake_watchers();
         }
     }
 
     /// The calls are done; the answer is being made.
     pub(crate) fn answering(&self) {
         self.stage.store(Stage::Answering as u8, Ordering::Relaxed);
-        self.touch();
+        self.wake_watchers();
     }
 
     /// A call finished, answered or not; `slices` more slices are fetched whole by it.
     pub(crate) fn call_finished(&self, slices: usize) {
         self.calls_finished.fetch_add(1, Ordering::Relaxed);
         self.slices_done.fetch_add(slices, Ordering::Relaxed);
-        self.touch();
+        self.wake_watchers();
     }
 
     /// The slices fetched, as the answer's `meta` counts them once it is made.
     pub(crate) fn fetched(&self, slices: usize) {
         self.slices_done.store(slices, Ordering::Relaxed);
-        self.touch();
+        self.wake_watchers();
     }
 
     /// One attempt of a call ended: a retry or not, after waiting `waited` for the budget
@@ -184,7 +184,7 @@ impl Progress {
             let from = until.checked_sub(waited).unwrap_or(until);
             self.lock_waits().add(from, until);
         }
-        self.touch();
+        self.wake_watchers();
     }
 
     fn lock_waits(&self) -> std::sync::MutexGuard<'_, Waits> {

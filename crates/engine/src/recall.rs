@@ -22,7 +22,7 @@ use crate::fetch::{FactsCall, Kept};
 use crate::metrics;
 use crate::needs::{Coverage, Need, Needs, judging, needs};
 use crate::rendered::{RenderedAnswer, RenderedKey, no_video_views};
-use crate::{Answer, Ask, Engine, Meta, Question, off_the_workers, shared_facts};
+use crate::{Answer, Ask, Engine, Meta, Question, facts_tier, off_the_workers};
 
 /// What a question's calls came to.
 #[derive(Debug, Default)]
@@ -178,7 +178,7 @@ impl Engine {
         if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up())
             && !needs.calls.is_empty()
         {
-            shared_facts::take(sharing, &self.store, handle, plan, known, types, Utc::now()).await;
+            facts_tier::take(sharing, &self.store, handle, plan, known, types, Utc::now()).await;
             needs = self::needs(plan, known);
         }
         needs
@@ -263,7 +263,7 @@ impl Engine {
     fn mark_used(&self, handle: &str, tweets: Vec<TweetId>, now: DateTime<Utc>) {
         let (store, name) = (Arc::clone(&self.store), handle.to_string());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.touch(&name, &tweets, now) {
+            if let Err(e) = store.mark_used(&name, &tweets, now) {
                 tracing::warn!(error = %e, "the store could not mark Tweets used");
             }
         });
@@ -368,7 +368,7 @@ impl Batch<'_> {
             return Ok(());
         }
         let (deleted, shown): (Vec<TweetId>, Vec<TweetId>) =
-            batch.iter().partition(|t| known.status.get(t) == Some(&true));
+            batch.iter().partition(|t| known.status.get(t) == Some(&store::TweetStatus::Deleted));
         let held = self
             .store
             .held(self.handle, &shown, types, known, &failed, self.now)

@@ -120,14 +120,14 @@ impl Activity {
     }
 }
 
-type Shared = Arc<Mutex<Activity>>;
+type Activities = Arc<Mutex<Activity>>;
 
-fn lock(activity: &Shared) -> std::sync::MutexGuard<'_, Activity> {
+fn lock(activity: &Activities) -> std::sync::MutexGuard<'_, Activity> {
     activity.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn connection(stream: TcpStream, router: Router, limits: Limits, mut closing: watch::Receiver<bool>) {
-    let activity: Shared = Arc::new(Mutex::new(Activity {
+    let activity: Activities = Arc::new(Mutex::new(Activity {
         in_flight: 0,
         head_began: None,
         idle_since: None,
@@ -194,10 +194,10 @@ async fn connection(stream: TcpStream, router: Router, limits: Limits, mut closi
 /// A request being answered on a connection; when its answer is written (or dropped) the
 /// connection goes idle.
 #[derive(Debug)]
-struct Answering(Shared);
+struct Answering(Activities);
 
 impl Answering {
-    fn begin(activity: &Shared) -> Answering {
+    fn begin(activity: &Activities) -> Answering {
         let mut a = lock(activity);
         a.in_flight += 1;
         a.head_began = None;
@@ -243,7 +243,7 @@ impl HttpBody for Tracked {
 /// take for `write_timeout` fails.
 struct Watched {
     stream: TcpStream,
-    activity: Shared,
+    activity: Activities,
     write_timeout: Duration,
     /// Running while a write waits on the client.
     stall: Option<Pin<Box<Sleep>>>,

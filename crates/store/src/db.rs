@@ -11,7 +11,7 @@ use engagement::{EngagementType, TimeRange, TweetId};
 use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, Unshown, born_hour, hour_of};
+use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, hour_of};
 use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
@@ -213,7 +213,7 @@ impl Store {
     }
 
     /// Marks `tweets` of `handle` used at `now`, for eviction.
-    pub fn touch(&self, handle: &str, tweets: &[TweetId], now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn mark_used(&self, handle: &str, tweets: &[TweetId], now: DateTime<Utc>) -> Result<(), StoreError> {
         // Use only orders eviction: losing it in a crash costs nothing, so it is not synced.
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
@@ -307,7 +307,7 @@ impl Store {
             } else if let Some(s) = status.get((handle, tweet.0))? {
                 let (at, deleted) = s.value();
                 if trusted(at) {
-                    known.status.insert(tweet, deleted == 1);
+                    known.status.insert(tweet, TweetStatus::of(deleted == 1));
                     let learned = DateTime::from_timestamp(at, 0).unwrap_or(now);
                     known.oldest_status = Some(known.oldest_status.map_or(learned, |o| o.min(learned)));
                 } else if deleted == 1 {

@@ -194,8 +194,8 @@ pub struct Known {
     pub held: HashMap<TweetId, Vec<bool>>,
     /// Unsettled hours held in memory, kept by the question so they cannot expire under it.
     pub fresh: HashMap<(TweetId, i64), Arc<FreshHour>>,
-    /// Whether each Tweet is deleted, for the Tweets whose status is still trusted.
-    pub status: HashMap<TweetId, bool>,
+    /// Whether each Tweet is live or deleted, for the Tweets whose status is still trusted.
+    pub status: HashMap<TweetId, TweetStatus>,
     /// When the oldest of those statuses was learned (none: no status was read).
     pub oldest_status: Option<DateTime<Utc>>,
     /// What refused calls told of Tweets, while that is trusted (a Tweet refused for has
@@ -205,6 +205,22 @@ pub struct Known {
     /// until a call says otherwise, their hours are not expected, only their status is
     /// asked again.
     pub unshown: HashMap<TweetId, Unshown>,
+}
+
+/// What the upstream last said of a Tweet it answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TweetStatus {
+    /// It was there.
+    Live,
+    /// It was deleted.
+    Deleted,
+}
+
+impl TweetStatus {
+    /// `Deleted` if `deleted`, else `Live`.
+    pub fn of(deleted: bool) -> TweetStatus {
+        if deleted { TweetStatus::Deleted } else { TweetStatus::Live }
+    }
 }
 
 /// Why the upstream last showed nothing of a Tweet.
@@ -251,7 +267,7 @@ impl Known {
         for &t in &facts.tweets {
             self.refused.remove(&t);
             self.unshown.remove(&t);
-            self.status.insert(t, facts.deleted.contains(&t));
+            self.status.insert(t, TweetStatus::of(facts.deleted.contains(&t)));
         }
         for (tweet, hours) in &facts.hours {
             for (hour, counts) in hours {
@@ -266,7 +282,7 @@ impl Known {
     /// Whether the upstream is expected to show no counts of `tweet`: deleted, refused for,
     /// or last seen so and not yet asked again.
     pub fn shows_nothing_of(&self, tweet: &TweetId) -> bool {
-        self.status.get(tweet) == Some(&true)
+        self.status.get(tweet) == Some(&TweetStatus::Deleted)
             || self.refused.get(tweet).is_some_and(|r| r.refusal().is_some())
             || (self.unshown.contains_key(tweet) && !self.status.contains_key(tweet))
     }

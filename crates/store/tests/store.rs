@@ -70,8 +70,8 @@ fn kept_hours_read_back_exactly_and_only_for_their_handle() {
     let known = store.known("alice", &tweets, &ALL, r, now).unwrap();
     assert!(known.held[&tweet(1)].iter().all(|h| *h));
     assert!(known.held[&tweet(2)].iter().all(|h| !*h), "a deleted Tweet has no facts");
-    assert!(known.status[&tweet(2)]);
-    assert!(!known.status[&tweet(1)]);
+    assert_eq!(known.status[&tweet(2)], store::TweetStatus::Deleted);
+    assert_eq!(known.status[&tweet(1)], store::TweetStatus::Live);
 
     let types = [EngagementType::Retweets, EngagementType::Impressions];
     let held = store.held("alice", &[tweet(1)], &types, &known, &[], now).unwrap();
@@ -106,7 +106,7 @@ fn settled_hours_survive_a_reopen_unsettled_ones_do_not() {
     let settled = (hour_of(at("2020-03-07T12:00:00Z")) - hour_of(r.start)) as usize;
     assert!(held[..settled].iter().all(|h| *h), "settled hours are on disk");
     assert!(held[settled..].iter().all(|h| !*h), "unsettled hours were only in memory");
-    assert!(!known.status[&tweet(1)], "statuses are durable");
+    assert_eq!(known.status[&tweet(1)], store::TweetStatus::Live, "statuses are durable");
 }
 
 #[test]

@@ -84,7 +84,7 @@ pub(super) async fn take(
     }
     known.learn(&counts, unsettled_from, now);
     for (tweet, (deleted, learned)) in &statuses {
-        known.status.insert(*tweet, *deleted);
+        known.status.insert(*tweet, store::TweetStatus::of(*deleted));
         known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
     }
     keep_here(store, handle, counts, &statuses, now).await;
