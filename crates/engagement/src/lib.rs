@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod render;
 pub mod request;
+pub mod slots;
 pub mod time;
 pub mod tree;
 pub mod tweet_id;

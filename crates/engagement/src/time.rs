@@ -16,9 +16,15 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
+/// The number of the hour that holds `t`: hours since the Unix epoch. Every crate numbers
+/// hours this way.
+pub fn hour_number(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3600)
+}
+
 /// The start of the hour that holds `t`.
 pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = t.timestamp().div_euclid(3600) * 3600;
+    let secs = hour_number(t) * 3600;
     Utc.timestamp_opt(secs, 0).single().unwrap_or(t)
 }
 

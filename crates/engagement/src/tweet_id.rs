@@ -26,6 +26,12 @@ impl TweetId {
         TweetId(TweetId::minted_at(end_of_hour).0 - 1)
     }
 
+    /// Whether the API reports this Tweet's `video_views` to a call made at `now`: not once
+    /// it is older than [`VIDEO_VIEWS_MAX_AGE_DAYS`](crate::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS).
+    pub fn reports_video_views_at(self, now: DateTime<Utc>) -> bool {
+        now - self.created_at() <= chrono::Duration::days(crate::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS)
+    }
+
     /// When the Tweet was created. IDs older than the time-based scheme decode to its epoch,
     /// which is before any instant the API can be asked about.
     pub fn created_at(self) -> DateTime<Utc> {

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use engagement::slots::types_mask;
 use engagement::{EngagementType, TweetId};
 use stitch::Plan;
 use store::facts::{born_hour, hour_of};
-use store::row::types_mask;
 use store::{CallFacts, Known, Store};
 
 use crate::metrics;
@@ -112,13 +112,10 @@ async fn keep_here(
     }
     writes.extend(by_learned.into_iter().map(|(at, facts)| (facts, at)));
     let (store, name) = (Arc::clone(store), handle.to_string());
-    let kept = tokio::task::spawn_blocking(move || {
+    crate::off_the_workers_or_warn("the shared facts could not be kept in this replica's store", move || {
         writes.iter().try_for_each(|(facts, at)| store.keep(&name, facts, *at))
     })
     .await;
-    if let Err(e) = kept.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-        tracing::warn!(error = %e, "the shared facts could not be kept in this replica's store");
-    }
 }
 
 /// Writes what one call fetched (kept in this replica's store already) to Redis, for the

@@ -258,9 +258,9 @@ impl FactsCall {
             return;
         }
         let (store, name) = (Arc::clone(&self.engine.store), self.key.handle.clone());
-        let kept = tokio::task::spawn_blocking(move || store.refuse(&name, told, at)).await;
-        if let Err(e) = kept.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-            tracing::warn!(error = %e, "the store could not keep a refusal");
-        }
+        crate::off_the_workers_or_warn("the store could not keep a refusal", move || {
+            store.refuse(&name, told, at)
+        })
+        .await;
     }
 }

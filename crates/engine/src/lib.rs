@@ -84,6 +84,18 @@ pub(crate) async fn off_the_workers<T: Send + 'static>(
         .map_err(|e| EngineError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
 }
 
+/// Runs `work` on a blocking thread, as [`off_the_workers`], for writes whose loss costs no
+/// more than a call made again later: a failure is logged at WARN as `what`, not returned.
+pub(crate) async fn off_the_workers_or_warn<E: std::fmt::Display + Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), E> + Send + 'static,
+) {
+    let done = tokio::task::spawn_blocking(work).await;
+    if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        tracing::warn!(error = %e, "{what}");
+    }
+}
+
 /// What a question took, for the native endpoint's `meta`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -367,12 +379,12 @@ impl Engine {
         let local = match shared {
             Some(Admission::Refused { .. }) => None,
             _ => Some(
-                tokio::task::spawn_blocking(move || store.admit_handle(&name, now, cap, refuse))
-                    .await
-                    .map_err(|e| EngineError::internal("the ledger's task failed", Some(Box::new(e))))?
-                    .map_err(|e| {
+                off_the_workers("the ledger", move || {
+                    store.admit_handle(&name, now, cap, refuse).map_err(|e| {
                         EngineError::internal("the handle ledger could not be read", Some(Box::new(e)))
-                    })?,
+                    })
+                })
+                .await?,
             ),
         };
         let Some(admitted) = shared.or(local) else {

@@ -262,22 +262,19 @@ impl Engine {
     /// nothing but the order of eviction, so no question waits for it.
     fn mark_used(&self, handle: &str, tweets: Vec<TweetId>, now: DateTime<Utc>) {
         let (store, name) = (Arc::clone(&self.store), handle.to_string());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.mark_used(&name, &tweets, now) {
-                tracing::warn!(error = %e, "the store could not mark Tweets used");
-            }
-        });
+        tokio::spawn(crate::off_the_workers_or_warn("the store could not mark Tweets used", move || {
+            store.mark_used(&name, &tweets, now)
+        }));
     }
 
     /// Evicts what a question held pinned past the store's bound, off the answer's path.
     fn shrink_store(&self) {
         if self.store.over_bound() {
             let store = Arc::clone(&self.store);
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.shrink() {
-                    tracing::warn!(error = %e, "the store could not evict down to its bound");
-                }
-            });
+            tokio::spawn(crate::off_the_workers_or_warn(
+                "the store could not evict down to its bound",
+                move || store.shrink(),
+            ));
         }
     }
 }

@@ -91,6 +91,5 @@ pub(crate) fn no_video_views(
     if !types.contains(&EngagementType::VideoViews) {
         return Vec::new();
     }
-    let limit = chrono::Duration::days(engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS);
-    tweets.iter().copied().filter(|t| now - t.created_at() > limit).collect()
+    tweets.iter().copied().filter(|t| !t.reports_video_views_at(now)).collect()
 }

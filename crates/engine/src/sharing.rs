@@ -180,8 +180,10 @@ pub async fn local_month(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<store::LedgerEntry>, EngineError> {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.handles_in_month(now))
-        .await
-        .map_err(|e| EngineError::internal("reading the ledger failed", Some(Box::new(e))))?
-        .map_err(|e| EngineError::internal("the handle ledger could not be read", Some(Box::new(e))))
+    crate::off_the_workers("reading the ledger", move || {
+        store
+            .handles_in_month(now)
+            .map_err(|e| EngineError::internal("the handle ledger could not be read", Some(Box::new(e))))
+    })
+    .await
 }

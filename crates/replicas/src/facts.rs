@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use engagement::TweetId;
-use store::row::{Hour, SLOTS};
+use engagement::slots::{Hour, SLOTS, slots_in};
 
 use crate::{Redis, Unreachable};
 
@@ -19,10 +19,6 @@ pub const SETTLED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
 pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
-
-fn slots_of(mask: u32) -> impl Iterator<Item = usize> {
-    (0..SLOTS).filter(move |s| mask & (1 << s) != 0)
-}
 
 impl Redis {
     fn day_key(&self, handle: &str, tweet: TweetId, day: i64) -> String {
@@ -55,9 +51,9 @@ impl Redis {
                 if *hour < unsettled_from {
                     let fields = days.entry((tweet, hour.div_euclid(24))).or_default();
                     let h = hour.rem_euclid(24);
-                    fields.extend(slots_of(slots).map(|s| (format!("{s}:{h}"), counts[s])));
+                    fields.extend(slots_in(slots).map(|s| (format!("{s}:{h}"), counts[s])));
                 } else if !fresh_ttl.is_zero() {
-                    for s in slots_of(slots) {
+                    for s in slots_in(slots) {
                         let key = self.fresh_key(handle, tweet, *hour, s);
                         pipe.cmd("SET")
                             .arg(key)
@@ -125,12 +121,12 @@ impl Redis {
             let mut pipe = redis::pipe();
             for (tweet, hour) in &fresh {
                 let keys: Vec<String> =
-                    slots_of(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect();
+                    slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect();
                 pipe.cmd("MGET").arg(keys);
             }
             let counts: Vec<Vec<Option<u64>>> = self.run_all(&pipe).await?;
             for ((tweet, hour), counts) in fresh.into_iter().zip(counts) {
-                for (s, count) in slots_of(slots).zip(counts) {
+                for (s, count) in slots_in(slots).zip(counts) {
                     if let Some(count) = count {
                         found_one(tweet, hour, s, count);
                     }

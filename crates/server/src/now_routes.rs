@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::error::ServiceError;
 use crate::request_id::request_id;
-use crate::routes::{Admitted, Format, RequestHead, admit, answer_size, room_for};
+use crate::routes::{Admitted, Format, NativeBody, RequestHead, admit, answer_size, room_for};
 use crate::schemas::{
     Hr28Question, NativeHr28Question, NativeTotalsQuestion, NowDropInAnswer, NowNativeAnswer, QuestionErrors,
     TotalsQuestion,
@@ -60,10 +60,9 @@ fn query_names_format(uri: &Uri) -> bool {
     uri.query().is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "format"))
 }
 
-/// The native body: integer counts and `meta`.
+/// What the native body carries besides `data`.
 #[derive(Serialize)]
-struct NativeBody<'a> {
-    data: engagement::tree::Styled<'a, engagement::Response>,
+struct NowTail<'a> {
     meta: &'a NowMeta,
 }
 
@@ -81,8 +80,7 @@ async fn respond(
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
             if native {
-                let data = answer.response.styled(CountStyle::Integers);
-                serde_json::to_writer(out, &NativeBody { data, meta: &answer.meta })
+                serde_json::to_writer(out, &NativeBody::new(&answer.response, NowTail { meta: &answer.meta }))
             } else {
                 serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
             }

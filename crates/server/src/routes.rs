@@ -333,12 +333,20 @@ fn repeat_text(answer: &Answer, native: bool) -> serde_json::Result<Vec<axum::bo
     Ok(vec![axum::body::Bytes::from_static(b"{\"data\":"), data, tail.into()])
 }
 
-/// The native body, written straight from the tree (no intermediate JSON value).
+/// A native body, written straight from the tree (no intermediate JSON value): the counts
+/// as integers under `data`, then what `tail` says of them (`meta`, derived numbers).
 #[derive(serde::Serialize)]
-pub(crate) struct NativeBody<'a> {
+pub(crate) struct NativeBody<'a, T> {
     data: engagement::tree::Styled<'a, engagement::Response>,
     #[serde(flatten)]
-    tail: NativeTail<'a>,
+    tail: T,
+}
+
+impl<'a, T> NativeBody<'a, T> {
+    /// The body of `response`, followed by `tail`.
+    pub(crate) fn new(response: &'a engagement::Response, tail: T) -> NativeBody<'a, T> {
+        NativeBody { data: response.styled(CountStyle::Integers), tail }
+    }
 }
 
 /// What the native body carries besides `data`.
@@ -366,8 +374,8 @@ pub(crate) struct NativeMeta<'a> {
     incomplete: &'a [crate::error::FailedSlice],
 }
 
-pub(crate) fn native_body(answer: &Answer) -> NativeBody<'_> {
-    NativeBody { data: answer.response.styled(CountStyle::Integers), tail: NativeTail::of(answer) }
+pub(crate) fn native_body(answer: &Answer) -> NativeBody<'_, NativeTail<'_>> {
+    NativeBody::new(&answer.response, NativeTail::of(answer))
 }
 
 /// Any other path.

@@ -7,9 +7,8 @@
 //! share of impressions and every other type a share of engagements. Each hour's count is
 //! drawn from a hash, so any hour can be computed alone and always gives the same answer.
 
-use chrono::{DateTime, Duration, Utc};
-use engagement::time::floor_hour;
-use engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS;
+use chrono::{DateTime, Utc};
+use engagement::time::hour_number;
 use engagement::{EngagementType, HourlyCounts, TweetId};
 
 /// The engagement model at one instant: counts are zero before each Tweet's creation hour
@@ -92,7 +91,7 @@ fn share_of_engagements(ty: EngagementType, p: &Profile) -> f64 {
 impl Model {
     /// Whether `video_views` are reported for `tweet` (younger than 1800 days now).
     pub fn video_views_supported(&self, tweet: TweetId) -> bool {
-        self.now - tweet.created_at() <= Duration::days(VIDEO_VIEWS_MAX_AGE_DAYS)
+        tweet.reports_video_views_at(self.now)
     }
 
     fn noise(&self, tweet: TweetId, salt: u64, hour: i64) -> f64 {
@@ -117,14 +116,14 @@ impl Model {
 impl HourlyCounts for Model {
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
         let p = Profile::of(self.seed, tweet);
-        let born = floor_hour(tweet.created_at()).timestamp() / 3600;
+        let born = hour_number(tweet.created_at());
         let now_secs = self.now.timestamp();
-        let now_hour = now_secs.div_euclid(3600);
+        let now_hour = hour_number(self.now);
         // An hour is final once this many seconds have passed since its start.
         let settle_secs = 3600 * (1 + i64::from(self.settle_hours));
         let video = ty == EngagementType::VideoViews && p.has_video && self.video_views_supported(tweet);
         let share = share_of_engagements(ty, &p);
-        let first_hour = start.timestamp().div_euclid(3600);
+        let first_hour = hour_number(start);
         // The daily rhythm by hour of day: the audience is awake around `awake_hour`.
         let rhythm: [f64; 24] = std::array::from_fn(|hod| {
             1.0 + 0.6 * (std::f64::consts::TAU * (hod as f64 - p.awake_hour) / 24.0).cos()
@@ -221,7 +220,8 @@ mod tests {
         assert_eq!(shown[sixty_hours_old], finals[sixty_hours_old], "60 hours old is final");
         assert_eq!(&shown[85..], &[0; 5], "after now");
         // Moving the clock only ever grows a count.
-        let later = series(&Model { now: now + Duration::hours(24), ..settling }, tweet, ty, start, 90);
+        let later =
+            series(&Model { now: now + chrono::Duration::hours(24), ..settling }, tweet, ty, start, 90);
         assert!(shown.iter().zip(&later).all(|(a, b)| a <= b), "{shown:?} then {later:?}");
         assert!(later[ten_hours_old] > shown[ten_hours_old]);
     }
@@ -232,10 +232,10 @@ mod tests {
         for now in ["2024-01-01T00:30:00Z", "2024-01-01T00:17:23.75Z", "2024-01-01T00:59:59Z"] {
             let m = Model { seed: 7, now: parse_instant(now).unwrap(), settle_hours: 0 };
             // The formula before `settle_hours`: whole seconds of the hour passed.
-            let progress = (m.now - floor_hour(m.now)).num_seconds() as f64 / 3600.0;
+            let progress = (m.now - engagement::time::floor_hour(m.now)).num_seconds() as f64 / 3600.0;
             for ty in [EngagementType::Impressions, EngagementType::Engagements, EngagementType::Favorites] {
                 // An hour later the hour that was in progress is final.
-                let later = Model { now: m.now + Duration::hours(1), ..m };
+                let later = Model { now: m.now + chrono::Duration::hours(1), ..m };
                 let finals = series(&later, tweet, ty, "2023-12-30T08:00:00Z", 41);
                 let shown = series(&m, tweet, ty, "2023-12-30T08:00:00Z", 41);
                 assert!(ty != EngagementType::Impressions || finals[40] > 0, "{now}: a count to share");

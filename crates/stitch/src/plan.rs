@@ -16,8 +16,8 @@ pub fn grid_anchor() -> DateTime<Utc> {
 /// days whose union is `range`.
 pub fn windows(range: TimeRange) -> Vec<TimeRange> {
     let cell = MAX_WINDOW_HOURS;
-    let anchor_hour = grid_anchor().timestamp().div_euclid(3600);
-    let start_hour = range.start.timestamp().div_euclid(3600);
+    let anchor_hour = engagement::time::hour_number(grid_anchor());
+    let start_hour = engagement::time::hour_number(range.start);
     let mut out = Vec::new();
     let mut from = range.start;
     while from < range.end {

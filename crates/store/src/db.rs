@@ -556,14 +556,7 @@ impl Store {
             range,
             types: types.to_vec(),
             series: HashMap::with_capacity(tweets.len()),
-            no_video_views: tweets
-                .iter()
-                .copied()
-                .filter(|t| {
-                    now - t.created_at()
-                        > chrono::Duration::days(engagement::vocabulary::VIDEO_VIEWS_MAX_AGE_DAYS)
-                })
-                .collect(),
+            no_video_views: tweets.iter().copied().filter(|t| !t.reports_video_views_at(now)).collect(),
         };
         for &tweet in tweets {
             let mut series = vec![vec![0u64; hours]; types.len()];

@@ -12,10 +12,7 @@ use engagement::{EngagementType, HourlyCounts, Response, TimeRange, TweetId};
 
 use crate::row::{Hour, SLOTS, slot, types_mask};
 
-/// The hour number of an instant (hours since the Unix epoch).
-pub fn hour_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp().div_euclid(3600)
-}
+pub use engagement::time::hour_number as hour_of;
 
 /// The first hour a Tweet can have counts in: before it, every count is zero.
 pub fn born_hour(tweet: TweetId) -> i64 {

@@ -4,45 +4,7 @@
 //! counts that follow (4 bytes), then one LEB128 count per held hour. A reader that wants two
 //! types of seventeen skips the other blocks without decoding them.
 
-use engagement::{Endpoint, EngagementType};
-
-/// How many types `/historical` answers.
-pub const SLOTS: usize = 17;
-
-/// The counts of every type in one hour, in [`slot`] order (those not fetched are 0).
-pub type Hour = [u64; SLOTS];
-
-/// The types a fact can hold, in slot order.
-pub fn slot_types() -> [EngagementType; SLOTS] {
-    let mut out = [EngagementType::Impressions; SLOTS];
-    for (slot, ty) in out.iter_mut().zip(Endpoint::Historical.types()) {
-        *slot = ty;
-    }
-    out
-}
-
-/// The slot of `ty` in a fact, if `/historical` answers for it.
-pub fn slot(ty: EngagementType) -> Option<usize> {
-    Endpoint::Historical.types().position(|t| t == ty)
-}
-
-/// The mask of a set of slots.
-pub fn slot_mask(slots: &[usize]) -> u32 {
-    slots.iter().fold(0, |m, s| m | 1 << s)
-}
-
-/// The slots of `types` (those a row can hold), sorted, each once.
-pub fn slots_of(types: &[EngagementType]) -> Vec<usize> {
-    let mut slots: Vec<usize> = types.iter().filter_map(|t| slot(*t)).collect();
-    slots.sort_unstable();
-    slots.dedup();
-    slots
-}
-
-/// The mask of the slots of `types`.
-pub fn types_mask(types: &[EngagementType]) -> u32 {
-    slot_mask(&slots_of(types))
-}
+pub use engagement::slots::{Hour, SLOTS, slot, slot_mask, slot_types, slots_of, types_mask};
 
 /// A day of one Tweet: per type, the hours held and their counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,16 +140,6 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn slots_are_the_historical_types() {
-        let types = slot_types();
-        assert!(!types.contains(&EngagementType::QuoteTweets));
-        for (i, ty) in types.iter().enumerate() {
-            assert_eq!(slot(*ty), Some(i));
-        }
-        assert_eq!(slot(EngagementType::QuoteTweets), None);
-    }
 
     proptest! {
         #[test]
