@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use upstream::HandleCredentials;
 
 use crate::config::JobsSettings;
@@ -212,6 +213,8 @@ pub struct Jobs {
     kept: Mutex<Kept>,
     /// Fires when shutdown begins: queued jobs fail then, without starting.
     closing: CancellationToken,
+    /// Where jobs run: shutdown waits for what it tracks.
+    tasks: TaskTracker,
     settings: JobsSettings,
 }
 
@@ -234,13 +237,14 @@ pub struct Submitted {
 }
 
 impl Jobs {
-    /// An empty set of jobs run as `settings` say.
-    pub fn new(settings: JobsSettings) -> Jobs {
+    /// An empty set of jobs run as `settings` say, each tracked by `tasks` until it ends.
+    pub fn new(settings: JobsSettings, tasks: TaskTracker) -> Jobs {
         Jobs {
             jobs: Mutex::default(),
             running: Arc::new(Semaphore::new(settings.max_running.max(1))),
             kept: Mutex::default(),
             closing: CancellationToken::new(),
+            tasks,
             settings,
         }
     }
@@ -299,7 +303,7 @@ impl Jobs {
         };
         let (jobs, engine, counts_budget, runner) =
             (Arc::clone(self), Arc::clone(engine), Arc::clone(counts_budget), Arc::clone(&made));
-        tokio::spawn(async move { jobs.run(runner, &engine, job, &counts_budget).await });
+        self.tasks.spawn(async move { jobs.run(runner, &engine, job, &counts_budget).await });
         Ok(made)
     }
 

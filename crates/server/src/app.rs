@@ -29,17 +29,10 @@ use engine::sharing::Sharing;
 /// connections to close.
 const CUT_OFF_LINGER: Duration = Duration::from_secs(2);
 
-/// Waits up to `limit` for the questions in flight and the running jobs to be answered;
-/// whether they were.
+/// Waits up to `limit` for the questions in flight and the jobs to end (shutdown has closed
+/// their tracker); whether they did.
 async fn wait_for_questions(state: &AppState, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while state.questions_in_flight() > 0 || state.jobs.running() > 0 {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+    tokio::time::timeout(limit, state.tasks.wait()).await.is_ok()
 }
 
 /// The upstream of `settings` (starting the embedded simulator when none is set), where it
@@ -173,6 +166,7 @@ impl Application {
                 shutdown.await;
                 state.ready.store(false, Ordering::SeqCst);
                 state.jobs.close();
+                state.tasks.close();
                 tracing::info!(
                     grace_secs = grace.as_secs(),
                     in_flight = state.questions_in_flight(),

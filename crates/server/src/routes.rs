@@ -15,6 +15,7 @@ use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
 use engagement::{ApiError, Query};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use crate::auth::Caller;
@@ -30,8 +31,15 @@ const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A question's place among those in flight, held until its answer is written.
 pub(crate) struct Admitted {
-    pub _request: OwnedSemaphorePermit,
+    pub _request: InFlight,
     pub _counts: OwnedSemaphorePermit,
+}
+
+/// A request's place among those in flight, held until its answer is written: shutdown
+/// waits for every one.
+pub(crate) struct InFlight {
+    _place: OwnedSemaphorePermit,
+    _tracked: TaskTrackerToken,
 }
 
 /// What authentication looks at.
@@ -48,7 +56,7 @@ pub(crate) async fn admit(
     state: &Arc<AppState>,
     head: &RequestHead,
     body: Body,
-) -> Result<(Caller, OwnedSemaphorePermit, Bytes), ServiceError> {
+) -> Result<(Caller, InFlight, Bytes), ServiceError> {
     if !state.ready.load(Ordering::SeqCst) {
         return Err(EngineError::ShuttingDown.into());
     }
@@ -62,9 +70,10 @@ pub(crate) async fn admit(
         return Err(ServiceError::PayloadTooLarge { limit });
     }
     let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?;
-    let admitted = Arc::clone(&state.admission)
+    let place = Arc::clone(&state.admission)
         .try_acquire_owned()
         .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
+    let admitted = InFlight { _place: place, _tracked: state.tasks.token() };
     if let Some(kind) = head.headers.get(header::CONTENT_TYPE) {
         let essence = kind.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         let json = essence.eq_ignore_ascii_case("application/json")
@@ -96,7 +105,7 @@ pub(crate) async fn admit(
 pub(crate) struct Asked {
     pub caller: Caller,
     /// The request's place among those in flight.
-    pub admitted: OwnedSemaphorePermit,
+    pub admitted: InFlight,
     pub question: engine::Question,
     pub counts: u32,
 }

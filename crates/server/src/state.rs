@@ -8,6 +8,7 @@ use engagement::Limits;
 use store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The Redis shared with the other replicas, if any.
     pub sharing: Option<Arc<Sharing>>,
+    /// The questions and jobs in flight: shutdown closes it and waits for it to empty.
+    pub tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over: questions still in flight then are
     /// answered `503` with what was not done.
     pub cut_off: CancellationToken,
@@ -61,9 +64,10 @@ impl AppState {
         };
         let store = Arc::new(Store::open(settings.store_config())?);
         let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
+        let tasks = TaskTracker::new();
         Ok(AppState {
             keyring: Keyring::from_settings(&settings, sharing.clone()),
-            jobs: Arc::new(Jobs::new(settings.jobs.clone())),
+            jobs: Arc::new(Jobs::new(settings.jobs.clone(), tasks.clone())),
             engine: Arc::new(Engine::new(
                 calls,
                 store,
@@ -80,6 +84,7 @@ impl AppState {
             admission: Arc::new(Semaphore::new(settings.server.max_concurrent_requests)),
             counts: Arc::new(Semaphore::new(settings.max_counts_in_flight() as usize)),
             ready: AtomicBool::new(true),
+            tasks,
             cut_off: CancellationToken::new(),
             settings,
         })
