@@ -91,6 +91,13 @@ impl World {
         resp.json().await.unwrap()
     }
 
+    /// The value of `series` in the service's metrics now (0 if absent). The tests of this
+    /// binary share one recorder, so a test reads the change across its own action.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        metric_in(&text, series)
+    }
+
     /// Upstream calls the simulator has answered so far.
     pub fn upstream_calls(&self) -> u64 {
         self.sim.stats().requests_total
@@ -136,4 +143,13 @@ pub fn counts_as_strings(v: Value) -> Value {
         Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, counts_as_strings(v))).collect()),
         other => other,
     }
+}
+
+/// The value of the series `series` (a name, with its labels as the exposition writes
+/// them, e.g. `stitcher_slices_total{kind="planned"}`) in Prometheus text `text`; 0 when
+/// it is absent (a counter not yet counted).
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }

@@ -8,7 +8,7 @@ use crate::support;
 
 use std::time::Duration;
 
-use crate::support::{PER_TWEET, Stitcher, as_strings, oracle, question};
+use crate::support::{PER_TWEET, Stitcher, as_strings, metric, oracle, question};
 use serde_json::Value;
 use simulator::Config;
 use simulator::faults::Faults;
@@ -177,15 +177,6 @@ async fn recent_hours_keep_every_type_fetched_while_each_is_fresh() {
     assert_eq!(as_oracle(&stitcher, &sim, &sim_url, &ask(&["favorites"])).await, 1, "another type");
     assert_eq!(as_oracle(&stitcher, &sim, &sim_url, &impressions).await, 0, "the first type is still fresh");
     assert_eq!(as_oracle(&stitcher, &sim, &sim_url, &ask(&["favorites", "impressions"])).await, 0, "both");
-}
-
-/// The value of the metric `name` (without labels) at `stitcher`.
-async fn metric(stitcher: &Stitcher, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", stitcher.url)).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,3 +203,13 @@ impl Drop for Stitcher {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// The value of the series `name` (with its labels as the exposition writes them, if any)
+/// at `stitcher`, whose process has a recorder of its own; it must be there.
+pub async fn metric(stitcher: &Stitcher, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", stitcher.url)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
