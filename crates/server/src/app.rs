@@ -22,7 +22,7 @@ use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
 use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{connections, demo, jobs_api, metrics, now_routes, openapi, page, probes, routes, usage};
+use crate::{connections, current, demo, fallback, historical, jobs, metrics, openapi, page, probes, usage};
 use engine::sharing::Sharing;
 
 /// After the grace period, how long the `503`s of questions cut off have to be written, and
@@ -202,29 +202,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(page::index))
         .route("/page/app.js", get(page::script))
         .route("/page/style.css", get(page::style))
-        .route("/insights/engagement/historical", post(routes::drop_in))
-        .route("/v1/historical", post(routes::native))
-        .route("/insights/engagement/totals", post(now_routes::totals))
-        .route("/insights/engagement/28hr", post(now_routes::hr28))
-        .route("/v1/totals", post(now_routes::native_totals))
-        .route("/v1/28hr", post(now_routes::native_28hr))
-        .route("/v1/jobs", post(jobs_api::submit))
-        .route("/v1/jobs/{id}", get(jobs_api::status).delete(jobs_api::cancel))
-        .route("/v1/jobs/{id}/result", get(jobs_api::result))
+        .route("/insights/engagement/historical", post(historical::drop_in))
+        .route("/v1/historical", post(historical::native))
+        .route("/insights/engagement/totals", post(current::totals))
+        .route("/insights/engagement/28hr", post(current::hr28))
+        .route("/v1/totals", post(current::native_totals))
+        .route("/v1/28hr", post(current::native_28hr))
+        .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/result", get(jobs::result))
         .route("/v1/usage", get(usage::usage))
         .route("/livez", get(probes::livez))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
         .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn(metrics::track))
-        .fallback(routes::not_found)
+        .fallback(fallback::not_found)
         .layer(RequestDecompressionLayer::new())
         .with_state(state);
     // The layers below see the routes' whole answers (a `405` with its `Allow`, which the
     // routes add last).
     Router::new()
         .fallback_service(routes)
-        .layer(axum::middleware::from_fn(routes::error_bodies))
+        .layer(axum::middleware::from_fn(fallback::error_bodies))
         .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

@@ -11,7 +11,7 @@ use engagement::tree::CountStyle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{EngineError, ServiceError};
-use crate::{Application, Settings, routes};
+use crate::{Application, Settings, admission, format};
 use engine::{Answer, Ask, Progress};
 
 /// How the answer is written.
@@ -135,7 +135,7 @@ async fn answer(
     let native = args.native || args.format == OutputFormat::Csv;
     // Both shapes are this service's own: a member nobody reads is refused.
     let reading = engine::Reading { native, strict: true };
-    let (question, _counts) = routes::question_of(state, body, reading).map_err(answer_error)?;
+    let (question, _counts) = admission::question_of(state, body, reading).map_err(answer_error)?;
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
@@ -193,7 +193,7 @@ fn write(answer: &Answer, format: OutputFormat, native: bool) -> Result<(), Quer
     let written = match format {
         OutputFormat::Csv => engagement::csv::write(&answer.response, &answer.groupings, &mut out),
         OutputFormat::Json if native => {
-            serde_json::to_writer(&mut out, &routes::native_body(answer)).map_err(std::io::Error::from)
+            serde_json::to_writer(&mut out, &format::native_body(answer)).map_err(std::io::Error::from)
         }
         OutputFormat::Json => serde_json::to_writer(&mut out, &answer.response.styled(CountStyle::Strings))
             .map_err(std::io::Error::from),

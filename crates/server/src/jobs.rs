@@ -17,9 +17,10 @@ use engine::jobs::{Job, JobReport, JobResult, JobState, QueueFull, Submitted};
 use engine::{FailedSlice, NativeQuestion, ProgressSnapshot, Reading};
 use serde::Serialize;
 
+use crate::admission::{Asked, RequestHead, read_question};
 use crate::error::{self, ServiceError};
+use crate::format::Format;
 use crate::request_id::request_id;
-use crate::routes::{Asked, Format, RequestHead, read_question};
 use crate::schemas::{ErrorBody, NativeAnswer, QuestionErrors};
 use crate::state::AppState;
 

@@ -12,9 +12,10 @@ use engagement::tree::CountStyle;
 use serde::Serialize;
 use tracing::Instrument;
 
+use crate::admission::{Admitted, RequestHead, admit, answer_size, room_for};
 use crate::error::ServiceError;
+use crate::format::{Format, NativeBody};
 use crate::request_id::request_id;
-use crate::routes::{Admitted, Format, NativeBody, RequestHead, admit, answer_size, room_for};
 use crate::schemas::{
     Hr28Question, NativeHr28Question, NativeTotalsQuestion, NowDropInAnswer, NowNativeAnswer, QuestionErrors,
     TotalsQuestion,

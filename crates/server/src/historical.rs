@@ -1,0 +1,122 @@
+//! The historical surface: the drop-in `/insights/engagement/historical` and the native
+//! `/v1/historical`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use engagement::request::QuestionBody;
+use engagement::tree::CountStyle;
+use tracing::Instrument;
+
+use crate::admission::{Admitted, Asked, RequestHead, read_question, room_for};
+use crate::error::ServiceError;
+use crate::format::{Format, NativeTail, native_body};
+use crate::request_id::request_id;
+use crate::schemas::{DropInAnswer, NativeAnswer, QuestionErrors};
+use crate::state::AppState;
+use crate::streaming;
+use engine::{Answer, NativeQuestion, Reading};
+
+/// Admits, authenticates and reads a question; then answers it.
+async fn ask(
+    state: &Arc<AppState>,
+    head: &RequestHead,
+    body: Body,
+    native: bool,
+) -> Result<(Answer, Admitted, Format), ServiceError> {
+    let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
+    let Asked { caller, admitted, question, counts } = read_question(state, head, body, reading).await?;
+    let format = if native { Format::asked(&head.uri, &head.headers)? } else { Format::Json };
+    let room = room_for(state, counts)?;
+    let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
+    let answer = state
+        .engine
+        .answer(&engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &question)
+        .instrument(tracing::info_span!("question", client = %caller.client))
+        .await?;
+    Ok((answer, Admitted { _request: admitted, _counts: room }, format))
+}
+
+/// `POST /insights/engagement/historical`: the API's request and answer, any span.
+#[utoipa::path(post, path = "/insights/engagement/historical", tag = "questions", request_body = QuestionBody,
+    responses(
+        (status = 200, description = "The whole answer, counts as strings", body = DropInAnswer),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn drop_in(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, false).await
+}
+
+/// `POST /v1/historical`: the same question; integer counts and a `meta` block.
+#[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
+    params(("format" = Option<crate::schemas::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too")),
+    responses(
+        (status = 200, description = "The answer with integer counts and meta; as CSV (grouping,tweet_id,engagement_type,day,hour,count; no derived numbers) when asked", content(
+            (NativeAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
+        QuestionErrors,
+    ),
+    security(("bearer" = []), ("oauth1" = [])))]
+pub async fn native(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(&state, RequestHead { method, uri, headers }, body, true).await
+}
+
+/// Answers a question in the drop-in shape or the native one, streaming the answer and
+/// naming the request's ID in errors.
+async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
+    let id = request_id(&head.headers);
+    match ask(state, &head, body, native).await {
+        Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
+        Ok((answer, admitted, _)) if answer.written.is_some() => {
+            // A repeat: its text is kept (or made once now, off the async workers).
+            let made =
+                tokio::task::spawn_blocking(move || repeat_text(&answer, native).map(|t| (t, admitted)));
+            match made.await {
+                Ok(Ok((chunks, _admitted))) => streaming::chunks(chunks),
+                Ok(Err(e)) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
+                    .into_response_for(id.as_deref()),
+                Err(e) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
+                    .into_response_for(id.as_deref()),
+            }
+        }
+        Ok((answer, admitted, format)) if native => format.write(Arc::new(answer), admitted),
+        Ok((answer, admitted, _)) => streaming::json(move |out| {
+            let _admitted = admitted;
+            serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
+        }),
+        Err(e) => e.into_response_for(id.as_deref()),
+    }
+}
+
+/// A repeated answer's body from its kept text: the drop-in body is the text itself; the
+/// native one frames it with `meta`.
+fn repeat_text(answer: &Answer, native: bool) -> serde_json::Result<Vec<axum::body::Bytes>> {
+    let Some(written) = &answer.written else {
+        return Ok(vec![serde_json::to_vec(&native_body(answer))?.into()]);
+    };
+    if !native {
+        return Ok(vec![written.text(&answer.response, CountStyle::Strings)?]);
+    }
+    let data = written.text(&answer.response, CountStyle::Integers)?;
+    // `{"meta": …, "derived": …}` with its `{` made the `,` after `data`.
+    let mut tail = serde_json::to_vec(&NativeTail::of(answer))?;
+    tail[0] = b',';
+    Ok(vec![axum::body::Bytes::from_static(b"{\"data\":"), data, tail.into()])
+}
