@@ -25,6 +25,7 @@ use store::{Admission, Store};
 use upstream::Coalesce;
 
 use crate::config::{CapPolicy, LedgerSettings};
+use crate::ledger::Ledger;
 use crate::sharing::Sharing;
 
 pub mod config;
@@ -37,6 +38,7 @@ mod fetch;
 mod grid;
 mod in_flight;
 pub mod jobs;
+pub mod ledger;
 pub mod metrics;
 mod needs;
 mod progress;
@@ -235,8 +237,10 @@ pub struct Engine {
     rendered: rendered::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
     counted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
-    /// The Redis shared with other replicas, which keeps the ledger of them all.
+    /// The Redis shared with other replicas, if any.
     sharing: Option<Arc<Sharing>>,
+    /// The month's handle ledger: the store's, or that of every replica in Redis.
+    pub handles: Arc<dyn Ledger>,
 }
 
 impl Engine {
@@ -250,6 +254,11 @@ impl Engine {
         sharing: Option<Arc<Sharing>>,
     ) -> Engine {
         let rendered = rendered::Rendered::new(store.config().status_ttl);
+        let local = ledger::LocalLedger::new(Arc::clone(&store));
+        let handles: Arc<dyn Ledger> = match &sharing {
+            Some(sharing) => Arc::new(sharing::SharedLedger::new(Arc::clone(sharing), local)),
+            None => Arc::new(local),
+        };
         Engine {
             calls,
             store,
@@ -259,6 +268,7 @@ impl Engine {
             current_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
+            handles,
             sharing,
         }
     }
@@ -365,31 +375,7 @@ impl Engine {
             return Ok(());
         }
         let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
-        let shared = match &self.sharing {
-            Some(sharing) => sharing.or_alone(
-                crate::sharing::Alone::Ledger,
-                sharing.redis.admit_handle(handle, now, cap, refuse).await,
-            )?,
-            None => None,
-        };
-        // The store keeps the ledger too: alone, it is the ledger; beside Redis, it is what
-        // this replica adds back when Redis returns after being away.
-        let (store, name) = (Arc::clone(&self.store), handle.to_string());
-        let (cap, refuse) = if shared.is_some() { (None, false) } else { (cap, refuse) };
-        let local = match shared {
-            Some(Admission::Refused { .. }) => None,
-            _ => Some(
-                off_the_workers("the ledger", move || {
-                    store.admit_handle(&name, now, cap, refuse).map_err(|e| {
-                        EngineError::internal("the handle ledger could not be read", Some(Box::new(e)))
-                    })
-                })
-                .await?,
-            ),
-        };
-        let Some(admitted) = shared.or(local) else {
-            return Err(EngineError::internal("the handle ledger gave no answer", None));
-        };
+        let admitted = self.handles.admit(handle, now, cap, refuse).await?;
         if !matches!(admitted, Admission::Refused { .. }) {
             self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
         }

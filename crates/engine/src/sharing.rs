@@ -6,14 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use replicas::rate::RedisRate;
 use replicas::{Redis, Unreachable};
 use secrecy::ExposeSecret;
-use store::Store;
+use store::{Admission, LedgerEntry, Store};
 use upstream::RateBudget;
 
 use crate::config::{OnFailure, RedisSettings};
 use crate::error::EngineError;
+use crate::ledger::{Ledger, LocalLedger};
 use crate::metrics;
 
 /// How often Redis is probed, so readiness and fallbacks follow it, and how long a client
@@ -154,7 +157,7 @@ impl Sharing {
     /// has; whether that was done.
     async fn catch_up(&self, store: &Arc<Store>) -> bool {
         let now = chrono::Utc::now();
-        let entries = match local_month(store, now).await {
+        let entries = match LocalLedger::new(Arc::clone(store)).month(now).await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "the handle ledger could not be read");
@@ -174,16 +177,48 @@ impl Sharing {
     }
 }
 
-/// The handles this replica's own store counted in the month of `now`.
-pub async fn local_month(
-    store: &Arc<store::Store>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<store::LedgerEntry>, EngineError> {
-    let store = Arc::clone(store);
-    crate::off_the_workers("reading the ledger", move || {
-        store
-            .handles_in_month(now)
-            .map_err(|e| EngineError::internal("the handle ledger could not be read", Some(Box::new(e))))
-    })
-    .await
+/// The ledger of every replica, in Redis. This replica's store keeps what it counts too:
+/// while Redis is away (under `local`) that is the ledger, and it is added back to Redis
+/// when Redis returns.
+#[derive(Debug)]
+pub struct SharedLedger {
+    sharing: Arc<Sharing>,
+    local: LocalLedger,
+}
+
+impl SharedLedger {
+    /// The ledger in `sharing`'s Redis, beside `local`.
+    pub fn new(sharing: Arc<Sharing>, local: LocalLedger) -> SharedLedger {
+        SharedLedger { sharing, local }
+    }
+}
+
+#[async_trait]
+impl Ledger for SharedLedger {
+    async fn admit(
+        &self,
+        handle: &str,
+        now: DateTime<Utc>,
+        cap: Option<usize>,
+        refuse: bool,
+    ) -> Result<Admission, EngineError> {
+        let answered = self.sharing.redis.admit_handle(handle, now, cap, refuse).await;
+        match self.sharing.or_alone(Alone::Ledger, answered)? {
+            Some(refused @ Admission::Refused { .. }) => Ok(refused),
+            Some(shared) => {
+                // Kept here too, uncapped: Redis has judged it.
+                self.local.admit(handle, now, None, false).await?;
+                Ok(shared)
+            }
+            None => self.local.admit(handle, now, cap, refuse).await,
+        }
+    }
+
+    async fn month(&self, now: DateTime<Utc>) -> Result<Vec<LedgerEntry>, EngineError> {
+        let answered = self.sharing.redis.handles_in_month(now).await;
+        match self.sharing.or_alone(Alone::Usage, answered)? {
+            Some(month) => Ok(month),
+            None => self.local.month(now).await,
+        }
+    }
 }

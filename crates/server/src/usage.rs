@@ -66,16 +66,7 @@ async fn read(
 ) -> Result<Usage, ServiceError> {
     let granted = state.keyring.granted_handles(method, uri, headers).await?;
     let now = chrono::Utc::now();
-    let shared = match &state.sharing {
-        Some(sharing) => {
-            sharing.or_alone(engine::sharing::Alone::Usage, sharing.redis.handles_in_month(now).await)?
-        }
-        None => None,
-    };
-    let month = match shared {
-        Some(month) => month,
-        None => engine::sharing::local_month(&state.engine.store, now).await?,
-    };
+    let month = state.engine.handles.month(now).await?;
     let ledger = &state.settings.ledger;
     Ok(Usage {
         month: store::ledger::month_of(now),
