@@ -1,8 +1,9 @@
 //! The question engine: one validated `/historical` question, for one handle, answered
 //! from the store of facts and the calls for what it lacks ([`recall`]), or without a
 //! store as plan → fetch → merge on the fixed grid ([`grid`]); `/totals` and `/28hr`
-//! questions ([`current`]); and [`jobs`], questions answered in the background. Synchronous routes and jobs both call [`Engine::answer`];
-//! they differ only in their deadline, how they watch [`Progress`], and what cancels them.
+//! questions ([`current`]); and [`jobs`], questions answered in the background.
+//! Synchronous routes and jobs both call [`Engine::answer`]; they differ only in their
+//! deadline, how they watch [`Progress`], and what cancels them.
 //!
 //! Calls go through the [`CallPolicy`] (fair turns, calls in flight, the per-minute budget,
 //! retries). Answers are parsed by the HTTP client off the async workers, and merged (with
@@ -228,7 +229,8 @@ pub struct Engine {
     pub store: Arc<Store>,
     /// Whether questions are answered from the store (`store.enabled`).
     pub store_enabled: bool,
-    pub ledger: LedgerSettings,
+    /// The month's handle cap and what happens past it.
+    pub ledger_settings: LedgerSettings,
     /// Calls in flight, shared by every question that needs the same one.
     facts_calls: Coalesce<needs::CallKey, Arc<fetch::CallOutcome>>,
     /// `/totals` and `/28hr` calls in flight, likewise.
@@ -240,22 +242,23 @@ pub struct Engine {
     /// The Redis shared with other replicas, if any.
     sharing: Option<Arc<Sharing>>,
     /// The month's handle ledger: the store's, or that of every replica in Redis.
-    pub handles: Arc<dyn Ledger>,
+    pub ledger: Arc<dyn Ledger>,
 }
 
 impl Engine {
     /// An engine calling through `calls`, keeping facts in `store` if `store_enabled`, and the
-    /// month's ledger in Redis when `sharing` (in `store` too, for when Redis is away).
+    /// month's ledger (capped as `ledger_settings` say) in Redis when `sharing` (in `store`
+    /// too, for when Redis is away).
     pub fn new(
         calls: CallPolicy,
         store: Arc<Store>,
         store_enabled: bool,
-        ledger: LedgerSettings,
+        ledger_settings: LedgerSettings,
         sharing: Option<Arc<Sharing>>,
     ) -> Engine {
         let rendered = rendered::Rendered::new(store.config().status_ttl);
         let local = ledger::LocalLedger::new(Arc::clone(&store));
-        let handles: Arc<dyn Ledger> = match &sharing {
+        let ledger: Arc<dyn Ledger> = match &sharing {
             Some(sharing) => Arc::new(sharing::SharedLedger::new(Arc::clone(sharing), local)),
             None => Arc::new(local),
         };
@@ -263,12 +266,12 @@ impl Engine {
             calls,
             store,
             store_enabled,
-            ledger,
+            ledger_settings,
             facts_calls: Coalesce::default(),
             current_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
-            handles,
+            ledger,
             sharing,
         }
     }
@@ -370,12 +373,14 @@ impl Engine {
             sharing.check()?;
         }
         let now = Utc::now();
-        let counted = (store::ledger::month_of(now), handle.to_string());
+        let month = store::ledger::month_of(now);
+        let counted = (month.clone(), handle.to_string());
         if self.counted.lock().unwrap_or_else(|p| p.into_inner()).contains(&counted) {
             return Ok(());
         }
-        let (cap, refuse) = (self.ledger.handle_cap, may_refuse && self.ledger.policy == CapPolicy::Refuse);
-        let admitted = self.handles.admit(handle, now, cap, refuse).await?;
+        let settings = &self.ledger_settings;
+        let (cap, refuse) = (settings.handle_cap, may_refuse && settings.policy == CapPolicy::Refuse);
+        let admitted = self.ledger.admit(handle, now, cap, refuse).await?;
         if !matches!(admitted, Admission::Refused { .. }) {
             self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
         }
@@ -388,7 +393,7 @@ impl Engine {
                         handle,
                         handles_used = used,
                         handle_cap = cap,
-                        month = %store::ledger::month_of(now),
+                        %month,
                         "a handle past the month's cap was called for; the API bills it"
                     );
                 }
@@ -396,11 +401,7 @@ impl Engine {
             }
             Admission::Refused { cap } => {
                 metrics::handle_refused();
-                Err(EngineError::HandleCap {
-                    cap,
-                    month: store::ledger::month_of(now),
-                    handle: handle.into(),
-                })
+                Err(EngineError::HandleCap { cap, month, handle: handle.into() })
             }
         }
     }
