@@ -33,11 +33,36 @@ pub(crate) struct InFlight {
     _tracked: TaskTrackerToken,
 }
 
-/// What authentication looks at.
-pub(crate) struct RequestHead {
+/// What authentication looks at; a handler takes it as an extractor.
+pub struct RequestHead {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
+}
+
+impl std::fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The headers and the query may hold credentials: they are never printed.
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestHead {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RequestHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
 }
 
 /// Refuses from the head alone what needs no body (a body that would be too large, no

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::Uri;
 use axum::response::Response;
 use engagement::Endpoint;
 use engagement::tree::CountStyle;
@@ -98,14 +98,8 @@ async fn respond(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn totals(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Totals, false).await
+pub async fn totals(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, Endpoint::Totals, false).await
 }
 
 /// `POST /insights/engagement/28hr`: the API's request and answer, any number of Tweets
@@ -116,14 +110,8 @@ pub async fn totals(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn hr28(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Hr28, false).await
+pub async fn hr28(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, Endpoint::Hr28, false).await
 }
 
 /// `POST /v1/totals`: the same question; integer counts and `meta`.
@@ -133,14 +121,8 @@ pub async fn hr28(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native_totals(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Totals, true).await
+pub async fn native_totals(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, Endpoint::Totals, true).await
 }
 
 /// `POST /v1/28hr`: the same question; integer counts and `meta`.
@@ -150,12 +132,6 @@ pub async fn native_totals(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native_28hr(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, Endpoint::Hr28, true).await
+pub async fn native_28hr(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, Endpoint::Hr28, true).await
 }

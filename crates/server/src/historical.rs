@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
@@ -47,14 +46,8 @@ async fn ask(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn drop_in(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, false).await
+pub async fn drop_in(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, false).await
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
@@ -68,14 +61,8 @@ pub async fn drop_in(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(&state, RequestHead { method, uri, headers }, body, true).await
+pub async fn native(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    respond(&state, head, body, true).await
 }
 
 /// Answers a question in the drop-in shape or the native one, streaming the answer and

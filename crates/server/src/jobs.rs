@@ -82,15 +82,8 @@ const EVENT_EVERY: Duration = Duration::from_millis(200);
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn submit(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let id = request_id(&headers);
-    let head = RequestHead { method, uri, headers };
+pub async fn submit(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
+    let id = request_id(&head.headers);
     let submitted = async {
         let Asked { caller, question, counts, .. } =
             read_question(&state, &head, body, Reading::NATIVE).await?;
