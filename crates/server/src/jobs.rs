@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -117,14 +117,8 @@ pub async fn submit(State(state): State<Arc<AppState>>, head: RequestHead, body:
 }
 
 /// The caller's job `id`; `401` or `404` if not.
-async fn find(
-    state: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    id: &str,
-) -> Result<Arc<Job>, ServiceError> {
-    let caller = state.keyring.authenticate(method, uri, headers).await?;
+async fn find(state: &AppState, head: &RequestHead, id: &str) -> Result<Arc<Job>, ServiceError> {
+    let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?;
     state
         .jobs
         .get(&caller.client, id)
@@ -144,15 +138,14 @@ async fn find(
 pub async fn status(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RequestHead,
 ) -> Response {
-    let job = match find(&state, &method, &uri, &headers, &id).await {
+    let job = match find(&state, &head, &id).await {
         Ok(job) => job,
-        Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
+        Err(e) => return e.into_response_for(request_id(&head.headers).as_deref()),
     };
-    let wants_events = headers
+    let wants_events = head
+        .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
@@ -213,16 +206,14 @@ fn events(state: Arc<AppState>, job: Arc<Job>) -> impl Stream<Item = Result<Even
 pub async fn result(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RequestHead,
 ) -> Response {
-    let job = match find(&state, &method, &uri, &headers, &id).await {
+    let job = match find(&state, &head, &id).await {
         Ok(job) => job,
-        Err(e) => return e.into_response_for(request_id(&headers).as_deref()),
+        Err(e) => return e.into_response_for(request_id(&head.headers).as_deref()),
     };
-    let rid = request_id(&headers);
-    let format = match Format::asked(&uri, &headers) {
+    let rid = request_id(&head.headers);
+    let format = match Format::asked(&head.uri, &head.headers) {
         Ok(format) => format,
         Err(e) => return e.into_response_for(rid.as_deref()),
     };
@@ -265,15 +256,13 @@ pub async fn result(
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RequestHead,
 ) -> Response {
-    match find(&state, &method, &uri, &headers, &id).await {
+    match find(&state, &head, &id).await {
         Ok(job) => {
             state.jobs.delete(&job);
             Json(JobStatus::of(job.report(&state.engine))).into_response()
         }
-        Err(e) => e.into_response_for(request_id(&headers).as_deref()),
+        Err(e) => e.into_response_for(request_id(&head.headers).as_deref()),
     }
 }
