@@ -1,7 +1,7 @@
-//! The store's shared tier, for replicas on one Redis: before calling for what its own
-//! store lacks, a question takes what another replica fetched; what a replica fetches it
-//! writes there too. Redis being away costs calls, never an answer: every failure here is
-//! logged and counted, and the question goes on with what it has.
+//! The store's shared tier (the [`FactsTier`] port), for replicas: before calling for what
+//! its own store lacks, a question takes what another replica fetched; what a replica
+//! fetches it gives there too. A tier that cannot be read costs calls, never an answer: the
+//! question goes on with what it has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +15,12 @@ use store::{CallFacts, Known, Store};
 
 use crate::metrics;
 use crate::needs::CallKey;
-use crate::sharing::Sharing;
+use crate::ports::{FactsTier, Fetched, Leases};
 
 /// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of
 /// the Tweets whose status is not: keeps them in `store` and adds them to `known`.
 pub(super) async fn take(
-    sharing: &Sharing,
+    tier: &dyn FactsTier,
     store: &Arc<Store>,
     handle: &str,
     plan: &Plan,
@@ -59,16 +59,10 @@ pub(super) async fn take(
     }
     let slots = types_mask(types);
     let unsettled_from = store.unsettled_from(now);
-    let (found, statuses) = match tokio::join!(
-        sharing.redis.get_facts(handle, &wanted, slots, unsettled_from),
-        sharing.redis.get_statuses(handle, &unknown),
-    ) {
-        (Ok(found), Ok(statuses)) => (found, statuses),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::debug!(error = %e, "the shared facts could not be read");
-            metrics::redis_fallback(crate::sharing::Alone::Facts.label());
-            return;
-        }
+    let (Some(found), Some(statuses)) =
+        tokio::join!(tier.hours(handle, &wanted, slots, unsettled_from), tier.statuses(handle, &unknown))
+    else {
+        return;
     };
     let hours: u64 = found.values().map(|h| h.len() as u64).sum();
     metrics::shared_hits(hours);
@@ -118,10 +112,10 @@ async fn keep_here(
     .await;
 }
 
-/// Writes what one call fetched (kept in this replica's store already) to Redis, for the
-/// other replicas.
+/// Gives what one call fetched (kept in this replica's store already) to the other
+/// replicas.
 pub(super) async fn give(
-    sharing: &Sharing,
+    tier: &dyn FactsTier,
     store: &Store,
     handle: &str,
     facts: &CallFacts,
@@ -130,15 +124,17 @@ pub(super) async fn give(
     let config = store.config();
     let statuses: Vec<(TweetId, bool)> =
         facts.tweets.iter().map(|t| (*t, facts.deleted.contains(t))).collect();
-    let unsettled_from = store.unsettled_from(fetched_at);
-    let (counts, statuses) = tokio::join!(
-        sharing.redis.put_facts(handle, facts.slots, &facts.hours, unsettled_from, config.fresh_ttl),
-        sharing.redis.put_statuses(handle, &statuses, fetched_at, config.status_ttl),
-    );
-    if let Err(e) = counts.and(statuses) {
-        tracing::debug!(error = %e, "what was fetched could not be shared");
-        metrics::redis_fallback(crate::sharing::Alone::Facts.label());
-    }
+    tier.give(Fetched {
+        handle,
+        slots: facts.slots,
+        hours: &facts.hours,
+        statuses: &statuses,
+        unsettled_from: store.unsettled_from(fetched_at),
+        fresh_ttl: config.fresh_ttl,
+        fetched_at,
+        status_ttl: config.status_ttl,
+    })
+    .await;
 }
 
 /// How long a replica may hold a call's lease: past it (the replica died, or its call is
@@ -168,7 +164,7 @@ pub(super) fn call_name(key: &CallKey) -> String {
 /// in them, as a call of its own would give. `None` when they are not all there (that call
 /// failed): then this replica makes the call.
 pub(super) async fn wait_for(
-    sharing: &Sharing,
+    (tier, leases): (&dyn FactsTier, &dyn Leases),
     store: &Arc<Store>,
     key: &CallKey,
     name: &str,
@@ -178,16 +174,16 @@ pub(super) async fn wait_for(
     let (window, status_only) = (*window, *status_only);
     let mut pause = std::time::Duration::from_millis(25);
     loop {
-        match sharing.redis.lease_held(name).await {
-            Ok(false) => break,
-            Ok(true) if tokio::time::Instant::now() + pause < deadline => {
+        match leases.held(name).await {
+            Some(false) => break,
+            Some(true) if tokio::time::Instant::now() + pause < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_millis(400));
             }
             _ => return None,
         }
     }
-    let statuses = sharing.redis.get_statuses(handle, tweets).await.ok()?;
+    let statuses = tier.statuses(handle, tweets).await?;
     if tweets.iter().any(|t| !statuses.contains_key(t)) {
         return None;
     }
@@ -208,7 +204,7 @@ pub(super) async fn wait_for(
             .filter(|(_, hours)| !hours.is_empty())
             .collect();
         facts.slots = types_mask(types);
-        facts.hours = sharing.redis.get_facts(handle, &wanted, facts.slots, unsettled_from).await.ok()?;
+        facts.hours = tier.hours(handle, &wanted, facts.slots, unsettled_from).await?;
         let complete =
             wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
         if !complete {

@@ -17,6 +17,7 @@ use crate::execute::Ended;
 use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
+use crate::ports::Claim;
 use crate::{Ask, Engine, coalesced_call, facts_tier};
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
@@ -144,10 +145,8 @@ impl FactsCall {
                 Err(CallFailure::Call(e))
             }
         };
-        if let (Some(sharing), Some((name, holder))) = (&engine.sharing, lease)
-            && let Err(e) = sharing.redis.release_lease(&name, &holder).await
-        {
-            tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");
+        if let Some((name, holder)) = lease {
+            engine.shared.leases.release(&name, &holder).await;
         }
         CallOutcome::new(kept, retried.attempts)
     }
@@ -155,18 +154,19 @@ impl FactsCall {
     /// Among replicas, one makes a call and the others take what it wrote: the lease this
     /// replica took (its name and holder), if any, or the other replica's outcome.
     async fn lease(&self) -> Result<Option<(String, String)>, Arc<CallOutcome>> {
-        let Some(sharing) = self.engine.sharing.as_ref().filter(|s| s.redis.is_up()) else {
+        let shared = &self.engine.shared;
+        if !shared.facts.reachable() {
             return Ok(None);
-        };
+        }
         let name = facts_tier::call_name(&self.key);
-        let holder = format!("{:016x}", fastrand::u64(..));
-        match sharing.redis.take_lease(&name, &holder, facts_tier::LEASE).await {
-            Ok(true) => Ok(Some((name, holder))),
-            Ok(false) => {
-                let theirs =
-                    facts_tier::wait_for(sharing, &self.engine.store, &self.key, &name, self.ask.deadline)
-                        .await;
-                match theirs {
+        match shared.leases.claim(&name, facts_tier::LEASE).await {
+            Claim::Ours { holder } => Ok(Some((name, holder))),
+            Claim::Nobody => Ok(None),
+            Claim::Theirs => {
+                let ports = (shared.facts.as_ref(), shared.leases.as_ref());
+                match facts_tier::wait_for(ports, &self.engine.store, &self.key, &name, self.ask.deadline)
+                    .await
+                {
                     Some((facts, unsettled_from)) => {
                         metrics::coalesced();
                         let brought = Brought { facts: Arc::new(facts), unsettled_from };
@@ -175,7 +175,6 @@ impl FactsCall {
                     None => Ok(None),
                 }
             }
-            Err(_) => Ok(None),
         }
     }
 
@@ -218,9 +217,8 @@ impl FactsCall {
             Ok(kept) => kept,
             Err(failure) => return Ok(Err(failure)),
         };
-        if let Some(sharing) = &self.engine.sharing {
-            facts_tier::give(sharing, &self.engine.store, &self.key.handle, &facts, sent_at).await;
-        }
+        let tier = self.engine.shared.facts.as_ref();
+        facts_tier::give(tier, &self.engine.store, &self.key.handle, &facts, sent_at).await;
         // Only the unsettled hours go to the questions waiting (settled ones are on disk),
         // so a big question never holds every call's facts.
         facts.drop_settled(unsettled_from);

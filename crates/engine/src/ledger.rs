@@ -1,6 +1,6 @@
 //! The month's handle ledger, as a port: where a handle is counted before its first call of
 //! the month, and what the month's handles are. [`LocalLedger`] is this replica's store;
-//! `sharing::SharedLedger` is Redis, shared by every replica, with the store beside it, and
+//! `replicas` keeps it in Redis, shared by every replica, with the store beside it, and
 //! holds what to do while Redis is away (`redis.on_failure`), so no caller checks for
 //! itself.
 

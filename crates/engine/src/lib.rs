@@ -26,8 +26,7 @@ use store::{Admission, Store};
 use upstream::Coalesce;
 
 use crate::config::{CapPolicy, LedgerSettings};
-use crate::ledger::Ledger;
-use crate::sharing::Sharing;
+use crate::ports::Shared;
 
 pub mod config;
 mod current;
@@ -42,11 +41,11 @@ pub mod jobs;
 pub mod ledger;
 pub mod metrics;
 mod needs;
+pub mod ports;
 mod progress;
 pub mod question;
 mod recall;
 mod rendered;
-pub mod sharing;
 
 pub use current::{NowAnswer, NowMeta};
 pub use error::{EngineError, FailedSlice};
@@ -239,29 +238,23 @@ pub struct Engine {
     rendered: rendered::Rendered,
     /// (month, handle) known to be in the ledger, so a call need not read it.
     counted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
-    /// The Redis shared with other replicas, if any.
-    sharing: Option<Arc<Sharing>>,
-    /// The month's handle ledger: the store's, or that of every replica in Redis.
-    pub ledger: Arc<dyn Ledger>,
+    /// What this service shares with its replicas (or keeps alone): facts, leases on
+    /// calls, the month's handle ledger, nonces.
+    pub shared: Shared,
 }
 
 impl Engine {
-    /// An engine calling through `calls`, keeping facts in `store` if `store_enabled`, and the
-    /// month's ledger (capped as `ledger_settings` say) in Redis when `sharing` (in `store`
-    /// too, for when Redis is away).
+    /// An engine calling through `calls`, keeping facts in `store` if `store_enabled`,
+    /// sharing what `shared` holds with the other replicas, the month's ledger capped as
+    /// `ledger_settings` say.
     pub fn new(
         calls: CallPolicy,
         store: Arc<Store>,
         store_enabled: bool,
         ledger_settings: LedgerSettings,
-        sharing: Option<Arc<Sharing>>,
+        shared: Shared,
     ) -> Engine {
         let rendered = rendered::Rendered::new(store.config().status_ttl);
-        let local = ledger::LocalLedger::new(Arc::clone(&store));
-        let ledger: Arc<dyn Ledger> = match &sharing {
-            Some(sharing) => Arc::new(sharing::SharedLedger::new(Arc::clone(sharing), local)),
-            None => Arc::new(local),
-        };
         Engine {
             calls,
             store,
@@ -271,8 +264,7 @@ impl Engine {
             current_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
-            ledger,
-            sharing,
+            shared,
         }
     }
 }
@@ -367,10 +359,8 @@ impl Engine {
     /// cap when `may_refuse` and the policy say so. A question checks before any call; each
     /// call counts again, so a question that runs into a new month counts there too.
     async fn admit_handle(&self, handle: &str, may_refuse: bool) -> Result<(), EngineError> {
-        if let Some(sharing) = &self.sharing
-            && may_refuse
-        {
-            sharing.check()?;
+        if may_refuse {
+            self.shared.state.check()?;
         }
         let now = Utc::now();
         let month = store::ledger::month_of(now);
@@ -380,7 +370,7 @@ impl Engine {
         }
         let settings = &self.ledger_settings;
         let (cap, refuse) = (settings.handle_cap, may_refuse && settings.policy == CapPolicy::Refuse);
-        let admitted = self.ledger.admit(handle, now, cap, refuse).await?;
+        let admitted = self.shared.ledger.admit(handle, now, cap, refuse).await?;
         if !matches!(admitted, Admission::Refused { .. }) {
             self.counted.lock().unwrap_or_else(|p| p.into_inner()).insert(counted);
         }

@@ -166,7 +166,8 @@ impl Engine {
         self.rendered.keep(key, kept);
     }
 
-    /// What `known` lacks of `plan`, from Redis when replicas share it, else as calls.
+    /// What `known` lacks of `plan`: from the facts tier when replicas share one, else as
+    /// calls.
     async fn needs_of(
         &self,
         handle: &str,
@@ -175,10 +176,9 @@ impl Engine {
         types: &[EngagementType],
     ) -> Needs {
         let mut needs = needs(plan, known);
-        if let Some(sharing) = self.sharing.as_ref().filter(|s| s.redis.is_up())
-            && !needs.calls.is_empty()
-        {
-            facts_tier::take(sharing, &self.store, handle, plan, known, types, Utc::now()).await;
+        let tier = self.shared.facts.as_ref();
+        if tier.reachable() && !needs.calls.is_empty() {
+            facts_tier::take(tier, &self.store, handle, plan, known, types, Utc::now()).await;
             needs = self::needs(plan, known);
         }
         needs

@@ -59,8 +59,10 @@ fn engine(upstream: &Arc<Modelled>, dir: &tempfile::TempDir, store_enabled: bool
         max_bytes: 1 << 30,
     })
     .unwrap();
+    let store = Arc::new(store);
     let ledger = LedgerSettings { handle_cap: None, policy: CapPolicy::Refuse };
-    Arc::new(Engine::new(calls, Arc::new(store), store_enabled, ledger, None))
+    let alone = engine::ports::Shared::alone(Arc::clone(&store), Duration::from_secs(600));
+    Arc::new(Engine::new(calls, store, store_enabled, ledger, alone))
 }
 
 fn modelled(config: Config) -> Arc<Modelled> {

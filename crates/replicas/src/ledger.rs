@@ -3,8 +3,7 @@
 //! succeed.
 
 use chrono::{DateTime, Utc};
-use store::ledger::month_of;
-use store::{Admission, LedgerEntry};
+use engine::ports::{Admission, LedgerEntry, month_of};
 
 use crate::{Redis, Unreachable};
 

@@ -1,16 +1,19 @@
 //! What the replicas of one service share through Redis, so that together they behave as
-//! one: the per-minute call budget ([`rate`]), the facts fetched ([`facts`]), the OAuth
-//! nonces of drop-in clients ([`nonces`]) and the month's handle ledger ([`ledger`]). Every key starts with the
-//! deployment's prefix, so several deployments can share one Redis.
+//! one: the per-minute call budget ([`rate`]), the facts fetched and leases on calls
+//! ([`facts`]), the OAuth nonces of drop-in clients ([`nonces`]) and the month's handle
+//! ledger ([`ledger`]). Every key starts with the deployment's prefix, so several
+//! deployments can share one Redis.
 //!
 //! Redis may be away. Every operation says so ([`Unreachable`]) instead of waiting for it,
-//! and [`Redis::is_up`] tells what the last operation or probe found; what to do meanwhile
-//! (a local share, or refusing) is the service's choice.
+//! and [`Redis::is_up`] tells what the last operation or probe found. [`sharing`] implements
+//! the engine's ports on them, with what to do meanwhile (`redis.on_failure`: a local
+//! share, or refusing).
 
 pub mod facts;
 pub mod ledger;
 pub mod nonces;
 pub mod rate;
+pub mod sharing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +21,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use upstream::budget::Unreachable;
+pub use engine::ports::Unreachable;
+pub use sharing::Sharing;
 
 /// How long one operation, or one attempt to connect, may take before Redis counts as away.
 const TIMEOUT: Duration = Duration::from_millis(500);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use upstream::budget::{BoxFuture, SharedRate, Unreachable};
+use engine::ports::{BoxFuture, SharedRate, Unreachable};
 
 use crate::Redis;
 

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use engine::ports::{Admission, LedgerEntry, SharedRate};
 use replicas::Redis;
 use replicas::rate::RedisRate;
-use store::Admission;
-use upstream::SharedRate;
 
 fn redis(test: &str) -> Arc<Redis> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -76,11 +75,9 @@ async fn the_ledger_admits_no_more_than_the_cap_at_once() {
     assert_eq!(warned, Admission::Added { used: 6, over_cap: true });
 
     // Handles counted elsewhere while Redis was away are added, first calls kept.
-    let earlier =
-        store::LedgerEntry { handle: "h-away".into(), first_call: now - chrono::Duration::hours(1) };
+    let earlier = LedgerEntry { handle: "h-away".into(), first_call: now - chrono::Duration::hours(1) };
     let kept = listed[0].clone();
-    let moved =
-        store::LedgerEntry { handle: kept.handle.clone(), first_call: now - chrono::Duration::days(3) };
+    let moved = LedgerEntry { handle: kept.handle.clone(), first_call: now - chrono::Duration::days(3) };
     shared.catch_up(now, &[earlier.clone(), moved]).await.unwrap();
     let after = shared.handles_in_month(now).await.unwrap();
     assert!(after.contains(&earlier));

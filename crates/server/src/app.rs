@@ -19,11 +19,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
 
+use crate::auth::NONCE_LIFE;
 use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{connections, current, demo, fallback, historical, jobs, metrics, openapi, page, probes, usage};
-use engine::sharing::Sharing;
+use engine::ports::Shared;
+use replicas::Sharing;
 
 /// After the grace period, how long the `503`s of questions cut off have to be written, and
 /// connections to close.
@@ -56,7 +58,10 @@ async fn connect(
     };
     let sharing = Sharing::from_settings(&settings.redis)?;
     let budget = Arc::new(match &sharing {
-        Some(sharing) => sharing.budget(u.requests_per_minute, u.rate_burst),
+        Some(sharing) => {
+            let (rate, share) = sharing.rate(u.requests_per_minute);
+            RateBudget::shared(u.requests_per_minute, u.rate_burst, rate, share)
+        }
         None => RateBudget::new(u.requests_per_minute, u.rate_burst),
     });
     let client =
@@ -64,18 +69,25 @@ async fn connect(
     Ok((Arc::new(client), upstream_url, budget, sharing))
 }
 
-/// The state for `settings`, watching the Redis it shares (if any).
+/// The state for `settings`: its store, and the ports of what it shares with its replicas
+/// through `sharing` (watched while the service lives), if any.
 fn start(
     settings: Settings,
     upstream: Arc<dyn Upstream>,
     budget: Arc<RateBudget>,
     sharing: Option<Arc<Sharing>>,
 ) -> anyhow::Result<Arc<AppState>> {
-    let state = Arc::new(AppState::new(settings, upstream, Arc::clone(&budget), sharing)?);
-    if let Some(sharing) = &state.sharing {
-        sharing.watch(Arc::clone(&state.engine.store), budget);
-    }
-    Ok(state)
+    let store = Arc::new(store::Store::open(settings.store_config())?);
+    let alone = Shared::alone(Arc::clone(&store), NONCE_LIFE);
+    let shared = match &sharing {
+        Some(sharing) => {
+            let paced_alone = Arc::clone(&budget);
+            sharing.watch(Arc::clone(&alone.ledger), move || paced_alone.fallbacks());
+            sharing.ports(alone)
+        }
+        None => alone,
+    };
+    Ok(Arc::new(AppState::new(settings, upstream, budget, store, shared)))
 }
 
 /// A built service, bound to its port, ready to serve.

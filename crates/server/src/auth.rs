@@ -20,7 +20,7 @@ use upstream::HandleCredentials;
 
 use crate::error::ServiceError;
 use crate::settings::Settings;
-use engine::sharing::Sharing;
+use engine::ports::Nonces;
 
 /// A client of the service and the handles it may ask as.
 #[derive(Debug)]
@@ -42,6 +42,10 @@ pub const X_HANDLE: &str = "x-handle";
 /// How far an OAuth timestamp may be from this server's clock.
 pub const OAUTH_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+/// How long a nonce is remembered: a request older than the tolerance is refused by its
+/// timestamp anyway.
+pub const NONCE_LIFE: Duration = Duration::from_secs(2 * OAUTH_TIMESTAMP_TOLERANCE.as_secs());
+
 /// Clients by key hash, and handles by access token for OAuth callers.
 #[derive(Debug)]
 pub struct Keyring {
@@ -50,18 +54,15 @@ pub struct Keyring {
     consumer_secret: SecretString,
     by_token: HashMap<String, Arc<HandleCredentials>>,
     public_base_url: Option<String>,
-    /// Nonces seen within the timestamp tolerance (a nonce older than that is refused by
-    /// its timestamp anyway).
-    nonces: moka::sync::Cache<String, ()>,
-    /// The Redis shared with other replicas, where nonces are seen by all of them.
-    sharing: Option<Arc<Sharing>>,
+    /// Nonces seen within [`NONCE_LIFE`], by this replica or by any.
+    nonces: Arc<dyn Nonces>,
 }
 
 pub use crate::settings::key_hash;
 
 impl Keyring {
     /// The clients and handles of `settings`.
-    pub fn from_settings(settings: &Settings, sharing: Option<Arc<Sharing>>) -> Keyring {
+    pub fn from_settings(settings: &Settings, nonces: Arc<dyn Nonces>) -> Keyring {
         let handles: HashMap<&str, Arc<HandleCredentials>> = settings
             .handles
             .iter()
@@ -89,11 +90,7 @@ impl Keyring {
             consumer_secret: settings.upstream.consumer_secret.clone(),
             by_token,
             public_base_url: settings.server.public_base_url.clone(),
-            nonces: moka::sync::Cache::builder()
-                .time_to_live(2 * OAUTH_TIMESTAMP_TOLERANCE)
-                .max_capacity(1_000_000)
-                .build(),
-            sharing,
+            nonces,
         }
     }
 
@@ -158,7 +155,7 @@ impl Keyring {
         .map_err(|r| {
             ServiceError::Unauthorized(format!("Your account could not be authenticated. Reason: {r}"))
         })?;
-        if !self.first_use_of_nonce(format!("{}:{}", verified.token, verified.nonce)).await? {
+        if !self.nonces.first_use(&format!("{}:{}", verified.token, verified.nonce)).await? {
             return Err(ServiceError::Unauthorized(
                 "Your account could not be authenticated. Reason: this oauth_nonce was already used; sign each request afresh".into(),
             ));
@@ -168,20 +165,6 @@ impl Keyring {
             .get(&verified.token)
             .ok_or_else(|| ServiceError::Unauthorized("Access token not found".into()))?;
         Ok(Caller { client: format!("oauth:{}", handle.handle), handle: Arc::clone(handle) })
-    }
-
-    /// Whether `nonce` (with its token) is used for the first time: by any replica when
-    /// they share Redis, else by this one.
-    async fn first_use_of_nonce(&self, nonce: String) -> Result<bool, ServiceError> {
-        // Seen here too, so a replay is refused here even while Redis is away.
-        let here = self.nonces.entry(nonce.clone()).or_insert(()).is_fresh();
-        if let Some(sharing) = &self.sharing {
-            let anywhere = sharing.redis.first_use_of_nonce(&nonce, 2 * OAUTH_TIMESTAMP_TOLERANCE).await;
-            if let Some(first) = sharing.or_alone(engine::sharing::Alone::Nonce, anywhere)? {
-                return Ok(first && here);
-            }
-        }
-        Ok(here)
     }
 
     /// The handles the caller of a request may ask as, whichever it picked: all those
@@ -266,6 +249,7 @@ fn granted(client: &Client) -> String {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use engine::ports::LocalNonces;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -277,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_demo_key_is_the_demo_handle() {
-        let ring = Keyring::from_settings(&Settings::defaults(), None);
+        let ring = Keyring::from_settings(&Settings::defaults(), Arc::new(LocalNonces::new(NONCE_LIFE)));
         let caller = ring
             .authenticate(
                 &Method::POST,
@@ -300,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_wrong_and_ungranted_are_refused() {
-        let ring = Keyring::from_settings(&Settings::defaults(), None);
+        let ring = Keyring::from_settings(&Settings::defaults(), Arc::new(LocalNonces::new(NONCE_LIFE)));
         let cases: [(&[(&'static str, &'static str)], u16); 5] = [
             (&[], 401),
             (&[("authorization", "Bearer nope")], 401),
@@ -317,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_bearer_scheme_is_case_insensitive() {
-        let ring = Keyring::from_settings(&Settings::defaults(), None);
+        let ring = Keyring::from_settings(&Settings::defaults(), Arc::new(LocalNonces::new(NONCE_LIFE)));
         for value in ["bearer demo-key", "BEARER demo-key", "Bearer   demo-key"] {
             let mut h = HeaderMap::new();
             h.insert("authorization", HeaderValue::from_str(value).unwrap());

@@ -26,13 +26,7 @@ pub async fn livez() -> Json<Value> {
 /// (an unreachable API leaves the service ready: what the store holds is still answered).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Taking questions", body = Status), (status = 503, description = "Shutting down, or Redis away when it is required", body = Status), RouteErrors))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let redis = state.sharing.as_ref().map(|sharing| match (sharing.redis.is_up(), sharing.on_failure) {
-        (true, _) => ("up", true),
-        (false, crate::settings::OnFailure::Local) => {
-            ("unreachable: answering alone (redis.on_failure = local)", true)
-        }
-        (false, crate::settings::OnFailure::Refuse) => ("unreachable", false),
-    });
+    let redis = state.engine.shared.state.readiness().map(|r| (r.said, r.ready));
     let ready = state.ready.load(Ordering::SeqCst);
     let status = match (ready, redis) {
         (false, _) => "shutting down",

@@ -15,7 +15,7 @@ use crate::auth::Keyring;
 use crate::settings::Settings;
 use engine::Engine;
 use engine::jobs::Jobs;
-use engine::sharing::Sharing;
+use engine::ports::Shared;
 
 /// The service's shared state.
 #[derive(Debug)]
@@ -32,8 +32,6 @@ pub struct AppState {
     pub counts: Arc<Semaphore>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
-    /// The Redis shared with the other replicas, if any.
-    pub sharing: Option<Arc<Sharing>>,
     /// The questions and jobs in flight: shutdown closes it and waits for it to empty.
     pub tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over: questions still in flight then are
@@ -48,34 +46,33 @@ impl AppState {
     }
 
     /// The state for `settings`, calling `upstream` paced by `budget` (which the upstream
-    /// may also be telling what it learns of its limit).
-    /// Fails when the store cannot be opened.
+    /// may also be telling what it learns of its limit), keeping facts in `store`, sharing
+    /// what `shared` holds with the other replicas.
     pub fn new(
         settings: Settings,
         upstream: Arc<dyn Upstream>,
         budget: Arc<RateBudget>,
-        sharing: Option<Arc<Sharing>>,
-    ) -> Result<AppState, store::StoreError> {
+        store: Arc<Store>,
+        shared: Shared,
+    ) -> AppState {
         let u = &settings.upstream;
         let retry = RetryPolicy {
             max_attempts: u.max_attempts,
             base_delay: Duration::from_millis(u.retry_base_ms),
             max_delay: Duration::from_millis(u.retry_max_ms),
         };
-        let store = Arc::new(Store::open(settings.store_config())?);
         let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
         let tasks = TaskTracker::new();
-        Ok(AppState {
-            keyring: Keyring::from_settings(&settings, sharing.clone()),
+        AppState {
+            keyring: Keyring::from_settings(&settings, Arc::clone(&shared.nonces)),
             jobs: Arc::new(Jobs::new(settings.jobs.clone(), tasks.clone())),
             engine: Arc::new(Engine::new(
                 calls,
                 store,
                 settings.store.enabled,
                 settings.ledger.clone(),
-                sharing.clone(),
+                shared,
             )),
-            sharing,
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,
                 max_span_hours: None,
@@ -87,6 +84,6 @@ impl AppState {
             tasks,
             cut_off: CancellationToken::new(),
             settings,
-        })
+        }
     }
 }

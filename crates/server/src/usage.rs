@@ -66,7 +66,7 @@ async fn read(
 ) -> Result<Usage, ServiceError> {
     let granted = state.keyring.granted_handles(method, uri, headers).await?;
     let now = chrono::Utc::now();
-    let month = state.engine.ledger.month(now).await?;
+    let month = state.engine.shared.ledger.month(now).await?;
     let ledger = &state.settings.ledger;
     Ok(Usage {
         month: store::ledger::month_of(now),

@@ -1,23 +1,27 @@
-//! How this replica shares state with the others through Redis (`[redis]`): the budget,
-//! facts, calls in flight, the month's ledger and OAuth nonces; and what it does while Redis
-//! is away (`redis.on_failure`): carry on alone, or refuse what needs Redis.
+//! The engine's ports on Redis (`[redis]`): the budget, facts, leases on calls in flight,
+//! the month's ledger and OAuth nonces, each shared by every replica; and what a replica
+//! does while Redis is away (`redis.on_failure`): carry on alone, or refuse what needs
+//! Redis. That is decided here, once, for every port.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use replicas::rate::RedisRate;
-use replicas::{Redis, Unreachable};
+use engagement::TweetId;
+use engine::EngineError;
+use engine::config::{OnFailure, RedisSettings};
+use engine::metrics;
+use engine::ports::{
+    Admission, Claim, FactsTier, Fetched, Leases, Ledger, LedgerEntry, Nonces, Readiness, Shared, SharedRate,
+    SharedState, Statuses, TweetHours,
+};
 use secrecy::ExposeSecret;
-use store::{Admission, LedgerEntry, Store};
-use upstream::RateBudget;
 
-use crate::config::{OnFailure, RedisSettings};
-use crate::error::EngineError;
-use crate::ledger::{Ledger, LocalLedger};
-use crate::metrics;
+use crate::rate::RedisRate;
+use crate::{BadUrl, Redis, Unreachable};
 
 /// How often Redis is probed, so readiness and fallbacks follow it, and how long a client
 /// refused while it is away is asked to wait.
@@ -30,7 +34,7 @@ const LEDGER_EVERY: u32 = 60;
 /// What a replica does alone while Redis is away (the label of
 /// `stitcher_redis_fallbacks_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alone {
+enum Alone {
     /// Pacing calls by its share of the budget.
     Budget,
     /// Answering from its own store and calls.
@@ -59,8 +63,8 @@ impl Alone {
 /// The Redis this replica shares state through, and its policy while Redis is away.
 #[derive(Debug)]
 pub struct Sharing {
-    pub redis: Arc<Redis>,
-    pub on_failure: OnFailure,
+    redis: Arc<Redis>,
+    on_failure: OnFailure,
     expected_replicas: u32,
     /// A handle was counted in this replica's ledger alone: Redis must be told.
     owes_ledger: AtomicBool,
@@ -68,7 +72,7 @@ pub struct Sharing {
 
 impl Sharing {
     /// The sharing `settings` ask for; none without `redis.url`.
-    pub fn from_settings(settings: &RedisSettings) -> anyhow::Result<Option<Arc<Sharing>>> {
+    pub fn from_settings(settings: &RedisSettings) -> Result<Option<Arc<Sharing>>, BadUrl> {
         let Some(url) = &settings.url else { return Ok(None) };
         let redis = Redis::connect(url.expose_secret(), &settings.key_prefix)?;
         Ok(Some(Arc::new(Sharing {
@@ -79,23 +83,32 @@ impl Sharing {
         })))
     }
 
-    /// The per-minute budget of every replica together; while Redis is away, this
-    /// replica's share (`local`) or none (`refuse`: calls wait for Redis).
-    pub fn budget(&self, per_minute: u32, burst: u32) -> RateBudget {
+    /// The per-minute budget of every replica together, and what of `per_minute` this
+    /// replica may use alone while Redis is away: its share (`local`) or none (`refuse`:
+    /// calls wait for Redis).
+    pub fn rate(&self, per_minute: u32) -> (Arc<dyn SharedRate>, Option<u32>) {
         let share = match self.on_failure {
             OnFailure::Local => Some(per_minute / self.expected_replicas.max(1)),
             OnFailure::Refuse => None,
         };
-        RateBudget::shared(per_minute, burst, RedisRate::new(Arc::clone(&self.redis)), share)
+        (RedisRate::new(Arc::clone(&self.redis)), share)
+    }
+
+    /// The ports on Redis, each falling back on `alone`'s (the ledger and nonces of this
+    /// replica) while Redis is away, as `redis.on_failure` says.
+    pub fn ports(self: &Arc<Self>, alone: Shared) -> Shared {
+        Shared {
+            facts: Arc::new(SharedFacts(Arc::clone(self))),
+            leases: Arc::new(SharedLeases(Arc::clone(self))),
+            ledger: Arc::new(SharedLedger { sharing: Arc::clone(self), local: alone.ledger }),
+            nonces: Arc::new(SharedNonces { sharing: Arc::clone(self), local: alone.nonces }),
+            state: Arc::clone(self) as Arc<dyn SharedState>,
+        }
     }
 
     /// What Redis answered; or, when it could not be reached, `None` if this replica may do
     /// `what` alone, which is logged and counted; else the client's `503`.
-    pub fn or_alone<T>(
-        &self,
-        what: Alone,
-        answered: Result<T, Unreachable>,
-    ) -> Result<Option<T>, EngineError> {
+    fn or_alone<T>(&self, what: Alone, answered: Result<T, Unreachable>) -> Result<Option<T>, EngineError> {
         match answered {
             Ok(answer) => Ok(Some(answer)),
             Err(e) => {
@@ -115,11 +128,6 @@ impl Sharing {
         }
     }
 
-    /// Refuses a question that needs the upstream while Redis is away under `refuse`.
-    pub fn check(&self) -> Result<(), EngineError> {
-        if self.redis.is_up() || self.on_failure == OnFailure::Local { Ok(()) } else { Err(self.away()) }
-    }
-
     fn away(&self) -> EngineError {
         EngineError::SharedStateAway { retry_after: PROBE_EVERY }
     }
@@ -128,7 +136,7 @@ impl Sharing {
     /// it; adds to Redis the handles this replica counted alone as soon as it is back (and
     /// all of this month's, now and then, in case Redis lost them); counts the calls `budget`
     /// paced alone.
-    pub fn watch(self: &Arc<Self>, store: Arc<Store>, budget: Arc<RateBudget>) {
+    pub fn watch(self: &Arc<Self>, local: Arc<dyn Ledger>, fallbacks: impl Fn() -> u64 + Send + 'static) {
         let sharing: Weak<Sharing> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(PROBE_EVERY);
@@ -139,14 +147,17 @@ impl Sharing {
                 let Some(sharing) = sharing.upgrade() else { return };
                 let (up, was_away) = sharing.redis.probe().await;
                 metrics::redis_up(up);
-                let fallbacks = budget.fallbacks();
+                let fallbacks = fallbacks();
                 for _ in paced_alone..fallbacks {
                     metrics::redis_fallback(Alone::Budget.label());
                 }
                 paced_alone = fallbacks;
                 ticks = ticks.wrapping_add(1);
                 let owed = sharing.owes_ledger.load(Ordering::Relaxed);
-                if up && (was_away || owed || ticks % LEDGER_EVERY == 1) && sharing.catch_up(&store).await {
+                if up
+                    && (was_away || owed || ticks % LEDGER_EVERY == 1)
+                    && sharing.catch_up(local.as_ref()).await
+                {
                     sharing.owes_ledger.store(false, Ordering::Relaxed);
                 }
             }
@@ -155,9 +166,9 @@ impl Sharing {
 
     /// Adds the month's handles this replica counted to Redis, keeping first calls Redis
     /// has; whether that was done.
-    async fn catch_up(&self, store: &Arc<Store>) -> bool {
+    async fn catch_up(&self, local: &dyn Ledger) -> bool {
         let now = chrono::Utc::now();
-        let entries = match LocalLedger::new(Arc::clone(store)).month(now).await {
+        let entries = match local.month(now).await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "the handle ledger could not be read");
@@ -177,20 +188,29 @@ impl Sharing {
     }
 }
 
+impl SharedState for Sharing {
+    fn check(&self) -> Result<(), EngineError> {
+        if self.redis.is_up() || self.on_failure == OnFailure::Local { Ok(()) } else { Err(self.away()) }
+    }
+
+    fn readiness(&self) -> Option<Readiness> {
+        Some(match (self.redis.is_up(), self.on_failure) {
+            (true, _) => Readiness { said: "up", ready: true },
+            (false, OnFailure::Local) => {
+                Readiness { said: "unreachable: answering alone (redis.on_failure = local)", ready: true }
+            }
+            (false, OnFailure::Refuse) => Readiness { said: "unreachable", ready: false },
+        })
+    }
+}
+
 /// The ledger of every replica, in Redis. This replica's store keeps what it counts too:
 /// while Redis is away (under `local`) that is the ledger, and it is added back to Redis
 /// when Redis returns.
 #[derive(Debug)]
-pub struct SharedLedger {
+struct SharedLedger {
     sharing: Arc<Sharing>,
-    local: LocalLedger,
-}
-
-impl SharedLedger {
-    /// The ledger in `sharing`'s Redis, beside `local`.
-    pub fn new(sharing: Arc<Sharing>, local: LocalLedger) -> SharedLedger {
-        SharedLedger { sharing, local }
-    }
+    local: Arc<dyn Ledger>,
 }
 
 #[async_trait]
@@ -219,6 +239,103 @@ impl Ledger for SharedLedger {
         match self.sharing.or_alone(Alone::Usage, answered)? {
             Some(month) => Ok(month),
             None => self.local.month(now).await,
+        }
+    }
+}
+
+/// Nonces seen by any replica. This replica remembers them too, so a replay is refused
+/// here even while Redis is away.
+#[derive(Debug)]
+struct SharedNonces {
+    sharing: Arc<Sharing>,
+    local: Arc<dyn Nonces>,
+}
+
+#[async_trait]
+impl Nonces for SharedNonces {
+    async fn first_use(&self, nonce: &str) -> Result<bool, EngineError> {
+        let here = self.local.first_use(nonce).await?;
+        let anywhere = self.sharing.redis.first_use_of_nonce(nonce, self.local.life()).await;
+        Ok(self.sharing.or_alone(Alone::Nonce, anywhere)?.map_or(here, |first| first && here))
+    }
+
+    fn life(&self) -> Duration {
+        self.local.life()
+    }
+}
+
+/// The facts tier in Redis. A read or write that fails is logged and counted; the question
+/// goes on with what it has.
+#[derive(Debug)]
+struct SharedFacts(Arc<Sharing>);
+
+impl SharedFacts {
+    fn answered<T>(&self, what: &str, answered: Result<T, Unreachable>) -> Option<T> {
+        answered
+            .inspect_err(|e| {
+                tracing::debug!(error = %e, "{what}");
+                metrics::redis_fallback(Alone::Facts.label());
+            })
+            .ok()
+    }
+}
+
+#[async_trait]
+impl FactsTier for SharedFacts {
+    fn reachable(&self) -> bool {
+        self.0.redis.is_up()
+    }
+
+    async fn hours(
+        &self,
+        handle: &str,
+        wanted: &HashMap<TweetId, Vec<i64>>,
+        slots: u32,
+        unsettled_from: i64,
+    ) -> Option<TweetHours> {
+        let read = self.0.redis.get_facts(handle, wanted, slots, unsettled_from).await;
+        self.answered("the shared facts could not be read", read)
+    }
+
+    async fn statuses(&self, handle: &str, tweets: &[TweetId]) -> Option<Statuses> {
+        let read = self.0.redis.get_statuses(handle, tweets).await;
+        self.answered("the shared statuses could not be read", read)
+    }
+
+    async fn give(&self, fetched: Fetched<'_>) {
+        let redis = &self.0.redis;
+        let Fetched { handle, slots, hours, statuses, unsettled_from, fresh_ttl, fetched_at, status_ttl } =
+            fetched;
+        let (counts, statuses) = tokio::join!(
+            redis.put_facts(handle, slots, hours, unsettled_from, fresh_ttl),
+            redis.put_statuses(handle, statuses, fetched_at, status_ttl),
+        );
+        self.answered("what was fetched could not be shared", counts.and(statuses));
+    }
+}
+
+/// Leases on calls, in Redis.
+#[derive(Debug)]
+struct SharedLeases(Arc<Sharing>);
+
+#[async_trait]
+impl Leases for SharedLeases {
+    async fn claim(&self, name: &str, ttl: Duration) -> Claim {
+        let holder = format!("{:016x}", fastrand::u64(..));
+        match self.0.redis.take_lease(name, &holder, ttl).await {
+            Ok(true) => Claim::Ours { holder },
+            Ok(false) => Claim::Theirs,
+            Err(_) => Claim::Nobody,
+        }
+    }
+
+    async fn held(&self, name: &str) -> Option<bool> {
+        self.0.redis.lease_held(name).await.ok()
+    }
+
+    async fn release(&self, name: &str, holder: &str) {
+        if let Err(e) = self.0.redis.release_lease(name, holder).await {
+            tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");
         }
     }
 }

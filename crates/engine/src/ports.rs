@@ -1,0 +1,235 @@
+//! What the replicas of one service share, as ports the engine and the server ask through:
+//! the facts fetched ([`FactsTier`]), leases on calls in flight ([`Leases`]), the month's
+//! handle ledger ([`Ledger`]), OAuth nonces ([`Nonces`]), whether shared state can be
+//! reached ([`SharedState`]), and the per-minute budget ([`SharedRate`], which the call
+//! policy paces by).
+//!
+//! [`Shared::alone`] is a service with no replicas: its own store's ledger, its own nonces,
+//! nothing to share facts or leases with. The `replicas` crate implements every port on
+//! Redis; what happens while Redis is away (`redis.on_failure`) lives there, inside each
+//! implementation, never at a call site.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use engagement::TweetId;
+use store::Store;
+
+use crate::error::EngineError;
+pub use crate::ledger::{Ledger, LocalLedger};
+pub use engagement::slots::Hour;
+pub use store::ledger::month_of;
+pub use store::{Admission, LedgerEntry};
+pub use upstream::budget::{BoxFuture, SharedRate, Unreachable};
+
+/// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
+pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
+
+/// What calls told of Tweets: per Tweet, whether it was deleted, and when that was learned.
+pub type Statuses = HashMap<TweetId, (bool, DateTime<Utc>)>;
+
+/// What one call fetched, for the other replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetched<'a> {
+    pub handle: &'a str,
+    /// The slots (types) `hours` hold.
+    pub slots: u32,
+    pub hours: &'a TweetHours,
+    /// Each Tweet the call asked for, and whether it was deleted.
+    pub statuses: &'a [(TweetId, bool)],
+    /// Hours from this one on are not settled: they live `fresh_ttl`, the others for good.
+    pub unsettled_from: i64,
+    pub fresh_ttl: Duration,
+    /// When the call was sent; statuses live `status_ttl` from then.
+    pub fetched_at: DateTime<Utc>,
+    pub status_ttl: Duration,
+}
+
+/// The facts every replica has fetched. A read that fails costs calls, never an answer: it
+/// is `None`, and the implementation logs and counts it.
+#[async_trait]
+pub trait FactsTier: Send + Sync + std::fmt::Debug {
+    /// Whether a read may find anything now.
+    fn reachable(&self) -> bool;
+
+    /// The hours of `wanted` (per Tweet, hour numbers) fetched as `handle` with every slot
+    /// of `slots`: from `unsettled_from` on, those still fresh; before it, the settled ones.
+    async fn hours(
+        &self,
+        handle: &str,
+        wanted: &HashMap<TweetId, Vec<i64>>,
+        slots: u32,
+        unsettled_from: i64,
+    ) -> Option<TweetHours>;
+
+    /// What is known of `tweets` as `handle` and still trusted.
+    async fn statuses(&self, handle: &str, tweets: &[TweetId]) -> Option<Statuses>;
+
+    /// Shares what one call fetched.
+    async fn give(&self, fetched: Fetched<'_>);
+}
+
+/// Who makes a call that several replicas need at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This replica makes it, holding the lease as `holder` until it gives it up.
+    Ours { holder: String },
+    /// Another replica is making it: wait for what it writes.
+    Theirs,
+    /// Nobody could be asked: make it.
+    Nobody,
+}
+
+/// Leases on calls in flight, so a call several replicas need is made by one of them.
+#[async_trait]
+pub trait Leases: Send + Sync + std::fmt::Debug {
+    /// Claims the call named `name` for `ttl` (past it, another replica may make it).
+    async fn claim(&self, name: &str, ttl: Duration) -> Claim;
+
+    /// Whether someone holds the lease on `name`; `None` when that cannot be known.
+    async fn held(&self, name: &str) -> Option<bool>;
+
+    /// Gives up the lease `holder` took on `name` (else it expires).
+    async fn release(&self, name: &str, holder: &str);
+}
+
+/// OAuth nonces, used once.
+#[async_trait]
+pub trait Nonces: Send + Sync + std::fmt::Debug {
+    /// Records `nonce` (qualified by its token); whether this is its first use. An error is
+    /// the client's answer (shared state away under `redis.on_failure = "refuse"`).
+    async fn first_use(&self, nonce: &str) -> Result<bool, EngineError>;
+
+    /// How long a nonce is remembered (one older than that is refused by its timestamp).
+    fn life(&self) -> Duration;
+}
+
+/// How shared state stands, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// What `/readyz` says of it.
+    pub said: &'static str,
+    /// Whether the service takes questions meanwhile.
+    pub ready: bool,
+}
+
+/// Whether the state replicas share can be reached.
+pub trait SharedState: Send + Sync + std::fmt::Debug {
+    /// Refuses a question that needs the upstream while shared state is away and the
+    /// service may not do without it.
+    fn check(&self) -> Result<(), EngineError>;
+
+    /// How it stands; `None` with no replicas.
+    fn readiness(&self) -> Option<Readiness>;
+}
+
+/// Every port, as one service sees them.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub facts: Arc<dyn FactsTier>,
+    pub leases: Arc<dyn Leases>,
+    pub ledger: Arc<dyn Ledger>,
+    pub nonces: Arc<dyn Nonces>,
+    pub state: Arc<dyn SharedState>,
+}
+
+impl Shared {
+    /// A service alone: `store`'s ledger, nonces remembered `nonce_life` here, nothing else
+    /// shared.
+    pub fn alone(store: Arc<Store>, nonce_life: Duration) -> Shared {
+        let alone = Arc::new(Alone);
+        Shared {
+            facts: alone.clone(),
+            leases: alone.clone(),
+            ledger: Arc::new(LocalLedger::new(store)),
+            nonces: Arc::new(LocalNonces::new(nonce_life)),
+            state: alone,
+        }
+    }
+}
+
+/// No replicas: no facts but the store's, every call this service's to make.
+#[derive(Debug, Clone, Copy)]
+struct Alone;
+
+#[async_trait]
+impl FactsTier for Alone {
+    fn reachable(&self) -> bool {
+        false
+    }
+
+    async fn hours(&self, _: &str, _: &HashMap<TweetId, Vec<i64>>, _: u32, _: i64) -> Option<TweetHours> {
+        None
+    }
+
+    async fn statuses(&self, _: &str, _: &[TweetId]) -> Option<Statuses> {
+        None
+    }
+
+    async fn give(&self, _: Fetched<'_>) {}
+}
+
+#[async_trait]
+impl Leases for Alone {
+    async fn claim(&self, _: &str, _: Duration) -> Claim {
+        Claim::Nobody
+    }
+
+    async fn held(&self, _: &str) -> Option<bool> {
+        None
+    }
+
+    async fn release(&self, _: &str, _: &str) {}
+}
+
+impl SharedState for Alone {
+    fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn readiness(&self) -> Option<Readiness> {
+        None
+    }
+}
+
+/// Nonces seen by this process, each remembered for a while (a nonce older than that is
+/// refused by its timestamp anyway).
+#[derive(Debug)]
+pub struct LocalNonces {
+    seen: moka::sync::Cache<String, ()>,
+}
+
+impl LocalNonces {
+    /// Nonces remembered for `life`.
+    pub fn new(life: Duration) -> LocalNonces {
+        LocalNonces { seen: moka::sync::Cache::builder().time_to_live(life).max_capacity(1_000_000).build() }
+    }
+}
+
+#[async_trait]
+impl Nonces for LocalNonces {
+    async fn first_use(&self, nonce: &str) -> Result<bool, EngineError> {
+        Ok(self.seen.entry(nonce.to_string()).or_insert(()).is_fresh())
+    }
+
+    fn life(&self) -> Duration {
+        self.seen.policy().time_to_live().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_nonce_is_fresh_once() {
+        let nonces = LocalNonces::new(Duration::from_secs(600));
+        assert!(nonces.first_use("token:abc").await.unwrap_or(false));
+        assert!(!nonces.first_use("token:abc").await.unwrap_or(true), "a replay");
+        assert!(nonces.first_use("token:abd").await.unwrap_or(false));
+        assert_eq!(nonces.life(), Duration::from_secs(600));
+    }
+}
