@@ -181,3 +181,27 @@ async fn a_bad_job_is_400_and_no_job() {
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(world.upstream_calls(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_jobs_result_is_kept_its_time_then_let_go() {
+    let world = World::start(Config::default(), &[("STITCHER__JOBS__RESULT_TTL_SECS", "600")]).await;
+    let job = submit(&world, &question(&world, 1)).await;
+    let finished = loop {
+        let (status, s) = get(&world, &job, "demo-key").await;
+        assert_eq!(status, 200, "{s}");
+        match s["state"].as_str().unwrap() {
+            "queued" | "running" => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => break s,
+        }
+    };
+    assert_eq!(finished["state"], "done", "{finished}");
+
+    world.clock.advance(Duration::from_secs(590));
+    let (status, answer) = get(&world, &format!("{job}/result"), "demo-key").await;
+    assert_eq!(status, 200, "within its time: {answer}");
+    world.clock.advance(Duration::from_secs(20));
+    let (status, _) = get(&world, &format!("{job}/result"), "demo-key").await;
+    assert_eq!(status, 404, "past jobs.result_ttl_secs the result is let go");
+    let (status, _) = get(&world, &job, "demo-key").await;
+    assert_eq!(status, 404, "and the job with it");
+}

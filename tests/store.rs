@@ -141,7 +141,7 @@ async fn a_dashboard_six_simulated_hours_later_equals_the_oracle() {
         .await;
     assert_eq!(moved.unwrap().status().as_u16(), 200);
     assert_ne!(world.oracle(&q).await, earlier, "recent hours moved with the clock");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    world.clock.advance(std::time::Duration::from_millis(1500));
     let (_, calls) = ask_exact(&world, &q).await;
     assert!(calls > 0, "unsettled hours are fetched again, not served stale");
 }
@@ -194,7 +194,7 @@ async fn a_deleted_tweet_is_remembered_and_the_status_is_refreshed_by_one_small_
     assert_eq!(cold, 2);
     let (_, calls) = ask_exact(&world, &question(&ids[..10], range, &["impressions"], hour_of_day())).await;
     assert_eq!(calls, 0, "the deleted Tweet is known without a call while its status is fresh");
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    world.clock.advance(std::time::Duration::from_millis(2500));
     let before = world.upstream_calls();
     let (meta, calls) = ask_exact(&world, &q).await;
     assert_eq!(calls, 2, "one call per batch of 25 refreshes what is known of the Tweets: {meta}");
@@ -254,7 +254,7 @@ async fn a_refused_tweet_is_remembered_and_refused_alike_without_a_call() {
     assert_eq!(incomplete[0]["errors"], errors);
     assert_eq!(incomplete[0]["tweet_ids"].as_array().map(Vec::len), Some(5), "{incomplete}");
 
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    world.clock.advance(std::time::Duration::from_millis(3500));
     assert_eq!(ask(&ids[..5], daily()).await, (400, errors, 1), "past the status TTL, asked again");
 }
 

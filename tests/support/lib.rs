@@ -1,5 +1,6 @@
 //! A world for end-to-end tests: a simulator on a loopback port, and the service built by
-//! `Application::build` (as `main` builds it) pointed at it, on port 0.
+//! `Application::build_on` (as `main` builds it, on a clock the test may move ahead)
+//! pointed at it, on port 0.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use engine::ports::{Clock as ServiceClock, MovedClock};
 use serde_json::Value;
 use server::{Application, Settings};
 use simulator::{Clock, Config, Simulator};
@@ -23,6 +25,8 @@ pub struct World {
     pub now: DateTime<Utc>,
     /// The service's store of facts, removed with the world.
     pub store: tempfile::TempDir,
+    /// The service's clock: the system's, until a test moves it ahead to pass a TTL.
+    pub clock: Arc<MovedClock>,
 }
 
 /// The instant tests take as now: this hour's start, so every count is settled.
@@ -56,10 +60,11 @@ impl World {
         ]);
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::load_with(None, Some(vars)).unwrap();
-        let app = Application::build(settings).await.unwrap();
+        let clock = Arc::new(MovedClock::default());
+        let app = Application::build_on(settings, Arc::clone(&clock) as Arc<dyn ServiceClock>).await.unwrap();
         let url = format!("http://{}", app.local_addr().unwrap());
         tokio::spawn(app.run());
-        World { url, sim_url, sim, http: reqwest::Client::new(), now, store }
+        World { url, sim_url, sim, http: reqwest::Client::new(), now, store, clock }
     }
 
     /// `POST` to the service with the demo key.

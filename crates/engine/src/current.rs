@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use engagement::time::ceil_hour;
 use engagement::vocabulary::earliest_start;
 use engagement::{Endpoint, Query, RawRequest, Response, TimeRange};
@@ -88,8 +87,9 @@ impl Engine {
         let started = Instant::now();
         let endpoint = query.endpoint;
         // Only for naming a failed batch: `/totals` has no range of its own.
-        let span =
-            query.range.unwrap_or_else(|| TimeRange { start: earliest_start(), end: ceil_hour(Utc::now()) });
+        let span = query
+            .range
+            .unwrap_or_else(|| TimeRange { start: earliest_start(), end: ceil_hour(self.clock.now()) });
         let plan = Plan::at_once(&query.tweet_ids, span, endpoint.max_tweet_ids());
         // The types in one order, so questions that list them differently share calls.
         let mut types = query.types.clone();

@@ -13,9 +13,10 @@ use stitch::Plan;
 use store::facts::{born_hour, hour_of};
 use store::{CallFacts, Known, Store};
 
+use crate::Engine;
 use crate::metrics;
 use crate::needs::CallKey;
-use crate::ports::{FactsTier, Fetched, Leases};
+use crate::ports::{FactsTier, Fetched};
 
 /// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of
 /// the Tweets whose status is not: keeps them in `store` and adds them to `known`.
@@ -164,14 +165,14 @@ pub(super) fn call_name(key: &CallKey) -> String {
 /// in them, as a call of its own would give. `None` when they are not all there (that call
 /// failed): then this replica makes the call.
 pub(super) async fn wait_for(
-    (tier, leases): (&dyn FactsTier, &dyn Leases),
-    store: &Arc<Store>,
+    engine: &Engine,
     key: &CallKey,
     name: &str,
     deadline: tokio::time::Instant,
 ) -> Option<(CallFacts, i64)> {
     let CallKey { handle, tweets, types, window, status_only } = key;
     let (window, status_only) = (*window, *status_only);
+    let (tier, leases, store) = (engine.shared.facts.as_ref(), engine.shared.leases.as_ref(), &engine.store);
     let mut pause = std::time::Duration::from_millis(25);
     loop {
         match leases.held(name).await {
@@ -187,7 +188,7 @@ pub(super) async fn wait_for(
     if tweets.iter().any(|t| !statuses.contains_key(t)) {
         return None;
     }
-    let now = Utc::now();
+    let now = engine.clock.now();
     let unsettled_from = store.unsettled_from(now);
     let mut facts = CallFacts {
         window: Some(window),

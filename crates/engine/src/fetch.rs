@@ -114,7 +114,7 @@ impl FactsCall {
         let sent = AtomicU32::new(0);
         // Hours are judged settled from before the call was sent: never from after the
         // upstream answered, when a not-yet-final hour may have turned old enough.
-        let sent_at: DateTime<Utc> = Utc::now();
+        let sent_at: DateTime<Utc> = self.engine.clock.now();
         let body = self.request();
         let progress = Arc::clone(&self.ask.progress);
         let engine = &self.engine;
@@ -163,10 +163,7 @@ impl FactsCall {
             Claim::Ours { holder } => Ok(Some((name, holder))),
             Claim::Nobody => Ok(None),
             Claim::Theirs => {
-                let ports = (shared.facts.as_ref(), shared.leases.as_ref());
-                match facts_tier::wait_for(ports, &self.engine.store, &self.key, &name, self.ask.deadline)
-                    .await
-                {
+                match facts_tier::wait_for(&self.engine, &self.key, &name, self.ask.deadline).await {
                     Some((facts, unsettled_from)) => {
                         metrics::coalesced();
                         let brought = Brought { facts: Arc::new(facts), unsettled_from };

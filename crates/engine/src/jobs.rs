@@ -22,6 +22,7 @@ use upstream::HandleCredentials;
 
 use crate::config::JobsSettings;
 use crate::error::EngineError;
+use crate::ports::Clock;
 use crate::{Answer, Ask, Engine, Progress, ProgressSnapshot, Question};
 
 /// Where a job is.
@@ -85,6 +86,7 @@ pub struct Job {
     pub progress: Arc<Progress>,
     cancel: CancellationToken,
     record: Mutex<Record>,
+    clock: Arc<dyn Clock>,
 }
 
 /// What a job's result is now.
@@ -144,7 +146,7 @@ impl Job {
         let mut record = self.lock();
         if !record.state.is_final() {
             record.state = JobState::Cancelled;
-            record.finished_at = Some(Utc::now());
+            record.finished_at = Some(self.clock.now());
             drop(record);
             self.cancel.cancel();
             self.progress.wake_watchers();
@@ -163,7 +165,7 @@ impl Job {
         if record.state == JobState::Cancelled {
             return None;
         }
-        record.finished_at = Some(Utc::now());
+        record.finished_at = Some(self.clock.now());
         let kept = match result {
             Ok(answer) => {
                 let bytes = answer.response.held_bytes();
@@ -216,6 +218,7 @@ pub struct Jobs {
     /// Where jobs run: shutdown waits for what it tracks.
     tasks: TaskTracker,
     settings: JobsSettings,
+    clock: Arc<dyn Clock>,
 }
 
 /// Why a job could not be made.
@@ -237,8 +240,9 @@ pub struct Submitted {
 }
 
 impl Jobs {
-    /// An empty set of jobs run as `settings` say, each tracked by `tasks` until it ends.
-    pub fn new(settings: JobsSettings, tasks: TaskTracker) -> Jobs {
+    /// An empty set of jobs run as `settings` say, each tracked by `tasks` until it ends,
+    /// their results expiring by `clock`.
+    pub fn new(settings: JobsSettings, tasks: TaskTracker, clock: Arc<dyn Clock>) -> Jobs {
         Jobs {
             jobs: Mutex::default(),
             running: Arc::new(Semaphore::new(settings.max_running.max(1))),
@@ -246,6 +250,7 @@ impl Jobs {
             closing: CancellationToken::new(),
             tasks,
             settings,
+            clock,
         }
     }
 
@@ -293,10 +298,11 @@ impl Jobs {
             let made = Arc::new(Job {
                 id: format!("{:032x}", fastrand::u128(..)),
                 client: job.client.clone(),
-                created_at: Utc::now(),
+                created_at: self.clock.now(),
                 progress: Arc::new(Progress::default()),
                 cancel: cut_off.child_token(),
                 record: Mutex::new(Record { state: JobState::Queued, finished_at: None, outcome: None }),
+                clock: Arc::clone(&self.clock),
             });
             jobs.insert(made.id.clone(), Arc::clone(&made));
             made
@@ -413,7 +419,7 @@ impl Jobs {
     /// Forgets jobs whose results have been kept their time.
     pub fn sweep(&self) {
         let ttl = Duration::from_secs(self.settings.result_ttl_secs);
-        let now = Utc::now();
+        let now = self.clock.now();
         self.lock().retain(|_, job| !job.expired(now, ttl));
         self.forget(|job| job.expired(now, ttl));
     }

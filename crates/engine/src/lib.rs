@@ -21,12 +21,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::{AttemptError, CallPolicy, HandleCredentials};
 
-use chrono::Utc;
 use store::{Admission, Store};
 use upstream::Coalesce;
 
 use crate::config::{CapPolicy, LedgerSettings};
-use crate::ports::Shared;
+use crate::ports::{Clock, Shared};
 
 pub mod config;
 mod current;
@@ -241,18 +240,21 @@ pub struct Engine {
     /// What this service shares with its replicas (or keeps alone): facts, leases on
     /// calls, the month's handle ledger, nonces.
     pub shared: Shared,
+    /// The time of day facts are judged by.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Engine {
     /// An engine calling through `calls`, keeping facts in `store` if `store_enabled`,
     /// sharing what `shared` holds with the other replicas, the month's ledger capped as
-    /// `ledger_settings` say.
+    /// `ledger_settings` say, judging time by `clock`.
     pub fn new(
         calls: CallPolicy,
         store: Arc<Store>,
         store_enabled: bool,
         ledger_settings: LedgerSettings,
         shared: Shared,
+        clock: Arc<dyn Clock>,
     ) -> Engine {
         let rendered = rendered::Rendered::new(store.config().status_ttl);
         Engine {
@@ -265,6 +267,7 @@ impl Engine {
             rendered,
             counted: Default::default(),
             shared,
+            clock,
         }
     }
 }
@@ -362,7 +365,7 @@ impl Engine {
         if may_refuse {
             self.shared.state.check()?;
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let month = store::ledger::month_of(now);
         let counted = (month.clone(), handle.to_string());
         if self.counted.lock().unwrap_or_else(|p| p.into_inner()).contains(&counted) {

@@ -2,7 +2,8 @@
 //! the facts fetched ([`FactsTier`]), leases on calls in flight ([`Leases`]), the month's
 //! handle ledger ([`Ledger`]), OAuth nonces ([`Nonces`]), whether shared state can be
 //! reached ([`SharedState`]), and the per-minute budget ([`SharedRate`], which the call
-//! policy paces by).
+//! policy paces by). Beside them, the [`Clock`] every judgment of wall time reads: what has
+//! settled, what is still fresh, which month a call counts in, when a job's result expires.
 //!
 //! [`Shared::alone`] is a service with no replicas: its own store's ledger, its own nonces,
 //! nothing to share facts or leases with. The `replicas` crate implements every port on
@@ -10,7 +11,7 @@
 //! implementation, never at a call site.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -195,6 +196,45 @@ impl SharedState for Alone {
     }
 }
 
+/// Wall-clock time. Durations and deadlines are `tokio::time`'s, which tests pause; this is
+/// the time of day facts are judged by.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The system's clock, moved ahead by hand: tests of TTLs, settling and expiry pass time
+/// without waiting for it.
+#[derive(Debug, Default)]
+pub struct MovedClock {
+    ahead: Mutex<chrono::Duration>,
+}
+
+impl MovedClock {
+    /// Moves the clock `by` further ahead.
+    pub fn advance(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        *ahead = ahead.checked_add(&by).unwrap_or(chrono::Duration::MAX);
+    }
+}
+
+impl Clock for MovedClock {
+    fn now(&self) -> DateTime<Utc> {
+        let ahead = *self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        Utc::now().checked_add_signed(ahead).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
 /// Nonces seen by this process, each remembered for a while (a nonce older than that is
 /// refused by its timestamp anyway).
 #[derive(Debug)]
@@ -223,6 +263,18 @@ impl Nonces for LocalNonces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moved_clock_runs_ahead_of_the_system_by_what_it_was_moved() {
+        let clock = MovedClock::default();
+        let before = Utc::now();
+        clock.advance(Duration::from_secs(3600));
+        clock.advance(Duration::from_secs(60));
+        let moved = clock.now();
+        let after = Utc::now();
+        assert!(moved >= before + chrono::Duration::seconds(3660), "{moved} vs {before}");
+        assert!(moved <= after + chrono::Duration::seconds(3660), "{moved} vs {after}");
+    }
 
     #[tokio::test]
     async fn a_nonce_is_fresh_once() {

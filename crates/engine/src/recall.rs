@@ -86,7 +86,7 @@ impl Engine {
         let range = question.range;
         let plan =
             Arc::new(stitch::plan(&question.query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
-        let now = Utc::now();
+        let now = self.clock.now();
         let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
         ask.progress.planned(&plan, 0);
         let settled = hour_of(range.end) <= self.store.unsettled_from(now);
@@ -178,7 +178,7 @@ impl Engine {
         let mut needs = needs(plan, known);
         let tier = self.shared.facts.as_ref();
         if tier.reachable() && !needs.calls.is_empty() {
-            facts_tier::take(tier, &self.store, handle, plan, known, types, Utc::now()).await;
+            facts_tier::take(tier, &self.store, handle, plan, known, types, self.clock.now()).await;
             needs = self::needs(plan, known);
         }
         needs
@@ -250,7 +250,7 @@ impl Engine {
             })?;
             // Only the unsettled hours are taken (settled ones are on disk), and the call's
             // facts are let go at once: a big question never holds them all.
-            known.learn(&brought.facts, brought.unsettled_from, Utc::now());
+            known.learn(&brought.facts, brought.unsettled_from, self.clock.now());
             answered.insert(need);
             Ok(coverage.answered(&need))
         };

@@ -62,7 +62,8 @@ fn engine(upstream: &Arc<Modelled>, dir: &tempfile::TempDir, store_enabled: bool
     let store = Arc::new(store);
     let ledger = LedgerSettings { handle_cap: None, policy: CapPolicy::Refuse };
     let alone = engine::ports::Shared::alone(Arc::clone(&store), Duration::from_secs(600));
-    Arc::new(Engine::new(calls, store, store_enabled, ledger, alone))
+    let clock = Arc::new(engine::ports::SystemClock);
+    Arc::new(Engine::new(calls, store, store_enabled, ledger, alone, clock))
 }
 
 fn modelled(config: Config) -> Arc<Modelled> {

@@ -147,8 +147,9 @@ pub(crate) fn question_of(
     reading: Reading,
 ) -> Result<(engine::Question, u32), ServiceError> {
     let body = NativeQuestion::read(body, reading).map_err(ServiceError::BadRequest)?;
-    let question =
-        body.historical(reading, &state.limits, chrono::Utc::now()).map_err(ServiceError::BadRequest)?;
+    let question = body
+        .historical(reading, &state.limits, state.engine.clock.now())
+        .map_err(ServiceError::BadRequest)?;
     let counts = answer_size(state, &question.query)?;
     Ok((question, counts))
 }

@@ -17,14 +17,15 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use upstream::{AppCredentials, HttpUpstream, RateBudget, Reach, Upstream};
+use upstream::{AppCredentials, CallPolicy, HttpUpstream, RateBudget, Reach, Upstream};
 
 use crate::auth::NONCE_LIFE;
 use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{connections, current, demo, fallback, historical, jobs, metrics, openapi, page, probes, usage};
-use engine::ports::Shared;
+use engine::Engine;
+use engine::ports::{Clock, Shared, SystemClock};
 use replicas::Sharing;
 
 /// After the grace period, how long the `503`s of questions cut off have to be written, and
@@ -37,11 +38,18 @@ async fn wait_for_questions(state: &AppState, limit: Duration) -> bool {
     tokio::time::timeout(limit, state.tasks.wait()).await.is_ok()
 }
 
-/// The upstream of `settings` (starting the embedded simulator when none is set), where it
-/// is, its per-minute budget, and the Redis shared with other replicas.
-async fn connect(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn Upstream>, String, Arc<RateBudget>, Option<Arc<Sharing>>)> {
+/// What a service talks to: its upstream, where that is, the per-minute budget, and the
+/// Redis it shares with other replicas (if any).
+#[derive(Debug)]
+pub struct Connected {
+    pub upstream: Arc<dyn Upstream>,
+    pub upstream_url: String,
+    pub budget: Arc<RateBudget>,
+    pub sharing: Option<Arc<Sharing>>,
+}
+
+/// What `settings` connect to (starting the embedded simulator when no upstream is set).
+async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
     let upstream_url = match &settings.upstream.base_url {
         // Settings refuse demo credentials with an upstream off this machine.
         Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -66,17 +74,14 @@ async fn connect(
     });
     let client =
         HttpUpstream::new(&upstream_url, app, Arc::clone(&budget), Duration::from_secs(u.call_timeout_secs))?;
-    Ok((Arc::new(client), upstream_url, budget, sharing))
+    Ok(Connected { upstream: Arc::new(client), upstream_url, budget, sharing })
 }
 
-/// The state for `settings`: its store, and the ports of what it shares with its replicas
-/// through `sharing` (watched while the service lives), if any.
-fn start(
-    settings: Settings,
-    upstream: Arc<dyn Upstream>,
-    budget: Arc<RateBudget>,
-    sharing: Option<Arc<Sharing>>,
-) -> anyhow::Result<Arc<AppState>> {
+/// The state for `settings` on what it is `connected` to: its store, and the ports of what
+/// it shares with its replicas (their Redis watched while the service lives), judging time
+/// by `clock`.
+fn start(settings: Settings, connected: Connected, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<AppState>> {
+    let Connected { upstream, budget, sharing, .. } = connected;
     let store = Arc::new(store::Store::open(settings.store_config())?);
     let alone = Shared::alone(Arc::clone(&store), NONCE_LIFE);
     let shared = match &sharing {
@@ -87,7 +92,15 @@ fn start(
         }
         None => alone,
     };
-    Ok(Arc::new(AppState::new(settings, upstream, budget, store, shared)))
+    let engine = Engine::new(
+        CallPolicy::new(upstream, budget, settings.upstream.max_in_flight, settings.retry_policy()),
+        store,
+        settings.store.enabled,
+        settings.ledger.clone(),
+        shared,
+        clock,
+    );
+    Ok(Arc::new(AppState::new(settings, Arc::new(engine))))
 }
 
 /// A built service, bound to its port, ready to serve.
@@ -102,24 +115,29 @@ impl Application {
     /// Binds `server.listen`, starts the embedded simulator when no upstream is set, and
     /// builds the state.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let (upstream, upstream_url, budget, sharing) = connect(&settings).await?;
-        Self::with_upstream(settings, upstream, upstream_url, budget, sharing).await
+        Self::build_on(settings, Arc::new(SystemClock)).await
     }
 
-    /// Like [`Application::build`], with the upstream given (tests, other stand-ins).
+    /// Like [`Application::build`], judging time by `clock` (tests move it ahead to pass
+    /// TTLs without waiting).
+    pub async fn build_on(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let connected = connect(&settings).await?;
+        Self::with_upstream(settings, connected, clock).await
+    }
+
+    /// Like [`Application::build_on`], with what it talks to given (tests, other stand-ins).
     pub async fn with_upstream(
         settings: Settings,
-        upstream: Arc<dyn Upstream>,
-        upstream_url: String,
-        budget: Arc<RateBudget>,
-        sharing: Option<Arc<Sharing>>,
+        connected: Connected,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
+        let upstream_url = connected.upstream_url.clone();
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
         metrics::handle();
         metrics::start_at_zero();
-        let state = start(settings, upstream, budget, sharing)?;
+        let state = start(settings, connected, clock)?;
         // A wrong upstream.base_url is said at start, not by the first question.
         let probed = Arc::clone(&state);
         tokio::spawn(async move {
@@ -143,8 +161,8 @@ impl Application {
     /// The state of a service for `settings` with nothing to listen on: the same engine,
     /// store and upstream (the embedded simulator when none is set), for `stitcher query`.
     pub async fn standalone(settings: Settings) -> anyhow::Result<Arc<AppState>> {
-        let (upstream, _, budget, sharing) = connect(&settings).await?;
-        start(settings, upstream, budget, sharing)
+        let connected = connect(&settings).await?;
+        start(settings, connected, Arc::new(SystemClock))
     }
 
     /// The address the service listens on.

@@ -40,7 +40,7 @@ async fn ask(
     }
     let body = NativeQuestion::read(&body, reading).map_err(ServiceError::BadRequest)?;
     let query = body
-        .current(endpoint, head.uri.path(), &state.limits, chrono::Utc::now())
+        .current(endpoint, head.uri.path(), &state.limits, state.engine.clock.now())
         .map_err(ServiceError::BadRequest)?;
     let room = room_for(state, answer_size(state, &query)?)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();

@@ -247,6 +247,17 @@ impl Settings {
         Duration::from_secs(self.server.header_timeout_secs)
     }
 
+    /// How calls are retried, as `upstream.max_attempts`, `retry_base_ms` and
+    /// `retry_max_ms` say.
+    pub fn retry_policy(&self) -> upstream::RetryPolicy {
+        let u = &self.upstream;
+        upstream::RetryPolicy {
+            max_attempts: u.max_attempts,
+            base_delay: Duration::from_millis(u.retry_base_ms),
+            max_delay: Duration::from_millis(u.retry_max_ms),
+        }
+    }
+
     /// The store's setup.
     pub fn store_config(&self) -> store::Config {
         let s = &self.store;

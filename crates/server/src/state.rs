@@ -2,20 +2,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use engagement::Limits;
-use store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use upstream::{CallPolicy, RateBudget, RetryPolicy, Upstream};
 
 use crate::auth::Keyring;
 use crate::settings::Settings;
 use engine::Engine;
 use engine::jobs::Jobs;
-use engine::ports::Shared;
 
 /// The service's shared state.
 #[derive(Debug)]
@@ -45,34 +41,13 @@ impl AppState {
         self.settings.server.max_concurrent_requests - self.admission.available_permits()
     }
 
-    /// The state for `settings`, calling `upstream` paced by `budget` (which the upstream
-    /// may also be telling what it learns of its limit), keeping facts in `store`, sharing
-    /// what `shared` holds with the other replicas.
-    pub fn new(
-        settings: Settings,
-        upstream: Arc<dyn Upstream>,
-        budget: Arc<RateBudget>,
-        store: Arc<Store>,
-        shared: Shared,
-    ) -> AppState {
-        let u = &settings.upstream;
-        let retry = RetryPolicy {
-            max_attempts: u.max_attempts,
-            base_delay: Duration::from_millis(u.retry_base_ms),
-            max_delay: Duration::from_millis(u.retry_max_ms),
-        };
-        let calls = CallPolicy::new(upstream, budget, u.max_in_flight, retry);
+    /// The state for `settings`, answering through `engine`.
+    pub fn new(settings: Settings, engine: Arc<Engine>) -> AppState {
         let tasks = TaskTracker::new();
         AppState {
-            keyring: Keyring::from_settings(&settings, Arc::clone(&shared.nonces)),
-            jobs: Arc::new(Jobs::new(settings.jobs.clone(), tasks.clone())),
-            engine: Arc::new(Engine::new(
-                calls,
-                store,
-                settings.store.enabled,
-                settings.ledger.clone(),
-                shared,
-            )),
+            keyring: Keyring::from_settings(&settings, Arc::clone(&engine.shared.nonces)),
+            jobs: Arc::new(Jobs::new(settings.jobs.clone(), tasks.clone(), Arc::clone(&engine.clock))),
+            engine,
             limits: Limits {
                 max_tweet_ids: settings.server.max_tweet_ids,
                 max_span_hours: None,

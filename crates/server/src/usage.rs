@@ -65,7 +65,7 @@ async fn read(
     headers: &HeaderMap,
 ) -> Result<Usage, ServiceError> {
     let granted = state.keyring.granted_handles(method, uri, headers).await?;
-    let now = chrono::Utc::now();
+    let now = state.engine.clock.now();
     let month = state.engine.shared.ledger.month(now).await?;
     let ledger = &state.settings.ledger;
     Ok(Usage {
