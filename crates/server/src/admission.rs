@@ -1,19 +1,25 @@
-//! Admission: what a request must pass before its question is answered (readiness, body
-//! size, credentials, a place among the requests in flight, a JSON body read in time), and
-//! the room its answer's counts take.
+//! Admission: what a request must pass before its question is answered, each check an
+//! extractor (readiness, body size, credentials, a place among the requests in flight, a
+//! JSON body read in time) and [`Admission`] all of them in order; and the room its
+//! answer's counts take.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::RequestPartsExt;
 use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
 use engagement::{ApiError, Query};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::Caller;
 use crate::error::{EngineError, ServiceError};
+use crate::request_id::request_id;
 use crate::state::AppState;
 use engine::{NativeQuestion, Reading};
 
@@ -28,7 +34,8 @@ pub(crate) struct Admitted {
 
 /// A request's place among those in flight, held until its answer is written: shutdown
 /// waits for every one.
-pub(crate) struct InFlight {
+#[derive(Debug)]
+pub struct InFlight {
     _place: OwnedSemaphorePermit,
     _tracked: TaskTrackerToken,
 }
@@ -50,13 +57,10 @@ impl std::fmt::Debug for RequestHead {
     }
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestHead {
+impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(RequestHead {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -65,32 +69,101 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestHead {
     }
 }
 
-/// Refuses from the head alone what needs no body (a body that would be too large, no
-/// or bad credentials, a full service, a body that is not JSON), then reads the body
-/// within `server.header_timeout_secs` and `server.max_body_bytes`.
-pub(crate) async fn admit(
-    state: &Arc<AppState>,
-    head: &RequestHead,
-    body: Body,
-) -> Result<(Caller, InFlight, Bytes), ServiceError> {
-    if !state.ready.load(Ordering::SeqCst) {
-        return Err(EngineError::ShuttingDown.into());
+/// A request refused at admission, answered with its request's ID.
+#[derive(Debug)]
+pub struct Refused {
+    error: ServiceError,
+    request_id: Option<String>,
+}
+
+impl Refused {
+    fn new(error: impl Into<ServiceError>, parts: &Parts) -> Refused {
+        Refused { error: error.into(), request_id: request_id(&parts.headers) }
     }
-    let limit = state.settings.server.max_body_bytes;
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ServiceError::PayloadTooLarge { limit });
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        self.error.into_response_for(self.request_id.as_deref())
     }
-    let caller = state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?;
-    let place = Arc::clone(&state.admission)
-        .try_acquire_owned()
-        .map_err(|_| ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER })?;
-    let admitted = InFlight { _place: place, _tracked: state.tasks.token() };
-    if let Some(kind) = head.headers.get(header::CONTENT_TYPE) {
+}
+
+/// The service takes questions: not once shutdown has begun.
+pub(crate) struct Ready;
+
+impl FromRequestParts<Arc<AppState>> for Ready {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+        if state.ready.load(Ordering::SeqCst) {
+            Ok(Ready)
+        } else {
+            Err(Refused::new(EngineError::ShuttingDown, parts))
+        }
+    }
+}
+
+/// A body whose declared length fits `server.max_body_bytes` (or that declares none: it
+/// is held to the limit as it is read).
+pub(crate) struct BodyFits;
+
+impl FromRequestParts<Arc<AppState>> for BodyFits {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+        let limit = state.settings.server.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(Refused::new(ServiceError::PayloadTooLarge { limit }, parts));
+        }
+        Ok(BodyFits)
+    }
+}
+
+/// Who asks: a Bearer key or an OAuth 1.0a signature the keyring knows.
+pub(crate) struct Authenticated(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+        match state.keyring.authenticate(&parts.method, &parts.uri, &parts.headers).await {
+            Ok(caller) => Ok(Authenticated(caller)),
+            Err(e) => Err(Refused::new(e, parts)),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for InFlight {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+        let place = Arc::clone(&state.admission).try_acquire_owned().map_err(|_| {
+            Refused::new(ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER }, parts)
+        })?;
+        Ok(InFlight { _place: place, _tracked: state.tasks.token() })
+    }
+}
+
+/// A JSON body (or one that does not say what it is), read within
+/// `server.header_timeout_secs` and `server.max_body_bytes`.
+pub(crate) struct JsonBody(pub Bytes);
+
+impl FromRequest<Arc<AppState>> for JsonBody {
+    type Rejection = Refused;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Refused> {
+        let (parts, body) = request.into_parts();
+        read_json(state, &parts, body).await.map(JsonBody).map_err(|e| Refused::new(e, &parts))
+    }
+}
+
+async fn read_json(state: &AppState, parts: &Parts, body: Body) -> Result<Bytes, ServiceError> {
+    if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
         let essence = kind.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         let json = essence.eq_ignore_ascii_case("application/json")
             || essence.to_ascii_lowercase().ends_with("+json");
@@ -100,21 +173,56 @@ pub(crate) async fn admit(
             )));
         }
     }
-    let timeout = state.settings.header_timeout();
-    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => return Err(ServiceError::BodyTimeout(timeout.as_secs())),
-        Ok(Ok(bytes)) => bytes,
+    let (limit, timeout) = (state.settings.server.max_body_bytes, state.settings.header_timeout());
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ServiceError::BodyTimeout(timeout.as_secs())),
+        Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let too_large =
                 std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if too_large {
+            Err(if too_large {
                 ServiceError::PayloadTooLarge { limit }
             } else {
                 ServiceError::BadRequest(ApiError::new(format!("the request body could not be read: {e}")))
-            });
+            })
         }
-    };
-    Ok((caller, admitted, bytes))
+    }
+}
+
+/// A request admitted to be answered: each check in turn, from the head alone where the
+/// head is enough (shutting down `503`, a body too large `413`, credentials `401`/`403`,
+/// a full service `503`), then the JSON body read (`415`, `408`, `413`).
+pub struct Admission {
+    pub head: RequestHead,
+    pub caller: Caller,
+    /// The request's place among those in flight.
+    pub in_flight: InFlight,
+    pub body: Bytes,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("head", &self.head)
+            .field("client", &self.caller.client)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRequest<Arc<AppState>> for Admission {
+    type Rejection = Refused;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Refused> {
+        let (mut parts, body) = request.into_parts();
+        let Ok(head) = parts.extract::<RequestHead>().await;
+        parts.extract_with_state::<Ready, _>(state).await?;
+        parts.extract_with_state::<BodyFits, _>(state).await?;
+        let Authenticated(caller) = parts.extract_with_state(state).await?;
+        let in_flight = parts.extract_with_state::<InFlight, _>(state).await?;
+        let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Admission { head, caller, in_flight, body })
+    }
 }
 
 /// A question read and validated, with who asks it and how many counts its answer holds.
@@ -126,17 +234,15 @@ pub(crate) struct Asked {
     pub counts: u32,
 }
 
-/// Admits, authenticates and reads a question as `reading` says, refusing one whose
-/// answer could never fit in `server.max_counts_in_flight`.
-pub(crate) async fn read_question(
-    state: &Arc<AppState>,
-    head: &RequestHead,
-    body: Body,
+/// Reads the question `admission` brought as `reading` says, refusing one whose answer
+/// could never fit in `server.max_counts_in_flight`.
+pub(crate) fn read_question(
+    state: &AppState,
+    admission: Admission,
     reading: Reading,
 ) -> Result<Asked, ServiceError> {
-    let (caller, admitted, body) = admit(state, head, body).await?;
-    let (question, counts) = question_of(state, &body, reading)?;
-    Ok(Asked { caller, admitted, question, counts })
+    let (question, counts) = question_of(state, &admission.body, reading)?;
+    Ok(Asked { caller: admission.caller, admitted: admission.in_flight, question, counts })
 }
 
 /// Reads and validates a question's body as `reading` says, and the counts its answer

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Response;
@@ -12,7 +11,7 @@ use engagement::tree::CountStyle;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::admission::{Admitted, RequestHead, admit, answer_size, room_for};
+use crate::admission::{Admission, Admitted, answer_size, room_for};
 use crate::error::ServiceError;
 use crate::format::{Format, NativeBody};
 use crate::request_id::request_id;
@@ -27,11 +26,10 @@ use engine::{NativeQuestion, NowAnswer, NowMeta, Reading};
 /// Admits, reads and answers a `/totals` or `/28hr` question.
 async fn ask(
     state: &Arc<AppState>,
-    head: &RequestHead,
-    body: Body,
+    admission: Admission,
     (endpoint, reading): (Endpoint, Reading),
 ) -> Result<(NowAnswer, Admitted), ServiceError> {
-    let (caller, admitted, body) = admit(state, head, body).await?;
+    let Admission { head, caller, in_flight: admitted, body } = admission;
     if query_names_format(&head.uri) && Format::asked(&head.uri, &head.headers)? == Format::Csv {
         return Err(refused(format!(
             "{} answers JSON only; CSV is for /v1/historical and job results",
@@ -68,16 +66,10 @@ struct NowTail<'a> {
 }
 
 /// Answers a `/totals` or `/28hr` question in the API's shape or the native one, streamed.
-async fn respond(
-    state: &Arc<AppState>,
-    head: RequestHead,
-    body: Body,
-    endpoint: Endpoint,
-    native: bool,
-) -> Response {
-    let id = request_id(&head.headers);
+async fn respond(state: &Arc<AppState>, admission: Admission, endpoint: Endpoint, native: bool) -> Response {
+    let id = request_id(&admission.head.headers);
     let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
-    match ask(state, &head, body, (endpoint, reading)).await {
+    match ask(state, admission, (endpoint, reading)).await {
         Ok((answer, admitted)) => streaming::json(move |out| {
             let _admitted = admitted;
             if native {
@@ -98,8 +90,8 @@ async fn respond(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn totals(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, Endpoint::Totals, false).await
+pub async fn totals(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, Endpoint::Totals, false).await
 }
 
 /// `POST /insights/engagement/28hr`: the API's request and answer, any number of Tweets
@@ -110,8 +102,8 @@ pub async fn totals(State(state): State<Arc<AppState>>, head: RequestHead, body:
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn hr28(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, Endpoint::Hr28, false).await
+pub async fn hr28(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, Endpoint::Hr28, false).await
 }
 
 /// `POST /v1/totals`: the same question; integer counts and `meta`.
@@ -121,8 +113,8 @@ pub async fn hr28(State(state): State<Arc<AppState>>, head: RequestHead, body: B
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native_totals(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, Endpoint::Totals, true).await
+pub async fn native_totals(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, Endpoint::Totals, true).await
 }
 
 /// `POST /v1/28hr`: the same question; integer counts and `meta`.
@@ -132,6 +124,6 @@ pub async fn native_totals(State(state): State<Arc<AppState>>, head: RequestHead
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native_28hr(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, Endpoint::Hr28, true).await
+pub async fn native_28hr(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, Endpoint::Hr28, true).await
 }

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
 use tracing::Instrument;
 
-use crate::admission::{Admitted, Asked, RequestHead, read_question, room_for};
+use crate::admission::{Admission, Admitted, Asked, read_question, room_for};
 use crate::error::ServiceError;
 use crate::format::{Format, NativeTail, native_body};
 use crate::request_id::request_id;
@@ -22,13 +21,13 @@ use engine::{Answer, NativeQuestion, Reading};
 /// Admits, authenticates and reads a question; then answers it.
 async fn ask(
     state: &Arc<AppState>,
-    head: &RequestHead,
-    body: Body,
+    admission: Admission,
     native: bool,
 ) -> Result<(Answer, Admitted, Format), ServiceError> {
     let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
-    let Asked { caller, admitted, question, counts } = read_question(state, head, body, reading).await?;
-    let format = if native { Format::asked(&head.uri, &head.headers)? } else { Format::Json };
+    let format =
+        if native { Format::asked(&admission.head.uri, &admission.head.headers)? } else { Format::Json };
+    let Asked { caller, admitted, question, counts } = read_question(state, admission, reading)?;
     let room = room_for(state, counts)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
@@ -46,8 +45,8 @@ async fn ask(
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn drop_in(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, false).await
+pub async fn drop_in(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, false).await
 }
 
 /// `POST /v1/historical`: the same question; integer counts and a `meta` block.
@@ -61,15 +60,15 @@ pub async fn drop_in(State(state): State<Arc<AppState>>, head: RequestHead, body
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn native(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    respond(&state, head, body, true).await
+pub async fn native(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    respond(&state, admission, true).await
 }
 
 /// Answers a question in the drop-in shape or the native one, streaming the answer and
 /// naming the request's ID in errors.
-async fn respond(state: &Arc<AppState>, head: RequestHead, body: Body, native: bool) -> Response {
-    let id = request_id(&head.headers);
-    match ask(state, &head, body, native).await {
+async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> Response {
+    let id = request_id(&admission.head.headers);
+    match ask(state, admission, native).await {
         Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
         Ok((answer, admitted, _)) if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,7 +16,7 @@ use engine::jobs::{Job, JobReport, JobResult, JobState, QueueFull, Submitted};
 use engine::{FailedSlice, NativeQuestion, ProgressSnapshot, Reading};
 use serde::Serialize;
 
-use crate::admission::{Asked, RequestHead, read_question};
+use crate::admission::{Admission, Asked, RequestHead, read_question};
 use crate::error::{self, ServiceError};
 use crate::format::Format;
 use crate::request_id::request_id;
@@ -82,11 +81,10 @@ const EVENT_EVERY: Duration = Duration::from_millis(200);
         QuestionErrors,
     ),
     security(("bearer" = []), ("oauth1" = [])))]
-pub async fn submit(State(state): State<Arc<AppState>>, head: RequestHead, body: Body) -> Response {
-    let id = request_id(&head.headers);
+pub async fn submit(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
+    let id = request_id(&admission.head.headers);
     let submitted = async {
-        let Asked { caller, question, counts, .. } =
-            read_question(&state, &head, body, Reading::NATIVE).await?;
+        let Asked { caller, question, counts, .. } = read_question(&state, admission, Reading::NATIVE)?;
         let limit = state.settings.jobs.max_result_bytes;
         let least = u64::from(counts) * engagement::Response::ENTRY_BYTES;
         if least > limit {
