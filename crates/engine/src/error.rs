@@ -142,3 +142,9 @@ impl EngineError {
 pub fn whole_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
+
+impl From<crate::TaskFailed> for EngineError {
+    fn from(e: crate::TaskFailed) -> EngineError {
+        EngineError::internal(format!("{}: the task failed", e.what), Some(Box::new(e.source)))
+    }
+}

@@ -18,7 +18,7 @@ use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
 use crate::ports::Claim;
-use crate::{Ask, Engine, coalesced_call, facts_tier};
+use crate::{Ask, Engine, TaskFailed, coalesced_call, facts_tier, off_the_workers};
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
 pub(crate) const HOURLY: &str = "hourly";
@@ -204,12 +204,7 @@ impl FactsCall {
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Brought, CallFailure>, AttemptError> {
         let this = Arc::clone(&self);
-        let kept = tokio::task::spawn_blocking(move || this.keep_here(response, sent_at))
-            .await
-            .unwrap_or_else(|e| {
-                let reason = format!("keeping the answer failed: {e}");
-                Err(AttemptError::Transient { reason, status: None, retry_after: None })
-            })?;
+        let kept = off_the_workers("keeping the answer", move || this.keep_here(response, sent_at)).await?;
         let (mut facts, unsettled_from) = match kept {
             Ok(kept) => kept,
             Err(failure) => return Ok(Err(failure)),
@@ -257,5 +252,13 @@ impl FactsCall {
             store.refuse(&name, told, at)
         })
         .await;
+    }
+}
+
+/// A call whose answer could not be kept because the task keeping it failed: the attempt
+/// failed, and is retried like any transient failure.
+impl From<TaskFailed> for AttemptError {
+    fn from(e: TaskFailed) -> AttemptError {
+        AttemptError::Transient { reason: e.to_string(), status: None, retry_after: None }
     }
 }

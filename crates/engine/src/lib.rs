@@ -74,15 +74,27 @@ impl Ask {
     }
 }
 
-/// Runs `work` on a blocking thread (parsing, merging, rendering and the store's disk never
-/// hold up the async workers); `what` names it if it fails.
-pub(crate) async fn off_the_workers<T: Send + 'static>(
+/// A blocking task that failed (it panicked) before it finished.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: the task failed: {source}")]
+pub struct TaskFailed {
+    pub what: String,
+    #[source]
+    pub source: tokio::task::JoinError,
+}
+
+/// Runs `work` on a blocking thread (parsing, merging, rendering, writing and the store's
+/// disk never hold up the async workers); `what` names it if it fails. Every caller, in
+/// every crate above this one, goes through here.
+pub async fn off_the_workers<T, E>(
     what: &str,
-    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| EngineError::internal(format!("{what}: the task failed"), Some(Box::new(e))))?
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<TaskFailed> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|source| TaskFailed { what: what.into(), source })?
 }
 
 /// Runs `work` on a blocking thread, as [`off_the_workers`], for writes whose loss costs no
@@ -91,8 +103,14 @@ pub(crate) async fn off_the_workers_or_warn<E: std::fmt::Display + Send + 'stati
     what: &'static str,
     work: impl FnOnce() -> Result<(), E> + Send + 'static,
 ) {
-    let done = tokio::task::spawn_blocking(work).await;
-    if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+    /// What went wrong, in words.
+    struct Said(String);
+    impl From<TaskFailed> for Said {
+        fn from(e: TaskFailed) -> Said {
+            Said(e.to_string())
+        }
+    }
+    if let Err(Said(e)) = off_the_workers(what, move || work().map_err(|e| Said(e.to_string()))).await {
         tracing::warn!(error = %e, "{what}");
     }
 }
@@ -350,8 +368,8 @@ impl Engine {
             }
         };
         let wanted = question.derive;
-        let derived = off_the_workers("deriving numbers failed", move || {
-            Ok(Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals)))
+        let derived = off_the_workers("deriving numbers", move || {
+            Ok::<_, EngineError>(Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals)))
         })
         .await?;
         answer.derived = derived.ok_or_else(|| EngineError::internal("no grouping to derive from", None))?;

@@ -52,6 +52,12 @@ pub enum QueryError {
     Answer(String),
 }
 
+impl From<engine::TaskFailed> for QueryError {
+    fn from(e: engine::TaskFailed) -> QueryError {
+        QueryError::Answer(e.to_string())
+    }
+}
+
 impl QueryError {
     /// The process's exit code: 2 for a question that cannot be read, 1 for one that was
     /// refused or could not be answered.
@@ -161,9 +167,7 @@ async fn answer(
         );
     }
     let (format, native) = (args.format, args.native);
-    tokio::task::spawn_blocking(move || write(&answer, format, native))
-        .await
-        .map_err(|e| QueryError::Answer(format!("the answer could not be written: {e}")))?
+    engine::off_the_workers("writing the answer", move || write(&answer, format, native)).await
 }
 
 /// Whether the answer is written in the shape that lists what is incomplete.

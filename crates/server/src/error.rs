@@ -196,3 +196,9 @@ impl Failure<'_> {
         response
     }
 }
+
+impl From<engine::TaskFailed> for ServiceError {
+    fn from(e: engine::TaskFailed) -> ServiceError {
+        ServiceError::Engine(e.into())
+    }
+}

@@ -72,14 +72,14 @@ async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> R
         Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
         Ok((answer, admitted, _)) if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
-            let made =
-                tokio::task::spawn_blocking(move || repeat_text(&answer, native).map(|t| (t, admitted)));
+            let made = engine::off_the_workers("writing the answer", move || {
+                repeat_text(&answer, native)
+                    .map(|text| (text, admitted))
+                    .map_err(|e| ServiceError::internal("the answer could not be written", Some(Box::new(e))))
+            });
             match made.await {
-                Ok(Ok((chunks, _admitted))) => streaming::chunks(chunks),
-                Ok(Err(e)) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
-                    .into_response_for(id.as_deref()),
-                Err(e) => ServiceError::internal("the answer could not be written", Some(Box::new(e)))
-                    .into_response_for(id.as_deref()),
+                Ok((chunks, _admitted)) => streaming::chunks(chunks),
+                Err(e) => e.into_response_for(id.as_deref()),
             }
         }
         Ok((answer, admitted, format)) if native => format.write(Arc::new(answer), admitted),
