@@ -16,10 +16,10 @@ use store::{CallFacts, Known, Store};
 use crate::Engine;
 use crate::metrics;
 use crate::needs::CallKey;
-use crate::ports::{FactsTier, Fetched};
+use crate::ports::{FactsTier, Fetched, Held, Wanted};
 
-/// Takes from Redis the hours of `plan`'s Tweets that `known` lacks, and what is known of
-/// the Tweets whose status is not: keeps them in `store` and adds them to `known`.
+/// Takes from the facts tier the hours of `plan`'s Tweets that `known` lacks, and what is
+/// known of the Tweets whose status is not: keeps them in `store` and adds them to `known`.
 pub(super) async fn take(
     tier: &dyn FactsTier,
     store: &Arc<Store>,
@@ -60,8 +60,8 @@ pub(super) async fn take(
     }
     let slots = types_mask(types);
     let unsettled_from = store.unsettled_from(now);
-    let (Some(found), Some(statuses)) =
-        tokio::join!(tier.hours(handle, &wanted, slots, unsettled_from), tier.statuses(handle, &unknown))
+    let Some(Held { hours: found, statuses }) =
+        tier.read(handle, Wanted { hours: &wanted, slots, unsettled_from }, &unknown).await
     else {
         return;
     };
@@ -120,7 +120,7 @@ pub(super) async fn give(
     store: &Store,
     handle: &str,
     facts: &CallFacts,
-    fetched_at: DateTime<Utc>,
+    (fetched_at, now): (DateTime<Utc>, DateTime<Utc>),
 ) {
     let config = store.config();
     let statuses: Vec<(TweetId, bool)> =
@@ -134,6 +134,7 @@ pub(super) async fn give(
         fresh_ttl: config.fresh_ttl,
         fetched_at,
         status_ttl: config.status_ttl,
+        now,
     })
     .await;
 }
@@ -184,12 +185,14 @@ pub(super) async fn wait_for(
             _ => return None,
         }
     }
-    let statuses = tier.statuses(handle, tweets).await?;
+    let now = engine.clock.now();
+    let unsettled_from = store.unsettled_from(now);
+    let none = HashMap::new();
+    let nothing = Wanted { hours: &none, slots: 0, unsettled_from };
+    let statuses = tier.read(handle, nothing, tweets).await?.statuses;
     if tweets.iter().any(|t| !statuses.contains_key(t)) {
         return None;
     }
-    let now = engine.clock.now();
-    let unsettled_from = store.unsettled_from(now);
     let mut facts = CallFacts {
         window: Some(window),
         tweets: tweets.to_vec(),
@@ -205,7 +208,8 @@ pub(super) async fn wait_for(
             .filter(|(_, hours)| !hours.is_empty())
             .collect();
         facts.slots = types_mask(types);
-        facts.hours = tier.hours(handle, &wanted, facts.slots, unsettled_from).await?;
+        let wanted_hours = Wanted { hours: &wanted, slots: facts.slots, unsettled_from };
+        facts.hours = tier.read(handle, wanted_hours, &[]).await?.hours;
         let complete =
             wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
         if !complete {

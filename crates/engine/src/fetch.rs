@@ -204,13 +204,15 @@ impl FactsCall {
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Brought, CallFailure>, AttemptError> {
         let this = Arc::clone(&self);
-        let kept = off_the_workers("keeping the answer", move || this.keep_here(response, sent_at)).await?;
+        let kept =
+            off_the_workers("keeping the answer failed", move || this.keep_here(response, sent_at)).await?;
         let (mut facts, unsettled_from) = match kept {
             Ok(kept) => kept,
             Err(failure) => return Ok(Err(failure)),
         };
         let tier = self.engine.shared.facts.as_ref();
-        facts_tier::give(tier, &self.engine.store, &self.key.handle, &facts, sent_at).await;
+        let times = (sent_at, self.engine.clock.now());
+        facts_tier::give(tier, &self.engine.store, &self.key.handle, &facts, times).await;
         // Only the unsettled hours go to the questions waiting (settled ones are on disk),
         // so a big question never holds every call's facts.
         facts.drop_settled(unsettled_from);
@@ -259,6 +261,7 @@ impl FactsCall {
 /// failed, and is retried like any transient failure.
 impl From<TaskFailed> for AttemptError {
     fn from(e: TaskFailed) -> AttemptError {
-        AttemptError::Transient { reason: e.to_string(), status: None, retry_after: None }
+        let reason = format!("{}: {}", e.what, e.source);
+        AttemptError::Transient { reason, status: None, retry_after: None }
     }
 }

@@ -368,7 +368,7 @@ impl Engine {
             }
         };
         let wanted = question.derive;
-        let derived = off_the_workers("deriving numbers", move || {
+        let derived = off_the_workers("deriving numbers failed", move || {
             Ok::<_, EngineError>(Totals::of(&response, &grouping).map(|totals| wanted.compute(&totals)))
         })
         .await?;

@@ -32,6 +32,22 @@ pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
 /// What calls told of Tweets: per Tweet, whether it was deleted, and when that was learned.
 pub type Statuses = HashMap<TweetId, (bool, DateTime<Utc>)>;
 
+/// Hours wanted from the facts tier: per Tweet, hour numbers, each with every slot of
+/// `slots`; from `unsettled_from` on those still fresh, before it the settled ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub hours: &'a HashMap<TweetId, Vec<i64>>,
+    pub slots: u32,
+    pub unsettled_from: i64,
+}
+
+/// What the facts tier held of a read.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub hours: TweetHours,
+    pub statuses: Statuses,
+}
+
 /// What one call fetched, for the other replicas.
 #[derive(Debug, Clone, Copy)]
 pub struct Fetched<'a> {
@@ -47,6 +63,8 @@ pub struct Fetched<'a> {
     /// When the call was sent; statuses live `status_ttl` from then.
     pub fetched_at: DateTime<Utc>,
     pub status_ttl: Duration,
+    /// The time now, by the engine's clock.
+    pub now: DateTime<Utc>,
 }
 
 /// The facts every replica has fetched. A read that fails costs calls, never an answer: it
@@ -56,18 +74,10 @@ pub trait FactsTier: Send + Sync + std::fmt::Debug {
     /// Whether a read may find anything now.
     fn reachable(&self) -> bool;
 
-    /// The hours of `wanted` (per Tweet, hour numbers) fetched as `handle` with every slot
-    /// of `slots`: from `unsettled_from` on, those still fresh; before it, the settled ones.
-    async fn hours(
-        &self,
-        handle: &str,
-        wanted: &HashMap<TweetId, Vec<i64>>,
-        slots: u32,
-        unsettled_from: i64,
-    ) -> Option<TweetHours>;
-
-    /// What is known of `tweets` as `handle` and still trusted.
-    async fn statuses(&self, handle: &str, tweets: &[TweetId]) -> Option<Statuses>;
+    /// What is held for `handle`: of `wanted`, the hours it holds; of `statuses_of`, what
+    /// is known of each Tweet and still trusted. `None` when it could not be read (counted
+    /// once, as one fallback).
+    async fn read(&self, handle: &str, wanted: Wanted<'_>, statuses_of: &[TweetId]) -> Option<Held>;
 
     /// Shares what one call fetched.
     async fn give(&self, fetched: Fetched<'_>);
@@ -162,11 +172,7 @@ impl FactsTier for Alone {
         false
     }
 
-    async fn hours(&self, _: &str, _: &HashMap<TweetId, Vec<i64>>, _: u32, _: i64) -> Option<TweetHours> {
-        None
-    }
-
-    async fn statuses(&self, _: &str, _: &[TweetId]) -> Option<Statuses> {
+    async fn read(&self, _: &str, _: Wanted<'_>, _: &[TweetId]) -> Option<Held> {
         None
     }
 

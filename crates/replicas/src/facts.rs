@@ -143,15 +143,15 @@ impl Redis {
     }
 
     /// Keeps whether each of `statuses`' Tweets is deleted, as learned at `learned_at`, for
-    /// `ttl` from then.
+    /// `ttl` from then (what is left of it at `now`).
     pub async fn put_statuses(
         &self,
         handle: &str,
         statuses: &[(TweetId, bool)],
-        learned_at: DateTime<Utc>,
+        (learned_at, now): (DateTime<Utc>, DateTime<Utc>),
         ttl: Duration,
     ) -> Result<(), Unreachable> {
-        let left = ttl.as_secs() as i64 - (Utc::now() - learned_at).num_seconds();
+        let left = ttl.as_secs() as i64 - (now - learned_at).num_seconds();
         if statuses.is_empty() || left <= 0 {
             return Ok(());
         }

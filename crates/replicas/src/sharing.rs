@@ -3,7 +3,6 @@
 //! does while Redis is away (`redis.on_failure`): carry on alone, or refuse what needs
 //! Redis. That is decided here, once, for every port.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,8 +14,8 @@ use engine::EngineError;
 use engine::config::{OnFailure, RedisSettings};
 use engine::metrics;
 use engine::ports::{
-    Admission, Claim, FactsTier, Fetched, Leases, Ledger, LedgerEntry, Nonces, Readiness, Shared, SharedRate,
-    SharedState, Statuses, TweetHours,
+    Admission, Claim, Clock, FactsTier, Fetched, Held, Leases, Ledger, LedgerEntry, Nonces, Readiness,
+    Shared, SharedRate, SharedState, Wanted,
 };
 use secrecy::ExposeSecret;
 
@@ -136,7 +135,11 @@ impl Sharing {
     /// it; adds to Redis the handles this replica counted alone as soon as it is back (and
     /// all of this month's, now and then, in case Redis lost them); counts the calls `budget`
     /// paced alone.
-    pub fn watch(self: &Arc<Self>, local: Arc<dyn Ledger>, fallbacks: impl Fn() -> u64 + Send + 'static) {
+    pub fn watch(
+        self: &Arc<Self>,
+        (local, clock): (Arc<dyn Ledger>, Arc<dyn Clock>),
+        fallbacks: impl Fn() -> u64 + Send + 'static,
+    ) {
         let sharing: Weak<Sharing> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(PROBE_EVERY);
@@ -156,7 +159,7 @@ impl Sharing {
                 let owed = sharing.owes_ledger.load(Ordering::Relaxed);
                 if up
                     && (was_away || owed || ticks % LEDGER_EVERY == 1)
-                    && sharing.catch_up(local.as_ref()).await
+                    && sharing.catch_up(local.as_ref(), clock.now()).await
                 {
                     sharing.owes_ledger.store(false, Ordering::Relaxed);
                 }
@@ -166,8 +169,7 @@ impl Sharing {
 
     /// Adds the month's handles this replica counted to Redis, keeping first calls Redis
     /// has; whether that was done.
-    async fn catch_up(&self, local: &dyn Ledger) -> bool {
-        let now = chrono::Utc::now();
+    async fn catch_up(&self, local: &dyn Ledger, now: DateTime<Utc>) -> bool {
         let entries = match local.month(now).await {
             Ok(entries) => entries,
             Err(e) => {
@@ -286,29 +288,33 @@ impl FactsTier for SharedFacts {
         self.0.redis.is_up()
     }
 
-    async fn hours(
-        &self,
-        handle: &str,
-        wanted: &HashMap<TweetId, Vec<i64>>,
-        slots: u32,
-        unsettled_from: i64,
-    ) -> Option<TweetHours> {
-        let read = self.0.redis.get_facts(handle, wanted, slots, unsettled_from).await;
+    async fn read(&self, handle: &str, wanted: Wanted<'_>, statuses_of: &[TweetId]) -> Option<Held> {
+        let redis = &self.0.redis;
+        let Wanted { hours, slots, unsettled_from } = wanted;
+        let (hours, statuses) = tokio::join!(
+            redis.get_facts(handle, hours, slots, unsettled_from),
+            redis.get_statuses(handle, statuses_of),
+        );
+        let read = hours.and_then(|hours| Ok(Held { hours, statuses: statuses? }));
         self.answered("the shared facts could not be read", read)
-    }
-
-    async fn statuses(&self, handle: &str, tweets: &[TweetId]) -> Option<Statuses> {
-        let read = self.0.redis.get_statuses(handle, tweets).await;
-        self.answered("the shared statuses could not be read", read)
     }
 
     async fn give(&self, fetched: Fetched<'_>) {
         let redis = &self.0.redis;
-        let Fetched { handle, slots, hours, statuses, unsettled_from, fresh_ttl, fetched_at, status_ttl } =
-            fetched;
+        let Fetched {
+            handle,
+            slots,
+            hours,
+            statuses,
+            unsettled_from,
+            fresh_ttl,
+            fetched_at,
+            status_ttl,
+            now,
+        } = fetched;
         let (counts, statuses) = tokio::join!(
             redis.put_facts(handle, slots, hours, unsettled_from, fresh_ttl),
-            redis.put_statuses(handle, statuses, fetched_at, status_ttl),
+            redis.put_statuses(handle, statuses, (fetched_at, now), status_ttl),
         );
         self.answered("what was fetched could not be shared", counts.and(statuses));
     }

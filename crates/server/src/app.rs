@@ -87,7 +87,7 @@ fn start(settings: Settings, connected: Connected, clock: Arc<dyn Clock>) -> any
     let shared = match &sharing {
         Some(sharing) => {
             let paced_alone = Arc::clone(&budget);
-            sharing.watch(Arc::clone(&alone.ledger), move || paced_alone.fallbacks());
+            sharing.watch((Arc::clone(&alone.ledger), Arc::clone(&clock)), move || paced_alone.fallbacks());
             sharing.ports(alone)
         }
         None => alone,

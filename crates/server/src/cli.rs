@@ -54,7 +54,7 @@ pub enum QueryError {
 
 impl From<engine::TaskFailed> for QueryError {
     fn from(e: engine::TaskFailed) -> QueryError {
-        QueryError::Answer(e.to_string())
+        QueryError::Answer(format!("{}: {}", e.what, e.source))
     }
 }
 
@@ -167,7 +167,7 @@ async fn answer(
         );
     }
     let (format, native) = (args.format, args.native);
-    engine::off_the_workers("writing the answer", move || write(&answer, format, native)).await
+    engine::off_the_workers("the answer could not be written", move || write(&answer, format, native)).await
 }
 
 /// Whether the answer is written in the shape that lists what is incomplete.

@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::streaming;
 use engine::{NativeQuestion, NowAnswer, NowMeta, Reading};
 
-/// Admits, reads and answers a `/totals` or `/28hr` question.
+/// Reads and answers the `/totals` or `/28hr` question `admission` brought.
 async fn ask(
     state: &Arc<AppState>,
     admission: Admission,

@@ -197,8 +197,9 @@ impl Failure<'_> {
     }
 }
 
+/// A blocking task that failed is the service's own failure, told as what it was doing.
 impl From<engine::TaskFailed> for ServiceError {
     fn from(e: engine::TaskFailed) -> ServiceError {
-        ServiceError::Engine(e.into())
+        ServiceError::internal(e.what, Some(Box::new(e.source)))
     }
 }

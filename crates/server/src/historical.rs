@@ -18,16 +18,18 @@ use crate::state::AppState;
 use crate::streaming;
 use engine::{Answer, NativeQuestion, Reading};
 
-/// Admits, authenticates and reads a question; then answers it.
+/// Reads the question `admission` brought; then answers it.
 async fn ask(
     state: &Arc<AppState>,
     admission: Admission,
     native: bool,
 ) -> Result<(Answer, Admitted, Format), ServiceError> {
     let reading = if native { Reading::NATIVE } else { Reading::DROP_IN };
+    // The question's own problems are told before a format it cannot be written in.
     let format =
-        if native { Format::asked(&admission.head.uri, &admission.head.headers)? } else { Format::Json };
+        if native { Format::asked(&admission.head.uri, &admission.head.headers) } else { Ok(Format::Json) };
     let Asked { caller, admitted, question, counts } = read_question(state, admission, reading)?;
+    let format = format?;
     let room = room_for(state, counts)?;
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
@@ -72,10 +74,11 @@ async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> R
         Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
         Ok((answer, admitted, _)) if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
-            let made = engine::off_the_workers("writing the answer", move || {
+            const FAILED: &str = "the answer could not be written";
+            let made = engine::off_the_workers(FAILED, move || {
                 repeat_text(&answer, native)
                     .map(|text| (text, admitted))
-                    .map_err(|e| ServiceError::internal("the answer could not be written", Some(Box::new(e))))
+                    .map_err(|e| ServiceError::internal(FAILED, Some(Box::new(e))))
             });
             match made.await {
                 Ok((chunks, _admitted)) => streaming::chunks(chunks),
