@@ -17,8 +17,32 @@ use crate::execute::Ended;
 use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
-use crate::ports::Claim;
+use crate::ports::{Claim, Leases};
 use crate::{Ask, Engine, TaskFailed, coalesced_call, facts_tier, off_the_workers};
+
+/// How many times a call's lease is claimed before the call is made without one.
+const CLAIMS: usize = 3;
+
+/// Runs `call` while holding the lease `holder` took on `name`, renewing it every third of
+/// its life so a slow call is never made again by another replica. A lease that cannot be
+/// renewed (lost, or Redis away) is left to expire while the call goes on.
+async fn held_while<T>(leases: &dyn Leases, name: &str, holder: &str, call: impl Future<Output = T>) -> T {
+    let renew = async {
+        loop {
+            tokio::time::sleep(facts_tier::LEASE / 3).await;
+            if !leases.renew(name, holder, facts_tier::LEASE).await {
+                tracing::debug!("a call's lease could not be renewed (lost, or Redis away)");
+                return;
+            }
+        }
+    };
+    tokio::pin!(call);
+    tokio::select! {
+        done = &mut call => return done,
+        () = renew => {}
+    }
+    call.await
+}
 
 /// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
 pub(crate) const HOURLY: &str = "hourly";
@@ -118,26 +142,27 @@ impl FactsCall {
         let body = self.request();
         let progress = Arc::clone(&self.ask.progress);
         let engine = &self.engine;
-        let retried = engine
-            .calls
-            .call_then(
-                Calling {
-                    lane: &self.lane,
-                    endpoint: Endpoint::Historical,
-                    handle: &self.ask.handle,
-                    body: &body,
-                    deadline: self.ask.deadline,
-                },
-                |result, waited, took| {
-                    let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                    metrics::upstream_call(&outcome(result));
-                    progress.attempt(retry, waited, took);
-                },
-                // Kept while the call holds its place among the calls in flight, so answers
-                // waiting to be kept never pile up beyond those calls.
-                |response| Arc::clone(&self).keep(response, sent_at),
-            )
-            .await;
+        let call = engine.calls.call_then(
+            Calling {
+                lane: &self.lane,
+                endpoint: Endpoint::Historical,
+                handle: &self.ask.handle,
+                body: &body,
+                deadline: self.ask.deadline,
+            },
+            |result, waited, took| {
+                let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
+                metrics::upstream_call(&outcome(result));
+                progress.attempt(retry, waited, took);
+            },
+            // Kept while the call holds its place among the calls in flight, so answers
+            // waiting to be kept never pile up beyond those calls.
+            |response| Arc::clone(&self).keep(response, sent_at),
+        );
+        let retried = match &lease {
+            Some((name, holder)) => held_while(engine.shared.leases.as_ref(), name, holder, call).await,
+            None => call.await,
+        };
         let kept = match retried.result {
             Ok(kept) => kept,
             Err(e) => {
@@ -159,20 +184,27 @@ impl FactsCall {
             return Ok(None);
         }
         let name = facts_tier::call_name(&self.key);
-        match shared.leases.claim(&name, facts_tier::LEASE).await {
-            Claim::Ours { holder } => Ok(Some((name, holder))),
-            Claim::Nobody => Ok(None),
-            Claim::Theirs => {
-                match facts_tier::wait_for(&self.engine, &self.key, &name, self.ask.deadline).await {
-                    Some((facts, unsettled_from)) => {
+        // A holder that gave up its lease without writing the facts (its call failed) leaves
+        // the call to whoever claims it next: this replica claims it again before calling.
+        for _ in 0..CLAIMS {
+            match shared.leases.claim(&name, facts_tier::LEASE).await {
+                Claim::Ours { holder } => return Ok(Some((name, holder))),
+                Claim::Nobody => return Ok(None),
+                Claim::Theirs => {
+                    if let Some((facts, unsettled_from)) =
+                        facts_tier::wait_for(&self.engine, &self.key, &name, self.ask.deadline).await
+                    {
                         metrics::coalesced();
                         let brought = Brought { facts: Arc::new(facts), unsettled_from };
-                        Err(CallOutcome::new(Ok(brought), 0))
+                        return Err(CallOutcome::new(Ok(brought), 0));
                     }
-                    None => Ok(None),
                 }
             }
+            if tokio::time::Instant::now() >= self.ask.deadline {
+                break;
+            }
         }
+        Ok(None)
     }
 
     /// The call: the question's types, hour by hour; or, for a status, one type over one

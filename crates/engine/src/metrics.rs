@@ -14,6 +14,7 @@
 //! | `stitcher_ledger_refused_total` | counter (questions refused for the month's handle cap) | |
 //! | `stitcher_redis_up` | gauge (1: the shared Redis answers) | |
 //! | `stitcher_redis_fallbacks_total` | counter (things done alone while Redis was away) | `what` |
+//! | `stitcher_redis_bad_values_total` | counter (values in Redis that could not be read, taken as missing) | `prefix` (`facts`, `fresh`, `status`) |
 
 /// Records one upstream attempt by its outcome.
 pub fn upstream_call(outcome: &str) {
@@ -61,6 +62,11 @@ pub fn redis_up(up: bool) {
 /// because Redis was away.
 pub fn redis_fallback(what: &'static str) {
     metrics::counter!("stitcher_redis_fallbacks_total", "what" => what).increment(1);
+}
+
+/// Records `n` values under the key prefix `prefix` that could not be decoded.
+pub fn redis_bad_values(prefix: &'static str, n: u64) {
+    metrics::counter!("stitcher_redis_bad_values_total", "prefix" => prefix).increment(n);
 }
 
 /// Records Tweet-hours a question found in the shared tier (fetched by another replica).

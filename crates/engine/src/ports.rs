@@ -103,6 +103,9 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
     /// Whether someone holds the lease on `name`; `None` when that cannot be known.
     async fn held(&self, name: &str) -> Option<bool>;
 
+    /// Keeps the lease `holder` took on `name` for `ttl` more; whether it still holds it.
+    async fn renew(&self, name: &str, holder: &str, ttl: Duration) -> bool;
+
     /// Gives up the lease `holder` took on `name` (else it expires).
     async fn release(&self, name: &str, holder: &str);
 }
@@ -187,6 +190,10 @@ impl Leases for Alone {
 
     async fn held(&self, _: &str) -> Option<bool> {
         None
+    }
+
+    async fn renew(&self, _: &str, _: &str, _: Duration) -> bool {
+        true
     }
 
     async fn release(&self, _: &str, _: &str) {}

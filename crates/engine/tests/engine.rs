@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use engagement::{Endpoint, Limits, RawRequest, Response, TweetId};
 use engine::config::{CapPolicy, LedgerSettings};
+use engine::ports::{Claim, FactsTier, Fetched, Held, Leases, Wanted};
 use engine::{Ask, Engine, EngineError, NativeQuestion, Question, Reading};
 use serde_json::{Value, json};
 use simulator::config::Config;
@@ -25,6 +26,8 @@ struct Modelled {
     config: Config,
     model: Model,
     calls: AtomicUsize,
+    /// How long each call takes.
+    latency: Duration,
 }
 
 #[async_trait]
@@ -37,6 +40,7 @@ impl Upstream for Modelled {
         _: tokio::time::Instant,
     ) -> Result<Response, AttemptError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
         let body = serde_json::to_value(body).unwrap();
         simulator::answer::answer(&self.config, &self.model, endpoint, &body, &Limits::of(endpoint))
             .map_err(|r| AttemptError::Refused { status: r.status, errors: r.error.errors })
@@ -45,6 +49,16 @@ impl Upstream for Modelled {
 
 /// An engine over `upstream`, with a store of its own in `dir` when `store_enabled`.
 fn engine(upstream: &Arc<Modelled>, dir: &tempfile::TempDir, store_enabled: bool) -> Arc<Engine> {
+    engine_sharing(upstream, dir, store_enabled, None)
+}
+
+/// Like [`engine`], sharing facts and leases through `replicas` when given.
+fn engine_sharing(
+    upstream: &Arc<Modelled>,
+    dir: &tempfile::TempDir,
+    store_enabled: bool,
+    replicas: Option<Arc<Replicas>>,
+) -> Arc<Engine> {
     let calls = CallPolicy::new(
         Arc::clone(upstream) as Arc<dyn Upstream>,
         Arc::new(RateBudget::new(0, 1)),
@@ -61,14 +75,62 @@ fn engine(upstream: &Arc<Modelled>, dir: &tempfile::TempDir, store_enabled: bool
     .unwrap();
     let store = Arc::new(store);
     let ledger = LedgerSettings { handle_cap: None, policy: CapPolicy::Refuse };
-    let alone = engine::ports::Shared::alone(Arc::clone(&store), Duration::from_secs(600));
+    let mut shared = engine::ports::Shared::alone(Arc::clone(&store), Duration::from_secs(600));
+    if let Some(replicas) = replicas {
+        shared.facts = Arc::clone(&replicas) as Arc<dyn FactsTier>;
+        shared.leases = replicas;
+    }
     let clock = Arc::new(engine::ports::SystemClock);
-    Arc::new(Engine::new(calls, store, store_enabled, ledger, alone, clock))
+    Arc::new(Engine::new(calls, store, store_enabled, ledger, shared, clock))
+}
+
+/// Other replicas as the engine's ports see them: a facts tier that holds nothing, and
+/// leases that are always this replica's, with what was asked of them counted.
+#[derive(Debug, Default)]
+struct Replicas {
+    claims: AtomicUsize,
+    renewals: AtomicUsize,
+    releases: AtomicUsize,
+}
+
+#[async_trait]
+impl FactsTier for Replicas {
+    fn reachable(&self) -> bool {
+        true
+    }
+
+    async fn read(&self, _: &str, _: Wanted<'_>, _: &[TweetId]) -> Option<Held> {
+        Some(Held::default())
+    }
+
+    async fn give(&self, _: Fetched<'_>) {}
+}
+
+#[async_trait]
+impl Leases for Replicas {
+    async fn claim(&self, _: &str, _: Duration) -> Claim {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        Claim::Ours { holder: "this replica".into() }
+    }
+
+    async fn held(&self, _: &str) -> Option<bool> {
+        Some(false)
+    }
+
+    async fn renew(&self, _: &str, holder: &str, _: Duration) -> bool {
+        assert_eq!(holder, "this replica");
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    async fn release(&self, _: &str, _: &str) {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn modelled(config: Config) -> Arc<Modelled> {
     let model = Model { seed: config.seed, now: Utc::now(), settle_hours: config.settle_hours };
-    Arc::new(Modelled { config, model, calls: AtomicUsize::new(0) })
+    Arc::new(Modelled { config, model, calls: AtomicUsize::new(0), latency: Duration::ZERO })
 }
 
 fn ask() -> Ask {
@@ -159,4 +221,25 @@ async fn a_protected_tweet_fails_the_question_with_the_upstreams_refusal() {
         }
         other => panic!("expected the upstream's refusal, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_call_keeps_renewing_its_lease_so_no_other_replica_makes_it_again() {
+    let mut upstream = modelled(Config::default());
+    // A call that takes 100 s, more than three times the lease's 30.
+    Arc::get_mut(&mut upstream).unwrap().latency = Duration::from_secs(100);
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = Arc::new(Replicas::default());
+    let engine = engine_sharing(&upstream, &dir, true, Some(Arc::clone(&replicas)));
+    let asked = body(&tweets(3, 200), (30, 20));
+    let handle = HandleCredentials { handle: "demo".into(), token: "t".into(), token_secret: "s".into() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let ask = Ask::new(Arc::new(handle), deadline, CancellationToken::new());
+    let answer = engine.answer(&ask, &question(&asked)).await.unwrap();
+    assert_eq!(data(&answer), oracle(&upstream, &asked));
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(replicas.claims.load(Ordering::SeqCst), 1);
+    let renewals = replicas.renewals.load(Ordering::SeqCst);
+    assert!((3..=10).contains(&renewals), "renewed every 10 s while the call ran: {renewals}");
+    assert_eq!(replicas.releases.load(Ordering::SeqCst), 1, "given up once the facts are kept");
 }

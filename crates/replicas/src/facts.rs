@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use engagement::TweetId;
 use engagement::slots::{Hour, SLOTS, slots_in};
 
-use crate::{Redis, Unreachable};
+use crate::{CHUNK, Redis, Unreachable};
 
 /// How long settled facts are kept in Redis after they were last written (they never
 /// change; this bounds what a deployment leaves in Redis).
@@ -44,7 +44,7 @@ impl Redis {
         unsettled_from: i64,
         fresh_ttl: Duration,
     ) -> Result<(), Unreachable> {
-        let mut pipe = redis::pipe();
+        let mut fresh: Vec<redis::Cmd> = Vec::new();
         let mut days: HashMap<(TweetId, i64), Vec<(String, u64)>> = HashMap::new();
         for (&tweet, hours) in hours {
             for (hour, counts) in hours {
@@ -54,23 +54,29 @@ impl Redis {
                     fields.extend(slots_in(slots).map(|s| (format!("{s}:{h}"), counts[s])));
                 } else if !fresh_ttl.is_zero() {
                     for s in slots_in(slots) {
-                        let key = self.fresh_key(handle, tweet, *hour, s);
-                        pipe.cmd("SET")
-                            .arg(key)
+                        let mut set = redis::cmd("SET");
+                        set.arg(self.fresh_key(handle, tweet, *hour, s))
                             .arg(counts[s])
                             .arg("PX")
-                            .arg(fresh_ttl.as_millis() as u64)
-                            .ignore();
+                            .arg(fresh_ttl.as_millis() as u64);
+                        fresh.push(set);
                     }
                 }
             }
         }
+        // Each day's write and its expiry side by side, first, so no round trip parts them
+        // (round trips run at once, and an expiry before its write would be lost).
+        let mut commands: Vec<redis::Cmd> = Vec::with_capacity(2 * days.len() + fresh.len());
         for ((tweet, day), fields) in days {
             let key = self.day_key(handle, tweet, day);
-            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(SETTLED_TTL.as_secs()).ignore();
+            let mut set = redis::cmd("HSET");
+            set.arg(&key).arg(fields);
+            let mut expire = redis::cmd("EXPIRE");
+            expire.arg(&key).arg(SETTLED_TTL.as_secs());
+            commands.extend([set, expire]);
         }
-        self.run_all::<()>(&pipe).await
+        commands.extend(fresh);
+        self.write_chunked(commands).await
     }
 
     /// The hours of `wanted` (per Tweet, hour numbers) held as `handle` with every slot of
@@ -101,37 +107,48 @@ impl Redis {
             fresh.extend(hours.iter().filter(|h| **h >= unsettled_from).map(|h| (tweet, *h)));
         }
         if !days.is_empty() {
-            let mut pipe = redis::pipe();
-            for (tweet, day) in &days {
-                pipe.cmd("HGETALL").arg(self.day_key(handle, *tweet, *day));
-            }
-            let rows: Vec<HashMap<String, u64>> = self.run_all(&pipe).await?;
+            let reads = days.iter().map(|(tweet, day)| {
+                let mut read = redis::cmd("HGETALL");
+                read.arg(self.day_key(handle, *tweet, *day));
+                read
+            });
+            let rows: Vec<HashMap<String, String>> = self.read_chunked(reads.collect()).await?;
+            let mut bad = 0;
             for ((tweet, day), fields) in days.into_iter().zip(rows) {
                 for (field, count) in fields {
-                    let Some((s, h)) = field.split_once(':') else { continue };
-                    if let (Ok(s), Ok(h)) = (s.parse::<usize>(), h.parse::<i64>())
-                        && s < SLOTS
-                    {
-                        found_one(tweet, day * 24 + h, s, count);
+                    let read = field.split_once(':').and_then(|(s, h)| {
+                        Some((s.parse::<usize>().ok().filter(|s| *s < SLOTS)?, h.parse::<i64>().ok()?))
+                    });
+                    match (read, count.parse::<u64>()) {
+                        (Some((s, h)), Ok(count)) if (0..24).contains(&h) => {
+                            found_one(tweet, day * 24 + h, s, count)
+                        }
+                        _ => bad += 1,
                     }
                 }
             }
+            self.bad_values("facts", bad);
         }
         if !fresh.is_empty() {
-            let mut pipe = redis::pipe();
-            for (tweet, hour) in &fresh {
-                let keys: Vec<String> =
-                    slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect();
-                pipe.cmd("MGET").arg(keys);
-            }
-            let counts: Vec<Vec<Option<u64>>> = self.run_all(&pipe).await?;
+            let reads = fresh.iter().map(|(tweet, hour)| {
+                let mut read = redis::cmd("MGET");
+                read.arg(
+                    slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect::<Vec<_>>(),
+                );
+                read
+            });
+            let counts: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+            let mut bad = 0;
             for ((tweet, hour), counts) in fresh.into_iter().zip(counts) {
                 for (s, count) in slots_in(slots).zip(counts) {
-                    if let Some(count) = count {
-                        found_one(tweet, hour, s, count);
+                    match count.map(|c| c.parse::<u64>()) {
+                        Some(Ok(count)) => found_one(tweet, hour, s, count),
+                        Some(Err(_)) => bad += 1,
+                        None => {}
                     }
                 }
             }
+            self.bad_values("fresh", bad);
         }
         let mut out = TweetHours::new();
         for ((tweet, hour), (present, counts)) in found {
@@ -155,12 +172,13 @@ impl Redis {
         if statuses.is_empty() || left <= 0 {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (tweet, deleted) in statuses {
+        let writes = statuses.iter().map(|(tweet, deleted)| {
+            let mut set = redis::cmd("SET");
             let value = format!("{}:{}", u8::from(*deleted), learned_at.timestamp());
-            pipe.cmd("SET").arg(self.status_key(handle, *tweet)).arg(value).arg("EX").arg(left).ignore();
-        }
-        self.run_all::<()>(&pipe).await
+            set.arg(self.status_key(handle, *tweet)).arg(value).arg("EX").arg(left);
+            set
+        });
+        self.write_chunked(writes.collect()).await
     }
 
     /// Whether each of `tweets` is deleted, and when that was learned, for those held.
@@ -172,25 +190,47 @@ impl Redis {
         if tweets.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut cmd = redis::cmd("MGET");
-        for tweet in tweets {
-            cmd.arg(self.status_key(handle, *tweet));
-        }
-        let found: Vec<Option<String>> = self.run(&cmd).await?;
-        Ok(tweets
+        let reads = tweets.chunks(CHUNK).map(|tweets| {
+            let mut read = redis::cmd("MGET");
+            read.arg(tweets.iter().map(|t| self.status_key(handle, *t)).collect::<Vec<_>>());
+            read
+        });
+        let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+        let found = found.into_iter().flatten();
+        let mut bad = 0;
+        let statuses = tweets
             .iter()
             .zip(found)
             .filter_map(|(tweet, value)| {
-                let (deleted, at) = value?.split_once(':').map(|(d, a)| (d == "1", a.parse::<i64>()))?;
-                Some((*tweet, (deleted, DateTime::from_timestamp(at.ok()?, 0)?)))
+                let value = value?;
+                let read = value.split_once(':').and_then(|(d, a)| {
+                    let deleted = match d {
+                        "1" => true,
+                        "0" => false,
+                        _ => return None,
+                    };
+                    Some((deleted, DateTime::from_timestamp(a.parse::<i64>().ok()?, 0)?))
+                });
+                if read.is_none() {
+                    bad += 1;
+                }
+                Some((*tweet, read?))
             })
-            .collect())
+            .collect();
+        self.bad_values("status", bad);
+        Ok(statuses)
     }
 }
 
 /// Gives up a lease only if it is still the holder's (it may have expired and been taken).
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Keeps a lease ARGV[2] milliseconds more, only if it is still the holder's ARGV[1].
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 ";
 
@@ -214,6 +254,15 @@ impl Redis {
         cmd.arg(self.lease_key(call));
         let n: u32 = self.run(&cmd).await?;
         Ok(n > 0)
+    }
+
+    /// Keeps the lease on `call` for `ttl` more if `holder` still holds it; whether it does.
+    pub async fn renew_lease(&self, call: &str, holder: &str, ttl: Duration) -> Result<bool, Unreachable> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(RENEW));
+        let mut invocation = SCRIPT.key(self.lease_key(call));
+        invocation.arg(holder).arg(ttl.as_millis().max(1) as u64);
+        self.invoke::<i64>(&invocation).await.map(|renewed| renewed == 1)
     }
 
     /// Gives up the lease on `call` if `holder` still holds it.

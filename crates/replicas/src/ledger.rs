@@ -75,12 +75,13 @@ impl Redis {
             return Ok(());
         }
         let key = self.month_key(now);
+        // One round trip, so the expiry follows every write (a month has few handles).
         let mut pipe = redis::pipe();
         for e in entries {
             pipe.cmd("HSETNX").arg(&key).arg(&e.handle).arg(e.first_call.timestamp()).ignore();
         }
         pipe.cmd("EXPIRE").arg(&key).arg(MONTH_TTL_SECS).ignore();
-        self.run_all::<()>(&pipe).await
+        self.run_all::<()>(&pipe, entries.len() + 1).await
     }
 
     fn month_key(&self, now: DateTime<Utc>) -> String {

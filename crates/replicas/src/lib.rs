@@ -5,7 +5,10 @@
 //! deployments can share one Redis.
 //!
 //! Redis may be away. Every operation says so ([`Unreachable`]) instead of waiting for it,
-//! and [`Redis::is_up`] tells what the last operation or probe found. [`sharing`] implements
+//! and [`Redis::is_up`] tells what the last operation or probe found. Redis is judged away
+//! only when a connection fails or a probe goes unanswered: an operation that is merely
+//! slow fails alone. Big reads and writes go in bounded, pipelined chunks, each with a
+//! timeout that fits its size. [`sharing`] implements
 //! the engine's ports on them, with what to do meanwhile (`redis.on_failure`: a local
 //! share, or refusing).
 
@@ -24,14 +27,33 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use engine::ports::Unreachable;
 pub use sharing::Sharing;
 
-/// How long one operation, or one attempt to connect, may take before Redis counts as away.
+/// How long an attempt to connect, a probe, or an operation of one command may take.
 const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What each further command of a pipelined round trip adds to its timeout.
+const PER_COMMAND: Duration = Duration::from_millis(2);
+
+/// Commands sent in one round trip, at most (even, so pairs of commands are never parted).
+pub const CHUNK: usize = 256;
+
+/// How often bad values under one key prefix are logged.
+const BAD_VALUES_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
+/// Round trips of one operation in flight at once.
+const ROUND_TRIPS_AT_ONCE: usize = 4;
+
+/// How long a round trip of `commands` commands may take.
+fn timeout_for(commands: usize) -> Duration {
+    TIMEOUT + PER_COMMAND * u32::try_from(commands.saturating_sub(1)).unwrap_or(u32::MAX)
+}
 
 /// A Redis shared by the replicas, under a key prefix.
 pub struct Redis {
     connection: ConnectionManager,
     prefix: String,
     up: AtomicBool,
+    /// When a bad value under each key prefix was last logged.
+    warned: std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -53,12 +75,18 @@ impl Redis {
         let client = redis::Client::open(url).map_err(|e| BadUrl(format!("{:?}", e.kind())))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
+            // Each operation has a timeout of its own, fitted to its size.
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| BadUrl(format!("{:?}", e.kind())))?;
-        Ok(Arc::new(Redis { connection, prefix: prefix.to_string(), up: AtomicBool::new(true) }))
+        Ok(Arc::new(Redis {
+            connection,
+            prefix: prefix.to_string(),
+            up: AtomicBool::new(true),
+            warned: std::sync::Mutex::default(),
+        }))
     }
 
     /// Whether the last operation or probe reached Redis.
@@ -73,9 +101,54 @@ impl Redis {
     pub async fn probe(&self) -> (bool, bool) {
         let was_up = self.is_up();
         let mut connection = self.connection.clone();
-        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
-        let up = self.noted(pong).is_ok();
+        let ping = redis::cmd("PING");
+        let up = match tokio::time::timeout(TIMEOUT, ping.query_async::<String>(&mut connection)).await {
+            Ok(pong) => self.noted(pong).is_ok(),
+            Err(_) => {
+                self.away(&format!("a probe had no answer within {} ms", TIMEOUT.as_millis()));
+                false
+            }
+        };
         (up, !was_up)
+    }
+
+    /// Keeps Redis busy for `how_long` (`DEBUG SLEEP`): tests of slow answers.
+    pub async fn debug_sleep(&self, how_long: Duration) -> Result<(), Unreachable> {
+        let mut connection = self.connection.clone();
+        let mut cmd = redis::cmd("DEBUG");
+        cmd.arg("SLEEP").arg(how_long.as_secs_f64());
+        let slept = tokio::time::timeout(how_long + TIMEOUT, cmd.query_async::<()>(&mut connection)).await;
+        slept
+            .map_err(|_| Unreachable("DEBUG SLEEP had no answer".into()))?
+            .map_err(|e| Unreachable(e.to_string()))
+    }
+
+    /// Notes `n` values under `prefix` (`facts`, `fresh`, `status`) that could not be
+    /// decoded and are taken as missing: counted, and logged at WARN once a minute per
+    /// prefix.
+    fn bad_values(&self, prefix: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        engine::metrics::redis_bad_values(prefix, n);
+        let now = std::time::Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let last = warned.get(prefix).copied();
+        if last.is_none_or(|at| now.duration_since(at) >= BAD_VALUES_LOGGED_EVERY) {
+            warned.insert(prefix, now);
+            tracing::warn!(
+                prefix = %format!("{}{prefix}:", self.prefix),
+                values = n,
+                "values in Redis could not be read and are taken as missing (another writer, or a different version?)"
+            );
+        }
+    }
+
+    /// Notes that Redis is away, saying why the first time.
+    fn away(&self, why: &str) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = why, "Redis cannot be reached: falling back as redis.on_failure says");
+        }
     }
 
     /// An operation's connection, or that Redis is away.
@@ -95,13 +168,58 @@ impl Redis {
     /// Runs `cmd`, noting whether Redis answered.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unreachable> {
         let mut connection = self.connection()?;
-        self.noted(cmd.query_async(&mut connection).await)
+        self.within(1, cmd.query_async(&mut connection)).await
     }
 
-    /// Runs `pipe`, noting whether Redis answered.
-    async fn run_all<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Unreachable> {
+    /// Runs `pipe` of `commands` commands in one round trip, noting whether Redis answered.
+    async fn run_all<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        commands: usize,
+    ) -> Result<T, Unreachable> {
         let mut connection = self.connection()?;
-        self.noted(pipe.query_async(&mut connection).await)
+        self.within(commands, pipe.query_async(&mut connection)).await
+    }
+
+    /// Runs `commands` in pipelined round trips of at most [`CHUNK`], a few at once; their
+    /// answers in order.
+    async fn read_chunked<T: redis::FromRedisValue + Send>(
+        &self,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<T>, Unreachable> {
+        let answers: Vec<Vec<T>> = self.chunked(commands, false).await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Runs `commands` as [`Redis::read_chunked`] does, their answers not wanted.
+    async fn write_chunked(&self, commands: Vec<redis::Cmd>) -> Result<(), Unreachable> {
+        self.chunked::<()>(commands, true).await.map(|_| ())
+    }
+
+    async fn chunked<T: redis::FromRedisValue + Send>(
+        &self,
+        commands: Vec<redis::Cmd>,
+        ignored: bool,
+    ) -> Result<Vec<T>, Unreachable> {
+        use futures::{StreamExt, TryStreamExt};
+        let round_trips: Vec<(redis::Pipeline, usize)> = commands
+            .chunks(CHUNK)
+            .map(|chunk| {
+                let mut pipe = redis::pipe();
+                for cmd in chunk {
+                    pipe.add_command(cmd.clone());
+                    if ignored {
+                        pipe.ignore();
+                    }
+                }
+                (pipe, chunk.len())
+            })
+            .collect();
+        futures::stream::iter(round_trips)
+            .map(|(pipe, n)| async move { self.run_all::<T>(&pipe, n).await })
+            .buffered(ROUND_TRIPS_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// Runs `script`, noting whether Redis answered.
@@ -110,7 +228,24 @@ impl Redis {
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Unreachable> {
         let mut connection = self.connection()?;
-        self.noted(script.invoke_async(&mut connection).await)
+        self.within(1, script.invoke_async(&mut connection)).await
+    }
+
+    /// What `work`, an operation of `commands` commands, came to within its time. One that
+    /// takes too long fails alone: it does not make Redis away.
+    async fn within<T>(
+        &self,
+        commands: usize,
+        work: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unreachable> {
+        let limit = timeout_for(commands);
+        match tokio::time::timeout(limit, work).await {
+            Ok(answered) => self.noted(answered),
+            Err(_) => Err(Unreachable(format!(
+                "Redis did not answer {commands} commands within {} ms",
+                limit.as_millis()
+            ))),
+        }
     }
 
     fn noted<T>(&self, result: redis::RedisResult<T>) -> Result<T, Unreachable> {
@@ -121,19 +256,13 @@ impl Redis {
                 }
                 Ok(value)
             }
-            // An error Redis itself answered (a script's, a type's) means it is there.
-            Err(e)
-                if !(e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_refusal()
-                    || e.is_connection_dropped()) =>
-            {
+            // An error Redis itself answered (a script's, a type's) means it is there, and a
+            // slow answer is that operation's alone.
+            Err(e) if !(e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped()) => {
                 Err(Unreachable(format!("Redis refused an operation: {e}")))
             }
             Err(e) => {
-                if self.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "Redis cannot be reached: falling back as redis.on_failure says");
-                }
+                self.away(&e.to_string());
                 Err(Unreachable(e.to_string()))
             }
         }

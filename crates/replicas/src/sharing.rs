@@ -339,6 +339,10 @@ impl Leases for SharedLeases {
         self.0.redis.lease_held(name).await.ok()
     }
 
+    async fn renew(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        self.0.redis.renew_lease(name, holder, ttl).await.unwrap_or(false)
+    }
+
     async fn release(&self, name: &str, holder: &str) {
         if let Err(e) = self.0.redis.release_lease(name, holder).await {
             tracing::debug!(error = %e, "a call's lease could not be given up (it expires)");

@@ -111,4 +111,154 @@ async fn a_lease_is_held_by_one_and_given_up_only_by_its_holder() {
     assert!(shared.take_lease("short", "dead", Duration::from_millis(50)).await.unwrap());
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(shared.take_lease("short", "b", ttl).await.unwrap());
+    // A holder whose call runs long keeps its lease; nobody else can.
+    assert!(shared.take_lease("slow", "a", Duration::from_millis(100)).await.unwrap());
+    assert!(!shared.renew_lease("slow", "b", ttl).await.unwrap(), "only the holder renews");
+    assert!(shared.renew_lease("slow", "a", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(shared.lease_held("slow").await.unwrap(), "renewed past its first 100 ms");
+    assert!(!shared.take_lease("slow", "b", ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_big_read_of_facts_comes_back_whole_in_chunks_and_redis_stays_up() {
+    let shared = redis("big");
+    let slots = engagement::slots::types_mask(&[
+        engagement::EngagementType::Impressions,
+        engagement::EngagementType::Engagements,
+        engagement::EngagementType::Favorites,
+    ]);
+    let first = 400_000i64;
+    let (tweets, days) = (40u64, 300i64);
+    let mut hours = replicas::facts::TweetHours::new();
+    for t in 0..tweets {
+        let mut held = Vec::new();
+        for h in first..first + days * 24 {
+            let mut counts = [0u64; engagement::slots::SLOTS];
+            for s in engagement::slots::slots_in(slots) {
+                counts[s] = t * 1_000_000 + (h - first) as u64 * 10 + s as u64;
+            }
+            held.push((h, counts));
+        }
+        hours.insert(engagement::TweetId(1_000 + t), held);
+    }
+    let unsettled_from = first + days * 24;
+    shared.put_facts("h", slots, &hours, unsettled_from, Duration::from_secs(60)).await.unwrap();
+    let wanted: std::collections::HashMap<_, Vec<i64>> =
+        hours.iter().map(|(t, h)| (*t, h.iter().map(|(hour, _)| *hour).collect())).collect();
+    // 12,000 Tweet-days: far more than one round trip holds.
+    assert!(tweets as usize * days as usize > 40 * replicas::CHUNK);
+    let read = shared.get_facts("h", &wanted, slots, unsettled_from).await.unwrap();
+    assert_eq!(read.len(), hours.len());
+    for (tweet, held) in &hours {
+        let mut got = read[tweet].clone();
+        got.sort_by_key(|(h, _)| *h);
+        assert_eq!(&got, held, "Tweet {tweet}");
+    }
+    assert!(shared.is_up(), "a big read is not an outage");
+}
+
+#[tokio::test]
+async fn a_slow_answer_fails_that_operation_alone_and_only_a_probe_says_redis_is_away() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut own = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "yes",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/redis installs it)");
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "redis-server came up on port {port}");
+    let shared = Redis::connect(&url, "slow:").unwrap();
+    assert!(shared.first_use_of_nonce("n1", Duration::from_secs(60)).await.unwrap());
+
+    // Redis busy for 1.5 s: an operation waiting on it runs out of time, alone.
+    let busy = Redis::connect(&url, "slow:").unwrap();
+    let sleeper = tokio::spawn(async move { busy.debug_sleep(Duration::from_millis(1500)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slow = shared.first_use_of_nonce("n2", Duration::from_secs(60)).await;
+    assert!(slow.is_err(), "the slow operation fails: {slow:?}");
+    assert!(shared.is_up(), "a slow answer does not make Redis away");
+    // A probe that goes unanswered does.
+    let (up, _) = shared.probe().await;
+    assert!(!up && !shared.is_up(), "an unanswered probe makes Redis away");
+    let _ = sleeper.await;
+    let (up, was_away) = shared.probe().await;
+    assert!(up && was_away, "a probe finds it back");
+    assert!(!shared.first_use_of_nonce("n1", Duration::from_secs(60)).await.unwrap(), "n1 was used");
+    let _ = own.kill();
+    let _ = own.wait();
+}
+
+#[tokio::test]
+async fn a_value_that_cannot_be_read_is_taken_as_missing() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("stitcher-test:{}:{}:junk:", std::process::id(), Utc::now().timestamp_micros());
+    let shared = Redis::connect(&url, &prefix).unwrap();
+    let slots = engagement::slots::types_mask(&[engagement::EngagementType::Impressions]);
+    let tweet = engagement::TweetId(77);
+    let day = 20_000i64;
+    let held: Vec<(i64, engagement::slots::Hour)> =
+        (day * 24..day * 24 + 24).map(|h| (h, [h as u64; engagement::slots::SLOTS])).collect();
+    let hours: replicas::facts::TweetHours = [(tweet, held.clone())].into();
+    shared.put_facts("h", slots, &hours, day * 24 + 24, Duration::from_secs(60)).await.unwrap();
+    let learned = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    shared.put_statuses("h", &[(tweet, false)], (learned, learned), Duration::from_secs(600)).await.unwrap();
+
+    // Another writer leaves junk: a count that is not a number, a field that names no
+    // hour, a status that is not one.
+    let slot = engagement::slots::slots_in(slots).next().unwrap();
+    let mut raw =
+        redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let day_key = format!("{prefix}facts:h:{tweet}:{day}");
+    let _: () = redis::cmd("HSET")
+        .arg(&day_key)
+        .arg(format!("{slot}:5"))
+        .arg("many")
+        .arg("nonsense")
+        .arg("1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}status:h:{tweet}"))
+        .arg("perhaps")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let wanted: std::collections::HashMap<_, Vec<i64>> =
+        [(tweet, (day * 24..day * 24 + 24).collect())].into();
+    let mut read =
+        shared.get_facts("h", &wanted, slots, day * 24 + 24).await.unwrap().remove(&tweet).unwrap();
+    read.sort_by_key(|(h, _)| *h);
+    let expected: Vec<i64> = (day * 24..day * 24 + 24).filter(|h| *h != day * 24 + 5).collect();
+    assert_eq!(
+        read.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+        expected,
+        "the junk hour is missing, the rest read"
+    );
+    assert!(read.iter().all(|(h, counts)| counts[slot] == *h as u64));
+    assert!(
+        shared.get_statuses("h", &[tweet]).await.unwrap().is_empty(),
+        "a status that is not one is missing"
+    );
+    assert!(shared.is_up());
 }
