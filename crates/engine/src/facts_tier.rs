@@ -16,7 +16,7 @@ use store::{CallFacts, Known, Store};
 use crate::Engine;
 use crate::metrics;
 use crate::needs::CallKey;
-use crate::ports::{FactsTier, Fetched, Held, Wanted};
+use crate::ports::{FactsTier, Fetched, Held, Refusals, Wanted};
 
 /// Takes from the facts tier the hours of `plan`'s Tweets that `known` lacks, and what is
 /// known of the Tweets whose status is not: keeps them in `store` and adds them to `known`.
@@ -60,7 +60,7 @@ pub(super) async fn take(
     }
     let slots = types_mask(types);
     let unsettled_from = store.unsettled_from(now);
-    let Some(Held { hours: found, statuses }) =
+    let Some(Held { hours: found, statuses, refused }) =
         tier.read(handle, Wanted { hours: &wanted, slots, unsettled_from }, &unknown).await
     else {
         return;
@@ -82,7 +82,32 @@ pub(super) async fn take(
         known.status.insert(*tweet, store::TweetStatus::of(*deleted));
         known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
     }
+    // A refusal another replica was told holds here too, unless a status says otherwise.
+    let refused: Refusals = refused.into_iter().filter(|(t, _)| !statuses.contains_key(t)).collect();
+    for (tweet, (refusal, learned)) in &refused {
+        known.refused.insert(*tweet, refusal.clone());
+        known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
+    }
     keep_here(store, handle, counts, &statuses, now).await;
+    keep_refusals_here(store, handle, refused).await;
+}
+
+/// Keeps in this replica's store the refusals another replica was told, each with the
+/// time it was learned.
+async fn keep_refusals_here(store: &Arc<Store>, handle: &str, refused: Refusals) {
+    if refused.is_empty() {
+        return;
+    }
+    let mut by_learned: HashMap<DateTime<Utc>, Vec<(TweetId, store::Refused)>> = HashMap::new();
+    for (tweet, (refusal, learned)) in refused {
+        by_learned.entry(learned).or_default().push((tweet, refusal));
+    }
+    let (store, name) = (Arc::clone(store), handle.to_string());
+    crate::off_the_workers_or_warn(
+        "the shared refusals could not be kept in this replica's store",
+        move || by_learned.into_iter().try_for_each(|(at, told)| store.refuse(&name, told, at)),
+    )
+    .await;
 }
 
 /// Keeps in this replica's store what Redis held: the settled hours of `counts` (its

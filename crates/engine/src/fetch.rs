@@ -17,7 +17,7 @@ use crate::execute::Ended;
 use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
-use crate::ports::{Claim, Leases};
+use crate::ports::{Claim, Leases, Told};
 use crate::{Ask, Engine, TaskFailed, coalesced_call, facts_tier, off_the_workers};
 
 /// How many times a call's lease is claimed before the call is made without one.
@@ -273,7 +273,8 @@ impl FactsCall {
         Ok(Ok((facts, store.unsettled_from(sent_at))))
     }
 
-    /// Keeps which of the call's Tweets the upstream refused in `error`, if it named them.
+    /// Keeps which of the call's Tweets the upstream refused in `error`, if it named them,
+    /// here and among replicas.
     /// Failing to keep it costs only a call next time, so it is logged, not the question's
     /// failure.
     async fn remember_refusal(&self, error: &AttemptError, at: DateTime<Utc>) {
@@ -281,7 +282,12 @@ impl FactsCall {
         if told.is_empty() {
             return;
         }
-        let (store, name) = (Arc::clone(&self.engine.store), self.key.handle.clone());
+        let engine = &self.engine;
+        let status_ttl = engine.store.config().status_ttl;
+        let now = engine.clock.now();
+        let told_here = Told { handle: &self.key.handle, refused: &told, at, status_ttl, now };
+        engine.shared.facts.tell(told_here).await;
+        let (store, name) = (Arc::clone(&engine.store), self.key.handle.clone());
         crate::off_the_workers_or_warn("the store could not keep a refusal", move || {
             store.refuse(&name, told, at)
         })

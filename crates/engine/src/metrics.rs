@@ -14,7 +14,7 @@
 //! | `stitcher_ledger_refused_total` | counter (questions refused for the month's handle cap) | |
 //! | `stitcher_redis_up` | gauge (1: the shared Redis answers) | |
 //! | `stitcher_redis_fallbacks_total` | counter (things done alone while Redis was away) | `what` |
-//! | `stitcher_redis_bad_values_total` | counter (values in Redis that could not be read, taken as missing) | `prefix` (`facts`, `fresh`, `status`) |
+//! | `stitcher_redis_bad_values_total` | counter (values in Redis that could not be read, taken as missing) | `prefix` (`facts`, `fresh`, `status`, `refused`) |
 
 /// Records one upstream attempt by its outcome.
 pub fn upstream_call(outcome: &str) {

@@ -23,7 +23,7 @@ use crate::error::EngineError;
 pub use crate::ledger::{Ledger, LocalLedger};
 pub use engagement::slots::Hour;
 pub use store::ledger::month_of;
-pub use store::{Admission, LedgerEntry};
+pub use store::{Admission, LedgerEntry, Refused};
 pub use upstream::budget::{BoxFuture, SharedRate, Unreachable};
 
 /// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
@@ -41,11 +41,29 @@ pub struct Wanted<'a> {
     pub unsettled_from: i64,
 }
 
+/// What calls told of Tweets they were refused for: per Tweet, the refusal, and when it
+/// was learned.
+pub type Refusals = HashMap<TweetId, (Refused, DateTime<Utc>)>;
+
 /// What the facts tier held of a read.
 #[derive(Debug, Default)]
 pub struct Held {
     pub hours: TweetHours,
     pub statuses: Statuses,
+    /// Of the Tweets whose statuses were asked, those a call was refused for.
+    pub refused: Refusals,
+}
+
+/// What one refused call told of its Tweets, for the other replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct Told<'a> {
+    pub handle: &'a str,
+    pub refused: &'a [(TweetId, Refused)],
+    /// When the call was sent; the refusals live `status_ttl` from then.
+    pub at: DateTime<Utc>,
+    pub status_ttl: Duration,
+    /// The time now, by the engine's clock.
+    pub now: DateTime<Utc>,
 }
 
 /// What one call fetched, for the other replicas.
@@ -81,6 +99,9 @@ pub trait FactsTier: Send + Sync + std::fmt::Debug {
 
     /// Shares what one call fetched.
     async fn give(&self, fetched: Fetched<'_>);
+
+    /// Shares what one refused call told of its Tweets.
+    async fn tell(&self, told: Told<'_>);
 }
 
 /// Who makes a call that several replicas need at once.
@@ -180,6 +201,8 @@ impl FactsTier for Alone {
     }
 
     async fn give(&self, _: Fetched<'_>) {}
+
+    async fn tell(&self, _: Told<'_>) {}
 }
 
 #[async_trait]

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use engagement::{Endpoint, Limits, RawRequest, Response, TweetId};
 use engine::config::{CapPolicy, LedgerSettings};
-use engine::ports::{Claim, FactsTier, Fetched, Held, Leases, Wanted};
+use engine::ports::{Claim, FactsTier, Fetched, Held, Leases, Told, Wanted};
 use engine::{Ask, Engine, EngineError, NativeQuestion, Question, Reading};
 use serde_json::{Value, json};
 use simulator::config::Config;
@@ -104,6 +104,8 @@ impl FactsTier for Replicas {
     }
 
     async fn give(&self, _: Fetched<'_>) {}
+
+    async fn tell(&self, _: Told<'_>) {}
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@ use engagement::TweetId;
 use engagement::slots::{Hour, SLOTS, slots_in};
 
 use crate::{CHUNK, Redis, Unreachable};
+use engine::ports::{Refusals, Refused};
 
 /// How long settled facts are kept in Redis after they were last written (they never
 /// change; this bounds what a deployment leaves in Redis).
@@ -32,6 +33,10 @@ impl Redis {
 
     fn status_key(&self, handle: &str, tweet: TweetId) -> String {
         self.key(&format!("status:{handle}:{tweet}"))
+    }
+
+    fn refused_key(&self, handle: &str, tweet: TweetId) -> String {
+        self.key(&format!("refused:{handle}:{tweet}"))
     }
 
     /// Keeps the counts of the slots in `slots` for `hours` fetched as `handle`: hours from
@@ -219,6 +224,66 @@ impl Redis {
             .collect();
         self.bad_values("status", bad);
         Ok(statuses)
+    }
+}
+
+impl Redis {
+    /// Keeps what a call refused at `at` told of each of `refused`'s Tweets, for `ttl` from
+    /// then (what is left of it at `now`).
+    pub async fn put_refusals(
+        &self,
+        handle: &str,
+        refused: &[(TweetId, Refused)],
+        (at, now): (DateTime<Utc>, DateTime<Utc>),
+        ttl: Duration,
+    ) -> Result<(), Unreachable> {
+        let left = ttl.as_secs() as i64 - (now - at).num_seconds();
+        if refused.is_empty() || left <= 0 {
+            return Ok(());
+        }
+        let writes = refused.iter().map(|(tweet, r)| {
+            let (code, message) = r.code();
+            let mut set = redis::cmd("SET");
+            set.arg(self.refused_key(handle, *tweet)).arg(format!("{code}:{}:{message}", at.timestamp()));
+            set.arg("EX").arg(left);
+            set
+        });
+        self.write_chunked(writes.collect()).await
+    }
+
+    /// What calls were told of `tweets` they were refused for, and when, for those held.
+    pub async fn get_refusals(&self, handle: &str, tweets: &[TweetId]) -> Result<Refusals, Unreachable> {
+        if tweets.is_empty() {
+            return Ok(Refusals::new());
+        }
+        let reads = tweets.chunks(CHUNK).map(|tweets| {
+            let mut read = redis::cmd("MGET");
+            read.arg(tweets.iter().map(|t| self.refused_key(handle, *t)).collect::<Vec<_>>());
+            read
+        });
+        let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+        let mut bad = 0;
+        let refusals = tweets
+            .iter()
+            .zip(found.into_iter().flatten())
+            .filter_map(|(tweet, value)| {
+                let value = value?;
+                let read = value.splitn(3, ':').collect::<Vec<_>>();
+                let read = match read.as_slice() {
+                    [code, at, message] => code.parse::<u8>().ok().and_then(|code| {
+                        let at = DateTime::from_timestamp(at.parse::<i64>().ok()?, 0)?;
+                        Some((Refused::from_code(code, message)?, at))
+                    }),
+                    _ => None,
+                };
+                if read.is_none() {
+                    bad += 1;
+                }
+                Some((*tweet, read?))
+            })
+            .collect();
+        self.bad_values("refused", bad);
+        Ok(refusals)
     }
 }
 

@@ -123,7 +123,7 @@ impl Redis {
             .map_err(|e| Unreachable(e.to_string()))
     }
 
-    /// Notes `n` values under `prefix` (`facts`, `fresh`, `status`) that could not be
+    /// Notes `n` values under `prefix` (`facts`, `fresh`, `status`, `refused`) that could not be
     /// decoded and are taken as missing: counted, and logged at WARN once a minute per
     /// prefix.
     fn bad_values(&self, prefix: &'static str, n: u64) {

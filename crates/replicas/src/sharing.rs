@@ -15,7 +15,7 @@ use engine::config::{OnFailure, RedisSettings};
 use engine::metrics;
 use engine::ports::{
     Admission, Claim, Clock, FactsTier, Fetched, Held, Leases, Ledger, LedgerEntry, Nonces, Readiness,
-    Shared, SharedRate, SharedState, Wanted,
+    Shared, SharedRate, SharedState, Told, Wanted,
 };
 use secrecy::ExposeSecret;
 
@@ -291,11 +291,12 @@ impl FactsTier for SharedFacts {
     async fn read(&self, handle: &str, wanted: Wanted<'_>, statuses_of: &[TweetId]) -> Option<Held> {
         let redis = &self.0.redis;
         let Wanted { hours, slots, unsettled_from } = wanted;
-        let (hours, statuses) = tokio::join!(
+        let (hours, statuses, refused) = tokio::join!(
             redis.get_facts(handle, hours, slots, unsettled_from),
             redis.get_statuses(handle, statuses_of),
+            redis.get_refusals(handle, statuses_of),
         );
-        let read = hours.and_then(|hours| Ok(Held { hours, statuses: statuses? }));
+        let read = hours.and_then(|hours| Ok(Held { hours, statuses: statuses?, refused: refused? }));
         self.answered("the shared facts could not be read", read)
     }
 
@@ -317,6 +318,12 @@ impl FactsTier for SharedFacts {
             redis.put_statuses(handle, statuses, (fetched_at, now), status_ttl),
         );
         self.answered("what was fetched could not be shared", counts.and(statuses));
+    }
+
+    async fn tell(&self, told: Told<'_>) {
+        let Told { handle, refused, at, status_ttl, now } = told;
+        let put = self.0.redis.put_refusals(handle, refused, (at, now), status_ttl).await;
+        self.answered("a refusal could not be shared", put);
     }
 }
 

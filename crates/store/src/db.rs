@@ -22,7 +22,7 @@ const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("t
 /// (handle, Tweet) → (learned at, seconds since the epoch; 1 if deleted).
 const STATUS: TableDefinition<(&str, u64), (i64, u8)> = TableDefinition::new("status");
 /// (handle, Tweet) → (learned at, seconds since the epoch; what a refused call told of it,
-/// as [`Refused`] by [`refused_code`], and the upstream's words). A later answer showing the
+/// as [`Refused`] by [`Refused::code`], and the upstream's words). A later answer showing the
 /// Tweet removes it.
 const REFUSED: TableDefinition<(&str, u64), (i64, u8, &str)> = TableDefinition::new("refused");
 /// Totals kept beside the tables.
@@ -110,27 +110,6 @@ impl Drop for Pin {
 
 fn days(range: TimeRange) -> (i64, i64) {
     (hour_of(range.start).div_euclid(24), (hour_of(range.end) - 1).div_euclid(24))
-}
-
-/// How a [`Refused`] is kept: a code and the upstream's words.
-fn refused_code(r: &Refused) -> (u8, &str) {
-    match r {
-        Refused::Foreign { message } => (1, message),
-        Refused::Protected { message } => (2, message),
-        Refused::NotForeign => (3, ""),
-        Refused::Neither => (4, ""),
-    }
-}
-
-fn refused_from(code: u8, message: &str) -> Option<Refused> {
-    let message = message.to_string();
-    match code {
-        1 => Some(Refused::Foreign { message }),
-        2 => Some(Refused::Protected { message }),
-        3 => Some(Refused::NotForeign),
-        4 => Some(Refused::Neither),
-        _ => None,
-    }
 }
 
 fn seconds(t: DateTime<Utc>) -> u64 {
@@ -289,7 +268,7 @@ impl Store {
             let mut refused_for = false;
             if let Some(r) = refused.get((handle, tweet.0))? {
                 let (at, code, message) = r.value();
-                match refused_from(code, message) {
+                match Refused::from_code(code, message) {
                     Some(r) if trusted(at) => {
                         refused_for = r.refusal().is_some();
                         known.refused.insert(tweet, r);
@@ -448,7 +427,7 @@ impl Store {
                 for (tweet, r) in &w.refused {
                     let before = refused.get((handle, *tweet))?.map(|v| {
                         let (at, code, message) = v.value();
-                        (at, refused_from(code, message))
+                        (at, Refused::from_code(code, message))
                     });
                     // "Not the handle's" says less than a trusted "protected" or "neither".
                     let says_more = matches!(before, Some((at, Some(Refused::Protected { .. } | Refused::Neither)))
@@ -456,7 +435,7 @@ impl Store {
                     if *r == Refused::NotForeign && says_more {
                         continue;
                     }
-                    let (code, message) = refused_code(r);
+                    let (code, message) = r.code();
                     refused.insert((handle, *tweet), (w.at.timestamp(), code, message))?;
                 }
             }

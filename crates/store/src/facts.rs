@@ -246,6 +246,28 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// How it is kept, in the store and among replicas: a code and the upstream's words.
+    pub fn code(&self) -> (u8, &str) {
+        match self {
+            Refused::Foreign { message } => (1, message),
+            Refused::Protected { message } => (2, message),
+            Refused::NotForeign => (3, ""),
+            Refused::Neither => (4, ""),
+        }
+    }
+
+    /// What [`Refused::code`] keeps, read back; `None` for a code no version wrote.
+    pub fn from_code(code: u8, message: &str) -> Option<Refused> {
+        let message = message.to_string();
+        match code {
+            1 => Some(Refused::Foreign { message }),
+            2 => Some(Refused::Protected { message }),
+            3 => Some(Refused::NotForeign),
+            4 => Some(Refused::Neither),
+            _ => None,
+        }
+    }
+
     /// The upstream's status and words when the Tweet cannot be answered for (then nothing
     /// else learned of it holds).
     pub fn refusal(&self) -> Option<(u16, &str)> {

@@ -75,6 +75,41 @@ async fn together_two_replicas_keep_the_upstreams_limit() {
 }
 
 #[tokio::test]
+async fn a_refusal_told_at_one_replica_is_given_at_the_other_without_a_call() {
+    let settled = question(0, 5);
+    let ids: Vec<engagement::TweetId> = settled["tweet_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| engagement::TweetId::parse(t.as_str().unwrap()).unwrap())
+        .collect();
+    let (protected, foreign) = (ids[2], ids[4]);
+    let config =
+        Config { protected_ids: [protected].into(), foreign_ids: [foreign].into(), ..Config::default() };
+    let (sim, sim_url) = support::simulator(config).await;
+    let (url, prefix) = (redis_url(), prefix("refusals"));
+    let env = [("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let (a, b) = replicas(&sim_url, &env).await;
+
+    let mut protected_only = settled.clone();
+    protected_only["tweet_ids"] = json!(ids[..4].iter().map(ToString::to_string).collect::<Vec<_>>());
+    let (status, at_a) = ask(&a, &protected_only).await;
+    assert_eq!(status, 400, "{at_a}");
+    assert_eq!(at_a["errors"], json!([format!("Tweet ID(s) are unavailable: {protected}")]));
+    let calls = sim.stats().requests_total;
+    let (status, at_b) = ask(&b, &protected_only).await;
+    assert_eq!((status, &at_b["errors"]), (400, &at_a["errors"]), "{at_b}");
+    assert_eq!(sim.stats().requests_total, calls, "the other replica made no call");
+
+    let (status, at_a) = ask(&a, &settled).await;
+    assert_eq!(status, 403, "not the handle's comes first: {at_a}");
+    let calls = sim.stats().requests_total;
+    let (status, at_b) = ask(&b, &settled).await;
+    assert_eq!((status, &at_b["errors"]), (403, &at_a["errors"]), "{at_b}");
+    assert_eq!(sim.stats().requests_total, calls, "the other replica made no call");
+}
+
+#[tokio::test]
 async fn a_question_answered_at_one_replica_costs_no_call_at_the_other() {
     let (sim, sim_url) = support::simulator(Config::default()).await;
     let (url, prefix) = (redis_url(), prefix("facts"));
