@@ -19,6 +19,11 @@ use crate::{Config, StoreError};
 const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
 /// (handle, Tweet) → (last used, seconds since the epoch; bytes of facts held).
 const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("tweets");
+/// (last used, handle, Tweet) for every row of [`TWEETS`]: the order eviction takes them
+/// in, so it reads only what it evicts.
+const BY_USE: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("tweets_by_use");
+/// Set in [`META`] once [`BY_USE`] holds every Tweet (stores written before it had none).
+const BY_USE_BUILT: &str = "tweets_by_use_built";
 /// (handle, Tweet) → (learned at, seconds since the epoch; 1 if deleted).
 const STATUS: TableDefinition<(&str, u64), (i64, u8)> = TableDefinition::new("status");
 /// (handle, Tweet) → (learned at, seconds since the epoch; what a refused call told of it,
@@ -116,6 +121,42 @@ fn seconds(t: DateTime<Utc>) -> u64 {
     t.timestamp().max(0) as u64
 }
 
+/// Builds [`BY_USE`] from [`TWEETS`] in a store written before it, once.
+fn build_by_use(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get(BY_USE_BUILT)?.is_some() {
+        return Ok(());
+    }
+    let tweets = txn.open_table(TWEETS)?;
+    let mut by_use = txn.open_table(BY_USE)?;
+    for entry in tweets.iter()? {
+        let (key, value) = entry?;
+        let (handle, tweet) = key.value();
+        by_use.insert((value.value().0, handle, tweet), ())?;
+    }
+    meta.insert(BY_USE_BUILT, 1)?;
+    Ok(())
+}
+
+/// [`TWEETS`] and [`BY_USE`], open for writing.
+type TweetTables<'t, 'a> = (
+    &'a mut redb::Table<'t, (&'static str, u64), (u64, u64)>,
+    &'a mut redb::Table<'t, (u64, &'static str, u64), ()>,
+);
+
+/// Sets the row of `tweet` in [`TWEETS`] to (`used`, `bytes`), moving it in [`BY_USE`].
+fn set_tweet(
+    (tweets, by_use): TweetTables<'_, '_>,
+    (handle, tweet): (&str, u64),
+    (used, bytes): (u64, u64),
+) -> Result<(), StoreError> {
+    if let Some(before) = tweets.insert((handle, tweet), (used, bytes))? {
+        by_use.remove((before.value().0, handle, tweet))?;
+    }
+    by_use.insert((used, handle, tweet), ())?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the store under `config.path`.
     pub fn open(config: Config) -> Result<Store, StoreError> {
@@ -134,6 +175,7 @@ impl Store {
             txn.open_table(STATUS)?;
             txn.open_table(REFUSED)?;
             txn.open_table(crate::ledger::LEDGER)?;
+            build_by_use(&txn)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value());
             match format {
@@ -198,10 +240,11 @@ impl Store {
         txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
         {
             let mut table = txn.open_table(TWEETS)?;
+            let mut by_use = txn.open_table(BY_USE)?;
             for t in tweets {
                 let bytes = table.get((handle, t.0))?.map(|v| v.value().1);
                 if let Some(bytes) = bytes {
-                    table.insert((handle, t.0), (seconds(now), bytes))?;
+                    set_tweet((&mut table, &mut by_use), (handle, t.0), (seconds(now), bytes))?;
                 }
             }
         }
@@ -395,6 +438,7 @@ impl Store {
         {
             let mut table = txn.open_table(FACTS)?;
             let mut tweets = txn.open_table(TWEETS)?;
+            let mut by_use = txn.open_table(BY_USE)?;
             let mut status = txn.open_table(STATUS)?;
             let mut refused = txn.open_table(REFUSED)?;
             let mut grown: i64 = 0;
@@ -417,7 +461,7 @@ impl Store {
                 for (tweet, delta) in per_tweet {
                     let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
                     let bytes = (bytes as i64 + delta).max(0) as u64;
-                    tweets.insert((handle, tweet), (seconds(w.at), bytes))?;
+                    set_tweet((&mut tweets, &mut by_use), (handle, tweet), (seconds(w.at), bytes))?;
                     grown += delta;
                 }
                 for (tweet, deleted) in &w.statuses {
@@ -466,37 +510,39 @@ impl Store {
     fn evict(&self) -> Result<(), StoreError> {
         let target = self.config.max_bytes / 10 * 9;
         let txn = self.db.begin_write()?;
-        let mut evicted = 0u64;
+        let evicted;
         let total;
         {
             let mut tweets = txn.open_table(TWEETS)?;
             let mut facts = txn.open_table(FACTS)?;
             let mut meta = txn.open_table(META)?;
             let mut total_now = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
-            let mut by_use: Vec<(u64, String, u64, u64)> = Vec::new();
-            for entry in tweets.iter()? {
-                let (key, value) = entry?;
-                let (handle, tweet) = key.value();
-                let (used, bytes) = value.value();
-                by_use.push((used, handle.to_string(), tweet, bytes));
-            }
-            by_use.sort();
+            let mut by_use = txn.open_table(BY_USE)?;
             let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for (_, handle, tweet, bytes) in by_use {
+            // Least recently used first, read only as far as eviction goes.
+            let mut gone: Vec<(u64, String, u64)> = Vec::new();
+            for entry in by_use.iter()? {
                 if total_now <= target {
                     break;
                 }
-                if pins.contains_key(&(handle.clone(), tweet)) {
+                let (key, _) = entry?;
+                let (used, handle, tweet) = key.value();
+                if pins.contains_key(&(handle.to_string(), tweet)) {
                     continue;
                 }
+                let bytes = tweets.get((handle, tweet))?.map_or(0, |v| v.value().1);
+                total_now = total_now.saturating_sub(bytes);
+                gone.push((used, handle.to_string(), tweet));
+            }
+            for (used, handle, tweet) in &gone {
                 facts.retain_in(
-                    (handle.as_str(), tweet, i64::MIN)..=(handle.as_str(), tweet, i64::MAX),
+                    (handle.as_str(), *tweet, i64::MIN)..=(handle.as_str(), *tweet, i64::MAX),
                     |_, _| false,
                 )?;
-                tweets.remove((handle.as_str(), tweet))?;
-                total_now = total_now.saturating_sub(bytes);
-                evicted += 1;
+                tweets.remove((handle.as_str(), *tweet))?;
+                by_use.remove((*used, handle.as_str(), *tweet))?;
             }
+            evicted = gone.len() as u64;
             meta.insert(BYTES, total_now)?;
             total = total_now;
         }

@@ -154,6 +154,42 @@ fn eviction_keeps_the_bound_drops_the_least_recent_and_spares_the_pinned() {
 }
 
 #[test]
+fn a_store_written_before_the_eviction_index_is_indexed_when_opened_and_evicts_the_least_recent() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = at("2021-01-01T00:00:00Z");
+    let r = range("2020-06-01T00:00:00Z", "2020-06-29T00:00:00Z");
+    let one = {
+        let store = Store::open(config(&dir)).unwrap();
+        for n in 1..=4 {
+            store
+                .keep("a", &fetched(&[tweet(n)], r, &[]), now + chrono::Duration::seconds(n as i64))
+                .unwrap();
+        }
+        // Tweet 1, the oldest, used last.
+        store.mark_used("a", &[tweet(1)], now + chrono::Duration::seconds(10)).unwrap();
+        store.bytes() / 4
+    };
+    // As a store written before the index: no index, and nothing saying it was built.
+    {
+        let file = dir.path().join("stitcher.redb");
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let by_use: redb::TableDefinition<(u64, &str, u64), ()> = redb::TableDefinition::new("tweets_by_use");
+        assert!(txn.delete_table(by_use).unwrap(), "the store keeps an eviction index");
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        assert!(txn.open_table(meta).unwrap().remove("tweets_by_use_built").unwrap().is_some());
+        txn.commit().unwrap();
+    }
+    // Room for about three Tweets: keeping a fifth evicts the least recently used two.
+    let store = Store::open(Config { max_bytes: one * 3 + one / 2, ..config(&dir) }).unwrap();
+    store.keep("a", &fetched(&[tweet(5)], r, &[]), now + chrono::Duration::seconds(20)).unwrap();
+    let held = |n: u64| store.known("a", &[tweet(n)], &ALL, r, now).unwrap().held[&tweet(n)][0];
+    assert!(!held(2) && !held(3), "least recently used evicted");
+    assert!(held(1) && held(4) && held(5), "recently used kept");
+    assert_eq!(store.evictions(), 2);
+}
+
+#[test]
 fn the_ledger_counts_a_handle_once_a_month_and_refuses_past_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let now = at("2026-11-05T10:00:00Z");
