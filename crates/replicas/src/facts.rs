@@ -173,17 +173,10 @@ impl Redis {
         (learned_at, now): (DateTime<Utc>, DateTime<Utc>),
         ttl: Duration,
     ) -> Result<(), Unreachable> {
-        let left = ttl.as_secs() as i64 - (now - learned_at).num_seconds();
-        if statuses.is_empty() || left <= 0 {
-            return Ok(());
-        }
-        let writes = statuses.iter().map(|(tweet, deleted)| {
-            let mut set = redis::cmd("SET");
-            let value = format!("{}:{}", u8::from(*deleted), learned_at.timestamp());
-            set.arg(self.status_key(handle, *tweet)).arg(value).arg("EX").arg(left);
-            set
+        let values = statuses.iter().map(|(tweet, deleted)| {
+            (self.status_key(handle, *tweet), format!("{}:{}", u8::from(*deleted), learned_at.timestamp()))
         });
-        self.write_chunked(writes.collect()).await
+        self.set_each(values.collect(), (learned_at, now), ttl).await
     }
 
     /// Whether each of `tweets` is deleted, and when that was learned, for those held.
@@ -192,16 +185,7 @@ impl Redis {
         handle: &str,
         tweets: &[TweetId],
     ) -> Result<HashMap<TweetId, (bool, DateTime<Utc>)>, Unreachable> {
-        if tweets.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let reads = tweets.chunks(CHUNK).map(|tweets| {
-            let mut read = redis::cmd("MGET");
-            read.arg(tweets.iter().map(|t| self.status_key(handle, *t)).collect::<Vec<_>>());
-            read
-        });
-        let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
-        let found = found.into_iter().flatten();
+        let found = self.get_each(tweets.iter().map(|t| self.status_key(handle, *t)).collect()).await?;
         let mut bad = 0;
         let statuses = tweets
             .iter()
@@ -228,6 +212,37 @@ impl Redis {
 }
 
 impl Redis {
+    /// Sets each of `values` (key, value) for what is left at `now` of `ttl` from `at`;
+    /// nothing once it is over.
+    async fn set_each(
+        &self,
+        values: Vec<(String, String)>,
+        (at, now): (DateTime<Utc>, DateTime<Utc>),
+        ttl: Duration,
+    ) -> Result<(), Unreachable> {
+        let left = ttl.as_secs() as i64 - (now - at).num_seconds();
+        if values.is_empty() || left <= 0 {
+            return Ok(());
+        }
+        let writes = values.into_iter().map(|(key, value)| {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("EX").arg(left);
+            set
+        });
+        self.write_chunked(writes.collect()).await
+    }
+
+    /// The values of `keys`, in order (`None` for those not held).
+    async fn get_each(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, Unreachable> {
+        let reads = keys.chunks(CHUNK).map(|keys| {
+            let mut read = redis::cmd("MGET");
+            read.arg(keys);
+            read
+        });
+        let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Keeps what a call refused at `at` told of each of `refused`'s Tweets, for `ttl` from
     /// then (what is left of it at `now`).
     pub async fn put_refusals(
@@ -237,35 +252,20 @@ impl Redis {
         (at, now): (DateTime<Utc>, DateTime<Utc>),
         ttl: Duration,
     ) -> Result<(), Unreachable> {
-        let left = ttl.as_secs() as i64 - (now - at).num_seconds();
-        if refused.is_empty() || left <= 0 {
-            return Ok(());
-        }
-        let writes = refused.iter().map(|(tweet, r)| {
+        let values = refused.iter().map(|(tweet, r)| {
             let (code, message) = r.code();
-            let mut set = redis::cmd("SET");
-            set.arg(self.refused_key(handle, *tweet)).arg(format!("{code}:{}:{message}", at.timestamp()));
-            set.arg("EX").arg(left);
-            set
+            (self.refused_key(handle, *tweet), format!("{code}:{}:{message}", at.timestamp()))
         });
-        self.write_chunked(writes.collect()).await
+        self.set_each(values.collect(), (at, now), ttl).await
     }
 
     /// What calls were told of `tweets` they were refused for, and when, for those held.
     pub async fn get_refusals(&self, handle: &str, tweets: &[TweetId]) -> Result<Refusals, Unreachable> {
-        if tweets.is_empty() {
-            return Ok(Refusals::new());
-        }
-        let reads = tweets.chunks(CHUNK).map(|tweets| {
-            let mut read = redis::cmd("MGET");
-            read.arg(tweets.iter().map(|t| self.refused_key(handle, *t)).collect::<Vec<_>>());
-            read
-        });
-        let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+        let found = self.get_each(tweets.iter().map(|t| self.refused_key(handle, *t)).collect()).await?;
         let mut bad = 0;
         let refusals = tweets
             .iter()
-            .zip(found.into_iter().flatten())
+            .zip(found)
             .filter_map(|(tweet, value)| {
                 let value = value?;
                 let read = value.splitn(3, ':').collect::<Vec<_>>();
