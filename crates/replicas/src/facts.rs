@@ -185,29 +185,17 @@ impl Redis {
         handle: &str,
         tweets: &[TweetId],
     ) -> Result<HashMap<TweetId, (bool, DateTime<Utc>)>, Unreachable> {
-        let found = self.get_each(tweets.iter().map(|t| self.status_key(handle, *t)).collect()).await?;
-        let mut bad = 0;
-        let statuses = tweets
-            .iter()
-            .zip(found)
-            .filter_map(|(tweet, value)| {
-                let value = value?;
-                let read = value.split_once(':').and_then(|(d, a)| {
-                    let deleted = match d {
-                        "1" => true,
-                        "0" => false,
-                        _ => return None,
-                    };
-                    Some((deleted, DateTime::from_timestamp(a.parse::<i64>().ok()?, 0)?))
-                });
-                if read.is_none() {
-                    bad += 1;
-                }
-                Some((*tweet, read?))
-            })
-            .collect();
-        self.bad_values("status", bad);
-        Ok(statuses)
+        let key = |t: &TweetId| self.status_key(handle, *t);
+        self.get_per_tweet(tweets, key, "status", |value| {
+            let (deleted, at) = value.split_once(':')?;
+            let deleted = match deleted {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            };
+            Some((deleted, DateTime::from_timestamp(at.parse::<i64>().ok()?, 0)?))
+        })
+        .await
     }
 }
 
@@ -232,15 +220,35 @@ impl Redis {
         self.write_chunked(writes.collect()).await
     }
 
-    /// The values of `keys`, in order (`None` for those not held).
-    async fn get_each(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, Unreachable> {
+    /// The value of each of `tweets` at its `key` under `prefix`, read by `decode`, for
+    /// those held. A value `decode` cannot read is taken as missing, and counted.
+    async fn get_per_tweet<T>(
+        &self,
+        tweets: &[TweetId],
+        key: impl Fn(&TweetId) -> String,
+        prefix: &'static str,
+        decode: impl Fn(&str) -> Option<T>,
+    ) -> Result<HashMap<TweetId, T>, Unreachable> {
+        let keys: Vec<String> = tweets.iter().map(key).collect();
         let reads = keys.chunks(CHUNK).map(|keys| {
             let mut read = redis::cmd("MGET");
             read.arg(keys);
             read
         });
         let found: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
-        Ok(found.into_iter().flatten().collect())
+        let mut bad = 0;
+        let mut held = HashMap::new();
+        for (tweet, value) in tweets.iter().zip(found.into_iter().flatten()) {
+            match value.as_deref().map(&decode) {
+                Some(Some(read)) => {
+                    held.insert(*tweet, read);
+                }
+                Some(None) => bad += 1,
+                None => {}
+            }
+        }
+        self.bad_values(prefix, bad);
+        Ok(held)
     }
 
     /// Keeps what a call refused at `at` told of each of `refused`'s Tweets, for `ttl` from
@@ -261,29 +269,14 @@ impl Redis {
 
     /// What calls were told of `tweets` they were refused for, and when, for those held.
     pub async fn get_refusals(&self, handle: &str, tweets: &[TweetId]) -> Result<Refusals, Unreachable> {
-        let found = self.get_each(tweets.iter().map(|t| self.refused_key(handle, *t)).collect()).await?;
-        let mut bad = 0;
-        let refusals = tweets
-            .iter()
-            .zip(found)
-            .filter_map(|(tweet, value)| {
-                let value = value?;
-                let read = value.splitn(3, ':').collect::<Vec<_>>();
-                let read = match read.as_slice() {
-                    [code, at, message] => code.parse::<u8>().ok().and_then(|code| {
-                        let at = DateTime::from_timestamp(at.parse::<i64>().ok()?, 0)?;
-                        Some((Refused::from_code(code, message)?, at))
-                    }),
-                    _ => None,
-                };
-                if read.is_none() {
-                    bad += 1;
-                }
-                Some((*tweet, read?))
-            })
-            .collect();
-        self.bad_values("refused", bad);
-        Ok(refusals)
+        let key = |t: &TweetId| self.refused_key(handle, *t);
+        self.get_per_tweet(tweets, key, "refused", |value| {
+            let mut parts = value.splitn(3, ':');
+            let (code, at, message) = (parts.next()?, parts.next()?, parts.next()?);
+            let at = DateTime::from_timestamp(at.parse::<i64>().ok()?, 0)?;
+            Some((Refused::from_code(code.parse::<u8>().ok()?, message)?, at))
+        })
+        .await
     }
 }
 
