@@ -112,17 +112,6 @@ impl Redis {
         (up, !was_up)
     }
 
-    /// Keeps Redis busy for `how_long` (`DEBUG SLEEP`): tests of slow answers.
-    pub async fn debug_sleep(&self, how_long: Duration) -> Result<(), Unreachable> {
-        let mut connection = self.connection.clone();
-        let mut cmd = redis::cmd("DEBUG");
-        cmd.arg("SLEEP").arg(how_long.as_secs_f64());
-        let slept = tokio::time::timeout(how_long + TIMEOUT, cmd.query_async::<()>(&mut connection)).await;
-        slept
-            .map_err(|_| Unreachable("DEBUG SLEEP had no answer".into()))?
-            .map_err(|e| Unreachable(e.to_string()))
-    }
-
     /// Notes `n` values under `prefix` (`facts`, `fresh`, `status`, `refused`) that could not be
     /// decoded and are taken as missing: counted, and logged at WARN once a minute per
     /// prefix.

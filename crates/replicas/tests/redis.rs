@@ -190,8 +190,14 @@ async fn a_slow_answer_fails_that_operation_alone_and_only_a_probe_says_redis_is
     assert!(shared.first_use_of_nonce("n1", Duration::from_secs(60)).await.unwrap());
 
     // Redis busy for 1.5 s: an operation waiting on it runs out of time, alone.
-    let busy = Redis::connect(&url, "slow:").unwrap();
-    let sleeper = tokio::spawn(async move { busy.debug_sleep(Duration::from_millis(1500)).await });
+    // A connection that waits for the sleep to end.
+    let patient = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut busy = redis::aio::ConnectionManager::new_with_config(client, patient).await.unwrap();
+    let sleeper =
+        tokio::spawn(
+            async move { redis::cmd("DEBUG").arg("SLEEP").arg(1.5).query_async::<()>(&mut busy).await },
+        );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let slow = shared.first_use_of_nonce("n2", Duration::from_secs(60)).await;
     assert!(slow.is_err(), "the slow operation fails: {slow:?}");
@@ -199,7 +205,7 @@ async fn a_slow_answer_fails_that_operation_alone_and_only_a_probe_says_redis_is
     // A probe that goes unanswered does.
     let (up, _) = shared.probe().await;
     assert!(!up && !shared.is_up(), "an unanswered probe makes Redis away");
-    let _ = sleeper.await;
+    sleeper.await.unwrap().unwrap();
     let (up, was_away) = shared.probe().await;
     assert!(up && was_away, "a probe finds it back");
     assert!(!shared.first_use_of_nonce("n1", Duration::from_secs(60)).await.unwrap(), "n1 was used");
