@@ -69,20 +69,20 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
     }
 }
 
-/// A request refused at admission, answered with its request's ID.
+/// A request rejected at admission, answered with its request's ID.
 #[derive(Debug)]
-pub struct Refused {
+pub struct Rejected {
     error: ServiceError,
     request_id: Option<String>,
 }
 
-impl Refused {
-    fn new(error: impl Into<ServiceError>, parts: &Parts) -> Refused {
-        Refused { error: error.into(), request_id: request_id(&parts.headers) }
+impl Rejected {
+    fn new(error: impl Into<ServiceError>, parts: &Parts) -> Rejected {
+        Rejected { error: error.into(), request_id: request_id(&parts.headers) }
     }
 }
 
-impl IntoResponse for Refused {
+impl IntoResponse for Rejected {
     fn into_response(self) -> Response {
         self.error.into_response_for(self.request_id.as_deref())
     }
@@ -92,13 +92,13 @@ impl IntoResponse for Refused {
 pub(crate) struct Ready;
 
 impl FromRequestParts<Arc<AppState>> for Ready {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Rejected> {
         if state.ready.load(Ordering::SeqCst) {
             Ok(Ready)
         } else {
-            Err(Refused::new(EngineError::ShuttingDown, parts))
+            Err(Rejected::new(EngineError::ShuttingDown, parts))
         }
     }
 }
@@ -108,9 +108,9 @@ impl FromRequestParts<Arc<AppState>> for Ready {
 pub(crate) struct BodyFits;
 
 impl FromRequestParts<Arc<AppState>> for BodyFits {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Rejected> {
         let limit = state.settings.server.max_body_bytes;
         let declared = parts
             .headers
@@ -118,7 +118,7 @@ impl FromRequestParts<Arc<AppState>> for BodyFits {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
-            return Err(Refused::new(ServiceError::PayloadTooLarge { limit }, parts));
+            return Err(Rejected::new(ServiceError::PayloadTooLarge { limit }, parts));
         }
         Ok(BodyFits)
     }
@@ -128,22 +128,22 @@ impl FromRequestParts<Arc<AppState>> for BodyFits {
 pub(crate) struct Authenticated(pub Caller);
 
 impl FromRequestParts<Arc<AppState>> for Authenticated {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Rejected> {
         match state.keyring.authenticate(&parts.method, &parts.uri, &parts.headers).await {
             Ok(caller) => Ok(Authenticated(caller)),
-            Err(e) => Err(Refused::new(e, parts)),
+            Err(e) => Err(Rejected::new(e, parts)),
         }
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for InFlight {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Rejected> {
         let place = Arc::clone(&state.admission).try_acquire_owned().map_err(|_| {
-            Refused::new(ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER }, parts)
+            Rejected::new(ServiceError::Overloaded { retry_after: OVERLOADED_RETRY_AFTER }, parts)
         })?;
         Ok(InFlight { _place: place, _tracked: state.tasks.token() })
     }
@@ -154,11 +154,11 @@ impl FromRequestParts<Arc<AppState>> for InFlight {
 pub(crate) struct JsonBody(pub Bytes);
 
 impl FromRequest<Arc<AppState>> for JsonBody {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Rejected> {
         let (parts, body) = request.into_parts();
-        read_json(state, &parts, body).await.map(JsonBody).map_err(|e| Refused::new(e, &parts))
+        read_json(state, &parts, body).await.map(JsonBody).map_err(|e| Rejected::new(e, &parts))
     }
 }
 
@@ -211,9 +211,9 @@ impl std::fmt::Debug for Admission {
 }
 
 impl FromRequest<Arc<AppState>> for Admission {
-    type Rejection = Refused;
+    type Rejection = Rejected;
 
-    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Refused> {
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Rejected> {
         let (mut parts, body) = request.into_parts();
         let Ok(head) = parts.extract::<RequestHead>().await;
         parts.extract_with_state::<Ready, _>(state).await?;
