@@ -15,6 +15,8 @@ use stitch::{Plan, Slice, absorb};
 use tokio::time::Instant;
 use upstream::{AttemptError, Calling, Lane, Retried};
 
+use tracing::Instrument;
+
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_slice, failure, outcome};
@@ -62,6 +64,11 @@ pub struct NowAnswer {
 impl Engine {
     /// Answers a `/totals` or `/28hr` `query` as `ask` says.
     pub async fn current(self: &Arc<Self>, ask: &Ask, query: &Query) -> Result<NowAnswer, EngineError> {
+        ask.span.record("endpoint", query.endpoint.name());
+        self.current_in_span(ask, query).instrument(ask.span.clone()).await
+    }
+
+    async fn current_in_span(self: &Arc<Self>, ask: &Ask, query: &Query) -> Result<NowAnswer, EngineError> {
         let started = Instant::now();
         let (first, spans) = self.current_round(ask, query).await?;
         if spans <= 1 {

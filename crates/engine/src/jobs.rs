@@ -340,7 +340,7 @@ impl Jobs {
         };
         job.set(JobState::Running);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.settings.timeout_secs);
-        let ask = Ask::new(Arc::clone(&asked.handle), deadline, job.cancel.clone())
+        let ask = Ask::new(&job.client, Arc::clone(&asked.handle), deadline, job.cancel.clone())
             .watched(Arc::clone(&job.progress));
         let result = loop {
             match engine.answer(&ask, &asked.question).await {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use stitch::Plan;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use upstream::{AttemptError, CallPolicy, HandleCredentials};
 
 use store::{Admission, Store};
@@ -51,21 +52,40 @@ pub use error::{EngineError, FailedSlice};
 pub use progress::{Progress, ProgressSnapshot, Stage};
 pub use question::{NativeQuestion, Question, Reading};
 
-/// One question being answered: who it is asked for, by when, who watches it and what
-/// stops it. Synchronous routes, jobs and `stitcher query` differ only in these.
+/// One question being answered: who asks it and for which handle, by when, who watches it,
+/// what stops it, and the span its log lines go under. Synchronous routes, jobs and
+/// `stitcher query` differ only in these.
 #[derive(Debug, Clone)]
 pub struct Ask {
+    /// The client asking (`clients.NAME`, or `oauth:HANDLE`).
+    pub client: String,
     pub handle: Arc<HandleCredentials>,
     pub deadline: Instant,
     pub progress: Arc<Progress>,
     /// Once it fires no call starts, and the question fails with what was not done.
     pub cancel: CancellationToken,
+    /// `question`, with the client (and, for `/totals` and `/28hr`, the endpoint).
+    pub span: tracing::Span,
 }
 
 impl Ask {
-    /// A question for `handle` due by `deadline`, stopped by `cancel`, watched by nobody.
-    pub fn new(handle: Arc<HandleCredentials>, deadline: Instant, cancel: CancellationToken) -> Ask {
-        Ask { handle, deadline, progress: Arc::new(Progress::default()), cancel }
+    /// A question from `client` for `handle` due by `deadline`, stopped by `cancel`,
+    /// watched by nobody.
+    pub fn new(
+        client: &str,
+        handle: Arc<HandleCredentials>,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Ask {
+        let span = tracing::info_span!("question", client, endpoint = tracing::field::Empty);
+        Ask {
+            client: client.to_string(),
+            handle,
+            deadline,
+            progress: Arc::new(Progress::default()),
+            cancel,
+            span,
+        }
     }
 
     /// The same question, watched through `progress`.
@@ -327,6 +347,10 @@ impl Engine {
     /// question fails with what was not done. With the store on, what is held is not
     /// fetched again; without it, every slice of the grid is.
     pub async fn answer(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
+        self.answer_in_span(ask, question).instrument(ask.span.clone()).await
+    }
+
+    async fn answer_in_span(self: &Arc<Self>, ask: &Ask, question: &Question) -> Result<Answer, EngineError> {
         let mut answer = self.answer_counts(ask, question).await?;
         answer.groupings.clone_from(&question.query.groupings);
         // Numbers over part of the range would mislead: an incomplete answer has none.

@@ -138,7 +138,7 @@ fn modelled(config: Config) -> Arc<Modelled> {
 fn ask() -> Ask {
     let handle = HandleCredentials { handle: "demo".into(), token: "t".into(), token_secret: "s".into() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    Ask::new(Arc::new(handle), deadline, CancellationToken::new())
+    Ask::new("tests", Arc::new(handle), deadline, CancellationToken::new())
 }
 
 /// Tweet IDs created `days_old` days before now, `n` of them.
@@ -236,7 +236,7 @@ async fn a_slow_call_keeps_renewing_its_lease_so_no_other_replica_makes_it_again
     let asked = body(&tweets(3, 200), (30, 20));
     let handle = HandleCredentials { handle: "demo".into(), token: "t".into(), token_secret: "s".into() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    let ask = Ask::new(Arc::new(handle), deadline, CancellationToken::new());
+    let ask = Ask::new("tests", Arc::new(handle), deadline, CancellationToken::new());
     let answer = engine.answer(&ask, &question(&asked)).await.unwrap();
     assert_eq!(data(&answer), oracle(&upstream, &asked));
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);

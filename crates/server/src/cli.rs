@@ -146,7 +146,7 @@ async fn answer(
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
     let cancel = CancellationToken::new();
-    let ask = Ask::new(handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
+    let ask = Ask::new("stitcher query", handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
     let answering = state.engine.answer(&ask, &question);
     let answer = tokio::select! {
         answer = answering => answer.map_err(ServiceError::from),

@@ -9,7 +9,6 @@ use axum::response::Response;
 use engagement::Endpoint;
 use engagement::tree::CountStyle;
 use serde::Serialize;
-use tracing::Instrument;
 
 use crate::admission::{Admission, Admitted, answer_size, room_for};
 use crate::error::ServiceError;
@@ -44,8 +43,7 @@ async fn ask(
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
-        .current(&engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &query)
-        .instrument(tracing::info_span!("question", client = %caller.client, endpoint = endpoint.name()))
+        .current(&engine::Ask::new(&caller.client, caller.handle, deadline, state.cut_off.clone()), &query)
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }))
 }

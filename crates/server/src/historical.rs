@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::response::Response;
 use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
-use tracing::Instrument;
 
 use crate::admission::{Admission, Admitted, Asked, read_question, room_for};
 use crate::error::ServiceError;
@@ -34,8 +33,7 @@ async fn ask(
     let deadline = tokio::time::Instant::now() + state.settings.request_timeout();
     let answer = state
         .engine
-        .answer(&engine::Ask::new(caller.handle, deadline, state.cut_off.clone()), &question)
-        .instrument(tracing::info_span!("question", client = %caller.client))
+        .answer(&engine::Ask::new(&caller.client, caller.handle, deadline, state.cut_off.clone()), &question)
         .await?;
     Ok((answer, Admitted { _request: admitted, _counts: room }, format))
 }

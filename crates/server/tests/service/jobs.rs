@@ -215,3 +215,26 @@ async fn progress_counts_what_meta_counts_and_budget_waits_count_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_log_lines_name_its_client_as_a_questions_do() {
+    let (_sim, stitcher) = against(Config::default(), &[]).await;
+    let (status, answer) = support::ask(&stitcher, &daily(1, 3, 1)).await;
+    assert_eq!(status, 200, "{answer}");
+    let job = accepted(&stitcher, &daily(2, 3, 1)).await;
+    assert_eq!(ended(&stitcher, &job).await["state"], "done");
+    // Each "question answered" line, with the client of the span it was logged under.
+    let answered: Vec<Option<String>> = stitcher
+        .logs()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "question answered")
+        .map(|line| {
+            (line["span"]["name"] == "question")
+                .then(|| line["span"]["client"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    assert_eq!(answered.len(), 2, "one for the question, one for the job: {}", stitcher.logs());
+    assert!(answered[0].as_ref().is_some_and(|c| !c.is_empty()), "{answered:?}");
+    assert_eq!(answered[0], answered[1], "the job's line names the same client");
+}
