@@ -18,7 +18,7 @@ use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
 use crate::ports::{Claim, Leases, Told};
-use crate::{Ask, Engine, TaskFailed, coalesced_call, facts_tier, off_the_workers};
+use crate::{Ask, Engine, coalesced_call, facts_tier, off_the_workers};
 
 /// How many times a call's lease is claimed before the call is made without one.
 const CLAIMS: usize = 3;
@@ -292,14 +292,5 @@ impl FactsCall {
             store.refuse(&name, told, at)
         })
         .await;
-    }
-}
-
-/// A call whose answer could not be kept because the task keeping it failed: the attempt
-/// failed, and is retried like any transient failure.
-impl From<TaskFailed> for AttemptError {
-    fn from(e: TaskFailed) -> AttemptError {
-        let reason = format!("{}: {}", e.what, e.source);
-        AttemptError::Transient { reason, status: None, retry_after: None }
     }
 }

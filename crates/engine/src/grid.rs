@@ -1,6 +1,8 @@
 //! Answering without a store: every slice of the fixed grid is fetched with the question's
 //! own types and groupings, and the answers are deep-summed as they arrive.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 
@@ -14,29 +16,44 @@ use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_attempt, failed_slice, failure, outcome};
 use crate::metrics;
-use crate::{Answer, Ask, Engine, Meta, Question};
+use crate::{Answer, Ask, Engine, Meta, Question, TaskFailed, off_the_workers};
 
 /// Answers merged by one blocking task as they arrive, then the synthesized zeros, so
 /// merging a big question never holds up the workers that serve small ones.
 struct Merger {
     to_merge: mpsc::Sender<(Slice, Response)>,
-    merged: tokio::task::JoinHandle<Result<Response, (Option<Slice>, TreeError)>>,
+    merged: Pin<Box<dyn Future<Output = Result<Response, MergeFailed>> + Send + Sync>>,
+}
+
+/// Why the merger gave no answer.
+enum MergeFailed {
+    /// The answer for this slice does not add up with those before it.
+    Answer(Slice, TreeError),
+    /// The synthesized zeros do not fit the answers.
+    Zeros(TreeError),
+    Task(TaskFailed),
+}
+
+impl From<TaskFailed> for MergeFailed {
+    fn from(e: TaskFailed) -> MergeFailed {
+        MergeFailed::Task(e)
+    }
 }
 
 impl Merger {
     fn start(plan: &Arc<Plan>, question: &Question) -> Merger {
         let (to_merge, merging) = mpsc::channel::<(Slice, Response)>();
         let (plan, query, range) = (Arc::clone(plan), question.query.clone(), question.range);
-        let merged = tokio::task::spawn_blocking(move || {
+        let merged = off_the_workers("merging the answers", move || {
             let mut merged = Response::default();
             for (slice, response) in merging {
-                absorb(&mut merged, response).map_err(|e| (Some(slice), e))?;
+                absorb(&mut merged, response).map_err(|e| MergeFailed::Answer(slice, e))?;
             }
-            absorb_zeros(&mut merged, &plan, &query.types, &query.groupings).map_err(|e| (None, e))?;
+            absorb_zeros(&mut merged, &plan, &query.types, &query.groupings).map_err(MergeFailed::Zeros)?;
             finish(&mut merged, &query.groupings, range);
             Ok(merged)
         });
-        Merger { to_merge, merged }
+        Merger { to_merge, merged: Box::pin(merged) }
     }
 
     /// Adds the answer for `slice`.
@@ -48,9 +65,8 @@ impl Merger {
     /// The merged answer, once every answer sent is in.
     async fn finish(self, plan: &Plan) -> Result<Response, EngineError> {
         drop(self.to_merge);
-        match self.merged.await {
-            Ok(Ok(merged)) => Ok(merged),
-            Ok(Err((Some(slice), e))) => Err(EngineError::UpstreamFailed {
+        self.merged.await.map_err(|failed| match failed {
+            MergeFailed::Answer(slice, e) => EngineError::UpstreamFailed {
                 failed: vec![failed_slice(
                     plan,
                     slice,
@@ -58,12 +74,12 @@ impl Merger {
                     None,
                     0,
                 )],
-            }),
-            Ok(Err((None, e))) => {
-                Err(EngineError::internal("synthesized zeros do not fit the answers", Some(Box::new(e))))
+            },
+            MergeFailed::Zeros(e) => {
+                EngineError::internal("synthesized zeros do not fit the answers", Some(Box::new(e)))
             }
-            Err(e) => Err(EngineError::internal("merging the answers failed", Some(Box::new(e)))),
-        }
+            MergeFailed::Task(e) => e.into(),
+        })
     }
 }
 

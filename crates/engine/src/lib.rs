@@ -51,6 +51,7 @@ pub use current::{NowAnswer, NowMeta};
 pub use error::{EngineError, FailedSlice};
 pub use progress::{Progress, ProgressSnapshot, Stage};
 pub use question::{NativeQuestion, Question, Reading};
+pub use upstream::blocking::{TaskFailed, off_the_workers};
 
 /// One question being answered: who asks it and for which handle, by when, who watches it,
 /// what stops it, and the span its log lines go under. Synchronous routes, jobs and
@@ -92,29 +93,6 @@ impl Ask {
     pub fn watched(self, progress: Arc<Progress>) -> Ask {
         Ask { progress, ..self }
     }
-}
-
-/// A blocking task that failed (it panicked) before it finished.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: the task failed: {source}")]
-pub struct TaskFailed {
-    pub what: String,
-    #[source]
-    pub source: tokio::task::JoinError,
-}
-
-/// Runs `work` on a blocking thread (parsing, merging, rendering, writing and the store's
-/// disk never hold up the async workers); `what` names it if it fails. Every caller, in
-/// every crate above this one, goes through here.
-pub async fn off_the_workers<T, E>(
-    what: &str,
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, E>
-where
-    T: Send + 'static,
-    E: From<TaskFailed> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work).await.map_err(|source| TaskFailed { what: what.into(), source })?
 }
 
 /// Runs `work` on a blocking thread, as [`off_the_workers`], for writes whose loss costs no

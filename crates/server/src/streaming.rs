@@ -11,6 +11,18 @@ use tokio::sync::mpsc;
 /// Chunks of about this size are sent.
 const CHUNK: usize = 64 * 1024;
 
+/// Why a body was not written to its end.
+enum Unwritten {
+    Io(io::Error),
+    Task(engine::TaskFailed),
+}
+
+impl From<engine::TaskFailed> for Unwritten {
+    fn from(e: engine::TaskFailed) -> Unwritten {
+        Unwritten::Task(e)
+    }
+}
+
 /// A writer that sends full chunks down a channel; it fails once the client has gone.
 struct ChunkWriter {
     buf: Vec<u8>,
@@ -72,14 +84,23 @@ where
     F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
+    let told = tx.clone();
+    let writing = engine::off_the_workers("an answer could not be written", move || {
         let mut out = ChunkWriter { buf: Vec::with_capacity(CHUNK), tx };
-        let written = write(&mut out).and_then(|()| out.flush());
-        if let Err(e) = written
-            && e.kind() != io::ErrorKind::BrokenPipe
-        {
+        match write(&mut out).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Unwritten::Io(e)),
+            _ => Ok(()),
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(failed) = writing.await {
+            let e = match failed {
+                Unwritten::Io(e) => e,
+                Unwritten::Task(e) => io::Error::other(e.to_string()),
+            };
             tracing::error!(error = %e, "an answer could not be written");
-            let _ = out.tx.blocking_send(Err(e));
+            // The body ends in an error, so the client sees a failed answer, not a short one.
+            let _ = told.send(Err(e)).await;
         }
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -109,5 +130,19 @@ mod tests {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         assert!(expected.len() > 3 * CHUNK);
         assert_eq!(bytes, expected);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_fails_midway_ends_the_body_in_an_error_not_short() {
+        let failing = csv(|w| {
+            w.write_all(&vec![b' '; 3 * CHUNK])?;
+            Err(io::Error::other("the disk is gone"))
+        });
+        assert!(axum::body::to_bytes(failing.into_body(), usize::MAX).await.is_err());
+        let panicking = csv(|w| {
+            w.write_all(&vec![b' '; 3 * CHUNK])?;
+            panic!("a bug in the writer")
+        });
+        assert!(axum::body::to_bytes(panicking.into_body(), usize::MAX).await.is_err());
     }
 }

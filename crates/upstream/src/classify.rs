@@ -49,6 +49,15 @@ impl AttemptError {
     }
 }
 
+/// An answer that could not be read or kept because the task doing it failed: the attempt
+/// failed, and is retried like any transient failure.
+impl From<crate::blocking::TaskFailed> for AttemptError {
+    fn from(e: crate::blocking::TaskFailed) -> AttemptError {
+        let reason = format!("{}: {}", e.what, e.source);
+        AttemptError::Transient { reason, status: None, retry_after: None }
+    }
+}
+
 /// Statuses that are worth another attempt.
 pub fn is_transient_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)

@@ -11,6 +11,7 @@ use engagement::{Endpoint, RawRequest, Response};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use tokio::time::Instant;
 
+use crate::blocking::off_the_workers;
 use crate::budget::RateBudget;
 use crate::classify::{AttemptError, classify, retry_after};
 use crate::credentials::{AppCredentials, HandleCredentials};
@@ -159,15 +160,10 @@ impl Upstream for HttpUpstream {
         let bytes = response.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string());
         // A 28-day hourly answer for 25 Tweets is megabytes of JSON: parse it where waiting
         // tasks are not held up.
-        tokio::task::spawn_blocking(move || classify(status, &headers, bytes, now_unix)).await.unwrap_or_else(
-            |e| {
-                Err(AttemptError::Transient {
-                    reason: format!("the upstream answer could not be read: {e}"),
-                    status: Some(status.as_u16()),
-                    retry_after: None,
-                })
-            },
-        )
+        off_the_workers("the upstream answer could not be read", move || {
+            classify(status, &headers, bytes, now_unix)
+        })
+        .await
     }
 
     fn reach(&self) -> Reach {

@@ -3,6 +3,7 @@
 //! through: fair turns between questions, calls in flight, the per-minute budget, retries
 //! with backoff, deadlines.
 
+pub mod blocking;
 pub mod budget;
 pub mod classify;
 pub mod coalesce;
