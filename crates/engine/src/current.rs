@@ -21,7 +21,7 @@ use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_slice, failure, outcome};
 use crate::metrics;
-use crate::{Ask, Engine, coalesced_call};
+use crate::{Ask, Engine, Meta, coalesced_call};
 
 /// A call in flight to `/totals` or `/28hr`: who asks, where, and the body's text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,6 +52,23 @@ pub struct NowMeta {
     pub shared_calls: u32,
     pub retries: u32,
     pub duration_ms: u64,
+}
+
+impl NowMeta {
+    /// What the executor's `meta` says of a `/totals` or `/28hr` question's plan and calls,
+    /// with the span the upstream counted in `counted` and the calls `shared` with others.
+    fn built_on(meta: Meta, counted: &Response, shared: u32) -> NowMeta {
+        NowMeta {
+            start: counted.start.clone(),
+            end: counted.end.clone(),
+            tweets: meta.tweets,
+            batches: meta.batches,
+            upstream_calls: meta.upstream_calls,
+            shared_calls: shared,
+            retries: meta.retries,
+            duration_ms: meta.duration_ms,
+        }
+    }
 }
 
 /// A `/totals` or `/28hr` answer, merged.
@@ -133,16 +150,12 @@ impl Engine {
         if !made.failed.is_empty() {
             return Err(failure(&plan, &ask.deadline.saturating_duration_since(started), made.failed));
         }
-        let meta = NowMeta {
-            start: merged.start.clone(),
-            end: merged.end.clone(),
-            tweets: query.tweet_ids.len(),
-            batches: plan.batches.len(),
+        let meta = Meta {
             upstream_calls: made.made,
-            shared_calls: made.joined,
             retries: made.retries(),
-            duration_ms: started.elapsed().as_millis() as u64,
+            ..Meta::planned(&plan, query, span, started)
         };
+        let meta = NowMeta::built_on(meta, &merged, made.joined);
         tracing::info!(
             endpoint = endpoint.name(),
             tweets = meta.tweets,

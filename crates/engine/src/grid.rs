@@ -136,7 +136,7 @@ impl Engine {
             slices_fetched: fetched,
             upstream_calls: made.attempts,
             retries: made.retries(),
-            ..Meta::planned(&plan, question, started)
+            ..Meta::planned(&plan, &question.query, question.range, started)
         };
         meta.answered(&ask.handle.handle, question, made.failed.len());
         let incomplete = made

@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
-use engagement::Response;
 use engagement::derive::{Derived, Totals};
 use engagement::time::format_instant;
+use engagement::{Query, Response, TimeRange};
 use serde::Serialize;
 use stitch::Plan;
 use tokio::time::Instant;
@@ -135,14 +135,14 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// What `plan` for `question` sets out to do, started at `started`, before any slice
-    /// is fetched or found held.
-    fn planned(plan: &Plan, question: &Question, started: Instant) -> Meta {
+    /// What `plan` for `query` over `range` sets out to do, started at `started`, before
+    /// any slice is fetched or found held.
+    fn planned(plan: &Plan, query: &Query, range: TimeRange, started: Instant) -> Meta {
         Meta {
-            start: format_instant(question.range.start),
-            end: format_instant(question.range.end),
-            end_clamped: question.query.end_clamped,
-            tweets: question.query.tweet_ids.len(),
+            start: format_instant(range.start),
+            end: format_instant(range.end),
+            end_clamped: query.end_clamped,
+            tweets: query.tweet_ids.len(),
             batches: plan.batches.len(),
             windows: plan.windows.len(),
             slices_planned: plan.planned(),

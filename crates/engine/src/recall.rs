@@ -113,7 +113,7 @@ impl Engine {
             slices_from_store: held.len(),
             upstream_calls: made.attempts,
             retries: made.retries(),
-            ..Meta::planned(&plan, question, r.started)
+            ..Meta::planned(&plan, &question.query, question.range, r.started)
         };
         let oldest_status = known.oldest_status;
         let rendering = Rendering { store: Arc::clone(&self.store), r: &r, known, holes };
@@ -139,8 +139,10 @@ impl Engine {
         let kept = self.rendered.repeat(&key, r.now)?;
         self.mark_used(&key.handle, key.tweets, r.now);
         r.ask.progress.planned(r.plan, kept.from_store);
-        let meta =
-            Meta { slices_from_store: kept.from_store, ..Meta::planned(r.plan, r.question, r.started) };
+        let meta = Meta {
+            slices_from_store: kept.from_store,
+            ..Meta::planned(r.plan, &r.question.query, r.question.range, r.started)
+        };
         meta.answered(&r.ask.handle.handle, r.question, 0);
         Some(Answer::stitched(Arc::clone(&kept.response), meta, Vec::new(), Some(Arc::clone(&kept.written))))
     }
