@@ -233,7 +233,8 @@ impl SharedState for Alone {
 }
 
 /// Wall-clock time. Durations and deadlines are `tokio::time`'s, which tests pause; this is
-/// the time of day facts are judged by.
+/// the time of day facts are judged by: [`SystemClock`] alone, [`MovedClock`] in tests, and
+/// Redis's clock with replicas (`replicas::clock`).
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
 }

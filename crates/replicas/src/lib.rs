@@ -1,7 +1,7 @@
 //! What the replicas of one service share through Redis, so that together they behave as
 //! one: the per-minute call budget ([`rate`]), the facts fetched and leases on calls
 //! ([`facts`]), the OAuth nonces of drop-in clients ([`nonces`]) and the month's handle
-//! ledger ([`ledger`]). Every key starts with the deployment's prefix, so several
+//! ledger ([`ledger`]), and the time of day they judge facts by ([`clock`]). Every key starts with the deployment's prefix, so several
 //! deployments can share one Redis.
 //!
 //! Redis may be away. Every operation says so ([`Unreachable`]) instead of waiting for it,
@@ -12,6 +12,7 @@
 //! the engine's ports on them, with what to do meanwhile (`redis.on_failure`: a local
 //! share, or refusing).
 
+pub mod clock;
 pub mod facts;
 pub mod ledger;
 pub mod nonces;

@@ -4,7 +4,7 @@
 //! Redis. That is decided here, once, for every port.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,10 +15,11 @@ use engine::config::{OnFailure, RedisSettings};
 use engine::metrics;
 use engine::ports::{
     Admission, Claim, Clock, FactsTier, Fetched, Held, Leases, Ledger, LedgerEntry, Nonces, Readiness,
-    Shared, SharedRate, SharedState, Told, Wanted,
+    Shared, SharedRate, SharedState, SystemClock, Told, Wanted,
 };
 use secrecy::ExposeSecret;
 
+use crate::clock::RedisClock;
 use crate::rate::RedisRate;
 use crate::{BadUrl, Redis, Unreachable};
 
@@ -67,6 +68,8 @@ pub struct Sharing {
     expected_replicas: u32,
     /// A handle was counted in this replica's ledger alone: Redis must be told.
     owes_ledger: AtomicBool,
+    /// The clock on Redis's time, once [`Sharing::clock`] has made it.
+    clock: OnceLock<Arc<RedisClock>>,
 }
 
 impl Sharing {
@@ -79,6 +82,7 @@ impl Sharing {
             on_failure: settings.on_failure,
             expected_replicas: settings.expected_replicas,
             owes_ledger: AtomicBool::new(false),
+            clock: OnceLock::new(),
         })))
     }
 
@@ -91,6 +95,14 @@ impl Sharing {
             OnFailure::Refuse => None,
         };
         (RedisRate::new(Arc::clone(&self.redis)), share)
+    }
+
+    /// `given`'s time on Redis's clock, so every replica judges settling, freshness and
+    /// months alike; read again at each probe, carried on by this machine's clock between
+    /// readings and while Redis is away (a clock never refuses).
+    pub fn clock(&self, given: Arc<dyn Clock>) -> Arc<dyn Clock> {
+        let clock = self.clock.get_or_init(|| Arc::new(RedisClock::new(given, Arc::new(SystemClock))));
+        Arc::clone(clock) as Arc<dyn Clock>
     }
 
     /// The ports on Redis, each falling back on `alone`'s (the ledger and nonces of this
@@ -150,6 +162,9 @@ impl Sharing {
                 let Some(sharing) = sharing.upgrade() else { return };
                 let (up, was_away) = sharing.redis.probe().await;
                 metrics::redis_up(up);
+                if up && let Some(clock) = sharing.clock.get() {
+                    let _ = clock.read(&sharing.redis).await;
+                }
                 let fallbacks = fallbacks();
                 for _ in paced_alone..fallbacks {
                     metrics::redis_fallback(Alone::Budget.label());

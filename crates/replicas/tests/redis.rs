@@ -268,3 +268,45 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
     );
     assert!(shared.is_up());
 }
+
+/// A machine's clock that is `behind` the true time.
+#[derive(Debug)]
+struct Slow {
+    behind: chrono::TimeDelta,
+}
+
+impl engine::ports::Clock for Slow {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() - self.behind
+    }
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_is_off_judges_time_by_redis_and_keeps_it_while_redis_is_away() {
+    use engine::ports::Clock;
+    use replicas::clock::RedisClock;
+    let slow: Arc<dyn Clock> = Arc::new(Slow { behind: chrono::TimeDelta::hours(1) });
+    let clock = RedisClock::new(Arc::clone(&slow), slow);
+    let off = |clock: &RedisClock| (clock.now() - Utc::now()).abs();
+    assert!(off(&clock) > chrono::TimeDelta::minutes(59), "unread, it is this machine's clock");
+
+    clock.read(&redis("clock")).await.unwrap();
+    // The Redis of these tests runs on this machine, whose clock is right.
+    assert!(off(&clock) < chrono::TimeDelta::seconds(2), "read, it is Redis's: {}", off(&clock));
+
+    let away = Redis::connect("redis://127.0.0.1:1", "stitcher-test:away:").unwrap();
+    assert!(clock.read(&away).await.is_err());
+    assert!(off(&clock) < chrono::TimeDelta::seconds(2), "Redis away, the last correction holds");
+}
+
+#[tokio::test]
+async fn redis_time_does_not_undo_a_clock_moved_ahead() {
+    use engine::ports::{Clock, MovedClock, SystemClock};
+    use replicas::clock::RedisClock;
+    let moved = Arc::new(MovedClock::default());
+    moved.advance(Duration::from_secs(3600));
+    let clock = RedisClock::new(Arc::clone(&moved) as Arc<dyn Clock>, Arc::new(SystemClock));
+    clock.read(&redis("moved")).await.unwrap();
+    let ahead = clock.now() - Utc::now();
+    assert!((ahead - chrono::TimeDelta::hours(1)).abs() < chrono::TimeDelta::seconds(2), "{ahead}");
+}

@@ -82,6 +82,10 @@ async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
 /// by `clock`.
 fn start(settings: Settings, connected: Connected, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<AppState>> {
     let Connected { upstream, budget, sharing, .. } = connected;
+    let clock = match &sharing {
+        Some(sharing) => sharing.clock(clock),
+        None => clock,
+    };
     let store = Arc::new(store::Store::open(settings.store_config())?);
     let alone = Shared::alone(Arc::clone(&store), NONCE_LIFE);
     let shared = match &sharing {
