@@ -353,7 +353,7 @@ impl Serialize for Response {
 }
 
 /// Reads a count from its decimal string.
-fn parse_count(s: &str) -> Option<u64> {
+pub fn parse_count(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

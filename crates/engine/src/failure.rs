@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use engagement::TweetId;
 use engagement::time::format_instant;
-use engagement::{Response, TweetId};
 use stitch::{Plan, Slice};
 use upstream::{AttemptError, BudgetRefusal};
 
@@ -21,7 +21,7 @@ pub(crate) fn refusal(refused: BudgetRefusal) -> EngineError {
 }
 
 /// The label of one attempt's outcome: the upstream's status, or what kept it from one.
-pub(crate) fn outcome(result: &Result<Response, AttemptError>) -> String {
+pub(crate) fn outcome<T>(result: &Result<T, AttemptError>) -> String {
     match result {
         Ok(_) => "200".into(),
         Err(e) => match (e, e.status()) {

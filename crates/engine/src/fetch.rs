@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest, Response};
+use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
 use futures::FutureExt;
 use stitch::Plan;
 use store::{CallFacts, StoreError};
@@ -157,7 +158,7 @@ impl FactsCall {
             },
             // Kept while the call holds its place among the calls in flight, so answers
             // waiting to be kept never pile up beyond those calls.
-            |response| Arc::clone(&self).keep(response, sent_at),
+            |body| Arc::clone(&self).keep(body, sent_at),
         );
         let retried = match &lease {
             Some((name, holder)) => held_while(engine.shared.leases.as_ref(), name, holder, call).await,
@@ -227,17 +228,17 @@ impl FactsCall {
         .to_raw()
     }
 
-    /// Reads an answer's facts and keeps them (here, and among replicas), returning its
-    /// unsettled hours. An answer that is not the hourly shape asked for is the attempt's
-    /// failure; a store that cannot keep them is the call's.
+    /// Reads an answer's facts straight from its `body` and keeps them (here, and among
+    /// replicas), returning its unsettled hours. An answer that is not the hourly shape
+    /// asked for is the attempt's failure; a store that cannot keep them is the call's.
     async fn keep(
         self: Arc<Self>,
-        response: Response,
+        body: Bytes,
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Brought, CallFailure>, AttemptError> {
         let this = Arc::clone(&self);
         let kept =
-            off_the_workers("keeping the answer failed", move || this.keep_here(response, sent_at)).await?;
+            off_the_workers("keeping the answer failed", move || this.keep_here(&body, sent_at)).await?;
         let (mut facts, unsettled_from) = match kept {
             Ok(kept) => kept,
             Err(failure) => return Ok(Err(failure)),
@@ -254,18 +255,16 @@ impl FactsCall {
     /// [`FactsCall::keep`]'s part in this process's store, on a blocking thread.
     fn keep_here(
         &self,
-        response: Response,
+        body: &[u8],
         sent_at: DateTime<Utc>,
     ) -> Result<Result<(CallFacts, i64), CallFailure>, AttemptError> {
         let CallKey { handle, tweets, types, window, .. } = &self.key;
         let facts = if self.need.status_only {
-            CallFacts::status_only(tweets, &response)
+            CallFacts::read_status(tweets, body)
         } else {
-            CallFacts::hourly(tweets, types, *window, &response, HOURLY).map_err(|e| {
-                AttemptError::Transient { reason: e.to_string(), status: Some(200), retry_after: None }
-            })?
-        };
-        drop(response);
+            CallFacts::read_hourly(tweets, types, *window, body, HOURLY)
+        }
+        .map_err(|e| upstream::unreadable(&e))?;
         let store = &self.engine.store;
         if let Err(e) = store.keep(handle, &facts, sent_at) {
             return Ok(Err(CallFailure::Store(Arc::new(e))));

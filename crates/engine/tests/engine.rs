@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use engagement::{Endpoint, Limits, RawRequest, Response, TweetId};
+use engagement::{Endpoint, Limits, RawRequest, TweetId};
 use engine::config::{CapPolicy, LedgerSettings};
 use engine::ports::{Claim, FactsTier, Fetched, Held, Leases, Told, Wanted};
 use engine::{Ask, Engine, EngineError, NativeQuestion, Question, Reading};
@@ -38,11 +38,12 @@ impl Upstream for Modelled {
         _: &HandleCredentials,
         body: &RawRequest,
         _: tokio::time::Instant,
-    ) -> Result<Response, AttemptError> {
+    ) -> Result<bytes::Bytes, AttemptError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         let body = serde_json::to_value(body).unwrap();
         simulator::answer::answer(&self.config, &self.model, endpoint, &body, &Limits::of(endpoint))
+            .map(|answer| serde_json::to_vec(&answer).unwrap().into())
             .map_err(|r| AttemptError::Refused { status: r.status, errors: r.error.errors })
     }
 }

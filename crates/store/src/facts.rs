@@ -5,12 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use engagement::time::floor_hour;
-use engagement::tree::Node;
-use engagement::{EngagementType, HourlyCounts, Response, TimeRange, TweetId};
+use engagement::{EngagementType, HourlyCounts, TimeRange, TweetId};
 
-use crate::row::{Hour, SLOTS, slot, types_mask};
+use crate::row::{Hour, SLOTS};
 
 pub use engagement::time::hour_number as hour_of;
 
@@ -86,7 +85,7 @@ impl FreshHour {
 /// An answer that is not the hourly shape the call asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the upstream's hourly answer has an unexpected shape: {0}")]
-pub struct Shape(String);
+pub struct Shape(pub(crate) String);
 
 impl CallFacts {
     /// Lets go of the hours before `unsettled_from` (kept on disk), keeping the unsettled
@@ -102,83 +101,6 @@ impl CallFacts {
         for hours in self.hours.values_mut() {
             hours.retain(|(hour, _)| *hour < unsettled_from);
         }
-    }
-
-    /// Only what a call says of its Tweets' status (a call for one hour and one type).
-    pub fn status_only(tweets: &[TweetId], response: &Response) -> CallFacts {
-        CallFacts {
-            window: None,
-            tweets: tweets.to_vec(),
-            deleted: response.unavailable_tweet_ids.clone(),
-            slots: 0,
-            hours: HashMap::new(),
-        }
-    }
-
-    /// The facts of an answer to a call for `tweets` over `window` asking `types`, grouped
-    /// `tweet.id, engagement.type, engagement.day, engagement.hour` under `grouping`.
-    /// Hours where any type is missing are left out (not held), never taken as zeros.
-    pub fn hourly(
-        tweets: &[TweetId],
-        types: &[EngagementType],
-        window: TimeRange,
-        response: &Response,
-        grouping: &str,
-    ) -> Result<CallFacts, Shape> {
-        let first = hour_of(window.start);
-        let hours = window.hours();
-        let mut out = CallFacts::status_only(tweets, response);
-        out.window = Some(window);
-        let Some(Node::Branch(by_tweet)) = response.groupings.get(grouping) else {
-            return Err(Shape(format!("no grouping {grouping:?}")));
-        };
-        let all = types_mask(types);
-        out.slots = all;
-        for (id, by_type) in by_tweet.iter() {
-            let tweet = TweetId::parse(id).ok_or_else(|| Shape(format!("Tweet key {id:?}")))?;
-            let mut counts = vec![[0u64; SLOTS]; hours];
-            let mut seen = vec![0u32; hours];
-            let Node::Branch(by_type) = by_type else { return Err(Shape(format!("Tweet {id} is a count"))) };
-            for (name, by_day) in by_type.iter() {
-                let Some(s) =
-                    name.parse::<EngagementType>().ok().and_then(slot).filter(|s| all & (1 << s) != 0)
-                else {
-                    return Err(Shape(format!("type {name:?}")));
-                };
-                let Node::Branch(by_day) = by_day else {
-                    return Err(Shape(format!("{id}/{name} is a count")));
-                };
-                for (day, by_hour) in by_day.iter() {
-                    let midnight = NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                        .ok()
-                        .and_then(|d| d.and_hms_opt(0, 0, 0))
-                        .ok_or_else(|| Shape(format!("day {day:?}")))?
-                        .and_utc();
-                    let Node::Branch(by_hour) = by_hour else {
-                        return Err(Shape(format!("{id}/{name}/{day} is a count")));
-                    };
-                    for (h, count) in by_hour.iter() {
-                        let (Ok(h), Node::Count(c)) = (h.parse::<i64>(), count) else {
-                            return Err(Shape(format!("hour {h:?} of {id}/{name}/{day}")));
-                        };
-                        let i = hour_of(midnight) + h - first;
-                        if (0..hours as i64).contains(&i) && (0..24).contains(&h) {
-                            counts[i as usize][s] = *c;
-                            seen[i as usize] |= 1 << s;
-                        }
-                    }
-                }
-            }
-            let complete = counts
-                .into_iter()
-                .zip(seen)
-                .enumerate()
-                .filter(|(_, (_, seen))| *seen == all)
-                .map(|(i, (hour, _))| (first + i as i64, hour))
-                .collect();
-            out.hours.insert(tweet, complete);
-        }
-        Ok(out)
     }
 }
 
@@ -347,7 +269,6 @@ impl HourlyCounts for Held {
 mod tests {
     use super::*;
     use engagement::parse_instant;
-    use serde_json::json;
 
     #[test]
     fn an_hour_keeps_each_types_latest_count_while_it_is_fresh() {
@@ -372,32 +293,5 @@ mod tests {
         // Past its life, a type is let go when another call comes.
         let after = both.with(b, &hour(0, 8), t0 + secs(65), ttl);
         assert_eq!((after.slots, after.counts[1]), (b, 8));
-    }
-
-    #[test]
-    fn hourly_answers_become_complete_hours_only() {
-        let mut by_type = serde_json::Map::new();
-        for ty in crate::row::slot_types() {
-            by_type.insert(ty.name().into(), json!({"2020-01-01": {"22": "5", "23": "7"}}));
-        }
-        // One type lacks hour 23: that hour is not held.
-        by_type.insert("favorites".into(), json!({"2020-01-01": {"22": "1"}}));
-        let response: Response = serde_json::from_value(json!({
-            "unavailable_tweet_ids": ["9"],
-            "h": {"12": by_type}
-        }))
-        .unwrap();
-        let window = TimeRange {
-            start: parse_instant("2020-01-01T22:00:00Z").unwrap(),
-            end: parse_instant("2020-01-02T00:00:00Z").unwrap(),
-        };
-        let types = crate::row::slot_types();
-        let facts = CallFacts::hourly(&[TweetId(9), TweetId(12)], &types, window, &response, "h").unwrap();
-        assert_eq!(facts.deleted, [TweetId(9)]);
-        let hours = &facts.hours[&TweetId(12)];
-        assert_eq!(hours.len(), 1);
-        assert_eq!(hours[0].0, hour_of(window.start));
-        assert_eq!(hours[0].1[slot(EngagementType::Favorites).unwrap()], 1);
-        assert_eq!(hours[0].1[slot(EngagementType::Impressions).unwrap()], 5);
     }
 }

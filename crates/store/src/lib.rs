@@ -10,6 +10,7 @@
 //! Nothing here knows about HTTP or the upstream: the engine reads what is held, fetches what
 //! is not, and hands the answers back through [`Store::keep`].
 
+mod answer;
 mod db;
 pub mod facts;
 pub mod ledger;

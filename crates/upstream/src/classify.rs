@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use engagement::{ApiError, Response};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -58,6 +59,22 @@ impl From<crate::blocking::TaskFailed> for AttemptError {
     }
 }
 
+/// A successful answer's body read as a tree of counts; one that is not an answer is worth
+/// another attempt.
+pub fn read_answer(body: &[u8]) -> Result<Response, AttemptError> {
+    serde_json::from_slice(body).map_err(|e| unreadable(&e))
+}
+
+/// An answer whose body is not what was asked for, as `what` says: the attempt failed, and
+/// is retried like any transient failure.
+pub fn unreadable(what: &dyn std::fmt::Display) -> AttemptError {
+    AttemptError::Transient {
+        reason: format!("the upstream sent an unreadable answer ({what})"),
+        status: Some(200),
+        retry_after: None,
+    }
+}
+
 /// Statuses that are worth another attempt.
 pub fn is_transient_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
@@ -74,13 +91,14 @@ pub fn retry_after(headers: &HeaderMap, now_unix: i64) -> Option<Duration> {
         .map(|reset| Duration::from_secs((reset - now_unix).max(0) as u64))
 }
 
-/// Reads an answer's body as status, headers and bytes say.
+/// What an answer's status, headers and body say: a successful answer's body (unread:
+/// see [`read_answer`]), or why there is none.
 pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
-    body: Result<Vec<u8>, String>,
+    body: Result<Bytes, String>,
     now_unix: i64,
-) -> Result<Response, AttemptError> {
+) -> Result<Bytes, AttemptError> {
     let body = match body {
         Ok(b) => b,
         Err(e) => {
@@ -92,11 +110,7 @@ pub fn classify(
         }
     };
     if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| AttemptError::Transient {
-            reason: format!("the upstream sent an unreadable answer ({e})"),
-            status: Some(status.as_u16()),
-            retry_after: None,
-        });
+        return Ok(body);
     }
     let errors = match serde_json::from_slice::<ApiError>(&body) {
         Ok(e) if !e.errors.is_empty() => e.errors,
@@ -136,12 +150,13 @@ mod tests {
 
     #[test]
     fn answers_refusals_and_transients() {
-        let ok = classify(StatusCode::OK, &HeaderMap::new(), Ok(br#"{"g": {"1": "2"}}"#.to_vec()), 0);
-        assert!(ok.is_ok());
+        let ok =
+            classify(StatusCode::OK, &HeaderMap::new(), Ok(Bytes::from_static(br#"{"g": {"1": "2"}}"#)), 0);
+        assert!(read_answer(&ok.unwrap()).is_ok());
         let forbidden = classify(
             StatusCode::FORBIDDEN,
             &HeaderMap::new(),
-            Ok(br#"{"errors": ["Forbidden to access tweets: 1"]}"#.to_vec()),
+            Ok(Bytes::from_static(br#"{"errors": ["Forbidden to access tweets: 1"]}"#)),
             0,
         );
         assert_eq!(
@@ -149,17 +164,22 @@ mod tests {
             Err(AttemptError::Refused { status: 403, errors: vec!["Forbidden to access tweets: 1".into()] })
         );
         for status in [429u16, 500, 502, 503, 504] {
-            let e = classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), Ok(Vec::new()), 0)
+            let e = classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), Ok(Bytes::new()), 0)
                 .unwrap_err();
             assert!(e.is_transient(), "{status}");
         }
-        let cut = classify(StatusCode::OK, &HeaderMap::new(), Ok(br#"{"g": {"1"#.to_vec()), 0).unwrap_err();
+        let cut = read_answer(br#"{"g": {"1"#).unwrap_err();
         assert!(cut.is_transient());
         let unreadable =
             classify(StatusCode::OK, &HeaderMap::new(), Err("gzip error".into()), 0).unwrap_err();
         assert!(unreadable.is_transient());
-        let html = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), Ok(b"<html>bad</html>".to_vec()), 0)
-            .unwrap_err();
+        let html = classify(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            Ok(Bytes::from_static(b"<html>bad</html>")),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(html, AttemptError::Refused { status: 400, errors: vec!["<html>bad</html>".into()] });
     }
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use engagement::vocabulary::rate_headers;
-use engagement::{Endpoint, RawRequest, Response};
+use engagement::{Endpoint, RawRequest};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use tokio::time::Instant;
 
-use crate::blocking::off_the_workers;
 use crate::budget::RateBudget;
 use crate::classify::{AttemptError, classify, retry_after};
 use crate::credentials::{AppCredentials, HandleCredentials};
@@ -112,7 +112,7 @@ impl Upstream for HttpUpstream {
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
-    ) -> Result<Response, AttemptError> {
+    ) -> Result<Bytes, AttemptError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(AttemptError::Deadline { last: None });
@@ -157,13 +157,8 @@ impl Upstream for HttpUpstream {
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
         self.observe(status.as_u16(), &headers, now_unix);
-        let bytes = response.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string());
-        // A 28-day hourly answer for 25 Tweets is megabytes of JSON: parse it where waiting
-        // tasks are not held up.
-        off_the_workers("the upstream answer could not be read", move || {
-            classify(status, &headers, bytes, now_unix)
-        })
-        .await
+        let bytes = response.bytes().await.map_err(|e| e.to_string());
+        classify(status, &headers, bytes, now_unix)
     }
 
     fn reach(&self) -> Reach {

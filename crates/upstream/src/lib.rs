@@ -15,11 +15,12 @@ pub mod scheduler;
 pub mod signing;
 
 use async_trait::async_trait;
-use engagement::{Endpoint, RawRequest, Response};
+use bytes::Bytes;
+use engagement::{Endpoint, RawRequest};
 use tokio::time::Instant;
 
 pub use budget::{RateBudget, SharedRate};
-pub use classify::AttemptError;
+pub use classify::{AttemptError, read_answer, unreadable};
 pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
 pub use http::HttpUpstream;
@@ -41,14 +42,16 @@ pub enum Reach {
 /// Something that answers the API's calls: the real API over HTTP, or a stand-in.
 #[async_trait]
 pub trait Upstream: Send + Sync + std::fmt::Debug {
-    /// One attempt at one call to `endpoint`, as `handle`, given up at `deadline`.
+    /// One attempt at one call to `endpoint`, as `handle`, given up at `deadline`: the body
+    /// of its answer, unread, so each caller reads what it needs of it (a tree of counts, or
+    /// facts straight into the store's rows); a refusal or failure, classified.
     async fn call(
         &self,
         endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
-    ) -> Result<Response, AttemptError>;
+    ) -> Result<Bytes, AttemptError>;
 
     /// Whether it could be reached when last tried.
     fn reach(&self) -> Reach {

@@ -7,12 +7,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use engagement::{Endpoint, RawRequest, Response};
 use tokio::time::Instant;
 
 use crate::Upstream;
+use crate::blocking::off_the_workers;
 use crate::budget::RateBudget;
-use crate::classify::AttemptError;
+use crate::classify::{AttemptError, read_answer};
 use crate::credentials::HandleCredentials;
 use crate::retry::{Retried, RetryPolicy, retry};
 use crate::scheduler::{Lane, Scheduler};
@@ -104,25 +106,29 @@ impl CallPolicy {
     }
 
     /// One call, as `call` says: attempts until one succeeds, one is refused, the attempts
-    /// run out, or the next would pass its deadline. `attempted` hears of each attempt: its
-    /// outcome, how long it waited for the budget, and how long the upstream took.
+    /// run out, or the next would pass its deadline; its answer read as a tree of counts.
+    /// `attempted` hears of each attempt: its outcome, how long it waited for the budget, and
+    /// how long the upstream took.
     pub async fn call(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
+        attempted: impl Fn(&Result<Bytes, AttemptError>, Duration, Duration),
     ) -> Retried<Response> {
-        self.call_then(call, attempted, |response| async { Ok(response) }).await
+        self.call_then(call, attempted, |body| {
+            off_the_workers("reading the answer", move || read_answer(&body))
+        })
+        .await
     }
 
-    /// Like [`CallPolicy::call`], and `then` makes what the caller needs of an answer while
-    /// the call still holds its place among the calls in flight: answers that wait for that
-    /// work never pile up beyond the calls in flight. An error from `then` counts as the
-    /// attempt's.
+    /// Like [`CallPolicy::call`], but `then` reads of an answer's body what the caller needs,
+    /// while the call still holds its place among the calls in flight: answers that wait for
+    /// that work never pile up beyond the calls in flight. An error from `then` (an answer
+    /// that is not what was asked for) counts as the attempt's.
     pub async fn call_then<T, Fut>(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Response, AttemptError>, Duration, Duration),
-        then: impl Fn(Response) -> Fut,
+        attempted: impl Fn(&Result<Bytes, AttemptError>, Duration, Duration),
+        then: impl Fn(Bytes) -> Fut,
     ) -> Retried<T>
     where
         Fut: Future<Output = Result<T, AttemptError>>,
@@ -223,7 +229,7 @@ mod tests {
             _: &HandleCredentials,
             _: &RawRequest,
             _: Instant,
-        ) -> Result<Response, AttemptError> {
+        ) -> Result<Bytes, AttemptError> {
             Err(AttemptError::Refused { status: 400, errors: vec![] })
         }
     }
