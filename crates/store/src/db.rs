@@ -608,8 +608,11 @@ impl Store {
                 }
             }
             for (i, h) in have.iter_mut().enumerate() {
+                if *h {
+                    continue;
+                }
                 let at = range.start + chrono::Duration::hours(i as i64);
-                if *h || holes.iter().any(|w| w.start <= at && at < w.end) {
+                if holes.iter().any(|w| w.start <= at && at < w.end) {
                     continue;
                 }
                 let fresh = known
