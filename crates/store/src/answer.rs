@@ -2,6 +2,12 @@
 //! JSON into its Tweet's row of hours, with no tree of counts in between. A 28-day hourly
 //! answer for 25 Tweets holds hundreds of thousands of counts; building a tree of them only
 //! to walk it once cost most of a cold question's CPU.
+//!
+//! The text is read by a scanner made for the answers the API sends (objects, plain
+//! strings, whole numbers). Anything else it meets (an escape, a float, a bad key), it
+//! gives up on, and the whole text is read again by serde_json, which reads any JSON and
+//! says exactly what is wrong. Both hand every key and count to the same [`Reading`], so
+//! what a key means is decided once.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,48 +31,39 @@ impl CallFacts {
         body: &[u8],
         grouping: &str,
     ) -> Result<CallFacts, Shape> {
-        let mut out = CallFacts { window: Some(window), tweets: tweets.to_vec(), ..CallFacts::default() };
         let all = types_mask(types);
-        out.slots = all;
         let hours = Hours { first: hour_of(window.start), len: window.hours(), all };
-        let mut found = false;
-        let top = Top {
-            grouping: Some(grouping),
-            hours,
-            deleted: &mut out.deleted,
-            found: &mut found,
-            by_tweet: &mut out.hours,
+        let read = |how: How| {
+            let mut reading = Reading::new(Some(grouping), hours);
+            how(body, &mut reading).map(|()| reading)
         };
-        read(body, top)?;
-        if !found {
+        let reading = match read(scan::read) {
+            Ok(reading) => reading,
+            Err(_) => read(read_with_serde)?,
+        };
+        if !reading.found {
             return Err(Shape(format!("no grouping {grouping:?}")));
         }
-        Ok(out)
+        Ok(CallFacts {
+            window: Some(window),
+            tweets: tweets.to_vec(),
+            deleted: reading.deleted,
+            slots: all,
+            hours: reading.by_tweet,
+        })
     }
 
     /// Only what an answer's `body` to a call for `tweets` says of their status (a call for
     /// one hour and one type): which are deleted.
     pub fn read_status(tweets: &[TweetId], body: &[u8]) -> Result<CallFacts, Shape> {
-        let mut out = CallFacts { tweets: tweets.to_vec(), ..CallFacts::default() };
-        let mut found = false;
-        let hours = Hours { first: 0, len: 0, all: 0 };
-        let top = Top {
-            grouping: None,
-            hours,
-            deleted: &mut out.deleted,
-            found: &mut found,
-            by_tweet: &mut out.hours,
-        };
-        read(body, top)?;
-        Ok(out)
+        let mut reading = Reading::new(None, Hours { first: 0, len: 0, all: 0 });
+        read_with_serde(body, &mut reading)?;
+        Ok(CallFacts { tweets: tweets.to_vec(), deleted: reading.deleted, ..CallFacts::default() })
     }
 }
 
-/// Reads the whole of `body` as `top` says.
-fn read(body: &[u8], top: Top<'_>) -> Result<(), Shape> {
-    let mut text = serde_json::Deserializer::from_slice(body);
-    top.deserialize(&mut text).and_then(|()| text.end()).map_err(|e| Shape(e.to_string()))
-}
+/// A way of reading a whole answer's text into a [`Reading`].
+type How = fn(&[u8], &mut Reading<'_>) -> Result<(), Shape>;
 
 /// The hours of the call's window: the first's number, how many, and the slots asked.
 #[derive(Debug, Clone, Copy)]
@@ -76,48 +73,156 @@ struct Hours {
     all: u32,
 }
 
-/// The answer's top level: `unavailable_tweet_ids`, and `grouping` (none: only the status
-/// is read); every other member is skipped.
-struct Top<'a> {
-    grouping: Option<&'a str>,
+/// What is read so far, and where the reading is: what every key and count means.
+struct Reading<'g> {
+    /// The grouping read (none: only the status is).
+    grouping: Option<&'g str>,
     hours: Hours,
-    deleted: &'a mut Vec<TweetId>,
-    found: &'a mut bool,
-    by_tweet: &'a mut HashMap<TweetId, Vec<(i64, Hour)>>,
+    found: bool,
+    deleted: Vec<TweetId>,
+    by_tweet: HashMap<TweetId, Vec<(i64, Hour)>>,
+    tweet: Option<TweetRead>,
+    slot: usize,
+    midnight: i64,
+}
+
+/// The Tweet being read, and its hours so far: every hour of the window with its counts,
+/// and the slots seen of each.
+struct TweetRead {
+    tweet: TweetId,
+    hours: Vec<(i64, Hour)>,
+    seen: Vec<u32>,
 }
 
 /// What a top-level member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Member {
     Unavailable,
     Grouping,
     Other,
 }
 
-impl<'de> DeserializeSeed<'de> for Top<'_> {
+impl<'g> Reading<'g> {
+    fn new(grouping: Option<&'g str>, hours: Hours) -> Reading<'g> {
+        Reading {
+            grouping,
+            hours,
+            found: false,
+            deleted: Vec::new(),
+            by_tweet: HashMap::new(),
+            tweet: None,
+            slot: 0,
+            midnight: 0,
+        }
+    }
+
+    fn member(&self, name: &str) -> Member {
+        match name {
+            "unavailable_tweet_ids" => Member::Unavailable,
+            _ if Some(name) == self.grouping => Member::Grouping,
+            _ => Member::Other,
+        }
+    }
+
+    /// A Tweet's key: the Tweet before it is done.
+    fn tweet(&mut self, id: &str) -> Result<(), String> {
+        self.tweet_done();
+        let tweet = TweetId::parse(id).ok_or_else(|| format!("Tweet key {id:?}"))?;
+        let Hours { first, len, .. } = self.hours;
+        let hours = (0..len as i64).map(|i| (first + i, [0; SLOTS])).collect();
+        self.tweet = Some(TweetRead { tweet, hours, seen: vec![0; len] });
+        Ok(())
+    }
+
+    /// Keeps the Tweet read last: its complete hours.
+    fn tweet_done(&mut self) {
+        let Some(TweetRead { tweet, mut hours, seen }) = self.tweet.take() else { return };
+        let all = self.hours.all;
+        let mut complete = seen.iter().map(|s| *s == all);
+        hours.retain(|_| complete.next().unwrap_or(false));
+        self.by_tweet.insert(tweet, hours);
+    }
+
+    /// A type's key, under the Tweet read last.
+    fn kind(&mut self, name: &str) -> Result<(), String> {
+        let all = self.hours.all;
+        self.slot = name
+            .parse::<EngagementType>()
+            .ok()
+            .and_then(slot)
+            .filter(|s| all & (1 << s) != 0)
+            .ok_or_else(|| format!("type {name:?}"))?;
+        Ok(())
+    }
+
+    /// A day's key, under the type read last.
+    fn day(&mut self, day: &str) -> Result<(), String> {
+        self.midnight = date(day)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| hour_of(t.and_utc()))
+            .ok_or_else(|| format!("day {day:?}"))?;
+        Ok(())
+    }
+
+    /// An hour's key, under the day read last, and its count. Hours outside the window
+    /// (or not 0 to 23) are skipped.
+    fn hour(&mut self, h: &str, count: u64) -> Result<(), String> {
+        let h = h.parse::<i64>().map_err(|_| format!("hour {h:?}"))?;
+        let Some(TweetRead { hours, seen, .. }) = &mut self.tweet else { return Ok(()) };
+        let i = self.midnight + h - self.hours.first;
+        if (0..hours.len() as i64).contains(&i) && (0..24).contains(&h) {
+            hours[i as usize].1[self.slot] = count;
+            seen[i as usize] |= 1 << self.slot;
+        }
+        Ok(())
+    }
+}
+
+/// A day `YYYY-MM-DD`.
+fn date(day: &str) -> Option<NaiveDate> {
+    let b = day.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        NaiveDate::from_ymd_opt(i32::try_from(digits(0..4)?).ok()?, digits(5..7)?, digits(8..10)?)
+    } else {
+        NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+    }
+}
+
+/// The answer's text read by serde_json: any JSON, and an exact account of what is wrong.
+fn read_with_serde(body: &[u8], reading: &mut Reading<'_>) -> Result<(), Shape> {
+    let mut text = serde_json::Deserializer::from_slice(body);
+    Top(reading).deserialize(&mut text).and_then(|()| text.end()).map_err(|e| Shape(e.to_string()))?;
+    reading.tweet_done();
+    Ok(())
+}
+
+/// The answer's top level: `unavailable_tweet_ids`, and the grouping; every other member is
+/// skipped.
+struct Top<'r, 'g>(&'r mut Reading<'g>);
+
+impl<'de> DeserializeSeed<'de> for Top<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Top<'_> {
+impl<'de> Visitor<'de> for Top<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an Engagement API answer (an object)")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        while let Some(member) = access.next_key_seed(Text(|name: &str| {
-            Ok(match name {
-                "unavailable_tweet_ids" => Member::Unavailable,
-                _ if Some(name) == self.grouping => Member::Grouping,
-                _ => Member::Other,
-            })
-        }))? {
+        let reading = self.0;
+        while let Some(member) = access.next_key_seed(Text(|name: &str| Ok(reading.member(name))))? {
             match member {
-                Member::Unavailable => *self.deleted = access.next_value()?,
+                Member::Unavailable => reading.deleted = access.next_value()?,
                 Member::Grouping => {
-                    access.next_value_seed(ByTweet { hours: self.hours, out: &mut *self.by_tweet })?;
-                    *self.found = true;
+                    access.next_value_seed(Level { reading: &mut *reading, depth: 0 })?;
+                    reading.found = true;
                 }
                 Member::Other => {
                     access.next_value::<IgnoredAny>()?;
@@ -128,7 +233,7 @@ impl<'de> Visitor<'de> for Top<'_> {
     }
 }
 
-/// A key read as `read` makes of its text, without keeping the text.
+/// A key handed to `read`, without keeping its text.
 struct Text<F>(F);
 
 impl<'de, T, F: FnOnce(&str) -> Result<T, String>> DeserializeSeed<'de> for Text<F> {
@@ -148,159 +253,47 @@ impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for Text<F> {
     }
 }
 
-/// The grouping: Tweet → type → day → hour → count.
-struct ByTweet<'a> {
-    hours: Hours,
-    out: &'a mut HashMap<TweetId, Vec<(i64, Hour)>>,
+/// One level of the grouping: Tweets (depth 0), types (1), days (2) or hours (3).
+struct Level<'r, 'g> {
+    reading: &'r mut Reading<'g>,
+    depth: u8,
 }
 
-impl<'de> DeserializeSeed<'de> for ByTweet<'_> {
+impl<'de> DeserializeSeed<'de> for Level<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ByTweet<'_> {
+impl<'de> Visitor<'de> for Level<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Tweets, each an object of types")
+        f.write_str(match self.depth {
+            0 => "Tweets, each an object of types",
+            1 => "types, each an object of days",
+            2 => "days, each an object of hours",
+            _ => "hours, each a count",
+        })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        let Hours { first, len, all } = self.hours;
-        while let Some(tweet) = access
-            .next_key_seed(Text(|id: &str| TweetId::parse(id).ok_or_else(|| format!("Tweet key {id:?}"))))?
-        {
-            let mut tweet_hours =
-                TweetHours { counts: vec![[0; SLOTS]; len], seen: vec![0; len], first, all };
-            access.next_value_seed(ByType(&mut tweet_hours))?;
-            let complete = tweet_hours
-                .counts
-                .into_iter()
-                .zip(tweet_hours.seen)
-                .enumerate()
-                .filter(|(_, (_, seen))| *seen == all)
-                .map(|(i, (hour, _))| (first + i as i64, hour))
-                .collect();
-            self.out.insert(tweet, complete);
-        }
-        Ok(())
-    }
-}
-
-/// One Tweet's hours of the window as they are read: counts, and the slots seen of each.
-struct TweetHours {
-    counts: Vec<Hour>,
-    seen: Vec<u32>,
-    first: i64,
-    all: u32,
-}
-
-/// One Tweet's types.
-struct ByType<'a>(&'a mut TweetHours);
-
-impl<'de> DeserializeSeed<'de> for ByType<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ByType<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("types, each an object of days")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        let all = self.0.all;
-        while let Some(s) = access.next_key_seed(Text(|name: &str| {
-            name.parse::<EngagementType>()
-                .ok()
-                .and_then(slot)
-                .filter(|s| all & (1 << s) != 0)
-                .ok_or_else(|| format!("type {name:?}"))
-        }))? {
-            access.next_value_seed(ByDay { hours: &mut *self.0, slot: s })?;
-        }
-        Ok(())
-    }
-}
-
-/// One type's days.
-struct ByDay<'a> {
-    hours: &'a mut TweetHours,
-    slot: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for ByDay<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ByDay<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("days, each an object of hours")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        while let Some(midnight) = access.next_key_seed(Text(|day: &str| {
-            date(day)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| hour_of(t.and_utc()))
-                .ok_or_else(|| format!("day {day:?}"))
-        }))? {
-            access.next_value_seed(ByHour { hours: &mut *self.hours, slot: self.slot, midnight })?;
-        }
-        Ok(())
-    }
-}
-
-/// A day `YYYY-MM-DD`.
-fn date(day: &str) -> Option<NaiveDate> {
-    let b = day.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        NaiveDate::from_ymd_opt(i32::try_from(digits(0..4)?).ok()?, digits(5..7)?, digits(8..10)?)
-    } else {
-        NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
-    }
-}
-
-/// One day's hours of one type: hours outside the window (or not 0 to 23) are skipped.
-struct ByHour<'a> {
-    hours: &'a mut TweetHours,
-    slot: usize,
-    midnight: i64,
-}
-
-impl<'de> DeserializeSeed<'de> for ByHour<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ByHour<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("hours, each a count")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        let TweetHours { counts, seen, first, .. } = self.hours;
-        let len = counts.len() as i64;
-        while let Some(h) =
-            access.next_key_seed(Text(|h: &str| h.parse::<i64>().map_err(|_| format!("hour {h:?}"))))?
-        {
-            let count = access.next_value_seed(Count)?;
-            let i = self.midnight + h - *first;
-            if (0..len).contains(&i) && (0..24).contains(&h) {
-                counts[i as usize][self.slot] = count;
-                seen[i as usize] |= 1 << self.slot;
+        let (reading, depth) = (self.reading, self.depth);
+        if depth == 3 {
+            while let Some(h) = access.next_key_seed(Text(|h: &str| Ok(h.to_owned())))? {
+                let count = access.next_value_seed(Count)?;
+                reading.hour(&h, count).map_err(de::Error::custom)?;
             }
+            return Ok(());
+        }
+        while access
+            .next_key_seed(Text(|key: &str| match depth {
+                0 => reading.tweet(key),
+                1 => reading.kind(key),
+                _ => reading.day(key),
+            }))?
+            .is_some()
+        {
+            access.next_value_seed(Level { reading: &mut *reading, depth: depth + 1 })?;
         }
         Ok(())
     }
@@ -330,6 +323,208 @@ impl Visitor<'_> for Count {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
         engagement::tree::parse_count(v)
             .ok_or_else(|| E::custom(format!("\"{v}\" is not a count (decimal digits that fit in 64 bits)")))
+    }
+}
+
+/// The scanner for answers as the API writes them.
+mod scan {
+    use super::{Member, Reading, Shape};
+
+    /// Gave up: the text is read again by serde_json.
+    pub(super) struct GaveUp;
+
+    impl From<GaveUp> for Shape {
+        fn from(_: GaveUp) -> Shape {
+            Shape("the scanner gave up".into())
+        }
+    }
+
+    impl From<String> for GaveUp {
+        fn from(_: String) -> GaveUp {
+            GaveUp
+        }
+    }
+
+    /// Reads `body` into `reading`, or gives up.
+    pub(super) fn read(body: &[u8], reading: &mut Reading<'_>) -> Result<(), Shape> {
+        let mut text = Scanner { b: body, at: 0 };
+        text.top(reading)?;
+        text.space();
+        if text.at != body.len() {
+            return Err(GaveUp.into());
+        }
+        reading.tweet_done();
+        Ok(())
+    }
+
+    struct Scanner<'a> {
+        b: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Scanner<'a> {
+        fn space(&mut self) {
+            while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        /// The next byte past any space, taken.
+        fn next(&mut self) -> Result<u8, GaveUp> {
+            self.space();
+            let c = *self.b.get(self.at).ok_or(GaveUp)?;
+            self.at += 1;
+            Ok(c)
+        }
+
+        fn expect(&mut self, c: u8) -> Result<(), GaveUp> {
+            if self.next()? == c { Ok(()) } else { Err(GaveUp) }
+        }
+
+        /// A string's text, past its opening quote: ASCII with no escape, or it gives up.
+        fn string_rest(&mut self) -> Result<&'a str, GaveUp> {
+            let from = self.at;
+            let len = self.b[from..].iter().position(|&c| c == b'"').ok_or(GaveUp)?;
+            let text = &self.b[from..from + len];
+            if !text.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'\\') {
+                return Err(GaveUp);
+            }
+            self.at = from + len + 1;
+            // ASCII throughout.
+            std::str::from_utf8(text).map_err(|_| GaveUp)
+        }
+
+        fn string(&mut self) -> Result<&'a str, GaveUp> {
+            self.expect(b'"')?;
+            self.string_rest()
+        }
+
+        /// An object, `each` reading each member's value after its key.
+        fn object(
+            &mut self,
+            mut each: impl FnMut(&mut Self, &'a str) -> Result<(), GaveUp>,
+        ) -> Result<(), GaveUp> {
+            self.expect(b'{')?;
+            self.space();
+            if self.b.get(self.at) == Some(&b'}') {
+                self.at += 1;
+                return Ok(());
+            }
+            loop {
+                let key = self.string()?;
+                self.expect(b':')?;
+                each(self, key)?;
+                match self.next()? {
+                    b',' => {}
+                    b'}' => return Ok(()),
+                    _ => return Err(GaveUp),
+                }
+            }
+        }
+
+        /// A count: digits, quoted or not, that fit in 64 bits.
+        fn count(&mut self) -> Result<u64, GaveUp> {
+            self.space();
+            let quoted = self.b.get(self.at) == Some(&b'"');
+            if quoted {
+                self.at += 1;
+            }
+            let from = self.at;
+            let mut n: u64 = 0;
+            while let Some(&c @ b'0'..=b'9') = self.b.get(self.at) {
+                n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(c - b'0'))).ok_or(GaveUp)?;
+                self.at += 1;
+            }
+            let digits = self.at - from;
+            // A leading zero is no JSON number; a quoted "007" is a count, as serde_json reads it.
+            if digits == 0 || (!quoted && digits > 1 && self.b[from] == b'0') {
+                return Err(GaveUp);
+            }
+            if quoted {
+                self.expect_here(b'"')?;
+            } else if let Some(b'.' | b'e' | b'E') = self.b.get(self.at) {
+                return Err(GaveUp);
+            }
+            Ok(n)
+        }
+
+        fn expect_here(&mut self, c: u8) -> Result<(), GaveUp> {
+            if self.b.get(self.at) == Some(&c) {
+                self.at += 1;
+                Ok(())
+            } else {
+                Err(GaveUp)
+            }
+        }
+
+        /// Any value, skipped: strings with no escape, and no numbers but whole ones.
+        fn skip(&mut self) -> Result<(), GaveUp> {
+            self.space();
+            match self.b.get(self.at) {
+                Some(b'{') => self.object(|s, _| s.skip()),
+                Some(b'[') => self.array(|s| s.skip()),
+                Some(b'"') => self.string().map(|_| ()),
+                Some(b'0'..=b'9') => self.count().map(|_| ()),
+                _ => {
+                    for word in [&b"true"[..], b"false", b"null"] {
+                        if self.b[self.at..].starts_with(word) {
+                            self.at += word.len();
+                            return Ok(());
+                        }
+                    }
+                    Err(GaveUp)
+                }
+            }
+        }
+
+        fn array(&mut self, mut each: impl FnMut(&mut Self) -> Result<(), GaveUp>) -> Result<(), GaveUp> {
+            self.expect(b'[')?;
+            self.space();
+            if self.b.get(self.at) == Some(&b']') {
+                self.at += 1;
+                return Ok(());
+            }
+            loop {
+                each(self)?;
+                match self.next()? {
+                    b',' => {}
+                    b']' => return Ok(()),
+                    _ => return Err(GaveUp),
+                }
+            }
+        }
+
+        fn top(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
+            self.object(|s, name| match reading.member(name) {
+                Member::Unavailable => {
+                    reading.deleted.clear();
+                    s.array(|s| {
+                        let id = engagement::TweetId::parse(s.string()?).ok_or(GaveUp)?;
+                        reading.deleted.push(id);
+                        Ok(())
+                    })
+                }
+                Member::Grouping => {
+                    s.grouping(reading)?;
+                    reading.found = true;
+                    Ok(())
+                }
+                Member::Other => s.skip(),
+            })
+        }
+
+        fn grouping(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
+            self.object(|s, tweet| {
+                reading.tweet(tweet)?;
+                s.object(|s, kind| {
+                    reading.kind(kind)?;
+                    s.object(|s, day| {
+                        reading.day(day)?;
+                        s.object(|s, hour| Ok(reading.hour(hour, s.count()?)?))
+                    })
+                })
+            })
+        }
     }
 }
 
@@ -469,15 +664,32 @@ mod tests {
                 }
                 by_tweet.insert(id.to_string(), tree);
             }
-            let body = json!({"h": by_tweet});
+            let body = json!({"start": "2020-01-01T00:00:00Z", "unavailable_tweet_ids": ["7"], "errors": ["1 Tweet ID(s) are unavailable"], "other": {"x": [1, true, null]}, "h": by_tweet});
             // The window cuts the days the answer holds: hours outside it are not read.
             let window = window("2020-01-01T05:00:00Z", "2020-01-03T07:00:00Z");
-            let facts = read(&body, &types, window).unwrap();
-            let mut read_hours = facts.hours.clone();
-            for hours in read_hours.values_mut() {
-                hours.sort_by_key(|(hour, _)| *hour);
+            // The tree reads every other member as a grouping: the oracle is given none.
+            let mut plain = body.clone();
+            plain.as_object_mut().unwrap().remove("other");
+            let expected = through_the_tree(&plain, &types, window);
+            let compact = serde_json::to_string(&body).unwrap();
+            let pretty = serde_json::to_string_pretty(&body).unwrap();
+            // An escaped key is JSON the scanner leaves to serde_json.
+            let escaped = compact.replacen("\"00\"", "\"\\u0030\\u0030\"", 1);
+            for text in [&compact, &pretty, &escaped] {
+                let facts = CallFacts::read_hourly(&[], &types, window, text.as_bytes(), "h").unwrap();
+                prop_assert_eq!(&facts.deleted, &[TweetId(7)]);
+                let mut read_hours = facts.hours.clone();
+                for hours in read_hours.values_mut() {
+                    hours.sort_by_key(|(hour, _)| *hour);
+                }
+                prop_assert_eq!(&read_hours, &expected);
             }
-            prop_assert_eq!(read_hours, through_the_tree(&body, &types, window));
+            // The scanner reads what the API writes, whitespace or not, without giving up.
+            let hours = Hours { first: hour_of(window.start), len: window.hours(), all: types_mask(&types) };
+            for text in [&compact, &pretty] {
+                let mut reading = Reading::new(Some("h"), hours);
+                prop_assert!(scan::read(text.as_bytes(), &mut reading).is_ok());
+            }
         }
     }
 }

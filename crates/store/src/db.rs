@@ -1,7 +1,7 @@
 //! The store itself: settled facts, statuses and the ledger in redb; unsettled hours in
 //! memory; the Tweets of questions in flight pinned against eviction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, hour_of};
-use crate::row::{DayRow, decode_slots, held_hours, slot, slot_mask, slots_of};
+use crate::row::{DayRow, Hour, decode_slots, encode_hours, held_hours, slot, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
@@ -347,13 +347,13 @@ impl Store {
     /// them), so a cold question is not held to one disk sync per call.
     pub fn keep(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Result<(), StoreError> {
         let unsettled_from = self.unsettled_from(fetched_at);
-        let mut rows: BTreeMap<(u64, i64), DayRow> = BTreeMap::new();
+        let mut rows: Vec<((u64, i64), Vec<u8>)> = Vec::new();
         let handle_key: Arc<str> = Arc::from(handle);
         for (tweet, hours) in &facts.hours {
-            for (hour, counts) in hours {
+            let mut settled: Vec<&(i64, Hour)> = Vec::with_capacity(hours.len());
+            for entry @ (hour, counts) in hours {
                 if *hour < unsettled_from {
-                    let row = rows.entry((tweet.0, hour.div_euclid(24))).or_default();
-                    row.set(hour.rem_euclid(24) as usize, facts.slots, counts);
+                    settled.push(entry);
                 } else if let Some(fresh) = &self.fresh {
                     // The types other calls brought of this hour stay, each while it is fresh.
                     let ttl = self.config.fresh_ttl;
@@ -365,10 +365,28 @@ impl Store {
                     });
                 }
             }
+            if !settled.is_sorted_by_key(|(hour, _)| *hour) {
+                settled.sort_by_key(|(hour, _)| *hour);
+            }
+            // Of an hour given twice, the later counts win.
+            settled.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
+            for day in settled.chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24)) {
+                let of_day: Vec<(usize, &Hour)> =
+                    day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, counts)).collect();
+                rows.push(((tweet.0, day[0].0.div_euclid(24)), encode_hours(facts.slots, &of_day)));
+            }
         }
+        // In key order, as the table keeps them.
+        rows.sort_unstable_by_key(|(key, _)| *key);
         let write = Write {
             handle: handle.to_string(),
-            rows: rows.into_iter().map(|(key, row)| (key, row.encode())).collect(),
+            rows,
             statuses: facts.tweets.iter().map(|t| (t.0, facts.deleted.contains(t))).collect(),
             refused: Vec::new(),
             at: fetched_at,

@@ -92,7 +92,13 @@ impl CallFacts {
     /// ones that questions render from memory.
     pub fn drop_settled(&mut self, unsettled_from: i64) {
         for hours in self.hours.values_mut() {
-            hours.retain(|(hour, _)| *hour >= unsettled_from);
+            if hours.is_sorted_by_key(|(hour, _)| *hour) {
+                hours.drain(..hours.partition_point(|(hour, _)| *hour < unsettled_from));
+            } else {
+                hours.retain(|(hour, _)| *hour >= unsettled_from);
+            }
+            // What is left is held while questions wait for it: without the settled room.
+            hours.shrink_to_fit();
         }
     }
 

@@ -73,6 +73,29 @@ impl DayRow {
     }
 }
 
+/// The row of one day holding, of the slots in `slots` (a mask), the counts of `hours`
+/// (hour of the day 0..24, ascending, each once) and nothing else, encoded: what
+/// [`DayRow::encode`] gives of such a row, without building it.
+pub fn encode_hours(slots: u32, hours: &[(usize, &Hour)]) -> Vec<u8> {
+    let held = hours.iter().fold(0u32, |m, (h, _)| m | 1 << h);
+    let mut out = Vec::with_capacity(SLOTS * 8 + 3 * hours.len() * slots.count_ones() as usize);
+    for slot in 0..SLOTS {
+        if slots & (1 << slot) == 0 {
+            out.extend_from_slice(&[0; 8]);
+            continue;
+        }
+        out.extend_from_slice(&held.to_le_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        for (_, hour) in hours {
+            put_varint(&mut out, hour[slot]);
+        }
+        let len = (out.len() - len_at - 4) as u32;
+        out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
 /// The hours set in a mask, ascending.
 pub fn held_hours(mask: u32) -> impl Iterator<Item = usize> {
     (0..24).filter(move |h| mask & (1 << h) != 0)
@@ -164,6 +187,25 @@ mod tests {
                     prop_assert_eq!(seen[i][h], row.counts[s][h]);
                 }
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_day_encoded_from_its_hours_is_the_row_they_make(
+            slots in any::<u32>().prop_map(|m| m & ((1 << SLOTS) - 1)),
+            held in any::<u32>().prop_map(|m| m & 0x00ff_ffff),
+            seed in any::<u64>(),
+        ) {
+            let hours: Vec<(usize, Hour)> = held_hours(held)
+                .map(|h| (h, std::array::from_fn(|s| seed.rotate_left((s * 5 + h) as u32) >> (h % 40))))
+                .collect();
+            let mut row = DayRow::default();
+            for (h, hour) in &hours {
+                row.set(*h, slots, hour);
+            }
+            let by_ref: Vec<(usize, &Hour)> = hours.iter().map(|(h, hour)| (*h, hour)).collect();
+            prop_assert_eq!(encode_hours(slots, &by_ref), row.encode());
         }
     }
 
