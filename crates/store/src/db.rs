@@ -33,9 +33,13 @@ const REFUSED: TableDefinition<(&str, u64), (i64, u8, &str)> = TableDefinition::
 /// Totals kept beside the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BYTES: &str = "fact_bytes";
-/// The layout of the tables; a store written in another is refused, never misread.
+/// The layout of the tables; a store written in another is refused, never misread. Format 2
+/// writes rows compact (see [`crate::row`]); a store of format 1 is read as it is and marked
+/// 2 when opened, so a service from before refuses it rather than misread a compact row.
 const FORMAT_KEY: &str = "format";
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
+/// Formats this service opens: wide rows are read as they were written.
+const READS_FORMAT: u64 = 1;
 
 /// The database's page cache: enough for the rows of a few dashboards, bounded so memory
 /// does not grow with the file (the kernel's page cache holds the rest).
@@ -179,7 +183,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value());
             match format {
-                None => {
+                None | Some(READS_FORMAT) => {
                     meta.insert(FORMAT_KEY, FORMAT)?;
                 }
                 Some(FORMAT) => {}
@@ -646,5 +650,100 @@ impl Store {
             held.series.insert(tweet, series);
         }
         Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engagement::{TimeRange, parse_instant};
+
+    fn config(dir: &tempfile::TempDir) -> Config {
+        Config {
+            path: dir.path().to_path_buf(),
+            settle_after: std::time::Duration::from_secs(72 * 3600),
+            fresh_ttl: std::time::Duration::from_secs(60),
+            status_ttl: std::time::Duration::from_secs(900),
+            max_bytes: 1 << 30,
+        }
+    }
+
+    /// Two days of hours for one Tweet, of the slots in `slots`.
+    fn facts(slots: u32, from: &str) -> CallFacts {
+        let start = parse_instant(from).unwrap();
+        let window = TimeRange { start, end: start + chrono::Duration::days(2) };
+        let hours = (hour_of(window.start)..hour_of(window.end))
+            .map(|h| (h, std::array::from_fn(|s| (h as u64 % 1000) * 100 + s as u64)))
+            .collect();
+        CallFacts {
+            window: Some(window),
+            tweets: vec![TweetId(5)],
+            slots,
+            hours: [(TweetId(5), hours)].into(),
+            ..CallFacts::default()
+        }
+    }
+
+    fn rows(store: &Store) -> Vec<DayRow> {
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(FACTS).unwrap();
+        table.iter().unwrap().map(|e| DayRow::decode(e.unwrap().1.value()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_store_of_wide_rows_is_read_as_written_and_marked_so_older_services_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = parse_instant("2024-06-01T00:00:00Z").unwrap();
+        let kept = {
+            let store = Store::open(config(&dir)).unwrap();
+            store.keep("h", &facts(0b11, "2024-01-01T00:00:00Z"), later).unwrap();
+            // Written as a store of format 1 would have: every row wide.
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(FACTS).unwrap();
+                let all: Vec<_> = table
+                    .iter()
+                    .unwrap()
+                    .map(|e| {
+                        let (k, v) = e.unwrap();
+                        (k.value().2, crate::row::tests::wide(&DayRow::decode(v.value()).unwrap()))
+                    })
+                    .collect();
+                for (day, wide) in &all {
+                    table.insert(("h", 5, *day), wide.as_slice()).unwrap();
+                }
+                txn.open_table(META).unwrap().insert(FORMAT_KEY, READS_FORMAT).unwrap();
+            }
+            txn.commit().unwrap();
+            rows(&store)
+        };
+        assert_eq!(kept.len(), 2);
+
+        let store = Store::open(config(&dir)).unwrap();
+        assert_eq!(rows(&store), kept, "wide rows read as they were written");
+        let format = store
+            .db
+            .begin_read()
+            .unwrap()
+            .open_table(META)
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(format, FORMAT);
+        // Another type of the same days: merged with the wide rows, written compact.
+        store.keep("h", &facts(0b100, "2024-01-01T00:00:00Z"), later).unwrap();
+        for (row, before) in rows(&store).iter().zip(&kept) {
+            assert_eq!(row.held[..2], before.held[..2]);
+            assert_eq!(row.counts[..2], before.counts[..2]);
+            assert_eq!(row.held[2], 0x00ff_ffff);
+        }
+        drop(store);
+
+        let txn = Database::open(dir.path().join("stitcher.redb")).unwrap().begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(FORMAT_KEY, FORMAT + 1).unwrap();
+        txn.commit().unwrap();
+        assert!(matches!(Store::open(config(&dir)), Err(StoreError::Format { found: 3, expected: 2, .. })));
     }
 }

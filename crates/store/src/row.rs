@@ -1,8 +1,12 @@
 //! One Tweet's day as kept on disk: for each type, which hours are held and their counts.
 //!
-//! Encoded per type in [`slot`] order: the mask of held hours (4 bytes), the length of the
-//! counts that follow (4 bytes), then one LEB128 count per held hour. A reader that wants two
-//! types of seventeen skips the other blocks without decoding them.
+//! Written compact: 4 bytes holding the mask of the slots present (the top byte 0xff marks
+//! this form), then per slot present, in [`slot`] order, the mask of held hours (3 bytes),
+//! the length of the counts that follow (LEB128), and one LEB128 count per held hour. Rows
+//! of stores from before (format 1) are written wide: every slot, absent or not, as a 4-byte
+//! mask and a 4-byte length before its counts; they are read as they are, and rewritten
+//! compact when a call adds to them. A reader that wants two types of seventeen skips the
+//! other blocks without decoding them.
 
 pub use engagement::slots::{Hour, SLOTS, slot, slot_mask, slot_types, slots_of, types_mask};
 
@@ -48,19 +52,16 @@ impl DayRow {
 
     /// The row as stored.
     pub fn encode(&self) -> Vec<u8> {
-        let held: usize = self.held.iter().map(|m| m.count_ones() as usize).sum();
-        let mut out = Vec::with_capacity(SLOTS * 8 + 2 * held);
-        let mut block = Vec::new();
+        let present =
+            self.held.iter().enumerate().fold(0u32, |m, (s, held)| if *held != 0 { m | 1 << s } else { m });
+        let mut out =
+            Compact::new(present, 3 * self.held.iter().map(|m| m.count_ones() as usize).sum::<usize>());
         for (slot, counts) in self.counts.iter().enumerate() {
-            block.clear();
-            for h in held_hours(self.held[slot]) {
-                put_varint(&mut block, counts[h]);
+            if present & (1 << slot) != 0 {
+                out.slot(self.held[slot], held_hours(self.held[slot]).map(|h| counts[h]));
             }
-            out.extend_from_slice(&self.held[slot].to_le_bytes());
-            out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-            out.extend_from_slice(&block);
         }
-        out
+        out.bytes
     }
 
     /// The whole row from its stored bytes.
@@ -78,22 +79,42 @@ impl DayRow {
 /// [`DayRow::encode`] gives of such a row, without building it.
 pub fn encode_hours(slots: u32, hours: &[(usize, &Hour)]) -> Vec<u8> {
     let held = hours.iter().fold(0u32, |m, (h, _)| m | 1 << h);
-    let mut out = Vec::with_capacity(SLOTS * 8 + 3 * hours.len() * slots.count_ones() as usize);
+    let present = if held == 0 { 0 } else { slots & ((1 << SLOTS) - 1) };
+    let mut out = Compact::new(present, 3 * hours.len() * present.count_ones() as usize);
     for slot in 0..SLOTS {
-        if slots & (1 << slot) == 0 {
-            out.extend_from_slice(&[0; 8]);
-            continue;
+        if present & (1 << slot) != 0 {
+            out.slot(held, hours.iter().map(|(_, hour)| hour[slot]));
         }
-        out.extend_from_slice(&held.to_le_bytes());
-        let len_at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        for (_, hour) in hours {
-            put_varint(&mut out, hour[slot]);
-        }
-        let len = (out.len() - len_at - 4) as u32;
-        out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
     }
-    out
+    out.bytes
+}
+
+/// The top byte of a compact row's first word; a wide row's is always 0.
+const COMPACT: u32 = 0xff00_0000;
+
+/// A compact row being written.
+struct Compact {
+    bytes: Vec<u8>,
+}
+
+impl Compact {
+    /// A row of the slots in `present`, about `counts_bytes` of counts to come.
+    fn new(present: u32, counts_bytes: usize) -> Compact {
+        let mut bytes = Vec::with_capacity(4 + 5 * present.count_ones() as usize + counts_bytes);
+        bytes.extend_from_slice(&(present | COMPACT).to_le_bytes());
+        Compact { bytes }
+    }
+
+    /// The next slot present: its held hours and their counts, ascending.
+    fn slot(&mut self, held: u32, counts: impl Iterator<Item = u64>) {
+        let mut block = Vec::with_capacity(3 * held.count_ones() as usize);
+        for count in counts {
+            put_varint(&mut block, count);
+        }
+        self.bytes.extend_from_slice(&held.to_le_bytes()[..3]);
+        put_varint(&mut self.bytes, block.len() as u64);
+        self.bytes.extend_from_slice(&block);
+    }
 }
 
 /// The hours set in a mask, ascending.
@@ -115,14 +136,36 @@ pub fn decode_slots(
     mut each: impl FnMut(usize, usize, u64),
 ) -> Result<Vec<u32>, Malformed> {
     let mut masks = vec![0; wanted.len()];
-    let mut at = 0;
+    let first = word(bytes, 0, "short mask")?;
+    let compact = first & COMPACT == COMPACT;
+    let present = if compact { first & !COMPACT } else { (1 << SLOTS) - 1 };
+    let mut at = if compact { 4 } else { 0 };
     let mut next = wanted.iter().copied().enumerate().peekable();
     for slot in 0..SLOTS {
         let Some(&(i, want)) = next.peek() else { break };
-        let mask = word(bytes, at, "short mask")?;
-        let len = word(bytes, at + 4, "short block length")? as usize;
-        let block = bytes.get(at + 8..at + 8 + len).ok_or(Malformed("short block"))?;
-        at += 8 + len;
+        if present & (1 << slot) == 0 {
+            // Not held at all: its mask stays empty.
+            if want == slot {
+                next.next();
+            }
+            continue;
+        }
+        let (mask, len) = if compact {
+            let b = bytes.get(at..at + 3).ok_or(Malformed("short mask"))?;
+            let mask = u32::from_le_bytes([b[0], b[1], b[2], 0]);
+            let mut pos = at + 3;
+            let len =
+                usize::try_from(get_varint(bytes, &mut pos)?).map_err(|_| Malformed("block too long"))?;
+            at = pos;
+            (mask, len)
+        } else {
+            let mask = word(bytes, at, "short mask")?;
+            let len = word(bytes, at + 4, "short block length")? as usize;
+            at += 8;
+            (mask, len)
+        };
+        let block = at.checked_add(len).and_then(|end| bytes.get(at..end)).ok_or(Malformed("short block"))?;
+        at += len;
         if want != slot {
             continue;
         }
@@ -160,7 +203,7 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -190,7 +233,47 @@ mod tests {
         }
     }
 
+    /// A row as stores of format 1 wrote it: every slot, as a 4-byte mask and a 4-byte length
+    /// before its counts.
+    pub(crate) fn wide(row: &DayRow) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (slot, counts) in row.counts.iter().enumerate() {
+            let mut block = Vec::new();
+            for h in held_hours(row.held[slot]) {
+                put_varint(&mut block, counts[h]);
+            }
+            out.extend_from_slice(&row.held[slot].to_le_bytes());
+            out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            out.extend_from_slice(&block);
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn rows_of_stores_from_before_read_as_they_were_written(
+            held in proptest::collection::vec(any::<u32>().prop_map(|m| m & 0x00ff_ffff), SLOTS),
+            seed in any::<u64>(),
+            wanted in proptest::sample::subsequence((0..SLOTS).collect::<Vec<_>>(), 0..SLOTS),
+        ) {
+            let mut row = DayRow::default();
+            for (slot, mask) in held.iter().enumerate() {
+                for h in held_hours(*mask) {
+                    row.held[slot] |= 1 << h;
+                    row.counts[slot][h] = seed.rotate_left((slot * 3 + h) as u32) >> (h % 50);
+                }
+            }
+            let (old, new) = (wide(&row), row.encode());
+            prop_assert_eq!(DayRow::decode(&old).unwrap(), row.clone());
+            prop_assert!(new.len() <= old.len());
+            let mut from_old = vec![[0u64; 24]; wanted.len()];
+            let mut from_new = vec![[0u64; 24]; wanted.len()];
+            let old_masks = decode_slots(&old, &wanted, true, |i, h, c| from_old[i][h] = c).unwrap();
+            let new_masks = decode_slots(&new, &wanted, true, |i, h, c| from_new[i][h] = c).unwrap();
+            prop_assert_eq!(old_masks, new_masks);
+            prop_assert_eq!(from_old, from_new);
+        }
+
         #[test]
         fn a_day_encoded_from_its_hours_is_the_row_they_make(
             slots in any::<u32>().prop_map(|m| m & ((1 << SLOTS) - 1)),
