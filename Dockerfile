@@ -22,7 +22,9 @@ COPY --from=builder /app/target/release/stitcher /usr/local/bin/stitcher
 COPY --from=builder /app/target/release/engagement-sim /usr/local/bin/engagement-sim
 COPY config /etc/stitcher
 COPY --from=builder --chown=nonroot:nonroot /data /data
-ENV STITCHER__SERVER__LISTEN=0.0.0.0:8080 STITCHER__STORE__PATH=/data
+# Answers are parsed and kept on many blocking threads; glibc's default of an arena per
+# thread keeps what each freed, a third more peak memory with the store (BENCHMARKS.md).
+ENV STITCHER__SERVER__LISTEN=0.0.0.0:8080 STITCHER__STORE__PATH=/data MALLOC_ARENA_MAX=2
 VOLUME /data
 USER nonroot
 EXPOSE 8080

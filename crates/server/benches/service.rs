@@ -302,6 +302,8 @@ async fn memory_rows(store_on: bool) {
         .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
         .env("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "32")
         .env("RUST_LOG", "warn")
+        // As the Docker image runs it (README, "Overload, memory and shutdown").
+        .env("MALLOC_ARENA_MAX", "2")
         .spawn()
         .expect("the stitcher binary starts");
     let url = format!("http://127.0.0.1:{port}");
