@@ -113,6 +113,44 @@ impl Redis {
         (up, !was_up)
     }
 
+    /// Every key under this deployment's prefix.
+    async fn keys(&self) -> Result<Vec<String>, Unreachable> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(format!("{}*", self.prefix)).arg("COUNT").arg(1000);
+            let (next, found): (u64, Vec<String>) = self.run(&scan).await?;
+            keys.extend(found);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The memory Redis gives every key under this deployment's prefix (`MEMORY USAGE`),
+    /// in bytes: what the deployment costs its Redis.
+    pub async fn memory_under_prefix(&self) -> Result<u64, Unreachable> {
+        let reads = self.keys().await?.into_iter().map(|key| {
+            let mut usage = redis::cmd("MEMORY");
+            usage.arg("USAGE").arg(key).arg("SAMPLES").arg(0);
+            usage
+        });
+        let sizes: Vec<Option<u64>> = self.read_chunked(reads.collect()).await?;
+        Ok(sizes.into_iter().flatten().sum())
+    }
+
+    /// Deletes every key under this deployment's prefix.
+    pub async fn forget_prefix(&self) -> Result<(), Unreachable> {
+        let deletes = self.keys().await?.into_iter().map(|key| {
+            let mut unlink = redis::cmd("UNLINK");
+            unlink.arg(key);
+            unlink
+        });
+        self.write_chunked(deletes.collect()).await
+    }
+
     /// Notes `n` values under `prefix` (`facts`, `fresh`, `status`, `refused`) that could not be
     /// decoded and are taken as missing: counted, and logged at WARN once a minute per
     /// prefix.
