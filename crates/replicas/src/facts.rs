@@ -1,8 +1,15 @@
 //! The shared tier of the store of facts: what one replica fetched, every replica finds.
-//! Settled hours are kept per (handle, Tweet, day) as a hash of `slot:hour` → count, for
-//! [`SETTLED_TTL`]; unsettled hours per (handle, Tweet, hour, type), each for exactly the
-//! store's fresh TTL from when it was fetched; what a call told of a Tweet (deleted or not) with the time it
-//! was learned, for the status TTL. Each replica's own store stays in front of it.
+//! Settled hours are kept per (handle, Tweet, type, block of 28 days) as one string of
+//! fixed-width cells, one per hour of the block, for [`SETTLED_TTL`]; unsettled hours per
+//! (handle, Tweet, hour, type), each for exactly the store's fresh TTL from when it was
+//! fetched; what a call told of a Tweet (deleted or not) with the time it was learned, for
+//! the status TTL. Each replica's own store stays in front of it.
+//!
+//! A block's cell holds its hour's count plus one, in [`CELL`] bytes (little-endian); zero
+//! is an hour not held. Writers set only the cells of the hours they fetched (`SETRANGE`),
+//! so two replicas that fetched different hours or types of one block merge without reading
+//! it, and settled counts never change, so two that fetched the same hours write the same
+//! bytes. A count too large for a cell is not shared (a replica that lacks it calls).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,9 +28,25 @@ pub const SETTLED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
 pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
 
+/// Hours in a block of settled facts: 28 days, what one call asks at most.
+pub const BLOCK_HOURS: i64 = 28 * 24;
+
+/// Bytes of one hour's cell in a block.
+pub const CELL: usize = 4;
+
+/// An hour's cell: its count plus one (zero is an hour not held), if it fits.
+fn cell(count: u64) -> Option<[u8; CELL]> {
+    u32::try_from(count.checked_add(1)?).ok().map(u32::to_le_bytes)
+}
+
+/// The count in a cell, or none for an hour not held.
+fn count_in(cell: [u8; CELL]) -> Option<u64> {
+    u64::from(u32::from_le_bytes(cell)).checked_sub(1)
+}
+
 impl Redis {
-    fn day_key(&self, handle: &str, tweet: TweetId, day: i64) -> String {
-        self.key(&format!("facts:{handle}:{tweet}:{day}"))
+    fn block_key(&self, handle: &str, tweet: TweetId, slot: usize, block: i64) -> String {
+        self.key(&format!("settled:{handle}:{tweet}:{slot}:{block}"))
     }
 
     /// One type of one unsettled hour: a key of its own, so each lives exactly its TTL.
@@ -49,36 +72,37 @@ impl Redis {
         unsettled_from: i64,
         fresh_ttl: Duration,
     ) -> Result<(), Unreachable> {
+        // Each run's write and its block's expiry side by side, first, so no round trip
+        // parts them (round trips run at once, and an expiry before its write would be lost).
+        let mut commands: Vec<redis::Cmd> = Vec::new();
         let mut fresh: Vec<redis::Cmd> = Vec::new();
-        let mut days: HashMap<(TweetId, i64), Vec<(String, u64)>> = HashMap::new();
         for (&tweet, hours) in hours {
-            for (hour, counts) in hours {
-                if *hour < unsettled_from {
-                    let fields = days.entry((tweet, hour.div_euclid(24))).or_default();
-                    let h = hour.rem_euclid(24);
-                    fields.extend(slots_in(slots).map(|s| (format!("{s}:{h}"), counts[s])));
-                } else if !fresh_ttl.is_zero() {
-                    for s in slots_in(slots) {
-                        let mut set = redis::cmd("SET");
-                        set.arg(self.fresh_key(handle, tweet, *hour, s))
-                            .arg(counts[s])
-                            .arg("PX")
-                            .arg(fresh_ttl.as_millis() as u64);
-                        fresh.push(set);
-                    }
+            let mut settled: Vec<&(i64, Hour)> =
+                hours.iter().filter(|(hour, _)| *hour < unsettled_from).collect();
+            settled.sort_unstable_by_key(|(hour, _)| *hour);
+            for slot in slots_in(slots) {
+                for (block, from, cells) in runs(&settled, slot) {
+                    let key = self.block_key(handle, tweet, slot, block);
+                    let mut write = redis::cmd("SETRANGE");
+                    write.arg(&key).arg(from * CELL).arg(cells);
+                    let mut expire = redis::cmd("EXPIRE");
+                    expire.arg(&key).arg(SETTLED_TTL.as_secs());
+                    commands.extend([write, expire]);
                 }
             }
-        }
-        // Each day's write and its expiry side by side, first, so no round trip parts them
-        // (round trips run at once, and an expiry before its write would be lost).
-        let mut commands: Vec<redis::Cmd> = Vec::with_capacity(2 * days.len() + fresh.len());
-        for ((tweet, day), fields) in days {
-            let key = self.day_key(handle, tweet, day);
-            let mut set = redis::cmd("HSET");
-            set.arg(&key).arg(fields);
-            let mut expire = redis::cmd("EXPIRE");
-            expire.arg(&key).arg(SETTLED_TTL.as_secs());
-            commands.extend([set, expire]);
+            if fresh_ttl.is_zero() {
+                continue;
+            }
+            for (hour, counts) in hours.iter().filter(|(hour, _)| *hour >= unsettled_from) {
+                for s in slots_in(slots) {
+                    let mut set = redis::cmd("SET");
+                    set.arg(self.fresh_key(handle, tweet, *hour, s))
+                        .arg(counts[s])
+                        .arg("PX")
+                        .arg(fresh_ttl.as_millis() as u64);
+                    fresh.push(set);
+                }
+            }
         }
         commands.extend(fresh);
         self.write_chunked(commands).await
@@ -94,74 +118,83 @@ impl Redis {
         slots: u32,
         unsettled_from: i64,
     ) -> Result<TweetHours, Unreachable> {
-        let mut found: HashMap<(TweetId, i64), (u32, Hour)> = HashMap::new();
-        let mut found_one = |tweet: TweetId, hour: i64, slot: usize, count: u64| {
-            let entry = found.entry((tweet, hour)).or_insert((0, [0; SLOTS]));
-            entry.0 |= 1 << slot;
-            entry.1[slot] = count;
-        };
-        // Settled hours: one read per (Tweet, day); unsettled ones: one per (Tweet, hour).
-        let mut days: Vec<(TweetId, i64)> = Vec::new();
-        let mut fresh: Vec<(TweetId, i64)> = Vec::new();
-        for (&tweet, hours) in wanted {
-            let mut d: Vec<i64> =
-                hours.iter().filter(|h| **h < unsettled_from).map(|h| h.div_euclid(24)).collect();
-            d.sort_unstable();
-            d.dedup();
-            days.extend(d.into_iter().map(|d| (tweet, d)));
-            fresh.extend(hours.iter().filter(|h| **h >= unsettled_from).map(|h| (tweet, *h)));
-        }
-        if !days.is_empty() {
-            let reads = days.iter().map(|(tweet, day)| {
-                let mut read = redis::cmd("HGETALL");
-                read.arg(self.day_key(handle, *tweet, *day));
-                read
-            });
-            let rows: Vec<HashMap<String, String>> = self.read_chunked(reads.collect()).await?;
-            let mut bad = 0;
-            for ((tweet, day), fields) in days.into_iter().zip(rows) {
-                for (field, count) in fields {
-                    let read = field.split_once(':').and_then(|(s, h)| {
-                        Some((s.parse::<usize>().ok().filter(|s| *s < SLOTS)?, h.parse::<i64>().ok()?))
-                    });
-                    match (read, count.parse::<u64>()) {
-                        (Some((s, h)), Ok(count)) if (0..24).contains(&h) => {
-                            found_one(tweet, day * 24 + h, s, count)
-                        }
-                        _ => bad += 1,
-                    }
-                }
-            }
-            self.bad_values("facts", bad);
-        }
-        if !fresh.is_empty() {
-            let reads = fresh.iter().map(|(tweet, hour)| {
-                let mut read = redis::cmd("MGET");
-                read.arg(
-                    slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect::<Vec<_>>(),
-                );
-                read
-            });
-            let counts: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
-            let mut bad = 0;
-            for ((tweet, hour), counts) in fresh.into_iter().zip(counts) {
-                for (s, count) in slots_in(slots).zip(counts) {
-                    match count.map(|c| c.parse::<u64>()) {
-                        Some(Ok(count)) => found_one(tweet, hour, s, count),
-                        Some(Err(_)) => bad += 1,
-                        None => {}
-                    }
-                }
-            }
-            self.bad_values("fresh", bad);
-        }
+        let asked = Asked::new(wanted, slots, unsettled_from);
+        let mut found = Found::default();
+        self.read_settled(handle, &asked, &mut found).await?;
+        self.read_fresh(handle, slots, &asked, &mut found).await?;
         let mut out = TweetHours::new();
-        for ((tweet, hour), (present, counts)) in found {
-            if present & slots == slots && wanted[&tweet].contains(&hour) {
+        for ((tweet, hour), (present, counts)) in found.0 {
+            if present & slots == slots && asked.wants(&tweet, hour) {
                 out.entry(tweet).or_default().push((hour, counts));
             }
         }
         Ok(out)
+    }
+
+    /// Reads the settled hours `asked` into `found`: one read per (Tweet, type, block), of
+    /// the cells from the first hour wanted to the last.
+    async fn read_settled(&self, handle: &str, asked: &Asked, found: &mut Found) -> Result<(), Unreachable> {
+        if asked.ranges.is_empty() {
+            return Ok(());
+        }
+        let reads = asked.ranges.iter().map(|&(tweet, slot, block, first, last)| {
+            let start = (first - block * BLOCK_HOURS) as usize * CELL;
+            let end = (last - block * BLOCK_HOURS) as usize * CELL + CELL - 1;
+            let mut read = redis::cmd("GETRANGE");
+            read.arg(self.block_key(handle, tweet, slot, block)).arg(start).arg(end);
+            read
+        });
+        let cells: Vec<redis::RedisResult<Vec<u8>>> = self.read_chunked(reads.collect()).await?;
+        let mut bad = 0;
+        for (&(tweet, slot, _, first, last), cells) in asked.ranges.iter().zip(cells) {
+            // Another kind of value at a block's key (another writer's) holds nothing.
+            let Ok(cells) = cells else {
+                bad += 1;
+                continue;
+            };
+            for (i, cell) in cells.chunks_exact(CELL).enumerate() {
+                let hour = first + i as i64;
+                if let Some(count) = cell.try_into().ok().and_then(count_in)
+                    && hour <= last
+                    && asked.wants(&tweet, hour)
+                {
+                    found.one(tweet, hour, slot, count);
+                }
+            }
+        }
+        self.bad_values("facts", bad);
+        Ok(())
+    }
+
+    /// Reads the unsettled hours `asked` into `found`: one read per (Tweet, hour).
+    async fn read_fresh(
+        &self,
+        handle: &str,
+        slots: u32,
+        asked: &Asked,
+        found: &mut Found,
+    ) -> Result<(), Unreachable> {
+        if asked.fresh.is_empty() {
+            return Ok(());
+        }
+        let reads = asked.fresh.iter().map(|(tweet, hour)| {
+            let mut read = redis::cmd("MGET");
+            read.arg(slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect::<Vec<_>>());
+            read
+        });
+        let counts: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
+        let mut bad = 0;
+        for (&(tweet, hour), counts) in asked.fresh.iter().zip(counts) {
+            for (s, count) in slots_in(slots).zip(counts) {
+                match count.map(|c| c.parse::<u64>()) {
+                    Some(Ok(count)) => found.one(tweet, hour, s, count),
+                    Some(Err(_)) => bad += 1,
+                    None => {}
+                }
+            }
+        }
+        self.bad_values("fresh", bad);
+        Ok(())
     }
 
     /// Keeps whether each of `statuses`' Tweets is deleted, as learned at `learned_at`, for
@@ -197,6 +230,72 @@ impl Redis {
         })
         .await
     }
+}
+
+/// What a read of facts asks: per Tweet its hours wanted (ascending), the settled cells to
+/// read as (Tweet, slot, block, first hour, last hour), and the unsettled (Tweet, hour)s.
+struct Asked {
+    sorted: HashMap<TweetId, Vec<i64>>,
+    ranges: Vec<(TweetId, usize, i64, i64, i64)>,
+    fresh: Vec<(TweetId, i64)>,
+}
+
+impl Asked {
+    fn new(wanted: &HashMap<TweetId, Vec<i64>>, slots: u32, unsettled_from: i64) -> Asked {
+        let mut asked =
+            Asked { sorted: HashMap::with_capacity(wanted.len()), ranges: Vec::new(), fresh: Vec::new() };
+        for (&tweet, hours) in wanted {
+            let mut hours = hours.clone();
+            hours.sort_unstable();
+            hours.dedup();
+            let settled = &hours[..hours.partition_point(|h| *h < unsettled_from)];
+            for in_block in settled.chunk_by(|a, b| a.div_euclid(BLOCK_HOURS) == b.div_euclid(BLOCK_HOURS)) {
+                let (first, last) = (in_block[0], in_block[in_block.len() - 1]);
+                let block = first.div_euclid(BLOCK_HOURS);
+                asked.ranges.extend(slots_in(slots).map(|slot| (tweet, slot, block, first, last)));
+            }
+            asked.fresh.extend(hours[settled.len()..].iter().map(|h| (tweet, *h)));
+            asked.sorted.insert(tweet, hours);
+        }
+        asked
+    }
+
+    fn wants(&self, tweet: &TweetId, hour: i64) -> bool {
+        self.sorted.get(tweet).is_some_and(|h| h.binary_search(&hour).is_ok())
+    }
+}
+
+/// What a read found: per (Tweet, hour), the slots held and their counts.
+#[derive(Default)]
+struct Found(HashMap<(TweetId, i64), (u32, Hour)>);
+
+impl Found {
+    fn one(&mut self, tweet: TweetId, hour: i64, slot: usize, count: u64) {
+        let entry = self.0.entry((tweet, hour)).or_insert((0, [0; SLOTS]));
+        entry.0 |= 1 << slot;
+        entry.1[slot] = count;
+    }
+}
+
+/// The runs of consecutive `settled` hours (ascending) within one block whose counts of
+/// `slot` fit a cell: (block, the first hour's place in it, the run's cells).
+fn runs(settled: &[&(i64, Hour)], slot: usize) -> Vec<(i64, usize, Vec<u8>)> {
+    let mut out: Vec<(i64, usize, Vec<u8>)> = Vec::new();
+    let mut last: Option<i64> = None;
+    for (hour, counts) in settled {
+        let Some(cell) = cell(counts[slot]) else {
+            last = None;
+            continue;
+        };
+        let block = hour.div_euclid(BLOCK_HOURS);
+        let follows = last.is_some_and(|l| l + 1 == *hour && l.div_euclid(BLOCK_HOURS) == block);
+        match out.last_mut() {
+            Some((_, _, cells)) if follows => cells.extend_from_slice(&cell),
+            _ => out.push((block, (hour - block * BLOCK_HOURS) as usize, cell.to_vec())),
+        }
+        last = Some(*hour);
+    }
+    out
 }
 
 impl Redis {

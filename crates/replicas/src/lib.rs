@@ -234,6 +234,11 @@ impl Redis {
             .chunks(CHUNK)
             .map(|chunk| {
                 let mut pipe = redis::pipe();
+                if !ignored {
+                    // A command Redis refuses (a key of another type) is that answer's
+                    // error, not the round trip's: readers decide what it means.
+                    pipe.ignore_errors();
+                }
                 for cmd in chunk {
                     pipe.add_command(cmd.clone());
                     if ignored {

@@ -220,29 +220,25 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
     let shared = Redis::connect(&url, &prefix).unwrap();
     let slots = engagement::slots::types_mask(&[engagement::EngagementType::Impressions]);
     let tweet = engagement::TweetId(77);
-    let day = 20_000i64;
+    // Two days in two blocks of settled facts.
+    let block = replicas::facts::BLOCK_HOURS;
+    let (first, second) = (700 * block, 701 * block);
+    let hours_of = |from: i64| from..from + 24;
     let held: Vec<(i64, engagement::slots::Hour)> =
-        (day * 24..day * 24 + 24).map(|h| (h, [h as u64; engagement::slots::SLOTS])).collect();
+        hours_of(first).chain(hours_of(second)).map(|h| (h, [h as u64; engagement::slots::SLOTS])).collect();
     let hours: replicas::facts::TweetHours = [(tweet, held.clone())].into();
-    shared.put_facts("h", slots, &hours, day * 24 + 24, Duration::from_secs(60)).await.unwrap();
+    shared.put_facts("h", slots, &hours, second + 24, Duration::from_secs(60)).await.unwrap();
     let learned = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
     shared.put_statuses("h", &[(tweet, false)], (learned, learned), Duration::from_secs(600)).await.unwrap();
 
-    // Another writer leaves junk: a count that is not a number, a field that names no
-    // hour, a status that is not one.
+    // Another writer leaves junk: a hash where the first block's counts were, and a
+    // status that is not one.
     let slot = engagement::slots::slots_in(slots).next().unwrap();
     let mut raw =
         redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let day_key = format!("{prefix}facts:h:{tweet}:{day}");
-    let _: () = redis::cmd("HSET")
-        .arg(&day_key)
-        .arg(format!("{slot}:5"))
-        .arg("many")
-        .arg("nonsense")
-        .arg("1")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let block_key = format!("{prefix}settled:h:{tweet}:{slot}:700");
+    let _: () = redis::cmd("DEL").arg(&block_key).query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET").arg(&block_key).arg("5").arg("many").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}status:h:{tweet}"))
         .arg("perhaps")
@@ -251,15 +247,13 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
         .unwrap();
 
     let wanted: std::collections::HashMap<_, Vec<i64>> =
-        [(tweet, (day * 24..day * 24 + 24).collect())].into();
-    let mut read =
-        shared.get_facts("h", &wanted, slots, day * 24 + 24).await.unwrap().remove(&tweet).unwrap();
+        [(tweet, hours_of(first).chain(hours_of(second)).collect())].into();
+    let mut read = shared.get_facts("h", &wanted, slots, second + 24).await.unwrap().remove(&tweet).unwrap();
     read.sort_by_key(|(h, _)| *h);
-    let expected: Vec<i64> = (day * 24..day * 24 + 24).filter(|h| *h != day * 24 + 5).collect();
     assert_eq!(
         read.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
-        expected,
-        "the junk hour is missing, the rest read"
+        hours_of(second).collect::<Vec<_>>(),
+        "the junk block's hours are missing, the rest read"
     );
     assert!(read.iter().all(|(h, counts)| counts[slot] == *h as u64));
     assert!(
@@ -267,6 +261,47 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
         "a status that is not one is missing"
     );
     assert!(shared.is_up());
+}
+
+#[tokio::test]
+async fn replicas_that_fetched_different_hours_and_types_of_a_block_both_find_all_of_them() {
+    let a = redis("merge");
+    use engagement::EngagementType::{Favorites, Impressions};
+    let (impressions, favorites) =
+        (engagement::slots::types_mask(&[Impressions]), engagement::slots::types_mask(&[Favorites]));
+    let both = impressions | favorites;
+    let tweet = engagement::TweetId(5);
+    let start = 702 * replicas::facts::BLOCK_HOURS + 30;
+    let hour = |h: i64| -> (i64, engagement::slots::Hour) {
+        (h, std::array::from_fn(|s| h as u64 * 100 + s as u64))
+    };
+    let settled = start + 200;
+    // One replica fetched both types of hours 0..100; another favorites of 50..150 and
+    // impressions of 100..150, and a count too large to share.
+    let mut huge = hour(start + 120);
+    huge.1[engagement::slots::slot(Impressions).unwrap()] = u64::from(u32::MAX);
+    let early: replicas::facts::TweetHours = [(tweet, (start..start + 100).map(hour).collect())].into();
+    let late_favorites: replicas::facts::TweetHours =
+        [(tweet, (start + 50..start + 150).map(hour).collect())].into();
+    let late_impressions: replicas::facts::TweetHours = [(
+        tweet,
+        (start + 100..start + 150).map(|h| if h == start + 120 { huge } else { hour(h) }).collect(),
+    )]
+    .into();
+    a.put_facts("h", both, &early, settled, Duration::from_secs(60)).await.unwrap();
+    a.put_facts("h", favorites, &late_favorites, settled, Duration::from_secs(60)).await.unwrap();
+    a.put_facts("h", impressions, &late_impressions, settled, Duration::from_secs(60)).await.unwrap();
+
+    let wanted: std::collections::HashMap<_, Vec<i64>> = [(tweet, (start..start + 160).collect())].into();
+    let mut read = a.get_facts("h", &wanted, both, settled).await.unwrap().remove(&tweet).unwrap();
+    read.sort_by_key(|(h, _)| *h);
+    let expected: Vec<i64> = (start..start + 150).filter(|h| *h != start + 120).collect();
+    assert_eq!(read.iter().map(|(h, _)| *h).collect::<Vec<_>>(), expected);
+    for (h, counts) in &read {
+        for s in engagement::slots::slots_in(both) {
+            assert_eq!(counts[s], *h as u64 * 100 + s as u64, "hour {h}, slot {s}");
+        }
+    }
 }
 
 /// A machine's clock that is `behind` the true time.
