@@ -20,6 +20,8 @@ use crate::ports::{FactsTier, Fetched, Held, Refusals, Wanted};
 
 /// Takes from the facts tier the hours of `plan`'s Tweets that `known` lacks, and what is
 /// known of the Tweets whose status is not: keeps them in `store` and adds them to `known`.
+/// A batch at a time, so at most one batch's hours are read into memory at once; a read
+/// that fails leaves the rest to calls.
 pub(super) async fn take(
     tier: &dyn FactsTier,
     store: &Arc<Store>,
@@ -29,9 +31,30 @@ pub(super) async fn take(
     types: &[EngagementType],
     now: DateTime<Utc>,
 ) {
-    let first = hour_of(plan.range.start);
+    let taking = Taking {
+        store,
+        handle,
+        first: hour_of(plan.range.start),
+        slots: types_mask(types),
+        unsettled_from: store.unsettled_from(now),
+        now,
+    };
+    for batch in &plan.batches {
+        let (wanted, unknown) = lacked(batch, taking.first, known);
+        if wanted.is_empty() && unknown.is_empty() {
+            continue;
+        }
+        let asked = Wanted { hours: &wanted, slots: taking.slots, unsettled_from: taking.unsettled_from };
+        let Some(held) = tier.read(handle, asked, &unknown).await else { return };
+        taking.learn(held, known).await;
+    }
+}
+
+/// Of `batch`, the hours (from hour `first` on) that `known` lacks per Tweet, and the Tweets
+/// whose status it does not know.
+fn lacked(batch: &[TweetId], first: i64, known: &Known) -> (HashMap<TweetId, Vec<i64>>, Vec<TweetId>) {
     let mut wanted: HashMap<TweetId, Vec<i64>> = HashMap::new();
-    for t in plan.batches.iter().flatten() {
+    for t in batch {
         if known.shows_nothing_of(t) {
             continue;
         }
@@ -48,48 +71,55 @@ pub(super) async fn take(
             wanted.insert(*t, missing);
         }
     }
-    let unknown: Vec<TweetId> = plan
-        .batches
+    let unknown = batch
         .iter()
-        .flatten()
         .copied()
         .filter(|t| !known.status.contains_key(t) && !known.refused.contains_key(t))
         .collect();
-    if wanted.is_empty() && unknown.is_empty() {
-        return;
-    }
-    let slots = types_mask(types);
-    let unsettled_from = store.unsettled_from(now);
-    let Some(Held { hours: found, statuses, refused }) =
-        tier.read(handle, Wanted { hours: &wanted, slots, unsettled_from }, &unknown).await
-    else {
-        return;
-    };
-    let hours: u64 = found.values().map(|h| h.len() as u64).sum();
-    metrics::shared_hits(hours);
-    let counts = CallFacts { slots, hours: found, ..CallFacts::default() };
-    for (tweet, hours) in &counts.hours {
-        if let Some(held) = known.held.get_mut(tweet) {
-            for (hour, _) in hours {
-                if let Some(h) = held.get_mut((hour - first) as usize) {
-                    *h = true;
+    (wanted, unknown)
+}
+
+/// One question taking from the facts tier: where it keeps what it takes, and when.
+struct Taking<'a> {
+    store: &'a Arc<Store>,
+    handle: &'a str,
+    /// The question's first hour.
+    first: i64,
+    slots: u32,
+    unsettled_from: i64,
+    now: DateTime<Utc>,
+}
+
+impl Taking<'_> {
+    /// Adds what the tier `held` to `known`, and keeps it in this replica's store.
+    async fn learn(&self, held: Held, known: &mut Known) {
+        let Held { hours: found, statuses, refused } = held;
+        let hours: u64 = found.values().map(|h| h.len() as u64).sum();
+        metrics::shared_hits(hours);
+        let counts = CallFacts { slots: self.slots, hours: found, ..CallFacts::default() };
+        for (tweet, hours) in &counts.hours {
+            if let Some(held) = known.held.get_mut(tweet) {
+                for (hour, _) in hours {
+                    if let Some(h) = held.get_mut((hour - self.first) as usize) {
+                        *h = true;
+                    }
                 }
             }
         }
+        known.learn(&counts, self.unsettled_from, self.now);
+        for (tweet, (deleted, learned)) in &statuses {
+            known.status.insert(*tweet, store::TweetStatus::of(*deleted));
+            known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
+        }
+        // A refusal another replica was told holds here too, unless a status says otherwise.
+        let refused: Refusals = refused.into_iter().filter(|(t, _)| !statuses.contains_key(t)).collect();
+        for (tweet, (refusal, learned)) in &refused {
+            known.refused.insert(*tweet, refusal.clone());
+            known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
+        }
+        keep_here(self.store, self.handle, counts, &statuses, self.now).await;
+        keep_refusals_here(self.store, self.handle, refused).await;
     }
-    known.learn(&counts, unsettled_from, now);
-    for (tweet, (deleted, learned)) in &statuses {
-        known.status.insert(*tweet, store::TweetStatus::of(*deleted));
-        known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
-    }
-    // A refusal another replica was told holds here too, unless a status says otherwise.
-    let refused: Refusals = refused.into_iter().filter(|(t, _)| !statuses.contains_key(t)).collect();
-    for (tweet, (refusal, learned)) in &refused {
-        known.refused.insert(*tweet, refusal.clone());
-        known.oldest_status = Some(known.oldest_status.map_or(*learned, |o| o.min(*learned)));
-    }
-    keep_here(store, handle, counts, &statuses, now).await;
-    keep_refusals_here(store, handle, refused).await;
 }
 
 /// Keeps in this replica's store the refusals another replica was told, each with the

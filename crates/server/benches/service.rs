@@ -287,23 +287,26 @@ async fn memory_table() {
     }
 }
 
-/// One `stitcher` process, with the store or without, asked the two largest questions.
-async fn memory_rows(store_on: bool) {
-    let (sim_url, _sim) = start_simulator(Config::default());
+/// A `stitcher` process on `sim_url` with 32 calls in flight, a store of its own in `store`,
+/// and the settings `extra`, ready to answer; its address.
+async fn start_stitcher(
+    sim_url: &str,
+    store: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let store = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stitcher"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stitcher"))
         .env("STITCHER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("STITCHER__STORE__PATH", store.path())
-        .env("STITCHER__STORE__ENABLED", if store_on { "true" } else { "false" })
-        .env("STITCHER__UPSTREAM__BASE_URL", &sim_url)
+        .env("STITCHER__STORE__PATH", store)
+        .env("STITCHER__UPSTREAM__BASE_URL", sim_url)
         .env("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "32")
         .env("RUST_LOG", "warn")
         // As the Docker image runs it (README, "Overload, memory and shutdown").
         .env("MALLOC_ARENA_MAX", "2")
+        .envs(extra.iter().copied())
         .spawn()
         .expect("the stitcher binary starts");
     let url = format!("http://127.0.0.1:{port}");
@@ -313,25 +316,40 @@ async fn memory_rows(store_on: bool) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (child, url)
+}
+
+/// The largest question the tables ask: 1,000 Tweets, 4 years, 3 types, daily.
+fn biggest_question() -> Value {
+    let end = now() - chrono::Duration::days(1);
+    let days = 4 * 365;
+    let ids = tweets(1000, days as f64 + 10.0, 0);
+    let range = TimeRange::covering(end - chrono::Duration::days(days), end);
+    let groupings = json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}});
+    question(&ids, range, groupings, &["impressions", "engagements", "favorites"])
+}
+
+/// One `stitcher` process, with the store or without, asked the two largest questions.
+async fn memory_rows(store_on: bool) {
+    let (sim_url, _sim) = start_simulator(Config::default());
+    let store = tempfile::tempdir().unwrap();
+    let enabled = if store_on { "true" } else { "false" };
+    let (mut child, url) =
+        start_stitcher(&sim_url, store.path(), &[("STITCHER__STORE__ENABLED", enabled)]).await;
     let idle = peak_rss(child.id()).unwrap_or(0);
     let end = now() - chrono::Duration::days(1);
-    for (label, n, days, groupings) in [
-        (
-            "1 year, 300 Tweets, 3 types, daily",
-            300u64,
-            365i64,
-            json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
-        ),
-        (
-            "4 years, 1000 Tweets, 3 types, daily",
-            1000,
-            4 * 365,
-            json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
-        ),
+    let year = json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}});
+    let year_ids = tweets(300, 375.0, 0);
+    let year = question(
+        &year_ids,
+        TimeRange::covering(end - chrono::Duration::days(365), end),
+        year,
+        &["impressions", "engagements", "favorites"],
+    );
+    for (label, body) in [
+        ("1 year, 300 Tweets, 3 types, daily", year),
+        ("4 years, 1000 Tweets, 3 types, daily", biggest_question()),
     ] {
-        let ids = tweets(n, days as f64 + 10.0, 0);
-        let range = TimeRange::covering(end - chrono::Duration::days(days), end);
-        let body = question(&ids, range, groupings, &["impressions", "engagements", "favorites"]);
         let resp = reqwest::Client::new()
             .post(format!("{url}/insights/engagement/historical"))
             .bearer_auth("demo-key")
@@ -710,6 +728,95 @@ async fn replicas_table() {
     }
 }
 
+/// The sum of the samples of metric `name` (every label) in a `/metrics` text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The largest question asked at one replica, then at another on the same Redis: the
+/// calls each made, and whether Redis stayed up at both.
+async fn biggest_shared_table() {
+    println!(
+        "\n## The largest question at two replicas on one Redis (1,000 Tweets, 4 years, 3 types, daily)\n"
+    );
+    println!("| replica | asked | upstream calls | wall | Redis up throughout | Redis fallbacks | answer |");
+    println!("|---|---|---|---|---|---|---|");
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("stitcher-bench:{}:biggest:", std::process::id());
+    let (sim_url, sim) = start_simulator(Config::default());
+    let extra =
+        [("STITCHER__REDIS__URL", redis_url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let stores = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut replicas = Vec::new();
+    for store in &stores {
+        replicas.push(start_stitcher(&sim_url, store.path(), &extra).await);
+    }
+    let body = biggest_question();
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for (i, (_, url)) in replicas.iter().enumerate() {
+        // Redis's state at this replica, sampled while it answers: how often it was down.
+        let down = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let watching = {
+            let (url, down) = (url.clone(), Arc::clone(&down));
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(r) = reqwest::get(format!("{url}/metrics")).await
+                        && metric_sum(&r.text().await.unwrap_or_default(), "stitcher_redis_up") < 1.0
+                    {
+                        down.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let before = sim.stats().requests_total;
+        let started = Instant::now();
+        let resp = client
+            .post(format!("{url}/insights/engagement/historical"))
+            .bearer_auth("demo-key")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let answer = resp.bytes().await.unwrap();
+        let took = started.elapsed();
+        let calls = sim.stats().requests_total - before;
+        let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        let up_now = metric_sum(&text, "stitcher_redis_up") >= 1.0;
+        watching.abort();
+        let down = down.load(std::sync::atomic::Ordering::Relaxed);
+        answers.push(answer.clone());
+        println!(
+            "| {} | {} | {calls} | {:.1} s | {} | {} | {} |",
+            ["A", "B"][i],
+            ["first (cold)", "next"][i],
+            took.as_secs_f64(),
+            if up_now && down == 0 { "yes" } else { "no" },
+            metric_sum(&text, "stitcher_redis_fallbacks_total"),
+            if i == 0 {
+                format!("{:.1} MB", answer.len() as f64 / 1e6)
+            } else if answers[0] == answer {
+                "the same bytes as A's".into()
+            } else {
+                "DIFFERS from A's".into()
+            }
+        );
+    }
+    let redis = replicas::Redis::connect(&redis_url, &prefix).unwrap();
+    let held = redis.memory_under_prefix().await.unwrap();
+    println!("\nRedis holds {:.0} MB under the run's prefix.", held as f64 / 1e6);
+    redis.forget_prefix().await.unwrap();
+    for (mut child, _) in replicas {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -752,5 +859,8 @@ async fn main() {
     }
     if wanted("replicas") {
         replicas_table().await;
+    }
+    if wanted("biggest-shared") {
+        biggest_shared_table().await;
     }
 }
