@@ -1,7 +1,8 @@
-//! Redis memory per settled Tweet-day of the shared tier: 100 Tweets × 56 days of three
-//! types written as one replica writes a call's facts, then every key under the run's
-//! prefix weighed with `MEMORY USAGE` (needs the Redis at `REDIS_URL`, default the local
-//! one; `scripts/redis` starts one).
+//! Redis memory per settled Tweet-day of the shared tier: 100 Tweets × 112 days of three
+//! types written as a replica writes a question's calls (four 28-day windows, which need
+//! not start where Redis's blocks do), then every key under the run's prefix weighed with
+//! `MEMORY USAGE` (needs the Redis at `REDIS_URL`, default the local one; `scripts/redis`
+//! starts one).
 //!
 //!     cargo bench -p replicas --bench redis_memory
 
@@ -25,23 +26,23 @@ async fn main() {
         engagement::EngagementType::Favorites,
     ];
     let slots = types_mask(&types);
-    let (tweets, days, first) = (100u64, 56i64, 480_000i64);
+    let (tweets, days, first) = (100u64, 112i64, 480_013i64);
     // Counts like a live Tweet's: mostly small, some in the thousands.
-    let mut hours = replicas::facts::TweetHours::new();
-    for t in 0..tweets {
-        let held = (first..first + days * 24)
-            .map(|h| {
-                let mut counts = [0u64; SLOTS];
-                for s in slots_in(slots) {
-                    counts[s] = (t * 7919 + h as u64 * 104_729 + s as u64 * 31) % [9, 120, 4000][s % 3];
-                }
-                (h, counts)
-            })
-            .collect();
-        hours.insert(TweetId(1_000 + t), held);
-    }
+    let counts = |t: u64, h: i64| {
+        let mut counts = [0u64; SLOTS];
+        for s in slots_in(slots) {
+            counts[s] = (t * 7919 + h as u64 * 104_729 + s as u64 * 31) % [9, 120, 4000][s % 3];
+        }
+        counts
+    };
     let settled_from = first + days * 24;
-    shared.put_facts("bench", slots, &hours, settled_from, Duration::from_secs(60)).await.expect("Redis");
+    for window in 0..days / 28 {
+        let from = first + window * 28 * 24;
+        let hours: replicas::facts::TweetHours = (0..tweets)
+            .map(|t| (TweetId(1_000 + t), (from..from + 28 * 24).map(|h| (h, counts(t, h))).collect()))
+            .collect();
+        shared.put_facts("bench", slots, &hours, settled_from, Duration::from_secs(60)).await.expect("Redis");
+    }
     let bytes = shared.memory_under_prefix().await.expect("Redis");
     let tweet_days = tweets * days as u64;
     let counts = tweet_days * 24 * types.len() as u64;

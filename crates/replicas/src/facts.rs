@@ -34,6 +34,9 @@ pub const BLOCK_HOURS: i64 = 28 * 24;
 /// Bytes of one hour's cell in a block.
 pub const CELL: usize = 4;
 
+/// A block with no hour held.
+static EMPTY_BLOCK: [u8; BLOCK_HOURS as usize * CELL] = [0; BLOCK_HOURS as usize * CELL];
+
 /// An hour's cell: its count plus one (zero is an hour not held), if it fits.
 fn cell(count: u64) -> Option<[u8; CELL]> {
     u32::try_from(count.checked_add(1)?).ok().map(u32::to_le_bytes)
@@ -72,8 +75,9 @@ impl Redis {
         unsettled_from: i64,
         fresh_ttl: Duration,
     ) -> Result<(), Unreachable> {
-        // Each run's write and its block's expiry side by side, first, so no round trip
-        // parts them (round trips run at once, and an expiry before its write would be lost).
+        // A block is made with its expiry, and each run's write is followed by its block's,
+        // so however round trips part them and whichever runs first (they run at once),
+        // every block has one.
         let mut commands: Vec<redis::Cmd> = Vec::new();
         let mut fresh: Vec<redis::Cmd> = Vec::new();
         for (&tweet, hours) in hours {
@@ -81,8 +85,21 @@ impl Redis {
                 hours.iter().filter(|(hour, _)| *hour < unsettled_from).collect();
             settled.sort_unstable_by_key(|(hour, _)| *hour);
             for slot in slots_in(slots) {
+                let mut last_block = None;
                 for (block, from, cells) in runs(&settled, slot) {
                     let key = self.block_key(handle, tweet, slot, block);
+                    if last_block != Some(block) {
+                        // A block is made whole at once, empty: one that grew run by run
+                        // would hold twice its size (Redis grows a string greedily).
+                        let mut make = redis::cmd("SET");
+                        make.arg(&key)
+                            .arg(EMPTY_BLOCK.as_slice())
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(SETTLED_TTL.as_secs());
+                        commands.push(make);
+                        last_block = Some(block);
+                    }
                     let mut write = redis::cmd("SETRANGE");
                     write.arg(&key).arg(from * CELL).arg(cells);
                     let mut expire = redis::cmd("EXPIRE");
@@ -118,47 +135,44 @@ impl Redis {
         slots: u32,
         unsettled_from: i64,
     ) -> Result<TweetHours, Unreachable> {
-        let asked = Asked::new(wanted, slots, unsettled_from);
-        let mut found = Found::default();
-        self.read_settled(handle, &asked, &mut found).await?;
-        self.read_fresh(handle, slots, &asked, &mut found).await?;
-        let mut out = TweetHours::new();
-        for ((tweet, hour), (present, counts)) in found.0 {
-            if present & slots == slots && asked.wants(&tweet, hour) {
-                out.entry(tweet).or_default().push((hour, counts));
-            }
-        }
-        Ok(out)
+        let mut asked = Asked::new(wanted, slots, unsettled_from);
+        self.read_settled(handle, &mut asked).await?;
+        self.read_fresh(handle, &mut asked).await?;
+        Ok(asked.complete())
     }
 
-    /// Reads the settled hours `asked` into `found`: one read per (Tweet, type, block), of
-    /// the cells from the first hour wanted to the last.
-    async fn read_settled(&self, handle: &str, asked: &Asked, found: &mut Found) -> Result<(), Unreachable> {
+    /// Reads the settled hours `asked` wants: one read per (Tweet, type, block), of the cells
+    /// from the first hour wanted to the last.
+    async fn read_settled(&self, handle: &str, asked: &mut Asked) -> Result<(), Unreachable> {
         if asked.ranges.is_empty() {
             return Ok(());
         }
-        let reads = asked.ranges.iter().map(|&(tweet, slot, block, first, last)| {
-            let start = (first - block * BLOCK_HOURS) as usize * CELL;
-            let end = (last - block * BLOCK_HOURS) as usize * CELL + CELL - 1;
+        let reads = asked.ranges.iter().map(|r| {
+            let (first, last) = (asked.tweets[r.tweet].1[r.from], asked.tweets[r.tweet].1[r.to - 1]);
             let mut read = redis::cmd("GETRANGE");
-            read.arg(self.block_key(handle, tweet, slot, block)).arg(start).arg(end);
+            read.arg(self.block_key(handle, asked.tweets[r.tweet].0, r.slot, r.block))
+                .arg(cell_at(first) * CELL)
+                .arg(cell_at(last) * CELL + CELL - 1);
             read
         });
         let cells: Vec<redis::RedisResult<Vec<u8>>> = self.read_chunked(reads.collect()).await?;
         let mut bad = 0;
-        for (&(tweet, slot, _, first, last), cells) in asked.ranges.iter().zip(cells) {
+        for (i, cells) in cells.into_iter().enumerate() {
+            let Range { tweet, slot, from, to, .. } = asked.ranges[i];
             // Another kind of value at a block's key (another writer's) holds nothing.
             let Ok(cells) = cells else {
                 bad += 1;
                 continue;
             };
-            for (i, cell) in cells.chunks_exact(CELL).enumerate() {
-                let hour = first + i as i64;
-                if let Some(count) = cell.try_into().ok().and_then(count_in)
-                    && hour <= last
-                    && asked.wants(&tweet, hour)
-                {
-                    found.one(tweet, hour, slot, count);
+            let (hours, seen, counts) =
+                (&asked.tweets[tweet].1, &mut asked.seen[tweet], &mut asked.counts[tweet]);
+            let start = cell_at(hours[from]);
+            for j in from..to {
+                let at = (cell_at(hours[j]) - start) * CELL;
+                let cell = cells.get(at..at + CELL).and_then(|c| c.try_into().ok());
+                if let Some(count) = cell.and_then(count_in) {
+                    seen[j] |= 1 << slot;
+                    counts[j][slot] = count;
                 }
             }
         }
@@ -166,28 +180,25 @@ impl Redis {
         Ok(())
     }
 
-    /// Reads the unsettled hours `asked` into `found`: one read per (Tweet, hour).
-    async fn read_fresh(
-        &self,
-        handle: &str,
-        slots: u32,
-        asked: &Asked,
-        found: &mut Found,
-    ) -> Result<(), Unreachable> {
+    /// Reads the unsettled hours `asked` wants: one read per (Tweet, hour).
+    async fn read_fresh(&self, handle: &str, asked: &mut Asked) -> Result<(), Unreachable> {
         if asked.fresh.is_empty() {
             return Ok(());
         }
-        let reads = asked.fresh.iter().map(|(tweet, hour)| {
+        let slots = asked.slots;
+        let reads = asked.fresh.iter().map(|&(tweet, j)| {
+            let (id, hour) = (asked.tweets[tweet].0, asked.tweets[tweet].1[j]);
             let mut read = redis::cmd("MGET");
-            read.arg(slots_in(slots).map(|s| self.fresh_key(handle, *tweet, *hour, s)).collect::<Vec<_>>());
+            read.arg(slots_in(slots).map(|s| self.fresh_key(handle, id, hour, s)).collect::<Vec<_>>());
             read
         });
         let counts: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
         let mut bad = 0;
-        for (&(tweet, hour), counts) in asked.fresh.iter().zip(counts) {
+        for (i, counts) in counts.into_iter().enumerate() {
+            let (tweet, j) = asked.fresh[i];
             for (s, count) in slots_in(slots).zip(counts) {
                 match count.map(|c| c.parse::<u64>()) {
-                    Some(Ok(count)) => found.one(tweet, hour, s, count),
+                    Some(Ok(count)) => asked.found(tweet, j, s, count),
                     Some(Err(_)) => bad += 1,
                     None => {}
                 }
@@ -232,48 +243,86 @@ impl Redis {
     }
 }
 
-/// What a read of facts asks: per Tweet its hours wanted (ascending), the settled cells to
-/// read as (Tweet, slot, block, first hour, last hour), and the unsettled (Tweet, hour)s.
+/// An hour's place among the cells of its block.
+fn cell_at(hour: i64) -> usize {
+    hour.rem_euclid(BLOCK_HOURS) as usize
+}
+
+/// The settled cells of one read: the `tweet`-th Tweet's wanted hours `from..to` (all in
+/// `block`), of `slot`.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    tweet: usize,
+    slot: usize,
+    block: i64,
+    from: usize,
+    to: usize,
+}
+
+/// A read of facts: per Tweet its hours wanted (ascending) and, beside each, the slots found
+/// and their counts; the settled cells to read, and the unsettled (Tweet, hour)s.
 struct Asked {
-    sorted: HashMap<TweetId, Vec<i64>>,
-    ranges: Vec<(TweetId, usize, i64, i64, i64)>,
-    fresh: Vec<(TweetId, i64)>,
+    slots: u32,
+    tweets: Vec<(TweetId, Vec<i64>)>,
+    seen: Vec<Vec<u32>>,
+    counts: Vec<Vec<Hour>>,
+    ranges: Vec<Range>,
+    fresh: Vec<(usize, usize)>,
 }
 
 impl Asked {
     fn new(wanted: &HashMap<TweetId, Vec<i64>>, slots: u32, unsettled_from: i64) -> Asked {
-        let mut asked =
-            Asked { sorted: HashMap::with_capacity(wanted.len()), ranges: Vec::new(), fresh: Vec::new() };
-        for (&tweet, hours) in wanted {
+        let mut asked = Asked {
+            slots,
+            tweets: Vec::with_capacity(wanted.len()),
+            seen: Vec::with_capacity(wanted.len()),
+            counts: Vec::with_capacity(wanted.len()),
+            ranges: Vec::new(),
+            fresh: Vec::new(),
+        };
+        for (tweet, (&id, hours)) in wanted.iter().enumerate() {
             let mut hours = hours.clone();
             hours.sort_unstable();
             hours.dedup();
-            let settled = &hours[..hours.partition_point(|h| *h < unsettled_from)];
-            for in_block in settled.chunk_by(|a, b| a.div_euclid(BLOCK_HOURS) == b.div_euclid(BLOCK_HOURS)) {
-                let (first, last) = (in_block[0], in_block[in_block.len() - 1]);
-                let block = first.div_euclid(BLOCK_HOURS);
-                asked.ranges.extend(slots_in(slots).map(|slot| (tweet, slot, block, first, last)));
+            let settled = hours.partition_point(|h| *h < unsettled_from);
+            let mut from = 0;
+            for in_block in
+                hours[..settled].chunk_by(|a, b| a.div_euclid(BLOCK_HOURS) == b.div_euclid(BLOCK_HOURS))
+            {
+                let (block, to) = (in_block[0].div_euclid(BLOCK_HOURS), from + in_block.len());
+                asked.ranges.extend(slots_in(slots).map(|slot| Range { tweet, slot, block, from, to }));
+                from = to;
             }
-            asked.fresh.extend(hours[settled.len()..].iter().map(|h| (tweet, *h)));
-            asked.sorted.insert(tweet, hours);
+            asked.fresh.extend((settled..hours.len()).map(|j| (tweet, j)));
+            asked.seen.push(vec![0; hours.len()]);
+            asked.counts.push(vec![[0; SLOTS]; hours.len()]);
+            asked.tweets.push((id, hours));
         }
         asked
     }
 
-    fn wants(&self, tweet: &TweetId, hour: i64) -> bool {
-        self.sorted.get(tweet).is_some_and(|h| h.binary_search(&hour).is_ok())
+    /// The `j`-th wanted hour of the `tweet`-th Tweet holds `count` of `slot`.
+    fn found(&mut self, tweet: usize, j: usize, slot: usize, count: u64) {
+        self.seen[tweet][j] |= 1 << slot;
+        self.counts[tweet][j][slot] = count;
     }
-}
 
-/// What a read found: per (Tweet, hour), the slots held and their counts.
-#[derive(Default)]
-struct Found(HashMap<(TweetId, i64), (u32, Hour)>);
-
-impl Found {
-    fn one(&mut self, tweet: TweetId, hour: i64, slot: usize, count: u64) {
-        let entry = self.0.entry((tweet, hour)).or_insert((0, [0; SLOTS]));
-        entry.0 |= 1 << slot;
-        entry.1[slot] = count;
+    /// The hours found with every slot asked.
+    fn complete(self) -> TweetHours {
+        let mut out = TweetHours::new();
+        for (((id, hours), seen), counts) in self.tweets.into_iter().zip(self.seen).zip(self.counts) {
+            let held: Vec<(i64, Hour)> = hours
+                .into_iter()
+                .zip(seen)
+                .zip(counts)
+                .filter(|((_, seen), _)| seen & self.slots == self.slots)
+                .map(|((hour, _), counts)| (hour, counts))
+                .collect();
+            if !held.is_empty() {
+                out.insert(id, held);
+            }
+        }
+        out
     }
 }
 

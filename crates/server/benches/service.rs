@@ -797,7 +797,7 @@ async fn biggest_shared_table() {
             ["first (cold)", "next"][i],
             took.as_secs_f64(),
             if up_now && down == 0 { "yes" } else { "no" },
-            metric_sum(&text, "stitcher_redis_fallbacks_total"),
+            metric_sum(&text, "stitcher_redis_fallbacks_total") as u64,
             if i == 0 {
                 format!("{:.1} MB", answer.len() as f64 / 1e6)
             } else if answers[0] == answer {
