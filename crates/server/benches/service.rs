@@ -101,6 +101,19 @@ async fn ask(url: &str, body: &Value) -> (Duration, Value) {
     (started.elapsed(), answer)
 }
 
+/// The drop-in endpoint's answer to `body` at `url`, as sent.
+async fn ask_drop_in(url: &str, body: &Value) -> bytes::Bytes {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/insights/engagement/historical"))
+        .bearer_auth("demo-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.bytes().await.unwrap()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -350,15 +363,7 @@ async fn memory_rows(store_on: bool) {
         ("1 year, 300 Tweets, 3 types, daily", year),
         ("4 years, 1000 Tweets, 3 types, daily", biggest_question()),
     ] {
-        let resp = reqwest::Client::new()
-            .post(format!("{url}/insights/engagement/historical"))
-            .bearer_auth("demo-key")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let size = resp.bytes().await.unwrap().len() as u64;
+        let size = ask_drop_in(&url, &body).await.len() as u64;
         let peak = peak_rss(child.id()).unwrap_or(0);
         println!(
             "| {} | {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB |",
@@ -755,7 +760,6 @@ async fn biggest_shared_table() {
         replicas.push(start_stitcher(&sim_url, store.path(), &extra).await);
     }
     let body = biggest_question();
-    let client = reqwest::Client::new();
     let mut answers = Vec::new();
     for (i, (_, url)) in replicas.iter().enumerate() {
         // Redis's state at this replica, sampled while it answers: how often it was down.
@@ -775,15 +779,7 @@ async fn biggest_shared_table() {
         };
         let before = sim.stats().requests_total;
         let started = Instant::now();
-        let resp = client
-            .post(format!("{url}/insights/engagement/historical"))
-            .bearer_auth("demo-key")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let answer = resp.bytes().await.unwrap();
+        let answer = ask_drop_in(url, &body).await;
         let took = started.elapsed();
         let calls = sim.stats().requests_total - before;
         let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
