@@ -87,31 +87,28 @@ async fn start_service_with(sim_url: &str, in_flight: usize, extra: &[(&str, &st
     url
 }
 
-async fn ask(url: &str, body: &Value) -> (Duration, Value) {
-    let started = Instant::now();
+/// `body` posted to `path` at `url` as the demo client, answered `200`.
+async fn post_question(url: &str, path: &str, body: &Value) -> reqwest::Response {
     let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/historical"))
+        .post(format!("{url}{path}"))
         .bearer_auth("demo-key")
         .json(body)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let answer: Value = resp.json().await.unwrap();
+    resp
+}
+
+async fn ask(url: &str, body: &Value) -> (Duration, Value) {
+    let started = Instant::now();
+    let answer: Value = post_question(url, "/v1/historical", body).await.json().await.unwrap();
     (started.elapsed(), answer)
 }
 
 /// The drop-in endpoint's answer to `body` at `url`, as sent.
 async fn ask_drop_in(url: &str, body: &Value) -> bytes::Bytes {
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/insights/engagement/historical"))
-        .bearer_auth("demo-key")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.bytes().await.unwrap()
+    post_question(url, "/insights/engagement/historical", body).await.bytes().await.unwrap()
 }
 
 fn ms(d: Duration) -> String {
