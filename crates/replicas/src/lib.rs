@@ -34,7 +34,7 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 /// What each further command of a pipelined round trip adds to its timeout.
 const PER_COMMAND: Duration = Duration::from_millis(2);
 
-/// Commands sent in one round trip, at most (even, so pairs of commands are never parted).
+/// Commands sent in one round trip, at most.
 pub const CHUNK: usize = 256;
 
 /// How often bad values under one key prefix are logged.

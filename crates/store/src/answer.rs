@@ -23,7 +23,8 @@ impl CallFacts {
     /// The facts of an answer's `body` to a call for `tweets` over `window` asking `types`,
     /// grouped `tweet.id, engagement.type, engagement.day, engagement.hour` under
     /// `grouping`. Hours where any type is missing are left out (not held), never taken as
-    /// zeros; of a key sent twice, the later count is taken.
+    /// zeros; of an hour sent twice, the later count is taken, and of a Tweet sent twice,
+    /// the later Tweet.
     pub fn read_hourly(
         tweets: &[TweetId],
         types: &[EngagementType],
@@ -140,6 +141,8 @@ impl<'g> Reading<'g> {
         let all = self.hours.all;
         let mut complete = seen.iter().map(|s| *s == all);
         hours.retain(|_| complete.next().unwrap_or(false));
+        // Only what is held stays allocated, however many Tweets an answer names.
+        hours.shrink_to_fit();
         self.by_tweet.insert(tweet, hours);
     }
 
@@ -184,11 +187,15 @@ fn date(day: &str) -> Option<NaiveDate> {
     let digits = |r: std::ops::Range<usize>| -> Option<u32> {
         b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
     };
-    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        NaiveDate::from_ymd_opt(i32::try_from(digits(0..4)?).ok()?, digits(5..7)?, digits(8..10)?)
-    } else {
-        NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
-    }
+    let plain = || {
+        let year = i32::try_from(digits(0..4)?).ok()?;
+        NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
+    };
+    // Anything else chrono reads as such a day (padding with spaces, a signed year) is one.
+    (b.len() == 10 && b[4] == b'-' && b[7] == b'-')
+        .then(plain)
+        .flatten()
+        .or_else(|| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
 }
 
 /// The answer's text read by serde_json: any JSON, and an exact account of what is wrong.
@@ -357,6 +364,9 @@ mod scan {
         Ok(())
     }
 
+    /// How deep a skipped value may nest before the scanner leaves it to serde_json.
+    const DEEPEST: usize = 32;
+
     struct Scanner<'a> {
         b: &'a [u8],
         at: usize,
@@ -457,12 +467,17 @@ mod scan {
             }
         }
 
-        /// Any value, skipped: strings with no escape, and no numbers but whole ones.
-        fn skip(&mut self) -> Result<(), GaveUp> {
+        /// Any value, skipped: strings with no escape, and no numbers but whole ones, nested
+        /// at most [`DEEPEST`] deep below `depth` (serde_json skips deeper ones without
+        /// recursing, so a hostile answer cannot exhaust the stack).
+        fn skip(&mut self, depth: usize) -> Result<(), GaveUp> {
+            if depth > DEEPEST {
+                return Err(GaveUp);
+            }
             self.space();
             match self.b.get(self.at) {
-                Some(b'{') => self.object(|s, _| s.skip()),
-                Some(b'[') => self.array(|s| s.skip()),
+                Some(b'{') => self.object(|s, _| s.skip(depth + 1)),
+                Some(b'[') => self.array(|s| s.skip(depth + 1)),
                 Some(b'"') => self.string().map(|_| ()),
                 Some(b'0'..=b'9') => self.count().map(|_| ()),
                 _ => {
@@ -509,7 +524,7 @@ mod scan {
                     reading.found = true;
                     Ok(())
                 }
-                Member::Other => s.skip(),
+                Member::Other => s.skip(0),
             })
         }
 
@@ -564,6 +579,8 @@ mod tests {
         assert_eq!(hours[0].0, hour_of(window.start));
         assert_eq!(hours[0].1[slot(EngagementType::Favorites).unwrap()], 1);
         assert_eq!(hours[0].1[slot(EngagementType::Impressions).unwrap()], 5);
+        // Only the hours held stay allocated, however many an answer names.
+        assert_eq!(hours.capacity(), 1);
     }
 
     #[test]
@@ -588,6 +605,16 @@ mod tests {
         }
         let missing = read(&json!({"g": {}}), &types, w).unwrap_err().to_string();
         assert!(missing.contains("no grouping \"h\""), "{missing}");
+        // A member nested deeper than the scanner goes is left to serde_json, which skips
+        // it without recursing: read, where recursing this deep would overflow the stack.
+        for depth in [100, 100_000] {
+            let deep = format!(r#"{{"x": {}{}, "h": {{}}}}"#, "[".repeat(depth), "]".repeat(depth));
+            assert!(CallFacts::read_hourly(&[], &types, w, deep.as_bytes(), "h").is_ok(), "{depth} deep");
+        }
+        let unclosed = format!(r#"{{"x": {}"#, "[".repeat(100_000));
+        assert!(CallFacts::read_hourly(&[], &types, w, unclosed.as_bytes(), "h").is_err());
+        // A day chrono reads, written unusually.
+        assert!(with(json!({"12": {"impressions": {"2020- 1-01": {"00": "1"}}}})).is_ok());
         let cut = CallFacts::read_hourly(&[], &types, w, br#"{"h": {"12": {"impr"#, "h");
         assert!(cut.is_err());
         let trailing = CallFacts::read_hourly(&[], &types, w, br#"{"h": {}} x"#, "h");
