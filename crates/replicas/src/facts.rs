@@ -19,6 +19,7 @@ use engagement::TweetId;
 use engagement::slots::{Hour, SLOTS, slots_in};
 
 use crate::{CHUNK, Redis, Unreachable};
+use engine::off_the_workers;
 use engine::ports::{Refusals, Refused};
 
 /// How long settled facts are kept in Redis after they were last written (they never
@@ -135,17 +136,30 @@ impl Redis {
         slots: u32,
         unsettled_from: i64,
     ) -> Result<TweetHours, Unreachable> {
-        let mut asked = Asked::new(wanted, slots, unsettled_from);
-        self.read_settled(handle, &mut asked).await?;
-        self.read_fresh(handle, &mut asked).await?;
-        Ok(asked.complete())
+        let asked = Asked::new(wanted, slots, unsettled_from);
+        let cells = self.read_settled(handle, &asked).await?;
+        let counts = self.read_fresh(handle, &asked).await?;
+        // A batch's hours over years are millions of cells: matched off the workers.
+        let read = off_the_workers("reading the shared facts", move || {
+            let mut asked = asked;
+            let bad = (asked.settled(cells), asked.fresh(counts));
+            Ok::<_, NotRead>((asked.complete(), bad))
+        });
+        let (held, (bad_settled, bad_fresh)) = read.await.map_err(|NotRead(e)| Unreachable(e.to_string()))?;
+        self.bad_values("facts", bad_settled);
+        self.bad_values("fresh", bad_fresh);
+        Ok(held)
     }
 
-    /// Reads the settled hours `asked` wants: one read per (Tweet, type, block), of the cells
-    /// from the first hour wanted to the last.
-    async fn read_settled(&self, handle: &str, asked: &mut Asked) -> Result<(), Unreachable> {
+    /// Reads the cells of the settled hours `asked` wants: one read per (Tweet, type,
+    /// block), from the first hour wanted to the last.
+    async fn read_settled(
+        &self,
+        handle: &str,
+        asked: &Asked,
+    ) -> Result<Vec<redis::RedisResult<Vec<u8>>>, Unreachable> {
         if asked.ranges.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let reads = asked.ranges.iter().map(|r| {
             let (first, last) = (asked.tweets[r.tweet].1[r.from], asked.tweets[r.tweet].1[r.to - 1]);
@@ -155,35 +169,13 @@ impl Redis {
                 .arg(cell_at(last) * CELL + CELL - 1);
             read
         });
-        let cells: Vec<redis::RedisResult<Vec<u8>>> = self.read_chunked(reads.collect()).await?;
-        let mut bad = 0;
-        for (i, cells) in cells.into_iter().enumerate() {
-            let Range { tweet, slot, from, to, .. } = asked.ranges[i];
-            // Another kind of value at a block's key (another writer's) holds nothing.
-            let Ok(cells) = cells else {
-                bad += 1;
-                continue;
-            };
-            let (hours, seen, counts) =
-                (&asked.tweets[tweet].1, &mut asked.seen[tweet], &mut asked.counts[tweet]);
-            let start = cell_at(hours[from]);
-            for j in from..to {
-                let at = (cell_at(hours[j]) - start) * CELL;
-                let cell = cells.get(at..at + CELL).and_then(|c| c.try_into().ok());
-                if let Some(count) = cell.and_then(count_in) {
-                    seen[j] |= 1 << slot;
-                    counts[j][slot] = count;
-                }
-            }
-        }
-        self.bad_values("facts", bad);
-        Ok(())
+        self.read_chunked(reads.collect()).await
     }
 
-    /// Reads the unsettled hours `asked` wants: one read per (Tweet, hour).
-    async fn read_fresh(&self, handle: &str, asked: &mut Asked) -> Result<(), Unreachable> {
+    /// Reads the counts of the unsettled hours `asked` wants: one read per (Tweet, hour).
+    async fn read_fresh(&self, handle: &str, asked: &Asked) -> Result<Vec<Vec<Option<String>>>, Unreachable> {
         if asked.fresh.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let slots = asked.slots;
         let reads = asked.fresh.iter().map(|&(tweet, j)| {
@@ -192,20 +184,7 @@ impl Redis {
             read.arg(slots_in(slots).map(|s| self.fresh_key(handle, id, hour, s)).collect::<Vec<_>>());
             read
         });
-        let counts: Vec<Vec<Option<String>>> = self.read_chunked(reads.collect()).await?;
-        let mut bad = 0;
-        for (i, counts) in counts.into_iter().enumerate() {
-            let (tweet, j) = asked.fresh[i];
-            for (s, count) in slots_in(slots).zip(counts) {
-                match count.map(|c| c.parse::<u64>()) {
-                    Some(Ok(count)) => asked.found(tweet, j, s, count),
-                    Some(Err(_)) => bad += 1,
-                    None => {}
-                }
-            }
-        }
-        self.bad_values("fresh", bad);
-        Ok(())
+        self.read_chunked(reads.collect()).await
     }
 
     /// Keeps whether each of `statuses`' Tweets is deleted, as learned at `learned_at`, for
@@ -240,6 +219,15 @@ impl Redis {
             Some((deleted, DateTime::from_timestamp(at.parse::<i64>().ok()?, 0)?))
         })
         .await
+    }
+}
+
+/// A read whose matching failed (its task panicked).
+struct NotRead(engine::TaskFailed);
+
+impl From<engine::TaskFailed> for NotRead {
+    fn from(e: engine::TaskFailed) -> NotRead {
+        NotRead(e)
     }
 }
 
@@ -301,10 +289,50 @@ impl Asked {
         asked
     }
 
-    /// The `j`-th wanted hour of the `tweet`-th Tweet holds `count` of `slot`.
-    fn found(&mut self, tweet: usize, j: usize, slot: usize, count: u64) {
-        self.seen[tweet][j] |= 1 << slot;
-        self.counts[tweet][j][slot] = count;
+    /// Takes what the reads of [`Asked::ranges`] found, in their order; how many could not
+    /// be read.
+    fn settled(&mut self, found: Vec<redis::RedisResult<Vec<u8>>>) -> u64 {
+        let mut bad = 0;
+        for (i, cells) in found.into_iter().enumerate() {
+            let Range { tweet, slot, from, to, .. } = self.ranges[i];
+            // Another kind of value at a block's key (another writer's) holds nothing.
+            let Ok(cells) = cells else {
+                bad += 1;
+                continue;
+            };
+            let (hours, seen, counts) =
+                (&self.tweets[tweet].1, &mut self.seen[tweet], &mut self.counts[tweet]);
+            let start = cell_at(hours[from]);
+            for j in from..to {
+                let at = (cell_at(hours[j]) - start) * CELL;
+                let cell = cells.get(at..at + CELL).and_then(|c| c.try_into().ok());
+                if let Some(count) = cell.and_then(count_in) {
+                    seen[j] |= 1 << slot;
+                    counts[j][slot] = count;
+                }
+            }
+        }
+        bad
+    }
+
+    /// Takes what the reads of [`Asked::fresh`] found, in their order; how many counts
+    /// could not be read.
+    fn fresh(&mut self, found: Vec<Vec<Option<String>>>) -> u64 {
+        let mut bad = 0;
+        for (i, counts) in found.into_iter().enumerate() {
+            let (tweet, j) = self.fresh[i];
+            for (s, count) in slots_in(self.slots).zip(counts) {
+                match count.map(|c| c.parse::<u64>()) {
+                    Some(Ok(count)) => {
+                        self.seen[tweet][j] |= 1 << s;
+                        self.counts[tweet][j][s] = count;
+                    }
+                    Some(Err(_)) => bad += 1,
+                    None => {}
+                }
+            }
+        }
+        bad
     }
 
     /// The hours found with every slot asked.
