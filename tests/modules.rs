@@ -191,3 +191,24 @@ fn the_check_finds_a_circle_where_there_is_one() {
     broken.insert(vec!["c".to_string()], "fn f() { super::d::g() }".to_string());
     assert_eq!(circle(&imports(&broken)[&ModPath::new()]), None);
 }
+
+#[test]
+fn the_engine_depends_on_no_http_stack_and_no_settings_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["tree", "-p", "engine", "-e", "normal", "--prefix", "none", "--offline", "--locked"])
+        .output()
+        .unwrap();
+    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    let crates: BTreeSet<String> = String::from_utf8(tree.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(crates.contains("upstream"), "the tree was read: {crates:?}");
+    for http in ["axum", "hyper", "tower-http", "reqwest", "config"] {
+        assert!(!crates.contains(http), "the engine depends on {http}, directly or through another crate");
+    }
+}

@@ -13,8 +13,9 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 use tokio::time::Instant;
 
 use crate::budget::RateBudget;
-use crate::classify::{AttemptError, classify, retry_after};
+use crate::classify::AttemptError;
 use crate::credentials::{AppCredentials, HandleCredentials};
+use crate::http_answer::{classify, retry_after};
 use crate::{Reach, Upstream, signing};
 
 /// The HTTP client for the API's endpoints.

@@ -1,5 +1,5 @@
 //! The Engagement API as the service sees it: the [`Upstream`] trait, its HTTP client (OAuth
-//! 1.0a signing, gzip, classification of answers), and the call policy every call goes
+//! 1.0a signing, gzip, classification of answers; the `http` feature), and the call policy every call goes
 //! through: fair turns between questions, calls in flight, the per-minute budget, retries
 //! with backoff, deadlines.
 
@@ -8,10 +8,14 @@ pub mod budget;
 pub mod classify;
 pub mod coalesce;
 pub mod credentials;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod http_answer;
 pub mod policy;
 pub mod retry;
 pub mod scheduler;
+#[cfg(feature = "http")]
 pub mod signing;
 
 use async_trait::async_trait;
@@ -23,6 +27,7 @@ pub use budget::{RateBudget, SharedRate};
 pub use classify::{AttemptError, read_answer, unreadable};
 pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
+#[cfg(feature = "http")]
 pub use http::HttpUpstream;
 pub use policy::{BudgetRefusal, CallPolicy, Calling};
 pub use retry::{Retried, RetryPolicy};
