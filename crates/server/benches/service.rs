@@ -663,12 +663,8 @@ async fn replicas_table() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     // The services share the bench process's metrics: each row reads what it added.
-    let counter = |name: &str| -> f64 {
-        let text = server::metrics::handle().map(|h| h.render()).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
-    };
+    let counter =
+        |name: &str| metric_sum(&server::metrics::handle().map(|h| h.render()).unwrap_or_default(), name);
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("stitcher-bench:{}:", std::process::id());
     let campaigns: Vec<Vec<TweetId>> = (0..8).map(|c| tweets(50, 300.0, 1000 + c)).collect();
