@@ -6,9 +6,10 @@
 //! deadline, how they watch [`Progress`], and what cancels them.
 //!
 //! Calls go through the [`CallPolicy`] (fair turns, calls in flight, the per-minute budget,
-//! retries). Answers are parsed by the HTTP client off the async workers, and merged (with
-//! the synthesized zeros rendered) by one blocking task fed by a channel, so a big question's
-//! merging never holds up the workers that serve small ones.
+//! retries). Off the async workers, a call for facts reads its answer's text straight into
+//! the store's rows, and the other calls' answers are read as trees and merged (with the
+//! synthesized zeros rendered) by one blocking task fed by a channel, so a big question's
+//! work never holds up the workers that serve small ones.
 
 use std::sync::Arc;
 
