@@ -150,6 +150,40 @@ async fn a_question_answered_at_one_replica_costs_no_call_at_the_other() {
     assert!(support::metric(&b, "stitcher_store_shared_hits_total").await > 0.0);
 }
 
+#[tokio::test]
+async fn fifty_tweets_over_500_days_answered_at_one_replica_cost_no_call_at_the_other_and_redis_stays_up() {
+    let (sim, sim_url) = support::simulator(Config::default()).await;
+    let (url, prefix) = (redis_url(), prefix("big"));
+    let env = [("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let (a, b) = replicas(&sim_url, &env).await;
+    let now = chrono::Utc::now();
+    let base = engagement::TweetId::minted_at(now - chrono::Duration::days(600)).0;
+    let ids: Vec<String> = (0..50).map(|n| (base + n).to_string()).collect();
+    let q = json!({
+        "tweet_ids": ids,
+        "engagement_types": ["impressions", "favorites"],
+        "groupings": {"g": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}},
+        "start": engagement::time::format_instant(now - chrono::Duration::days(500)),
+        "end": engagement::time::format_instant(now),
+    });
+    let (status, at_a) = ask(&a, &q).await;
+    assert_eq!(status, 200, "{at_a}");
+    let cold = sim.stats().requests_total;
+    assert!(cold >= 2 * 18, "two batches over 18 windows or more: {cold}");
+
+    let (status, at_b) = ask(&b, &q).await;
+    assert_eq!(status, 200, "{at_b}");
+    assert_eq!(sim.stats().requests_total, cold, "the other replica made no call");
+    assert_eq!(at_b["data"], at_a["data"]);
+    for replica in [&a, &b] {
+        assert_eq!(support::metric(replica, "stitcher_redis_up").await, 1.0);
+    }
+    // Nothing was done alone at the other replica (the counter appears once something is).
+    let text = reqwest::get(format!("{}/metrics", b.url)).await.unwrap().text().await.unwrap();
+    let alone: Vec<&str> = text.lines().filter(|l| l.starts_with("stitcher_redis_fallbacks_total")).collect();
+    assert!(alone.iter().all(|l| l.ends_with(" 0")), "{alone:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_cold_question_sent_to_both_replicas_at_once_is_fetched_once() {
     let faults = simulator::faults::Faults { latency: Duration::from_millis(300), ..Default::default() };
