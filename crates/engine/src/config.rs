@@ -64,6 +64,9 @@ pub struct RedisSettings {
     /// Replicas the budget is shared by: while Redis is away, each takes this share of
     /// `upstream.requests_per_minute`.
     pub expected_replicas: u32,
+    /// How long a replica holds a call's lease before renewing it (every third of it, while
+    /// the call runs); a replica that dies holding one leaves the call to another after it.
+    pub lease_secs: u64,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -74,6 +77,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("key_prefix", &self.key_prefix)
             .field("on_failure", &self.on_failure)
             .field("expected_replicas", &self.expected_replicas)
+            .field("lease_secs", &self.lease_secs)
             .finish()
     }
 }

@@ -194,10 +194,6 @@ pub(super) async fn give(
     .await;
 }
 
-/// How long a replica may hold a call's lease: past it (the replica died, or its call is
-/// slow), another replica makes the call.
-pub(super) const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The name replicas know one call by: its handle, Tweets, types and window.
 pub(super) fn call_name(key: &CallKey) -> String {
     use sha2::Digest;

@@ -30,8 +30,8 @@ const CLAIMS: usize = 3;
 async fn held_while<T>(leases: &dyn Leases, name: &str, holder: &str, call: impl Future<Output = T>) -> T {
     let renew = async {
         loop {
-            tokio::time::sleep(facts_tier::LEASE / 3).await;
-            if !leases.renew(name, holder, facts_tier::LEASE).await {
+            tokio::time::sleep(leases.term() / 3).await;
+            if !leases.renew(name, holder, leases.term()).await {
                 tracing::debug!("a call's lease could not be renewed (lost, or Redis away)");
                 return;
             }
@@ -188,7 +188,7 @@ impl FactsCall {
         // A holder that gave up its lease without writing the facts (its call failed) leaves
         // the call to whoever claims it next: this replica claims it again before calling.
         for _ in 0..CLAIMS {
-            match shared.leases.claim(&name, facts_tier::LEASE).await {
+            match shared.leases.claim(&name, shared.leases.term()).await {
                 Claim::Ours { holder } => return Ok(Some((name, holder))),
                 Claim::Nobody => return Ok(None),
                 Claim::Theirs => {

@@ -118,6 +118,9 @@ pub enum Claim {
 /// Leases on calls in flight, so a call several replicas need is made by one of them.
 #[async_trait]
 pub trait Leases: Send + Sync + std::fmt::Debug {
+    /// How long a lease is taken or renewed for.
+    fn term(&self) -> Duration;
+
     /// Claims the call named `name` for `ttl` (past it, another replica may make it).
     async fn claim(&self, name: &str, ttl: Duration) -> Claim;
 
@@ -207,6 +210,10 @@ impl FactsTier for Alone {
 
 #[async_trait]
 impl Leases for Alone {
+    fn term(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
     async fn claim(&self, _: &str, _: Duration) -> Claim {
         Claim::Nobody
     }

@@ -111,6 +111,10 @@ impl FactsTier for Replicas {
 
 #[async_trait]
 impl Leases for Replicas {
+    fn term(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
     async fn claim(&self, _: &str, _: Duration) -> Claim {
         self.claims.fetch_add(1, Ordering::SeqCst);
         Claim::Ours { holder: "this replica".into() }

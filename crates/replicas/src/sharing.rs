@@ -66,6 +66,8 @@ pub struct Sharing {
     redis: Arc<Redis>,
     on_failure: OnFailure,
     expected_replicas: u32,
+    /// How long a call's lease is taken for (`redis.lease_secs`).
+    lease: Duration,
     /// A handle was counted in this replica's ledger alone: Redis must be told.
     owes_ledger: AtomicBool,
     /// The clock on Redis's time, once [`Sharing::clock`] has made it.
@@ -81,6 +83,7 @@ impl Sharing {
             redis,
             on_failure: settings.on_failure,
             expected_replicas: settings.expected_replicas,
+            lease: Duration::from_secs(settings.lease_secs),
             owes_ledger: AtomicBool::new(false),
             clock: OnceLock::new(),
         })))
@@ -348,6 +351,10 @@ struct SharedLeases(Arc<Sharing>);
 
 #[async_trait]
 impl Leases for SharedLeases {
+    fn term(&self) -> Duration {
+        self.0.lease
+    }
+
     async fn claim(&self, name: &str, ttl: Duration) -> Claim {
         let holder = format!("{:016x}", fastrand::u64(..));
         match self.0.redis.take_lease(name, &holder, ttl).await {

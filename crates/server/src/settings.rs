@@ -178,6 +178,7 @@ impl Settings {
             ("jobs.result_ttl_secs", self.jobs.result_ttl_secs),
             ("jobs.max_result_bytes", self.jobs.max_result_bytes),
             ("redis.expected_replicas", u64::from(self.redis.expected_replicas)),
+            ("redis.lease_secs", self.redis.lease_secs),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
@@ -188,6 +189,7 @@ impl Settings {
             ("store.settle_after_hours", self.store.settle_after_hours, 24 * 365 * 20),
             ("store.fresh_ttl_secs", self.store.fresh_ttl_secs, 3600 * 24 * 365),
             ("store.status_ttl_secs", self.store.status_ttl_secs, 3600 * 24 * 365),
+            ("redis.lease_secs", self.redis.lease_secs, 3600 * 24),
         ] {
             if value > most {
                 return fail(format!("{name} is {value}; at most {most}"));

@@ -204,6 +204,79 @@ async fn one_cold_question_sent_to_both_replicas_at_once_is_fetched_once() {
     assert_eq!(sim.stats().requests_total, one_question, "{:?} and {:?}", ra.1["meta"], rb.1["meta"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_outlives_a_call_slower_than_its_term_so_the_call_is_made_once() {
+    // Each call takes 3 s; a lease is taken for 1 s and renewed every third of it.
+    let faults = simulator::faults::Faults { latency: Duration::from_secs(3), ..Default::default() };
+    let (sim, sim_url) = support::simulator(Config { faults, ..Config::default() }).await;
+    let (url, prefix) = (redis_url(), prefix("slow-lease"));
+    let env = [
+        ("STITCHER__REDIS__URL", url.as_str()),
+        ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str()),
+        ("STITCHER__REDIS__LEASE_SECS", "1"),
+    ];
+    let (a, b) = replicas(&sim_url, &env).await;
+    // 1 batch × 4 windows, asked at A, then at B while A's calls run.
+    let q = question(0, 25);
+    let at_a = ask(&a, &q);
+    let at_b = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ask(&b, &q).await
+    };
+    let (ra, rb) = tokio::join!(at_a, at_b);
+    for (status, answer) in [&ra, &rb] {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(as_strings(answer["data"].clone()), oracle(&sim_url, &q).await);
+    }
+    assert_eq!(sim.stats().requests_total, 4, "{:?} and {:?}", ra.1["meta"], rb.1["meta"]);
+    assert_eq!(rb.1["meta"]["upstream_calls"], 0, "{}", rb.1["meta"]);
+}
+
+#[tokio::test]
+async fn junk_in_redis_is_counted_and_taken_as_missing() {
+    let (sim, sim_url) = support::simulator(Config::default()).await;
+    let (url, prefix) = (redis_url(), prefix("junk"));
+    let env = [("STITCHER__REDIS__URL", url.as_str()), ("STITCHER__REDIS__KEY_PREFIX", prefix.as_str())];
+    let (a, b) = replicas(&sim_url, &env).await;
+    let q = question(0, 5);
+    let (status, at_a) = ask(&a, &q).await;
+    assert_eq!(status, 200, "{at_a}");
+    let cold = sim.stats().requests_total;
+
+    // Another writer spoils a block of one Tweet's settled facts and every status.
+    let mut redis =
+        redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys = |pattern: String| {
+        let mut redis = redis.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut redis).await.unwrap();
+            keys
+        }
+    };
+    let blocks = keys(format!("{prefix}settled:*")).await;
+    let statuses = keys(format!("{prefix}status:*")).await;
+    assert!(!blocks.is_empty() && statuses.len() == 5, "{blocks:?} {statuses:?}");
+    let _: () = redis::cmd("DEL").arg(&blocks[0]).query_async(&mut redis).await.unwrap();
+    let _: () =
+        redis::cmd("HSET").arg(&blocks[0]).arg("5").arg("many").query_async(&mut redis).await.unwrap();
+    for key in &statuses {
+        let _: () = redis::cmd("SET").arg(key).arg("perhaps").query_async(&mut redis).await.unwrap();
+    }
+
+    let (status, at_b) = ask(&b, &q).await;
+    assert_eq!(status, 200, "{at_b}");
+    assert_eq!(as_strings(at_b["data"].clone()), oracle(&sim_url, &q).await);
+    assert!(sim.stats().requests_total > cold, "what was spoilt is fetched again");
+    let text = reqwest::get(format!("{}/metrics", b.url)).await.unwrap().text().await.unwrap();
+    let bad: f64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("stitcher_redis_bad_values_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(bad >= 5.0, "five statuses at least were junk: {text}");
+    assert_eq!(support::metric(&b, "stitcher_redis_up").await, 1.0);
+}
+
 fn signed(url: &str) -> String {
     let client = oauth1_request::Credentials::new("sim-consumer-key", "sim-consumer-secret");
     let mut b = oauth1_request::Builder::new(client, oauth1_request::HMAC_SHA1);
