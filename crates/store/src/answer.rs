@@ -139,10 +139,13 @@ impl<'g> Reading<'g> {
     fn tweet_done(&mut self) {
         let Some(TweetRead { tweet, mut hours, seen }) = self.tweet.take() else { return };
         let all = self.hours.all;
-        let mut complete = seen.iter().map(|s| *s == all);
-        hours.retain(|_| complete.next().unwrap_or(false));
-        // Only what is held stays allocated, however many Tweets an answer names.
-        hours.shrink_to_fit();
+        // Commonly every hour is complete, and nothing moves.
+        if seen.iter().any(|s| *s != all) {
+            let mut complete = seen.iter().map(|s| *s == all);
+            hours.retain(|_| complete.next().unwrap_or(false));
+            // Only what is held stays allocated, however many Tweets an answer names.
+            hours.shrink_to_fit();
+        }
         self.by_tweet.insert(tweet, hours);
     }
 
@@ -171,13 +174,18 @@ impl<'g> Reading<'g> {
     /// (or not 0 to 23) are skipped.
     fn hour(&mut self, h: &str, count: u64) -> Result<(), String> {
         let h = h.parse::<i64>().map_err(|_| format!("hour {h:?}"))?;
-        let Some(TweetRead { hours, seen, .. }) = &mut self.tweet else { return Ok(()) };
+        self.hour_of_day(h, count);
+        Ok(())
+    }
+
+    /// Hour `h` of the day read last, and its count; skipped outside the window (or 0..24).
+    fn hour_of_day(&mut self, h: i64, count: u64) {
+        let Some(TweetRead { hours, seen, .. }) = &mut self.tweet else { return };
         let i = self.midnight + h - self.hours.first;
         if (0..hours.len() as i64).contains(&i) && (0..24).contains(&h) {
             hours[i as usize].1[self.slot] = count;
             seen[i as usize] |= 1 << self.slot;
         }
-        Ok(())
     }
 }
 
@@ -509,6 +517,44 @@ mod scan {
             }
         }
 
+        /// A day's hours as the API writes them, `{"00":"5","01":"0",...}` with no space and
+        /// each key two digits, read with no string in between; anything else gives up here
+        /// (the caller reads the object again the general way).
+        fn dense_hours(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
+            self.expect(b'{')?;
+            let b = self.b;
+            let mut at = self.at;
+            loop {
+                let head = b.get(at..at + 6).ok_or(GaveUp)?;
+                if head[0] != b'"' || head[3] != b'"' || head[4] != b':' || head[5] != b'"' {
+                    return Err(GaveUp);
+                }
+                let (tens, units) = (head[1].wrapping_sub(b'0'), head[2].wrapping_sub(b'0'));
+                if tens > 9 || units > 9 {
+                    return Err(GaveUp);
+                }
+                at += 6;
+                let from = at;
+                let mut n: u64 = 0;
+                while let Some(&c @ b'0'..=b'9') = b.get(at) {
+                    n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(c - b'0'))).ok_or(GaveUp)?;
+                    at += 1;
+                }
+                if at == from || b.get(at) != Some(&b'"') {
+                    return Err(GaveUp);
+                }
+                reading.hour_of_day(i64::from(tens * 10 + units), n);
+                match b.get(at + 1) {
+                    Some(b',') => at += 2,
+                    Some(b'}') => {
+                        self.at = at + 2;
+                        return Ok(());
+                    }
+                    _ => return Err(GaveUp),
+                }
+            }
+        }
+
         fn top(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
             self.object(|s, name| match reading.member(name) {
                 Member::Unavailable => {
@@ -535,7 +581,13 @@ mod scan {
                     reading.kind(kind)?;
                     s.object(|s, day| {
                         reading.day(day)?;
-                        s.object(|s, hour| Ok(reading.hour(hour, s.count()?)?))
+                        let from = s.at;
+                        if s.dense_hours(reading).is_err() {
+                            // Not as the API writes a day: read again, member by member.
+                            s.at = from;
+                            s.object(|s, hour| Ok(reading.hour(hour, s.count()?)?))?;
+                        }
+                        Ok(())
                     })
                 })
             })

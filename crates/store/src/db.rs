@@ -468,17 +468,20 @@ impl Store {
                 let handle = w.handle.as_str();
                 let mut per_tweet: HashMap<u64, i64> = HashMap::new();
                 for ((tweet, day), encoded) in &w.rows {
-                    let old = table.get((handle, *tweet, *day))?.map(|v| v.value().to_vec());
-                    let (merged, before) = match old {
+                    // Most rows are new: written at once, and merged only when one was there.
+                    let key = (handle, *tweet, *day);
+                    let old = table.insert(key, encoded.as_slice())?.map(|v| v.value().to_vec());
+                    let grown = match old {
                         Some(bytes) => {
                             let mut merged = DayRow::decode(&bytes)?;
                             merged.overlay(&DayRow::decode(encoded)?);
-                            (merged.encode(), bytes.len() as i64)
+                            let merged = merged.encode();
+                            table.insert(key, merged.as_slice())?;
+                            merged.len() as i64 - bytes.len() as i64
                         }
-                        None => (encoded.clone(), 0),
+                        None => encoded.len() as i64,
                     };
-                    *per_tweet.entry(*tweet).or_default() += merged.len() as i64 - before;
-                    table.insert((handle, *tweet, *day), merged.as_slice())?;
+                    *per_tweet.entry(*tweet).or_default() += grown;
                 }
                 for (tweet, delta) in per_tweet {
                     let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
