@@ -383,6 +383,7 @@ impl Batch<'_> {
                 groupings: engagement::render(&shown, types, groupings, range, &held),
                 ..Response::default()
             };
+            held.intact().map_err(|e| unreadable(e.into()))?;
             absorb(merged, counts).map_err(adds_up)?;
         }
         Ok(())

@@ -12,7 +12,7 @@ use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, hour_of};
-use crate::row::{DayRow, Hour, decode_slots, encode_hours, held_hours, slot, slot_mask, slots_of};
+use crate::row::{DayRow, Hour, decode_slots, encode_hours, held_hours, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
@@ -43,7 +43,7 @@ const READS_FORMAT: u64 = 1;
 
 /// The database's page cache: enough for the rows of a few dashboards, bounded so memory
 /// does not grow with the file (the kernel's page cache holds the rest).
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 
 /// Unsettled Tweet-hours kept in memory at most (about 400 bytes each): a thousand
 /// Tweets' last three weeks.
@@ -593,64 +593,53 @@ impl Store {
         let first = hour_of(range.start);
         let hours = range.hours();
         let (d0, d1) = days(range);
-        // Slots wanted, ascending, and where each goes among the asked types.
-        let mut wanted: Vec<(usize, usize)> =
-            types.iter().enumerate().filter_map(|(i, t)| slot(*t).map(|s| (s, i))).collect();
-        wanted.sort_unstable();
-        wanted.dedup_by_key(|(s, _)| *s);
-        let slots: Vec<usize> = wanted.iter().map(|(s, _)| *s).collect();
+        let slots = slots_of(types);
         let mask = slot_mask(&slots);
         let txn = self.db.begin_read()?;
         let table = txn.open_table(FACTS)?;
         let mut held = Held {
-            range,
-            types: types.to_vec(),
-            series: HashMap::with_capacity(tweets.len()),
             no_video_views: tweets.iter().copied().filter(|t| !t.reports_video_views_at(now)).collect(),
+            ..Held::default()
         };
         for &tweet in tweets {
-            let mut series = vec![vec![0u64; hours]; types.len()];
             let mut have = vec![false; hours];
             let born = born_hour(tweet);
             for (i, h) in have.iter_mut().enumerate() {
                 *h = first + (i as i64) < born;
             }
+            let mut rows = Vec::with_capacity((d1 - d0 + 1) as usize);
             for entry in table.range((handle, tweet.0, d0)..=(handle, tweet.0, d1))? {
                 let (key, value) = entry?;
-                let base = key.value().2 * 24 - first;
-                let masks = decode_slots(value.value(), &slots, true, |w, h, c| {
-                    let i = base + h as i64;
-                    if (0..hours as i64).contains(&i) {
-                        series[wanted[w].1][i as usize] = c;
-                    }
-                })?;
+                let (day, row) = (key.value().2, value.value());
+                let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
                 let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
                 for h in held_hours(all) {
-                    let i = base + h as i64;
-                    if (0..hours as i64).contains(&i) {
-                        have[i as usize] = true;
+                    if let Some(have) =
+                        usize::try_from(day * 24 + h as i64 - first).ok().and_then(|i| have.get_mut(i))
+                    {
+                        *have = true;
                     }
                 }
+                rows.push((day, Box::from(row)));
             }
-            for (i, h) in have.iter_mut().enumerate() {
-                if *h {
-                    continue;
-                }
+            let mut fresh = Vec::new();
+            for (i, _) in have.iter().enumerate().filter(|(_, h)| !**h) {
                 let at = range.start + chrono::Duration::hours(i as i64);
                 if holes.iter().any(|w| w.start <= at && at < w.end) {
                     continue;
                 }
-                let fresh = known
+                let hour = first + i as i64;
+                let found = known
                     .fresh
-                    .get(&(tweet, first + i as i64))
+                    .get(&(tweet, hour))
                     .filter(|f| f.slots & mask == mask)
                     .ok_or(StoreError::Vanished { tweet: tweet.0 })?;
-                for &(s, t) in &wanted {
-                    series[t][i] = fresh.counts[s];
-                }
-                *h = true;
+                fresh.push((hour, Arc::clone(found)));
             }
-            held.series.insert(tweet, series);
+            held.rows.insert(tweet, rows);
+            if !fresh.is_empty() {
+                held.fresh.insert(tweet, fresh);
+            }
         }
         Ok(held)
     }

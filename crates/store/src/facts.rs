@@ -242,31 +242,56 @@ impl Known {
     }
 }
 
-/// The counts a question renders from: for each Tweet shown, each asked type over the range.
-#[derive(Debug)]
+/// A Tweet's stored days: `(day number, row as kept)`, ascending.
+pub(crate) type DayRows = Vec<(i64, Box<[u8]>)>;
+
+/// The counts a question renders from: for each Tweet shown, its stored days over the range
+/// as they are kept (each type's counts read when the answer is rendered, so a batch's
+/// hours are never all held at once), and its unsettled hours from memory.
+#[derive(Debug, Default)]
 pub struct Held {
-    pub range: TimeRange,
-    pub types: Vec<EngagementType>,
-    /// `series[tweet][type index][hour index]`.
-    pub series: HashMap<TweetId, Vec<Vec<u64>>>,
+    /// Per Tweet shown, its rows of the range's days.
+    pub(crate) rows: HashMap<TweetId, DayRows>,
+    /// Per Tweet, hours of the range (by number) taken from memory, where rows lacked them.
+    pub(crate) fresh: HashMap<TweetId, Vec<(i64, Arc<FreshHour>)>>,
     /// Tweets whose `video_views` the API reports as zero at the time of the question.
     pub no_video_views: HashSet<TweetId>,
+    /// A row's counts could not be read while rendering (see [`Held::intact`]).
+    pub(crate) malformed: std::sync::atomic::AtomicBool,
+}
+
+impl Held {
+    /// Whether every row rendered from so far was read whole; an answer rendered from rows
+    /// that were not is not given.
+    pub fn intact(&self) -> Result<(), crate::row::Malformed> {
+        if self.malformed.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(crate::row::Malformed("counts cut short"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl HourlyCounts for Held {
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
         out.fill(0);
+        let Some(slot) = crate::row::slot(ty) else { return };
         if ty == EngagementType::VideoViews && self.no_video_views.contains(&tweet) {
             return;
         }
-        let (Some(series), Some(t)) = (self.series.get(&tweet), self.types.iter().position(|x| *x == ty))
-        else {
-            return;
+        let first = hour_of(start);
+        let mut put = |hour: i64, count: u64| {
+            if let Some(at) = usize::try_from(hour - first).ok().and_then(|i| out.get_mut(i)) {
+                *at = count;
+            }
         };
-        let offset = (hour_of(start) - hour_of(self.range.start)).max(0) as usize;
-        if let Some(from) = series[t].get(offset..) {
-            let n = out.len().min(from.len());
-            out[..n].copy_from_slice(&from[..n]);
+        for (day, row) in self.rows.get(&tweet).into_iter().flatten() {
+            if crate::row::decode_slots(row, &[slot], true, |_, h, c| put(day * 24 + h as i64, c)).is_err() {
+                self.malformed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        for (hour, fresh) in self.fresh.get(&tweet).into_iter().flatten() {
+            put(*hour, fresh.counts[slot]);
         }
     }
 }

@@ -27,7 +27,7 @@ impl Default for DayRow {
 /// Why stored bytes could not be read as a row.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a stored day of facts is malformed: {0}")]
-pub struct Malformed(&'static str);
+pub struct Malformed(pub(crate) &'static str);
 
 impl DayRow {
     /// Sets hour `h` (0..24) of the slots in `slots` (a mask) to `hour`'s counts.

@@ -75,7 +75,12 @@ fn kept_hours_read_back_exactly_and_only_for_their_handle() {
 
     let types = [EngagementType::Retweets, EngagementType::Impressions];
     let held = store.held("alice", &[tweet(1)], &types, &known, &[], now).unwrap();
-    let series = &held.series[&tweet(1)];
+    let series = types.map(|ty| {
+        let mut out = vec![u64::MAX; r.hours()];
+        engagement::HourlyCounts::fill(&held, tweet(1), ty, r.start, &mut out);
+        out
+    });
+    held.intact().unwrap();
     for (i, h) in (hour_of(r.start)..hour_of(r.end)).enumerate() {
         let c = counts(tweet(1), h);
         assert_eq!(series[0][i], c[store::row::slot(EngagementType::Retweets).unwrap()]);
