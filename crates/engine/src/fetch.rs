@@ -237,8 +237,11 @@ impl FactsCall {
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Brought, CallFailure>, AttemptError> {
         let this = Arc::clone(&self);
-        let kept =
-            off_the_workers("keeping the answer failed", move || this.keep_here(&body, sent_at)).await?;
+        let kept = {
+            // Never closed.
+            let _turn = self.engine.keeping.acquire().await;
+            off_the_workers("keeping the answer failed", move || this.keep_here(&body, sent_at)).await?
+        };
         let (mut facts, unsettled_from) = match kept {
             Ok(kept) => kept,
             Err(failure) => return Ok(Err(failure)),
