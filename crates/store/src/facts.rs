@@ -91,6 +91,11 @@ impl CallFacts {
     /// Lets go of the hours before `unsettled_from` (kept on disk), keeping the unsettled
     /// ones that questions render from memory.
     pub fn drop_settled(&mut self, unsettled_from: i64) {
+        if self.window.is_some_and(|w| hour_of(w.end) <= unsettled_from) {
+            // Every hour is settled: nothing to look through.
+            self.hours.values_mut().for_each(|hours| *hours = Vec::new());
+            return;
+        }
         for hours in self.hours.values_mut() {
             if hours.is_sorted_by_key(|(hour, _)| *hour) {
                 hours.drain(..hours.partition_point(|(hour, _)| *hour < unsettled_from));
