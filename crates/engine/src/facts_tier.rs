@@ -11,7 +11,7 @@ use engagement::slots::types_mask;
 use engagement::{EngagementType, TweetId};
 use stitch::Plan;
 use store::facts::{born_hour, hour_of};
-use store::{CallFacts, Known, Store};
+use store::{CallFacts, Hours, Known, Store};
 
 use crate::Engine;
 use crate::metrics;
@@ -96,10 +96,11 @@ impl Taking<'_> {
         let Held { hours: found, statuses, refused } = held;
         let hours: u64 = found.values().map(|h| h.len() as u64).sum();
         metrics::shared_hits(hours);
+        let found = found.iter().map(|(t, hours)| (*t, Hours::of(self.slots, hours))).collect();
         let counts = CallFacts { slots: self.slots, hours: found, ..CallFacts::default() };
         for (tweet, hours) in &counts.hours {
             if let Some(held) = known.held.get_mut(tweet) {
-                for (hour, _) in hours {
+                for (hour, _) in hours.iter() {
                     if let Some(h) = held.get_mut((hour - self.first) as usize) {
                         *h = true;
                     }
@@ -260,7 +261,8 @@ pub(super) async fn wait_for(
             .collect();
         facts.slots = types_mask(types);
         let wanted_hours = Wanted { hours: &wanted, slots: facts.slots, unsettled_from };
-        facts.hours = tier.read(handle, wanted_hours, &[]).await?.hours;
+        let read = tier.read(handle, wanted_hours, &[]).await?.hours;
+        facts.hours = read.iter().map(|(t, hours)| (*t, Hours::of(facts.slots, hours))).collect();
         let complete =
             wanted.iter().all(|(t, hours)| facts.hours.get(t).is_some_and(|h| h.len() == hours.len()));
         if !complete {

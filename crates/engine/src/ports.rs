@@ -72,7 +72,7 @@ pub struct Fetched<'a> {
     pub handle: &'a str,
     /// The slots (types) `hours` hold.
     pub slots: u32,
-    pub hours: &'a TweetHours,
+    pub hours: &'a HashMap<TweetId, store::Hours>,
     /// Each Tweet the call asked for, and whether it was deleted.
     pub statuses: &'a [(TweetId, bool)],
     /// Hours from this one on are not settled: they live `fresh_ttl`, the others for good.

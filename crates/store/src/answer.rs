@@ -16,8 +16,8 @@ use chrono::NaiveDate;
 use engagement::{EngagementType, TimeRange, TweetId};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::facts::{CallFacts, Shape, hour_of};
-use crate::row::{Hour, SLOTS, slot, types_mask};
+use crate::facts::{CallFacts, Hours, Shape, hour_of};
+use crate::row::{slot, types_mask};
 
 impl CallFacts {
     /// The facts of an answer's `body` to a call for `tweets` over `window` asking `types`,
@@ -33,7 +33,7 @@ impl CallFacts {
         grouping: &str,
     ) -> Result<CallFacts, Shape> {
         let all = types_mask(types);
-        let hours = Hours { first: hour_of(window.start), len: window.hours(), all };
+        let hours = Window { first: hour_of(window.start), len: window.hours(), all };
         let read = |how: How| {
             let mut reading = Reading::new(Some(grouping), hours);
             how(body, &mut reading).map(|()| reading)
@@ -57,7 +57,7 @@ impl CallFacts {
     /// Only what an answer's `body` to a call for `tweets` says of their status (a call for
     /// one hour and one type): which are deleted.
     pub fn read_status(tweets: &[TweetId], body: &[u8]) -> Result<CallFacts, Shape> {
-        let mut reading = Reading::new(None, Hours { first: 0, len: 0, all: 0 });
+        let mut reading = Reading::new(None, Window { first: 0, len: 0, all: 0 });
         read_with_serde(body, &mut reading)?;
         Ok(CallFacts { tweets: tweets.to_vec(), deleted: reading.deleted, ..CallFacts::default() })
     }
@@ -68,7 +68,7 @@ type How = fn(&[u8], &mut Reading<'_>) -> Result<(), Shape>;
 
 /// The hours of the call's window: the first's number, how many, and the slots asked.
 #[derive(Debug, Clone, Copy)]
-struct Hours {
+struct Window {
     first: i64,
     len: usize,
     all: u32,
@@ -78,20 +78,24 @@ struct Hours {
 struct Reading<'g> {
     /// The grouping read (none: only the status is).
     grouping: Option<&'g str>,
-    hours: Hours,
+    hours: Window,
+    /// Counts per hour: one per slot asked.
+    width: usize,
     found: bool,
     deleted: Vec<TweetId>,
-    by_tweet: HashMap<TweetId, Vec<(i64, Hour)>>,
+    by_tweet: HashMap<TweetId, Hours>,
     tweet: Option<TweetRead>,
+    /// The type read last: its slot, and where among the slots asked its counts go.
     slot: usize,
+    at: usize,
     midnight: i64,
 }
 
-/// The Tweet being read, and its hours so far: every hour of the window with its counts,
-/// and the slots seen of each.
+/// The Tweet being read, and its hours so far: every hour of the window with its counts
+/// (laid out as [`Hours`] lays them), and the slots seen of each.
 struct TweetRead {
     tweet: TweetId,
-    hours: Vec<(i64, Hour)>,
+    counts: Vec<u64>,
     seen: Vec<u32>,
 }
 
@@ -104,15 +108,17 @@ enum Member {
 }
 
 impl<'g> Reading<'g> {
-    fn new(grouping: Option<&'g str>, hours: Hours) -> Reading<'g> {
+    fn new(grouping: Option<&'g str>, hours: Window) -> Reading<'g> {
         Reading {
             grouping,
             hours,
+            width: hours.all.count_ones() as usize,
             found: false,
             deleted: Vec::new(),
             by_tweet: HashMap::new(),
             tweet: None,
             slot: 0,
+            at: 0,
             midnight: 0,
         }
     }
@@ -129,22 +135,21 @@ impl<'g> Reading<'g> {
     fn tweet(&mut self, id: &str) -> Result<(), String> {
         self.tweet_done();
         let tweet = TweetId::parse(id).ok_or_else(|| format!("Tweet key {id:?}"))?;
-        let Hours { first, len, .. } = self.hours;
-        let hours = (0..len as i64).map(|i| (first + i, [0; SLOTS])).collect();
-        self.tweet = Some(TweetRead { tweet, hours, seen: vec![0; len] });
+        let len = self.hours.len;
+        self.tweet = Some(TweetRead { tweet, counts: vec![0; len * self.width], seen: vec![0; len] });
         Ok(())
     }
 
     /// Keeps the Tweet read last: its complete hours.
     fn tweet_done(&mut self) {
-        let Some(TweetRead { tweet, mut hours, seen }) = self.tweet.take() else { return };
-        let all = self.hours.all;
+        let Some(TweetRead { tweet, counts, seen }) = self.tweet.take() else { return };
+        let Window { first, all, .. } = self.hours;
+        let numbers = (first..).take(seen.len()).collect();
+        let mut hours = Hours::from_parts(all, numbers, counts);
         // Commonly every hour is complete, and nothing moves.
         if seen.iter().any(|s| *s != all) {
-            let mut complete = seen.iter().map(|s| *s == all);
-            hours.retain(|_| complete.next().unwrap_or(false));
             // Only what is held stays allocated, however many Tweets an answer names.
-            hours.shrink_to_fit();
+            hours.retain(|hour| seen[(hour - first) as usize] == all);
         }
         self.by_tweet.insert(tweet, hours);
     }
@@ -158,6 +163,7 @@ impl<'g> Reading<'g> {
             .and_then(slot)
             .filter(|s| all & (1 << s) != 0)
             .ok_or_else(|| format!("type {name:?}"))?;
+        self.at = (all & ((1 << self.slot) - 1)).count_ones() as usize;
         Ok(())
     }
 
@@ -180,10 +186,10 @@ impl<'g> Reading<'g> {
 
     /// Hour `h` of the day read last, and its count; skipped outside the window (or 0..24).
     fn hour_of_day(&mut self, h: i64, count: u64) {
-        let Some(TweetRead { hours, seen, .. }) = &mut self.tweet else { return };
+        let Some(TweetRead { counts, seen, .. }) = &mut self.tweet else { return };
         let i = self.midnight + h - self.hours.first;
-        if (0..hours.len() as i64).contains(&i) && (0..24).contains(&h) {
-            hours[i as usize].1[self.slot] = count;
+        if (0..seen.len() as i64).contains(&i) && (0..24).contains(&h) {
+            counts[i as usize * self.width + self.at] = count;
             seen[i as usize] |= 1 << self.slot;
         }
     }
@@ -598,6 +604,7 @@ mod scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::{Hour, SLOTS};
     use engagement::parse_instant;
     use engagement::tree::Node;
     use proptest::prelude::*;
@@ -626,13 +633,14 @@ mod tests {
         let facts = read(&body, &crate::row::slot_types(), window).unwrap();
         assert_eq!(facts.deleted, [TweetId(9)]);
         assert_eq!(facts.tweets, [TweetId(9), TweetId(12)]);
-        let hours = &facts.hours[&TweetId(12)];
+        let held = &facts.hours[&TweetId(12)];
+        let hours = held.full(facts.slots);
         assert_eq!(hours.len(), 1);
         assert_eq!(hours[0].0, hour_of(window.start));
         assert_eq!(hours[0].1[slot(EngagementType::Favorites).unwrap()], 1);
         assert_eq!(hours[0].1[slot(EngagementType::Impressions).unwrap()], 5);
         // Only the hours held stay allocated, however many an answer names.
-        assert_eq!(hours.capacity(), 1);
+        assert_eq!(held.capacity(), 1);
     }
 
     #[test]
@@ -757,14 +765,15 @@ mod tests {
             for text in [&compact, &pretty, &escaped] {
                 let facts = CallFacts::read_hourly(&[], &types, window, text.as_bytes(), "h").unwrap();
                 prop_assert_eq!(&facts.deleted, &[TweetId(7)]);
-                let mut read_hours = facts.hours.clone();
+                let mut read_hours: HashMap<TweetId, Vec<(i64, Hour)>> =
+                    facts.hours.iter().map(|(t, hours)| (*t, hours.full(facts.slots))).collect();
                 for hours in read_hours.values_mut() {
                     hours.sort_by_key(|(hour, _)| *hour);
                 }
                 prop_assert_eq!(&read_hours, &expected);
             }
             // The scanner reads what the API writes, whitespace or not, without giving up.
-            let hours = Hours { first: hour_of(window.start), len: window.hours(), all: types_mask(&types) };
+            let hours = Window { first: hour_of(window.start), len: window.hours(), all: types_mask(&types) };
             for text in [&compact, &pretty] {
                 let mut reading = Reading::new(Some("h"), hours);
                 prop_assert!(scan::read(text.as_bytes(), &mut reading).is_ok());

@@ -11,8 +11,10 @@ use engagement::{EngagementType, TimeRange, TweetId};
 use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::facts::{CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, hour_of};
-use crate::row::{DayRow, Hour, decode_slots, encode_hours, held_hours, slot_mask, slots_of};
+use crate::facts::{
+    CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, full_hour, hour_of,
+};
+use crate::row::{DayRow, decode_slots, encode_hours, held_hours, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
@@ -354,17 +356,18 @@ impl Store {
         let mut rows: Vec<((u64, i64), Vec<u8>)> = Vec::new();
         let handle_key: Arc<str> = Arc::from(handle);
         for (tweet, hours) in &facts.hours {
-            let mut settled: Vec<&(i64, Hour)> = Vec::with_capacity(hours.len());
-            for entry @ (hour, counts) in hours {
-                if *hour < unsettled_from {
-                    settled.push(entry);
+            let mut settled: Vec<(i64, &[u64])> = Vec::with_capacity(hours.len());
+            for (hour, counts) in hours.iter() {
+                if hour < unsettled_from {
+                    settled.push((hour, counts));
                 } else if let Some(fresh) = &self.fresh {
                     // The types other calls brought of this hour stay, each while it is fresh.
                     let ttl = self.config.fresh_ttl;
-                    fresh.entry((Arc::clone(&handle_key), tweet.0, *hour)).and_upsert_with(|held| {
+                    let counts = full_hour(facts.slots, counts);
+                    fresh.entry((Arc::clone(&handle_key), tweet.0, hour)).and_upsert_with(|held| {
                         Arc::new(match held {
-                            Some(held) => held.value().with(facts.slots, counts, fetched_at, ttl),
-                            None => FreshHour::new(facts.slots, *counts, fetched_at),
+                            Some(held) => held.value().with(facts.slots, &counts, fetched_at, ttl),
+                            None => FreshHour::new(facts.slots, counts, fetched_at),
                         })
                     });
                 }
@@ -381,8 +384,8 @@ impl Store {
                 same
             });
             for day in settled.chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24)) {
-                let of_day: Vec<(usize, &Hour)> =
-                    day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, counts)).collect();
+                let of_day: Vec<(usize, &[u64])> =
+                    day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)).collect();
                 rows.push(((tweet.0, day[0].0.div_euclid(24)), encode_hours(facts.slots, &of_day)));
             }
         }
@@ -664,14 +667,14 @@ mod tests {
     fn facts(slots: u32, from: &str) -> CallFacts {
         let start = parse_instant(from).unwrap();
         let window = TimeRange { start, end: start + chrono::Duration::days(2) };
-        let hours = (hour_of(window.start)..hour_of(window.end))
+        let hours: Vec<(i64, crate::row::Hour)> = (hour_of(window.start)..hour_of(window.end))
             .map(|h| (h, std::array::from_fn(|s| (h as u64 % 1000) * 100 + s as u64)))
             .collect();
         CallFacts {
             window: Some(window),
             tweets: vec![TweetId(5)],
             slots,
-            hours: [(TweetId(5), hours)].into(),
+            hours: [(TweetId(5), crate::Hours::of(slots, &hours))].into(),
             ..CallFacts::default()
         }
     }

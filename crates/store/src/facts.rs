@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use engagement::time::floor_hour;
 use engagement::{EngagementType, HourlyCounts, TimeRange, TweetId};
 
-use crate::row::{Hour, SLOTS};
+use crate::row::{Hour, SLOTS, slots_in};
 
 pub use engagement::time::hour_number as hour_of;
 
@@ -28,9 +28,92 @@ pub struct CallFacts {
     pub deleted: Vec<TweetId>,
     /// The slots of the types the call asked for (a mask).
     pub slots: u32,
-    /// Per Tweet shown, the complete hours of the window (every type asked present), by
-    /// hour number.
-    pub hours: HashMap<TweetId, Vec<(i64, Hour)>>,
+    /// Per Tweet shown, the complete hours of the window (every type asked present).
+    pub hours: HashMap<TweetId, Hours>,
+}
+
+/// One Tweet's hours from a call, each with the counts of the call's types only (a call
+/// asks a few types of seventeen): the `i`-th hour's number is `hours[i]` and its counts,
+/// in slot order, are `counts[i * width..(i + 1) * width]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hours {
+    width: usize,
+    hours: Vec<i64>,
+    counts: Vec<u64>,
+}
+
+impl Hours {
+    /// No hours yet, of the types in `slots` (a mask).
+    pub fn new(slots: u32) -> Hours {
+        Hours { width: slots.count_ones() as usize, ..Hours::default() }
+    }
+
+    /// Hours `hours` with their `counts` laid out as [`Hours`] says, of the types in `slots`.
+    pub(crate) fn from_parts(slots: u32, hours: Vec<i64>, counts: Vec<u64>) -> Hours {
+        let width = slots.count_ones() as usize;
+        debug_assert_eq!(hours.len() * width, counts.len());
+        Hours { width, hours, counts }
+    }
+
+    /// Of full hours, the counts of the types in `slots`.
+    pub fn of(slots: u32, full: &[(i64, Hour)]) -> Hours {
+        let mut out = Hours::new(slots);
+        for (hour, counts) in full {
+            out.hours.push(*hour);
+            out.counts.extend(slots_in(slots).map(|s| counts[s]));
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.hours.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hours.is_empty()
+    }
+
+    /// The hours room is held for.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.hours.capacity().max(self.counts.capacity() / self.width.max(1))
+    }
+
+    /// Each hour's number and its counts, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &[u64])> {
+        self.hours.iter().copied().zip(self.counts.chunks_exact(self.width.max(1)))
+    }
+
+    /// Each hour with every type's count (those not asked 0), for the types in `slots`.
+    pub fn full(&self, slots: u32) -> Vec<(i64, Hour)> {
+        self.iter().map(|(hour, counts)| (hour, full_hour(slots, counts))).collect()
+    }
+
+    /// Keeps only the hours `keep` says.
+    pub fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.hours.len() {
+            if keep(self.hours[i]) {
+                self.hours[kept] = self.hours[i];
+                let w = self.width;
+                self.counts.copy_within(i * w..(i + 1) * w, kept * w);
+                kept += 1;
+            }
+        }
+        self.hours.truncate(kept);
+        self.counts.truncate(kept * self.width);
+        self.hours.shrink_to_fit();
+        self.counts.shrink_to_fit();
+    }
+}
+
+/// An hour's counts of the types in `slots` (slot order) as every type's (the others 0).
+pub fn full_hour(slots: u32, counts: &[u64]) -> Hour {
+    let mut hour = [0; SLOTS];
+    for (slot, count) in slots_in(slots).zip(counts) {
+        hour[slot] = *count;
+    }
+    hour
 }
 
 /// An unsettled hour held in memory: the slots it holds and their counts, and when each
@@ -93,24 +176,19 @@ impl CallFacts {
     pub fn drop_settled(&mut self, unsettled_from: i64) {
         if self.window.is_some_and(|w| hour_of(w.end) <= unsettled_from) {
             // Every hour is settled: nothing to look through.
-            self.hours.values_mut().for_each(|hours| *hours = Vec::new());
+            self.hours.values_mut().for_each(|hours| *hours = Hours::new(self.slots));
             return;
         }
+        // What is left is held while questions wait for it: without the settled room.
         for hours in self.hours.values_mut() {
-            if hours.is_sorted_by_key(|(hour, _)| *hour) {
-                hours.drain(..hours.partition_point(|(hour, _)| *hour < unsettled_from));
-            } else {
-                hours.retain(|(hour, _)| *hour >= unsettled_from);
-            }
-            // What is left is held while questions wait for it: without the settled room.
-            hours.shrink_to_fit();
+            hours.retain(|hour| hour >= unsettled_from);
         }
     }
 
     /// Lets go of the hours from `unsettled_from` on, keeping the settled ones.
     pub fn drop_unsettled(&mut self, unsettled_from: i64) {
         for hours in self.hours.values_mut() {
-            hours.retain(|(hour, _)| *hour < unsettled_from);
+            hours.retain(|hour| hour < unsettled_from);
         }
     }
 }
@@ -222,10 +300,10 @@ impl Known {
             self.status.insert(t, TweetStatus::of(facts.deleted.contains(&t)));
         }
         for (tweet, hours) in &facts.hours {
-            for (hour, counts) in hours {
-                if *hour >= unsettled_from {
-                    let fresh = FreshHour::new(facts.slots, *counts, sent_at);
-                    self.fresh.insert((*tweet, *hour), Arc::new(fresh));
+            for (hour, counts) in hours.iter() {
+                if hour >= unsettled_from {
+                    let fresh = FreshHour::new(facts.slots, full_hour(facts.slots, counts), sent_at);
+                    self.fresh.insert((*tweet, hour), Arc::new(fresh));
                 }
             }
         }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use db::{Pin, Store};
-pub use facts::{CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown};
+pub use facts::{CallFacts, FreshHour, Held, Hours, Known, Refused, TweetStatus, Unshown};
 pub use ledger::{Admission, LedgerEntry};
 
 /// How a store is set up.

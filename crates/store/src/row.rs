@@ -8,7 +8,7 @@
 //! compact when a call adds to them. A reader that wants two types of seventeen skips the
 //! other blocks without decoding them.
 
-pub use engagement::slots::{Hour, SLOTS, slot, slot_mask, slot_types, slots_of, types_mask};
+pub use engagement::slots::{Hour, SLOTS, slot, slot_mask, slot_types, slots_in, slots_of, types_mask};
 
 /// A day of one Tweet: per type, the hours held and their counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +75,15 @@ impl DayRow {
 }
 
 /// The row of one day holding, of the slots in `slots` (a mask), the counts of `hours`
-/// (hour of the day 0..24, ascending, each once) and nothing else, encoded: what
-/// [`DayRow::encode`] gives of such a row, without building it.
-pub fn encode_hours(slots: u32, hours: &[(usize, &Hour)]) -> Vec<u8> {
+/// (hour of the day 0..24, ascending, each once; its counts of `slots`' types in slot
+/// order) and nothing else, encoded: what [`DayRow::encode`] gives of such a row, without
+/// building it.
+pub fn encode_hours(slots: u32, hours: &[(usize, &[u64])]) -> Vec<u8> {
     let held = hours.iter().fold(0u32, |m, (h, _)| m | 1 << h);
     let present = if held == 0 { 0 } else { slots & ((1 << SLOTS) - 1) };
     let mut out = Compact::new(present, 3 * hours.len() * present.count_ones() as usize);
-    for slot in 0..SLOTS {
-        if present & (1 << slot) != 0 {
-            out.slot(held, hours.iter().map(|(_, hour)| hour[slot]));
-        }
+    for (k, _) in slots_in(present).enumerate() {
+        out.slot(held, hours.iter().map(|(_, counts)| counts[k]));
     }
     out.bytes
 }
@@ -287,7 +286,10 @@ pub(crate) mod tests {
             for (h, hour) in &hours {
                 row.set(*h, slots, hour);
             }
-            let by_ref: Vec<(usize, &Hour)> = hours.iter().map(|(h, hour)| (*h, hour)).collect();
+            // Each hour's counts of the slots asked only, in slot order.
+            let asked: Vec<(usize, Vec<u64>)> =
+                hours.iter().map(|(h, hour)| (*h, slots_in(slots).map(|s| hour[s]).collect())).collect();
+            let by_ref: Vec<(usize, &[u64])> = asked.iter().map(|(h, counts)| (*h, counts.as_slice())).collect();
             prop_assert_eq!(encode_hours(slots, &by_ref), row.encode());
         }
     }

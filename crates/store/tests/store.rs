@@ -48,8 +48,9 @@ fn fetched(tweets: &[TweetId], range: TimeRange, deleted: &[TweetId]) -> CallFac
         ..CallFacts::default()
     };
     for &t in tweets.iter().filter(|t| !deleted.contains(t)) {
-        let hours = (hour_of(range.start)..hour_of(range.end)).map(|h| (h, counts(t, h))).collect();
-        facts.hours.insert(t, hours);
+        let hours: Vec<(i64, Hour)> =
+            (hour_of(range.start)..hour_of(range.end)).map(|h| (h, counts(t, h))).collect();
+        facts.hours.insert(t, store::Hours::of(facts.slots, &hours));
     }
     facts
 }
