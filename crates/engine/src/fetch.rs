@@ -12,14 +12,14 @@ use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest}
 use futures::FutureExt;
 use stitch::Plan;
 use store::{CallFacts, StoreError};
-use upstream::{AttemptError, Calling, Lane};
+use upstream::{AttemptError, Calling, Lane, Retried};
 
 use crate::execute::Ended;
 use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
 use crate::ports::{Claim, Leases, Told};
-use crate::{Ask, Engine, coalesced_call, facts_tier, off_the_workers};
+use crate::{Ask, Engine, TaskFailed, coalesced_call, facts_tier, off_the_workers};
 
 /// How many times a call's lease is claimed before the call is made without one.
 const CLAIMS: usize = 3;
@@ -53,6 +53,13 @@ pub(crate) const HOURLY: &str = "hourly";
 pub(crate) enum CallFailure {
     Call(AttemptError),
     Store(Arc<StoreError>),
+}
+
+/// An answer read, its facts queued to be kept.
+#[derive(Debug)]
+struct Read {
+    facts: CallFacts,
+    queued: store::Queued,
 }
 
 /// What a call brought: its facts (the unsettled hours only: settled ones are on disk) and
@@ -156,25 +163,30 @@ impl FactsCall {
                 metrics::upstream_call(&outcome(result));
                 progress.attempt(retry, waited, took);
             },
-            // Kept while the call holds its place among the calls in flight, so answers
-            // waiting to be kept never pile up beyond those calls.
-            |body| Arc::clone(&self).keep(body, sent_at),
+            // Read while the call holds its place among the calls in flight, so answers
+            // waiting to be read never pile up beyond those calls.
+            |body| Arc::clone(&self).read(body, sent_at),
         );
-        let retried = match &lease {
-            Some((name, holder)) => held_while(engine.shared.leases.as_ref(), name, holder, call).await,
-            None => call.await,
-        };
-        let kept = match retried.result {
-            Ok(kept) => kept,
-            Err(e) => {
-                self.remember_refusal(&e, sent_at).await;
-                Err(CallFailure::Call(e))
+        let kept = async {
+            match call.await {
+                Retried { result: Ok(Ok(read)), attempts } => {
+                    (Arc::clone(&self).kept(read, sent_at).await, attempts)
+                }
+                Retried { result: Ok(Err(failure)), attempts } => (Err(failure), attempts),
+                Retried { result: Err(e), attempts } => {
+                    self.remember_refusal(&e, sent_at).await;
+                    (Err(CallFailure::Call(e)), attempts)
+                }
             }
+        };
+        let (kept, attempts) = match &lease {
+            Some((name, holder)) => held_while(engine.shared.leases.as_ref(), name, holder, kept).await,
+            None => kept.await,
         };
         if let Some((name, holder)) = lease {
             engine.shared.leases.release(&name, &holder).await;
         }
-        CallOutcome::new(kept, retried.attempts)
+        CallOutcome::new(kept, attempts)
     }
 
     /// Among replicas, one makes a call and the others take what it wrote: the lease this
@@ -228,51 +240,52 @@ impl FactsCall {
         .to_raw()
     }
 
-    /// Reads an answer's facts straight from its `body` and keeps them (here, and among
-    /// replicas), returning its unsettled hours. An answer that is not the hourly shape
-    /// asked for is the attempt's failure; a store that cannot keep them is the call's.
-    async fn keep(
+    /// Reads an answer's facts straight from its `body` and queues them to be kept in this
+    /// process's store, on a blocking thread, one answer per core at a time. An answer that
+    /// is not the hourly shape asked for is the attempt's failure.
+    async fn read(
         self: Arc<Self>,
         body: Bytes,
         sent_at: DateTime<Utc>,
-    ) -> Result<Result<Brought, CallFailure>, AttemptError> {
+    ) -> Result<Result<Read, CallFailure>, AttemptError> {
+        // Never closed.
+        let _turn = self.engine.keeping.acquire().await;
         let this = Arc::clone(&self);
-        let kept = {
-            // Never closed.
-            let _turn = self.engine.keeping.acquire().await;
-            off_the_workers("keeping the answer failed", move || this.keep_here(&body, sent_at)).await?
-        };
-        let (mut facts, unsettled_from) = match kept {
-            Ok(kept) => kept,
-            Err(failure) => return Ok(Err(failure)),
-        };
+        off_the_workers("reading the answer failed", move || {
+            let CallKey { handle, tweets, types, window, .. } = &this.key;
+            let facts = if this.need.status_only {
+                CallFacts::read_status(tweets, &body)
+            } else {
+                CallFacts::read_hourly(tweets, types, *window, &body, HOURLY)
+            }
+            .map_err(|e| upstream::unreadable(&e))?;
+            let queued = this.engine.store.queue(handle, &facts, sent_at);
+            Ok(Ok(Read { facts, queued }))
+        })
+        .await
+    }
+
+    /// Waits for what `read` queued to be durable in this process's store, then gives it
+    /// to the other replicas: the call's facts, with only its unsettled hours. A store that
+    /// cannot keep them is the call's failure.
+    async fn kept(self: Arc<Self>, read: Read, sent_at: DateTime<Utc>) -> Result<Brought, CallFailure> {
+        let Read { mut facts, queued } = read;
+        let store = Arc::clone(&self.engine.store);
+        let durable: Result<Result<(), StoreError>, TaskFailed> =
+            off_the_workers("keeping the answer failed", move || Ok(store.durable(queued))).await;
+        match durable {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(CallFailure::Store(Arc::new(e))),
+            Err(e) => return Err(CallFailure::Call(e.into())),
+        }
+        let unsettled_from = self.engine.store.unsettled_from(sent_at);
         let tier = self.engine.shared.facts.as_ref();
         let times = (sent_at, self.engine.clock.now());
         facts_tier::give(tier, &self.engine.store, &self.key.handle, &facts, times).await;
         // Only the unsettled hours go to the questions waiting (settled ones are on disk),
         // so a big question never holds every call's facts.
         facts.drop_settled(unsettled_from);
-        Ok(Ok(Brought { facts: Arc::new(facts), unsettled_from }))
-    }
-
-    /// [`FactsCall::keep`]'s part in this process's store, on a blocking thread.
-    fn keep_here(
-        &self,
-        body: &[u8],
-        sent_at: DateTime<Utc>,
-    ) -> Result<Result<(CallFacts, i64), CallFailure>, AttemptError> {
-        let CallKey { handle, tweets, types, window, .. } = &self.key;
-        let facts = if self.need.status_only {
-            CallFacts::read_status(tweets, body)
-        } else {
-            CallFacts::read_hourly(tweets, types, *window, body, HOURLY)
-        }
-        .map_err(|e| upstream::unreadable(&e))?;
-        let store = &self.engine.store;
-        if let Err(e) = store.keep(handle, &facts, sent_at) {
-            return Ok(Err(CallFailure::Store(Arc::new(e))));
-        }
-        Ok(Ok((facts, store.unsettled_from(sent_at))))
+        Ok(Brought { facts: Arc::new(facts), unsettled_from })
     }
 
     /// Keeps which of the call's Tweets the upstream refused in `error`, if it named them,

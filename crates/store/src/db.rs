@@ -98,6 +98,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A call's facts queued to be written ([`Store::queue`]); [`Store::durable`] waits for them.
+#[derive(Debug)]
+#[must_use = "queued facts are durable only once waited for"]
+pub struct Queued(u64);
+
 /// Keeps a question's Tweets from being evicted while it runs.
 #[derive(Debug)]
 pub struct Pin {
@@ -352,6 +357,15 @@ impl Store {
     /// finish together are written in one transaction (one sync of the file for all of
     /// them), so a cold question is not held to one disk sync per call.
     pub fn keep(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let queued = self.queue(handle, facts, fetched_at);
+        self.durable(queued)
+    }
+
+    /// [`Store::keep`]'s first part: the unsettled hours are in memory, the settled ones
+    /// wait to be written with the next transaction; [`Store::durable`] waits for it. The
+    /// writer is free meanwhile (its place among the calls in flight is for the next
+    /// call), and the writes that queue up while one transaction syncs go in the next.
+    pub fn queue(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Queued {
         let unsettled_from = self.unsettled_from(fetched_at);
         let mut rows: Vec<((u64, i64), Vec<u8>)> = Vec::new();
         let handle_key: Arc<str> = Arc::from(handle);
@@ -398,7 +412,7 @@ impl Store {
             refused: Vec::new(),
             at: fetched_at,
         };
-        self.in_group(write)
+        Queued(self.enqueue(write))
     }
 
     /// Keeps what a call as `handle` the upstream refused at `at` told of its Tweets, so
@@ -419,16 +433,24 @@ impl Store {
         self.in_group(write)
     }
 
-    /// Queues `write` and waits until a transaction holding it is committed: by this thread
-    /// if no other is committing (then with everything queued), else by the one that is.
+    /// Queues `write` and waits until a transaction holding it is committed.
     fn in_group(&self, write: Write) -> Result<(), StoreError> {
-        let seq = {
-            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
-            g.next += 1;
-            let seq = g.next;
-            g.queue.push(write);
-            seq
-        };
+        let queued = Queued(self.enqueue(write));
+        self.durable(queued)
+    }
+
+    /// Queues `write` for the next transaction; its number.
+    fn enqueue(&self, write: Write) -> u64 {
+        let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        g.next += 1;
+        g.queue.push(write);
+        g.next
+    }
+
+    /// Waits until a transaction holding the `queued` write is committed: by this thread if
+    /// no other is committing (then with everything queued), else by the one that is.
+    pub fn durable(&self, queued: Queued) -> Result<(), StoreError> {
+        let Queued(seq) = queued;
         loop {
             let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
             while g.committing && g.done < seq {

@@ -19,7 +19,7 @@ pub mod row;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use db::{Pin, Store};
+pub use db::{Pin, Queued, Store};
 pub use facts::{CallFacts, FreshHour, Held, Hours, Known, Refused, TweetStatus, Unshown};
 pub use ledger::{Admission, LedgerEntry};
 
