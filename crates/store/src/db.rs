@@ -78,7 +78,12 @@ struct Group {
     committing: bool,
     /// Why writes that failed did, by number, until their writers read it.
     failed: HashMap<u64, String>,
+    /// When the last transaction was committed.
+    last: Option<std::time::Instant>,
 }
+
+/// The least time between two transactions of kept facts.
+const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Facts, statuses and the ledger of one service.
 pub struct Store {
@@ -460,12 +465,20 @@ impl Store {
                 return g.failed.remove(&seq).map_or(Ok(()), |m| Err(StoreError::Commit(m)));
             }
             g.committing = true;
+            // Writes that come while the last sync is fresh wait out the rest of the gap and
+            // go together: one sync, and one write of the pages they share.
+            if let Some(wait) = g.last.and_then(|at| COMMIT_GAP.checked_sub(at.elapsed())) {
+                drop(g);
+                std::thread::sleep(wait);
+                g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            }
             let writes = std::mem::take(&mut g.queue);
             let upto = g.next;
             drop(g);
             let result = self.commit(&writes);
             let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
             g.committing = false;
+            g.last = Some(std::time::Instant::now());
             if let Err(e) = &result {
                 let message = e.to_string();
                 for s in (upto + 1 - writes.len() as u64)..=upto {
