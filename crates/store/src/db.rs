@@ -11,14 +11,19 @@ use engagement::{EngagementType, TimeRange, TweetId};
 use moka::sync::Cache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::block::block_of;
 use crate::facts::{
     CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, full_hour, hour_of,
 };
-use crate::row::{DayRow, decode_slots, encode_hours, held_hours, slot_mask, slots_of};
+use crate::row::{decode_slots, encode_hours, held_hours, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
-/// (handle, Tweet, day number) → the day's [`DayRow`], encoded.
-const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
+/// (handle, Tweet, block number) → the block's days, each its [`DayRow`] encoded (see
+/// [`crate::block`]).
+const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts_by_block");
+/// (handle, Tweet, day number) → the day's [`DayRow`], encoded: stores before format 3,
+/// moved into [`FACTS`] when opened.
+const FACTS_BY_DAY: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
 /// (handle, Tweet) → (last used, seconds since the epoch; bytes of facts held).
 const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("tweets");
 /// (last used, handle, Tweet) for every row of [`TWEETS`]: the order eviction takes them
@@ -35,13 +40,15 @@ const REFUSED: TableDefinition<(&str, u64), (i64, u8, &str)> = TableDefinition::
 /// Totals kept beside the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BYTES: &str = "fact_bytes";
-/// The layout of the tables; a store written in another is refused, never misread. Format 2
-/// writes rows compact (see [`crate::row`]); a store of format 1 is read as it is and marked
-/// 2 when opened, so a service from before refuses it rather than misread a compact row.
+/// The layout of the tables; a store written in another is refused, never misread. Format 3
+/// keeps a Tweet's days in blocks (see [`crate::block`]); format 2 wrote a row per day,
+/// compact (see [`crate::row`]), and format 1 wide. A store of format 1 or 2 has its days
+/// moved into blocks when opened, its rows as they were written, and is marked 3, so a
+/// service from before refuses it rather than misread it.
 const FORMAT_KEY: &str = "format";
-const FORMAT: u64 = 2;
-/// Formats this service opens: wide rows are read as they were written.
-const READS_FORMAT: u64 = 1;
+const FORMAT: u64 = 3;
+/// Formats this service opens and moves into blocks.
+const READS_FORMATS: [u64; 2] = [1, 2];
 
 /// The database's page cache: enough for the rows of a few dashboards, bounded so memory
 /// does not grow with the file (the kernel's page cache holds the rest).
@@ -58,7 +65,7 @@ type Fresh = Cache<(Arc<str>, u64, i64), Arc<FreshHour>>;
 /// What one call brings to disk.
 struct Write {
     handle: String,
-    /// (Tweet, day number) → the day's settled hours, encoded.
+    /// (Tweet, block number) → the block's days of settled hours, encoded.
     rows: Vec<((u64, i64), Vec<u8>)>,
     /// (Tweet, deleted).
     statuses: Vec<(u64, bool)>,
@@ -137,6 +144,69 @@ fn seconds(t: DateTime<Utc>) -> u64 {
     t.timestamp().max(0) as u64
 }
 
+/// Moves the rows of a store written a row per day into blocks, as they were written, and
+/// counts each Tweet's bytes again; the bytes of facts held in all.
+fn into_blocks(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let by_day = txn.open_table(FACTS_BY_DAY)?;
+    let mut blocks = txn.open_table(FACTS)?;
+    let mut tweets = txn.open_table(TWEETS)?;
+    // Days of one block, gathered in key order and written once it is whole.
+    let mut block: Option<(String, u64, i64)> = None;
+    let mut days: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut bytes: HashMap<(String, u64), u64> = HashMap::new();
+    let mut put = |key: (String, u64, i64), days: Vec<(i64, Vec<u8>)>| -> Result<(), StoreError> {
+        let encoded = crate::block::encode(&days);
+        *bytes.entry((key.0.clone(), key.1)).or_default() += encoded.len() as u64;
+        blocks.insert((key.0.as_str(), key.1, key.2), encoded.as_slice())?;
+        Ok(())
+    };
+    for entry in by_day.iter()? {
+        let (key, value) = entry?;
+        let (handle, tweet, day) = key.value();
+        let key = (handle.to_string(), tweet, block_of(day));
+        if block.as_ref() != Some(&key)
+            && let Some(at) = block.replace(key)
+        {
+            put(at, std::mem::take(&mut days))?;
+        }
+        days.push((day, value.value().to_vec()));
+    }
+    if let Some(at) = block {
+        put(at, days)?;
+    }
+    drop(by_day);
+    txn.delete_table(FACTS_BY_DAY)?;
+    let mut total = 0;
+    for ((handle, tweet), held) in bytes {
+        let used = tweets.get((handle.as_str(), tweet))?.map(|v| v.value().0);
+        if let Some(used) = used {
+            tweets.insert((handle.as_str(), tweet), (used, held))?;
+        }
+        total += held;
+    }
+    Ok(total)
+}
+
+/// Calls `each(day, row)` for the days of `tweet` of `handle` from `first` to `last` that
+/// `table` holds, ascending.
+fn days_held(
+    table: &impl ReadableTable<(&'static str, u64, i64), &'static [u8]>,
+    (handle, tweet): (&str, TweetId),
+    (first, last): (i64, i64),
+    mut each: impl FnMut(i64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for entry in table.range((handle, tweet.0, block_of(first))..=(handle, tweet.0, block_of(last)))? {
+        let (key, value) = entry?;
+        for day in crate::block::days(key.value().2, value.value()) {
+            let (day, row) = day?;
+            if (first..=last).contains(&day) {
+                each(day, row)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds [`BY_USE`] from [`TWEETS`] in a store written before it, once.
 fn build_by_use(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
@@ -195,7 +265,12 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value());
             match format {
-                None | Some(READS_FORMAT) => {
+                None => {
+                    meta.insert(FORMAT_KEY, FORMAT)?;
+                }
+                Some(older) if READS_FORMATS.contains(&older) => {
+                    let total = into_blocks(&txn)?;
+                    meta.insert(BYTES, total)?;
                     meta.insert(FORMAT_KEY, FORMAT)?;
                 }
                 Some(FORMAT) => {}
@@ -298,10 +373,8 @@ impl Store {
             for (i, h) in held.iter_mut().enumerate() {
                 *h = first + (i as i64) < born;
             }
-            for entry in facts.range((handle, tweet.0, d0)..=(handle, tweet.0, d1))? {
-                let (key, value) = entry?;
-                let day = key.value().2;
-                let masks = decode_slots(value.value(), &slots, false, |_, _, _| {})?;
+            days_held(&facts, (handle, tweet), (d0, d1), |day, row| {
+                let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
                 let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
                 for h in held_hours(all) {
                     let i = day * 24 + h as i64 - first;
@@ -309,7 +382,8 @@ impl Store {
                         held[i as usize] = true;
                     }
                 }
-            }
+                Ok(())
+            })?;
             if let Some(fresh) = &self.fresh {
                 for (i, h) in held.iter_mut().enumerate() {
                     let hour = first + i as i64;
@@ -402,10 +476,16 @@ impl Store {
                 }
                 same
             });
-            for day in settled.chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24)) {
-                let of_day: Vec<(usize, &[u64])> =
-                    day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)).collect();
-                rows.push(((tweet.0, day[0].0.div_euclid(24)), encode_hours(facts.slots, &of_day)));
+            let days: Vec<(i64, Vec<u8>)> = settled
+                .chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24))
+                .map(|day| {
+                    let of_day: Vec<(usize, &[u64])> =
+                        day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)).collect();
+                    (day[0].0.div_euclid(24), encode_hours(facts.slots, &of_day))
+                })
+                .collect();
+            for block in days.chunk_by(|a, b| block_of(a.0) == block_of(b.0)) {
+                rows.push(((tweet.0, block_of(block[0].0)), crate::block::encode(block)));
             }
         }
         // In key order, as the table keeps them.
@@ -505,15 +585,13 @@ impl Store {
             for w in writes {
                 let handle = w.handle.as_str();
                 let mut per_tweet: HashMap<u64, i64> = HashMap::new();
-                for ((tweet, day), encoded) in &w.rows {
-                    // Most rows are new: written at once, and merged only when one was there.
-                    let key = (handle, *tweet, *day);
+                for ((tweet, block), encoded) in &w.rows {
+                    // Most blocks are new: written at once, and merged only when one was there.
+                    let key = (handle, *tweet, *block);
                     let old = table.insert(key, encoded.as_slice())?.map(|v| v.value().to_vec());
                     let grown = match old {
                         Some(bytes) => {
-                            let mut merged = DayRow::decode(&bytes)?;
-                            merged.overlay(&DayRow::decode(encoded)?);
-                            let merged = merged.encode();
+                            let merged = crate::block::merge(*block, &bytes, encoded)?;
                             table.insert(key, merged.as_slice())?;
                             merged.len() as i64 - bytes.len() as i64
                         }
@@ -646,9 +724,7 @@ impl Store {
                 *h = first + (i as i64) < born;
             }
             let mut rows = Vec::with_capacity((d1 - d0 + 1) as usize);
-            for entry in table.range((handle, tweet.0, d0)..=(handle, tweet.0, d1))? {
-                let (key, value) = entry?;
-                let (day, row) = (key.value().2, value.value());
+            days_held(&table, (handle, tweet), (d0, d1), |day, row| {
                 let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
                 let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
                 for h in held_hours(all) {
@@ -659,7 +735,8 @@ impl Store {
                     }
                 }
                 rows.push((day, Box::from(row)));
-            }
+                Ok(())
+            })?;
             let mut fresh = Vec::new();
             for (i, _) in have.iter().enumerate().filter(|(_, h)| !**h) {
                 let at = range.start + chrono::Duration::hours(i as i64);
@@ -686,6 +763,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::DayRow;
     use engagement::{TimeRange, parse_instant};
 
     fn config(dir: &tempfile::TempDir) -> Config {
@@ -714,66 +792,89 @@ mod tests {
         }
     }
 
-    fn rows(store: &Store) -> Vec<DayRow> {
+    /// Every day held, in key order: (day number, its row).
+    fn rows(store: &Store) -> Vec<(i64, DayRow)> {
         let txn = store.db.begin_read().unwrap();
         let table = txn.open_table(FACTS).unwrap();
-        table.iter().unwrap().map(|e| DayRow::decode(e.unwrap().1.value()).unwrap()).collect()
+        let mut out = Vec::new();
+        for entry in table.iter().unwrap() {
+            let (key, value) = entry.unwrap();
+            for day in crate::block::days(key.value().2, value.value()) {
+                let (day, row) = day.unwrap();
+                out.push((day, DayRow::decode(row).unwrap()));
+            }
+        }
+        out
     }
 
     #[test]
-    fn a_store_of_wide_rows_is_read_as_written_and_marked_so_older_services_refuse_it() {
-        let dir = tempfile::tempdir().unwrap();
+    fn stores_of_a_row_a_day_are_moved_into_blocks_as_written_and_marked_so_older_services_refuse_them() {
         let later = parse_instant("2024-06-01T00:00:00Z").unwrap();
+        // Two days of two types, kept by this service: what the older stores must read as.
         let kept = {
+            let dir = tempfile::tempdir().unwrap();
             let store = Store::open(config(&dir)).unwrap();
-            store.keep("h", &facts(0b11, "2024-01-01T00:00:00Z"), later).unwrap();
-            // Written as a store of format 1 would have: every row wide.
-            let txn = store.db.begin_write().unwrap();
-            {
-                let mut table = txn.open_table(FACTS).unwrap();
-                let all: Vec<_> = table
-                    .iter()
-                    .unwrap()
-                    .map(|e| {
-                        let (k, v) = e.unwrap();
-                        (k.value().2, crate::row::tests::wide(&DayRow::decode(v.value()).unwrap()))
-                    })
-                    .collect();
-                for (day, wide) in &all {
-                    table.insert(("h", 5, *day), wide.as_slice()).unwrap();
-                }
-                txn.open_table(META).unwrap().insert(FORMAT_KEY, READS_FORMAT).unwrap();
-            }
-            txn.commit().unwrap();
+            store.keep("h", &facts(0b11, "2024-01-13T00:00:00Z"), later).unwrap();
             rows(&store)
         };
         assert_eq!(kept.len(), 2);
+        assert_ne!(block_of(kept[0].0), block_of(kept[1].0), "the two days cross blocks");
+        for (format, encode) in [(1, crate::row::tests::wide as fn(&DayRow) -> Vec<u8>), (2, DayRow::encode)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            drop(Store::open(config(&dir)).unwrap());
+            // Written as a store of that format would have: a row a day, and its totals.
+            let txn = Database::open(dir.path().join("stitcher.redb")).unwrap().begin_write().unwrap();
+            {
+                let mut table = txn.open_table(FACTS_BY_DAY).unwrap();
+                let mut bytes = 0;
+                for (day, row) in &kept {
+                    let row = encode(row);
+                    bytes += row.len() as u64;
+                    table.insert(("h", 5, *day), row.as_slice()).unwrap();
+                }
+                let mut tweets = txn.open_table(TWEETS).unwrap();
+                let mut by_use = txn.open_table(BY_USE).unwrap();
+                set_tweet((&mut tweets, &mut by_use), ("h", 5), (7, bytes)).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(FORMAT_KEY, format).unwrap();
+                meta.insert(BYTES, bytes).unwrap();
+            }
+            txn.commit().unwrap();
 
-        let store = Store::open(config(&dir)).unwrap();
-        assert_eq!(rows(&store), kept, "wide rows read as they were written");
-        let format = store
-            .db
-            .begin_read()
-            .unwrap()
-            .open_table(META)
-            .unwrap()
-            .get(FORMAT_KEY)
-            .unwrap()
-            .unwrap()
-            .value();
-        assert_eq!(format, FORMAT);
-        // Another type of the same days: merged with the wide rows, written compact.
-        store.keep("h", &facts(0b100, "2024-01-01T00:00:00Z"), later).unwrap();
-        for (row, before) in rows(&store).iter().zip(&kept) {
-            assert_eq!(row.held[..2], before.held[..2]);
-            assert_eq!(row.counts[..2], before.counts[..2]);
-            assert_eq!(row.held[2], 0x00ff_ffff);
+            let store = Store::open(config(&dir)).unwrap();
+            assert_eq!(rows(&store), kept, "format {format}: the days read as they were written");
+            let txn = store.db.begin_read().unwrap();
+            assert!(txn.open_table(FACTS_BY_DAY).is_err(), "the table of days is gone");
+            let meta = txn.open_table(META).unwrap();
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), FORMAT);
+            let blocks: u64 = txn
+                .open_table(FACTS)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|e| e.unwrap().1.value().len() as u64)
+                .sum();
+            assert_eq!(meta.get(BYTES).unwrap().unwrap().value(), blocks, "the bytes held counted again");
+            assert_eq!(txn.open_table(TWEETS).unwrap().get(("h", 5)).unwrap().unwrap().value(), (7, blocks));
+            drop((meta, txn));
+            // Another type of the same days: merged with what was moved.
+            store.keep("h", &facts(0b100, "2024-01-13T00:00:00Z"), later).unwrap();
+            for ((day, row), (before_day, before)) in rows(&store).iter().zip(&kept) {
+                assert_eq!(day, before_day);
+                assert_eq!(row.held[..2], before.held[..2]);
+                assert_eq!(row.counts[..2], before.counts[..2]);
+                assert_eq!(row.held[2], 0x00ff_ffff);
+            }
+            drop(store);
+
+            let txn = Database::open(dir.path().join("stitcher.redb")).unwrap().begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(FORMAT_KEY, FORMAT + 1).unwrap();
+            txn.commit().unwrap();
+            assert!(matches!(
+                Store::open(config(&dir)),
+                Err(StoreError::Format { found: 4, expected: 3, .. })
+            ));
         }
-        drop(store);
-
-        let txn = Database::open(dir.path().join("stitcher.redb")).unwrap().begin_write().unwrap();
-        txn.open_table(META).unwrap().insert(FORMAT_KEY, FORMAT + 1).unwrap();
-        txn.commit().unwrap();
-        assert!(matches!(Store::open(config(&dir)), Err(StoreError::Format { found: 3, expected: 2, .. })));
     }
 }

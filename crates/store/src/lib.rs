@@ -11,6 +11,7 @@
 //! is not, and hands the answers back through [`Store::keep`].
 
 mod answer;
+pub mod block;
 mod db;
 pub mod facts;
 pub mod ledger;

@@ -1,0 +1,145 @@
+//! Several days of one Tweet kept as one value: a call's 28-day window of 25 Tweets is a
+//! hundred or so values to write, not seven hundred, and a question's range is read in as
+//! few.
+//!
+//! A block holds the days `block * BLOCK_DAYS ..` of the next [`BLOCK_DAYS`], each present
+//! once, ascending: per day one byte (its place in the block), the length of its row
+//! (LEB128), and the row as [`crate::row`] writes it.
+
+use std::borrow::Cow;
+
+use crate::row::{DayRow, Malformed, get_varint, put_varint};
+
+/// Days per block.
+pub const BLOCK_DAYS: i64 = 8;
+
+/// The block a day is kept in.
+pub fn block_of(day: i64) -> i64 {
+    day.div_euclid(BLOCK_DAYS)
+}
+
+/// The days a block's bytes hold: (day number, its row), ascending.
+pub fn days(block: i64, bytes: &[u8]) -> Days<'_> {
+    Days { first: block * BLOCK_DAYS, bytes, at: 0 }
+}
+
+/// The days of one block, read in turn.
+#[derive(Debug)]
+pub struct Days<'a> {
+    first: i64,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Days<'a> {
+    type Item = Result<(i64, &'a [u8]), Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let offset = *self.bytes.get(self.at)?;
+        let mut at = self.at + 1;
+        let read = get_varint(self.bytes, &mut at).and_then(|len| {
+            let row = usize::try_from(len)
+                .ok()
+                .and_then(|len| at.checked_add(len))
+                .and_then(|end| self.bytes.get(at..end))
+                .ok_or(Malformed("short day in a block"))?;
+            if i64::from(offset) >= BLOCK_DAYS {
+                return Err(Malformed("a day past its block"));
+            }
+            Ok((self.first + i64::from(offset), row))
+        });
+        match read {
+            Ok((day, row)) => {
+                self.at = at + row.len();
+                Some(Ok((day, row)))
+            }
+            Err(e) => {
+                // Nothing after a malformed day is read.
+                self.at = self.bytes.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A block of `days` (ascending, each once, all of one block): (day number, row).
+pub fn encode<R: AsRef<[u8]>>(days: &[(i64, R)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(days.iter().map(|(_, r)| r.as_ref().len() + 3).sum());
+    for (day, row) in days {
+        let row = row.as_ref();
+        out.push(day.rem_euclid(BLOCK_DAYS) as u8);
+        put_varint(&mut out, row.len() as u64);
+        out.extend_from_slice(row);
+    }
+    out
+}
+
+/// Block `block` as `older` holds it with `newer`'s days laid over it: a day in both is
+/// merged hour by hour, newer counts winning.
+pub fn merge(block: i64, older: &[u8], newer: &[u8]) -> Result<Vec<u8>, Malformed> {
+    let (older, newer): (Vec<_>, Vec<_>) =
+        (days(block, older).collect::<Result<_, _>>()?, days(block, newer).collect::<Result<_, _>>()?);
+    let mut merged: Vec<(i64, Cow<'_, [u8]>)> = Vec::with_capacity(older.len() + newer.len());
+    let (mut o, mut n) = (older.into_iter().peekable(), newer.into_iter().peekable());
+    loop {
+        let next: (i64, Cow<'_, [u8]>) = match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                let (Some((day, old)), Some((_, new))) = (o.next(), n.next()) else { break };
+                let mut row = DayRow::decode(old)?;
+                row.overlay(&DayRow::decode(new)?);
+                (day, Cow::Owned(row.encode()))
+            }
+            (Some(a), Some(b)) if a.0 > b.0 => {
+                n.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default()
+            }
+            (Some(_), _) => o.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default(),
+            (None, Some(_)) => n.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default(),
+            (None, None) => break,
+        };
+        merged.push(next);
+    }
+    Ok(encode(&merged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::encode_hours;
+
+    fn row(slots: u32, hour: usize, count: u64) -> Vec<u8> {
+        let counts = vec![count; slots.count_ones() as usize];
+        encode_hours(slots, &[(hour, counts.as_slice())])
+    }
+
+    #[test]
+    fn a_block_reads_back_its_days_and_merges_day_by_day() {
+        let block = -3;
+        let first = block * BLOCK_DAYS;
+        let old = encode(&[(first, row(0b1, 0, 5)), (first + 2, row(0b1, 1, 6))]);
+        let read: Vec<(i64, Vec<u8>)> =
+            days(block, &old).map(|d| d.map(|(day, r)| (day, r.to_vec())).unwrap()).collect();
+        assert_eq!(read, [(first, row(0b1, 0, 5)), (first + 2, row(0b1, 1, 6))]);
+
+        let new = encode(&[(first + 2, row(0b10, 1, 7)), (first + 7, row(0b1, 23, 8))]);
+        let merged = merge(block, &old, &new).unwrap();
+        let days: Vec<(i64, DayRow)> = days(block, &merged)
+            .map(|d| d.map(|(day, r)| (day, DayRow::decode(r).unwrap())).unwrap())
+            .collect();
+        assert_eq!(days.iter().map(|(d, _)| d - first).collect::<Vec<_>>(), [0, 2, 7]);
+        let both = &days[1].1;
+        assert_eq!((both.held[0], both.counts[0][1]), (1 << 1, 6), "the older type stays");
+        assert_eq!((both.held[1], both.counts[1][1]), (1 << 1, 7), "the newer type is added");
+        assert_eq!(block_of(first + 7), block);
+        assert_eq!(block_of(first + 8), block + 1);
+    }
+
+    #[test]
+    fn cut_or_wrong_blocks_are_an_error_not_a_panic() {
+        let whole = encode(&[(0, row(0b1, 0, 300))]);
+        for cut in 0..whole.len() {
+            let read: Result<Vec<_>, _> = days(0, &whole[..cut]).collect();
+            assert!(cut == 0 || read.is_err(), "{cut}");
+        }
+        assert!(days(0, &[9, 0]).next().unwrap().is_err(), "a day past its block");
+    }
+}
