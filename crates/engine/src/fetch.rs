@@ -60,6 +60,8 @@ pub(crate) enum CallFailure {
 struct Read {
     facts: CallFacts,
     queued: store::Queued,
+    /// Its place among the answers between read and durable.
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a call brought: its facts (the unsettled hours only: settled ones are on disk) and
@@ -241,15 +243,16 @@ impl FactsCall {
     }
 
     /// Reads an answer's facts straight from its `body` and queues them to be kept in this
-    /// process's store, on a blocking thread, one answer per core at a time. An answer that
-    /// is not the hourly shape asked for is the attempt's failure.
+    /// process's store, on a blocking thread. An answer that is not the hourly shape asked
+    /// for is the attempt's failure. Answers between being read and being durable are
+    /// bounded (two per core): past that, a call keeps its place among the calls in flight
+    /// until one is durable, so they never pile up in memory behind the writer.
     async fn read(
         self: Arc<Self>,
         body: Bytes,
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Read, CallFailure>, AttemptError> {
-        // Never closed.
-        let _turn = self.engine.keeping.acquire().await;
+        let turn = Arc::clone(&self.engine.keeping).acquire_owned().await.ok();
         let this = Arc::clone(&self);
         off_the_workers("reading the answer failed", move || {
             let CallKey { handle, tweets, types, window, .. } = &this.key;
@@ -260,7 +263,7 @@ impl FactsCall {
             }
             .map_err(|e| upstream::unreadable(&e))?;
             let queued = this.engine.store.queue(handle, &facts, sent_at);
-            Ok(Ok(Read { facts, queued }))
+            Ok(Ok(Read { facts, queued, turn }))
         })
         .await
     }
@@ -269,10 +272,11 @@ impl FactsCall {
     /// to the other replicas: the call's facts, with only its unsettled hours. A store that
     /// cannot keep them is the call's failure.
     async fn kept(self: Arc<Self>, read: Read, sent_at: DateTime<Utc>) -> Result<Brought, CallFailure> {
-        let Read { mut facts, queued } = read;
+        let Read { mut facts, queued, turn } = read;
         let store = Arc::clone(&self.engine.store);
         let durable: Result<Result<(), StoreError>, TaskFailed> =
             off_the_workers("keeping the answer failed", move || Ok(store.durable(queued))).await;
+        drop(turn);
         match durable {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(CallFailure::Store(Arc::new(e))),

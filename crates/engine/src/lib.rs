@@ -259,9 +259,9 @@ pub struct Engine {
     pub shared: Shared,
     /// The time of day facts are judged by.
     pub clock: Arc<dyn Clock>,
-    /// Answers read and kept at once, one per core: more would only hold more answers
-    /// expanded in memory while they share the same cores.
-    keeping: tokio::sync::Semaphore,
+    /// Answers read or waiting to be durable at once, two per core: more would only hold
+    /// more answers expanded in memory while they share the same cores and the one writer.
+    keeping: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -288,9 +288,9 @@ impl Engine {
             counted: Default::default(),
             shared,
             clock,
-            keeping: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            ),
+            keeping: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            )),
         }
     }
 }
