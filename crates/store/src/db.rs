@@ -375,7 +375,7 @@ impl Store {
             }
             days_held(&facts, (handle, tweet), (d0, d1), |day, row| {
                 let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
-                let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
+                let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
                 for h in held_hours(all) {
                     let i = day * 24 + h as i64 - first;
                     if (0..hours as i64).contains(&i) {
@@ -723,10 +723,10 @@ impl Store {
             for (i, h) in have.iter_mut().enumerate() {
                 *h = first + (i as i64) < born;
             }
-            let mut rows = Vec::with_capacity((d1 - d0 + 1) as usize);
+            let mut rows = crate::facts::DayRows::default();
             days_held(&table, (handle, tweet), (d0, d1), |day, row| {
                 let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
-                let all = masks.iter().fold(0x00ff_ffff, |m, x| m & x);
+                let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
                 for h in held_hours(all) {
                     if let Some(have) =
                         usize::try_from(day * 24 + h as i64 - first).ok().and_then(|i| have.get_mut(i))
@@ -734,7 +734,7 @@ impl Store {
                         *have = true;
                     }
                 }
-                rows.push((day, Box::from(row)));
+                rows.push(day, row);
                 Ok(())
             })?;
             let mut fresh = Vec::new();

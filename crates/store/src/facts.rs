@@ -325,8 +325,25 @@ impl Known {
     }
 }
 
-/// A Tweet's stored days: `(day number, row as kept)`, ascending.
-pub(crate) type DayRows = Vec<(i64, Box<[u8]>)>;
+/// A Tweet's stored days, ascending: their rows as kept, one after another, and where each
+/// day's is.
+#[derive(Debug, Default)]
+pub(crate) struct DayRows {
+    bytes: Vec<u8>,
+    days: Vec<(i64, std::ops::Range<usize>)>,
+}
+
+impl DayRows {
+    pub(crate) fn push(&mut self, day: i64, row: &[u8]) {
+        let from = self.bytes.len();
+        self.bytes.extend_from_slice(row);
+        self.days.push((day, from..self.bytes.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.days.iter().map(|(day, at)| (*day, &self.bytes[at.clone()]))
+    }
+}
 
 /// The counts a question renders from: for each Tweet shown, its stored days over the range
 /// as they are kept (each type's counts read when the answer is rendered, so a batch's
@@ -368,7 +385,7 @@ impl HourlyCounts for Held {
                 *at = count;
             }
         };
-        for (day, row) in self.rows.get(&tweet).into_iter().flatten() {
+        for (day, row) in self.rows.get(&tweet).into_iter().flat_map(DayRows::iter) {
             if crate::row::decode_slots(row, &[slot], true, |_, h, c| put(day * 24 + h as i64, c)).is_err() {
                 self.malformed.store(true, std::sync::atomic::Ordering::Relaxed);
             }

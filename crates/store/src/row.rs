@@ -68,8 +68,7 @@ impl DayRow {
     pub fn decode(bytes: &[u8]) -> Result<DayRow, Malformed> {
         let mut row = DayRow::default();
         let all: Vec<usize> = (0..SLOTS).collect();
-        let held = decode_slots(bytes, &all, true, |i, h, c| row.counts[i][h] = c)?;
-        row.held.copy_from_slice(&held);
+        row.held = decode_slots(bytes, &all, true, |i, h, c| row.counts[i][h] = c)?;
         Ok(row)
     }
 }
@@ -105,19 +104,18 @@ impl Compact {
     }
 
     /// The next slot present: its held hours and their counts, ascending.
-    fn slot(&mut self, held: u32, counts: impl Iterator<Item = u64>) {
-        let mut block = Vec::with_capacity(3 * held.count_ones() as usize);
-        for count in counts {
-            put_varint(&mut block, count);
-        }
+    fn slot(&mut self, held: u32, counts: impl Iterator<Item = u64> + Clone) {
+        let len: usize = counts.clone().map(varint_len).sum();
         self.bytes.extend_from_slice(&held.to_le_bytes()[..3]);
-        put_varint(&mut self.bytes, block.len() as u64);
-        self.bytes.extend_from_slice(&block);
+        put_varint(&mut self.bytes, len as u64);
+        for count in counts {
+            put_varint(&mut self.bytes, count);
+        }
     }
 }
 
 /// The hours set in a mask, ascending.
-pub fn held_hours(mask: u32) -> impl Iterator<Item = usize> {
+pub fn held_hours(mask: u32) -> impl Iterator<Item = usize> + Clone {
     (0..24).filter(move |h| mask & (1 << h) != 0)
 }
 
@@ -126,15 +124,16 @@ fn word(bytes: &[u8], at: usize, what: &'static str) -> Result<u32, Malformed> {
     Ok(u32::from_le_bytes(b))
 }
 
-/// Reads the `wanted` slots (ascending) of stored bytes: their held-hour masks, and with
-/// `counts` each held count as `each(i, hour, count)` for the `i`-th wanted slot.
+/// Reads the `wanted` slots (ascending) of stored bytes: their held-hour masks (the `i`-th
+/// wanted slot's at `i`; the rest 0), and with `counts` each held count as
+/// `each(i, hour, count)` for the `i`-th wanted slot.
 pub fn decode_slots(
     bytes: &[u8],
     wanted: &[usize],
     counts: bool,
     mut each: impl FnMut(usize, usize, u64),
-) -> Result<Vec<u32>, Malformed> {
-    let mut masks = vec![0; wanted.len()];
+) -> Result<[u32; SLOTS], Malformed> {
+    let mut masks = [0; SLOTS];
     let first = word(bytes, 0, "short mask")?;
     let compact = first & COMPACT == COMPACT;
     let present = if compact { first & !COMPACT } else { (1 << SLOTS) - 1 };
@@ -178,6 +177,11 @@ pub fn decode_slots(
         }
     }
     Ok(masks)
+}
+
+/// The bytes [`put_varint`] writes for `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
