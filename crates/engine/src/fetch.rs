@@ -56,13 +56,17 @@ pub(crate) enum CallFailure {
 }
 
 /// An answer read, its facts queued to be kept.
-#[derive(Debug)]
 struct Read {
     facts: CallFacts,
-    queued: store::Queued,
+    /// Its facts being made durable: started as they are queued, so it runs to its end
+    /// even if no question waits for it any more.
+    durable: Durable,
     /// Its place among the answers between read and durable.
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// Waiting for queued facts to be durable, on a blocking thread.
+type Durable = std::pin::Pin<Box<dyn Future<Output = Result<Result<(), StoreError>, TaskFailed>> + Send>>;
 
 /// What a call brought: its facts (the unsettled hours only: settled ones are on disk) and
 /// the first hour it kept as unsettled.
@@ -262,8 +266,12 @@ impl FactsCall {
                 CallFacts::read_hourly(tweets, types, *window, &body, HOURLY)
             }
             .map_err(|e| upstream::unreadable(&e))?;
-            let queued = this.engine.store.queue(handle, &facts, sent_at);
-            Ok(Ok(Read { facts, queued, turn }))
+            let store = &this.engine.store;
+            let queued = store.queue(handle, &facts, sent_at);
+            let store = Arc::clone(store);
+            let durable: Durable =
+                Box::pin(off_the_workers("keeping the answer failed", move || Ok(store.durable(queued))));
+            Ok(Ok(Read { facts, durable, turn }))
         })
         .await
     }
@@ -272,10 +280,8 @@ impl FactsCall {
     /// to the other replicas: the call's facts, with only its unsettled hours. A store that
     /// cannot keep them is the call's failure.
     async fn kept(self: Arc<Self>, read: Read, sent_at: DateTime<Utc>) -> Result<Brought, CallFailure> {
-        let Read { mut facts, queued, turn } = read;
-        let store = Arc::clone(&self.engine.store);
-        let durable: Result<Result<(), StoreError>, TaskFailed> =
-            off_the_workers("keeping the answer failed", move || Ok(store.durable(queued))).await;
+        let Read { mut facts, durable, turn } = read;
+        let durable = durable.await;
         drop(turn);
         match durable {
             Ok(Ok(())) => {}

@@ -555,7 +555,10 @@ impl Store {
             let writes = std::mem::take(&mut g.queue);
             let upto = g.next;
             drop(g);
-            let result = self.commit(&writes);
+            // A panic here must still fail these writes and free the group, or every later
+            // writer would wait for good.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&writes)))
+                .unwrap_or_else(|_| Err(StoreError::Commit("writing the facts panicked".into())));
             let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
             g.committing = false;
             g.last = Some(std::time::Instant::now());
@@ -590,11 +593,18 @@ impl Store {
                     let key = (handle, *tweet, *block);
                     let old = table.insert(key, encoded.as_slice())?.map(|v| v.value().to_vec());
                     let grown = match old {
-                        Some(bytes) => {
-                            let merged = crate::block::merge(*block, &bytes, encoded)?;
-                            table.insert(key, merged.as_slice())?;
-                            merged.len() as i64 - bytes.len() as i64
-                        }
+                        Some(bytes) => match crate::block::merge(*block, &bytes, encoded) {
+                            Ok(merged) => {
+                                table.insert(key, merged.as_slice())?;
+                                merged.len() as i64 - bytes.len() as i64
+                            }
+                            // What was there cannot be read: the new days take its place,
+                            // and the writes kept with this one are not failed for it.
+                            Err(e) => {
+                                tracing::warn!(error = %e, tweet, block, "a stored block of facts could not be read; replaced by the newer one");
+                                encoded.len() as i64 - bytes.len() as i64
+                            }
+                        },
                         None => encoded.len() as i64,
                     };
                     *per_tweet.entry(*tweet).or_default() += grown;
@@ -805,6 +815,51 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_stored_block_that_cannot_be_read_is_replaced_by_the_newer_and_fails_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = parse_instant("2024-06-01T00:00:00Z").unwrap();
+        let store = Store::open(config(&dir)).unwrap();
+        store.keep("h", &facts(0b11, "2024-01-13T00:00:00Z"), later).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(FACTS).unwrap();
+            let first: Vec<(u64, i64)> = table
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, _) = e.unwrap();
+                    (k.value().1, k.value().2)
+                })
+                .collect();
+            let was = table.insert(("h", first[0].0, first[0].1), [0xff, 0xff, 0xff].as_slice()).unwrap();
+            // Counted as what is there now, as a writer of those bytes would have.
+            let was = was.unwrap().value().len() as u64;
+            txn.open_table(META).unwrap().insert(BYTES, store.bytes() - was + 3).unwrap();
+        }
+        txn.commit().unwrap();
+        let store = {
+            drop(store);
+            Store::open(config(&dir)).unwrap()
+        };
+        store.keep("h", &facts(0b100, "2024-01-13T00:00:00Z"), later).unwrap();
+        let days = rows(&store);
+        assert_eq!(days.len(), 2);
+        assert_eq!(days[0].1.held[..3], [0, 0, 0x00ff_ffff], "the spoilt block holds the newer type only");
+        assert_eq!(days[1].1.held[..3], [0x00ff_ffff; 3], "the other block is merged");
+        let blocks: u64 = store
+            .db
+            .begin_read()
+            .unwrap()
+            .open_table(FACTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().len() as u64)
+            .sum();
+        assert_eq!(store.bytes(), blocks, "the bytes held still add up");
     }
 
     #[test]
