@@ -187,24 +187,40 @@ fn into_blocks(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
     Ok(total)
 }
 
-/// Calls `each(day, row)` for the days of `tweet` of `handle` from `first` to `last` that
-/// `table` holds, ascending.
-fn days_held(
+/// Which hours of `range` `table` holds of `tweet` of `handle`, every slot of `slots` (or
+/// are before the Tweet existed), one flag per hour; and `each(day, row)` for every day of
+/// the range it holds, ascending.
+fn hours_held(
     table: &impl ReadableTable<(&'static str, u64, i64), &'static [u8]>,
     (handle, tweet): (&str, TweetId),
-    (first, last): (i64, i64),
-    mut each: impl FnMut(i64, &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    for entry in table.range((handle, tweet.0, block_of(first))..=(handle, tweet.0, block_of(last)))? {
+    slots: &[usize],
+    range: TimeRange,
+    mut each: impl FnMut(i64, &[u8]),
+) -> Result<Vec<bool>, StoreError> {
+    let first = hour_of(range.start);
+    let born = born_hour(tweet);
+    let mut held: Vec<bool> = (0..range.hours() as i64).map(|i| first + i < born).collect();
+    let (d0, d1) = days(range);
+    for entry in table.range((handle, tweet.0, block_of(d0))..=(handle, tweet.0, block_of(d1)))? {
         let (key, value) = entry?;
         for day in crate::block::days(key.value().2, value.value()) {
             let (day, row) = day?;
-            if (first..=last).contains(&day) {
-                each(day, row)?;
+            if !(d0..=d1).contains(&day) {
+                continue;
             }
+            let masks = decode_slots(row, slots, false, |_, _, _| {})?;
+            let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
+            for h in held_hours(all) {
+                if let Some(held) =
+                    usize::try_from(day * 24 + h as i64 - first).ok().and_then(|i| held.get_mut(i))
+                {
+                    *held = true;
+                }
+            }
+            each(day, row);
         }
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Builds [`BY_USE`] from [`TWEETS`] in a store written before it, once.
@@ -356,8 +372,6 @@ impl Store {
         let slots = slots_of(types);
         let wanted = slot_mask(&slots);
         let first = hour_of(range.start);
-        let hours = range.hours();
-        let (d0, d1) = days(range);
         let txn = self.db.begin_read()?;
         let facts = txn.open_table(FACTS)?;
         let status = txn.open_table(STATUS)?;
@@ -368,22 +382,7 @@ impl Store {
         let fresh_from = self.unsettled_from(now - self.config.fresh_ttl);
         let handle_key: Arc<str> = Arc::from(handle);
         for &tweet in tweets {
-            let mut held = vec![false; hours];
-            let born = born_hour(tweet);
-            for (i, h) in held.iter_mut().enumerate() {
-                *h = first + (i as i64) < born;
-            }
-            days_held(&facts, (handle, tweet), (d0, d1), |day, row| {
-                let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
-                let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
-                for h in held_hours(all) {
-                    let i = day * 24 + h as i64 - first;
-                    if (0..hours as i64).contains(&i) {
-                        held[i as usize] = true;
-                    }
-                }
-                Ok(())
-            })?;
+            let mut held = hours_held(&facts, (handle, tweet), &slots, range, |_, _| {})?;
             if let Some(fresh) = &self.fresh {
                 for (i, h) in held.iter_mut().enumerate() {
                     let hour = first + i as i64;
@@ -717,8 +716,6 @@ impl Store {
     ) -> Result<Held, StoreError> {
         let range = known.range.ok_or(StoreError::Vanished { tweet: 0 })?;
         let first = hour_of(range.start);
-        let hours = range.hours();
-        let (d0, d1) = days(range);
         let slots = slots_of(types);
         let mask = slot_mask(&slots);
         let txn = self.db.begin_read()?;
@@ -728,25 +725,8 @@ impl Store {
             ..Held::default()
         };
         for &tweet in tweets {
-            let mut have = vec![false; hours];
-            let born = born_hour(tweet);
-            for (i, h) in have.iter_mut().enumerate() {
-                *h = first + (i as i64) < born;
-            }
             let mut rows = crate::facts::DayRows::default();
-            days_held(&table, (handle, tweet), (d0, d1), |day, row| {
-                let masks = decode_slots(row, &slots, false, |_, _, _| {})?;
-                let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
-                for h in held_hours(all) {
-                    if let Some(have) =
-                        usize::try_from(day * 24 + h as i64 - first).ok().and_then(|i| have.get_mut(i))
-                    {
-                        *have = true;
-                    }
-                }
-                rows.push(day, row);
-                Ok(())
-            })?;
+            let have = hours_held(&table, (handle, tweet), &slots, range, |day, row| rows.push(day, row))?;
             let mut fresh = Vec::new();
             for (i, _) in have.iter().enumerate().filter(|(_, h)| !**h) {
                 let at = range.start + chrono::Duration::hours(i as i64);
@@ -802,6 +782,12 @@ mod tests {
         }
     }
 
+    /// The bytes of every block held.
+    fn block_bytes(txn: &redb::ReadTransaction) -> u64 {
+        let table = txn.open_table(FACTS).unwrap();
+        table.iter().unwrap().map(|e| e.unwrap().1.value().len() as u64).sum()
+    }
+
     /// Every day held, in key order: (day number, its row).
     fn rows(store: &Store) -> Vec<(i64, DayRow)> {
         let txn = store.db.begin_read().unwrap();
@@ -849,17 +835,11 @@ mod tests {
         assert_eq!(days.len(), 2);
         assert_eq!(days[0].1.held[..3], [0, 0, 0x00ff_ffff], "the spoilt block holds the newer type only");
         assert_eq!(days[1].1.held[..3], [0x00ff_ffff; 3], "the other block is merged");
-        let blocks: u64 = store
-            .db
-            .begin_read()
-            .unwrap()
-            .open_table(FACTS)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|e| e.unwrap().1.value().len() as u64)
-            .sum();
-        assert_eq!(store.bytes(), blocks, "the bytes held still add up");
+        assert_eq!(
+            store.bytes(),
+            block_bytes(&store.db.begin_read().unwrap()),
+            "the bytes held still add up"
+        );
     }
 
     #[test]
@@ -903,13 +883,7 @@ mod tests {
             assert!(txn.open_table(FACTS_BY_DAY).is_err(), "the table of days is gone");
             let meta = txn.open_table(META).unwrap();
             assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), FORMAT);
-            let blocks: u64 = txn
-                .open_table(FACTS)
-                .unwrap()
-                .iter()
-                .unwrap()
-                .map(|e| e.unwrap().1.value().len() as u64)
-                .sum();
+            let blocks = block_bytes(&txn);
             assert_eq!(meta.get(BYTES).unwrap().unwrap().value(), blocks, "the bytes held counted again");
             assert_eq!(txn.open_table(TWEETS).unwrap().get(("h", 5)).unwrap().unwrap().value(), (7, blocks));
             drop((meta, txn));
