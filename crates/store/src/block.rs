@@ -7,6 +7,7 @@
 //! (LEB128), and the row as [`crate::row`] writes it.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::row::{DayRow, Malformed, get_varint, put_varint};
 
@@ -77,28 +78,25 @@ pub fn encode<R: AsRef<[u8]>>(days: &[(i64, R)]) -> Vec<u8> {
 /// Block `block` as `older` holds it with `newer`'s days laid over it: a day in both is
 /// merged hour by hour, newer counts winning.
 pub fn merge(block: i64, older: &[u8], newer: &[u8]) -> Result<Vec<u8>, Malformed> {
-    let (older, newer): (Vec<_>, Vec<_>) =
-        (days(block, older).collect::<Result<_, _>>()?, days(block, newer).collect::<Result<_, _>>()?);
-    let mut merged: Vec<(i64, Cow<'_, [u8]>)> = Vec::with_capacity(older.len() + newer.len());
-    let (mut o, mut n) = (older.into_iter().peekable(), newer.into_iter().peekable());
-    loop {
-        let next: (i64, Cow<'_, [u8]>) = match (o.peek(), n.peek()) {
-            (Some(a), Some(b)) if a.0 == b.0 => {
-                let (Some((day, old)), Some((_, new))) = (o.next(), n.next()) else { break };
-                let mut row = DayRow::decode(old)?;
-                row.overlay(&DayRow::decode(new)?);
-                (day, Cow::Owned(row.encode()))
-            }
-            (Some(a), Some(b)) if a.0 > b.0 => {
-                n.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default()
-            }
-            (Some(_), _) => o.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default(),
-            (None, Some(_)) => n.next().map(|(d, r)| (d, Cow::Borrowed(r))).unwrap_or_default(),
-            (None, None) => break,
-        };
-        merged.push(next);
+    // At most eight days: a map keeps them ascending.
+    let mut merged: BTreeMap<i64, Cow<'_, [u8]>> = BTreeMap::new();
+    for day in days(block, older) {
+        let (day, row) = day?;
+        merged.insert(day, Cow::Borrowed(row));
     }
-    Ok(encode(&merged))
+    for day in days(block, newer) {
+        let (day, row) = day?;
+        let row = match merged.get(&day) {
+            Some(old) => {
+                let mut both = DayRow::decode(old)?;
+                both.overlay(&DayRow::decode(row)?);
+                Cow::Owned(both.encode())
+            }
+            None => Cow::Borrowed(row),
+        };
+        merged.insert(day, row);
+    }
+    Ok(encode(&merged.into_iter().collect::<Vec<_>>()))
 }
 
 #[cfg(test)]
