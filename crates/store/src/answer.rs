@@ -33,9 +33,9 @@ impl CallFacts {
         grouping: &str,
     ) -> Result<CallFacts, Shape> {
         let all = types_mask(types);
-        let hours = Window { first: hour_of(window.start), len: window.hours(), all };
+        let asked = Window { first: hour_of(window.start), len: window.hours(), all };
         let read = |how: How| {
-            let mut reading = Reading::new(Some(grouping), hours);
+            let mut reading = Reading::new(Some(grouping), asked);
             how(body, &mut reading).map(|()| reading)
         };
         let reading = match read(scan::read) {
@@ -78,7 +78,7 @@ struct Window {
 struct Reading<'g> {
     /// The grouping read (none: only the status is).
     grouping: Option<&'g str>,
-    hours: Window,
+    window: Window,
     /// Counts per hour: one per slot asked.
     width: usize,
     found: bool,
@@ -108,11 +108,11 @@ enum Member {
 }
 
 impl<'g> Reading<'g> {
-    fn new(grouping: Option<&'g str>, hours: Window) -> Reading<'g> {
+    fn new(grouping: Option<&'g str>, window: Window) -> Reading<'g> {
         Reading {
             grouping,
-            hours,
-            width: hours.all.count_ones() as usize,
+            window,
+            width: window.all.count_ones() as usize,
             found: false,
             deleted: Vec::new(),
             by_tweet: HashMap::new(),
@@ -135,7 +135,7 @@ impl<'g> Reading<'g> {
     fn tweet(&mut self, id: &str) -> Result<(), String> {
         self.tweet_done();
         let tweet = TweetId::parse(id).ok_or_else(|| format!("Tweet key {id:?}"))?;
-        let len = self.hours.len;
+        let len = self.window.len;
         self.tweet = Some(TweetRead { tweet, counts: vec![0; len * self.width], seen: vec![0; len] });
         Ok(())
     }
@@ -143,7 +143,7 @@ impl<'g> Reading<'g> {
     /// Keeps the Tweet read last: its complete hours.
     fn tweet_done(&mut self) {
         let Some(TweetRead { tweet, counts, seen }) = self.tweet.take() else { return };
-        let Window { first, all, .. } = self.hours;
+        let Window { first, all, .. } = self.window;
         let numbers = (first..).take(seen.len()).collect();
         let mut hours = Hours::from_parts(all, numbers, counts);
         // Commonly every hour is complete, and nothing moves.
@@ -156,7 +156,7 @@ impl<'g> Reading<'g> {
 
     /// A type's key, under the Tweet read last.
     fn kind(&mut self, name: &str) -> Result<(), String> {
-        let all = self.hours.all;
+        let all = self.window.all;
         self.slot = name
             .parse::<EngagementType>()
             .ok()
@@ -187,7 +187,7 @@ impl<'g> Reading<'g> {
     /// Hour `h` of the day read last, and its count; skipped outside the window (or 0..24).
     fn hour_of_day(&mut self, h: i64, count: u64) {
         let Some(TweetRead { counts, seen, .. }) = &mut self.tweet else { return };
-        let i = self.midnight + h - self.hours.first;
+        let i = self.midnight + h - self.window.first;
         if (0..seen.len() as i64).contains(&i) && (0..24).contains(&h) {
             counts[i as usize * self.width + self.at] = count;
             seen[i as usize] |= 1 << self.slot;
@@ -528,32 +528,23 @@ mod scan {
         /// (the caller reads the object again the general way).
         fn dense_hours(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
             self.expect(b'{')?;
-            let b = self.b;
-            let mut at = self.at;
             loop {
-                let head = b.get(at..at + 6).ok_or(GaveUp)?;
-                if head[0] != b'"' || head[3] != b'"' || head[4] != b':' || head[5] != b'"' {
+                let head = self.b.get(self.at..self.at + 4).ok_or(GaveUp)?;
+                if head[0] != b'"' || head[3] != b'"' {
                     return Err(GaveUp);
                 }
                 let (tens, units) = (head[1].wrapping_sub(b'0'), head[2].wrapping_sub(b'0'));
                 if tens > 9 || units > 9 {
                     return Err(GaveUp);
                 }
-                at += 6;
-                let from = at;
-                let mut n: u64 = 0;
-                while let Some(&c @ b'0'..=b'9') = b.get(at) {
-                    n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(c - b'0'))).ok_or(GaveUp)?;
-                    at += 1;
-                }
-                if at == from || b.get(at) != Some(&b'"') {
-                    return Err(GaveUp);
-                }
-                reading.hour_of_day(i64::from(tens * 10 + units), n);
-                match b.get(at + 1) {
-                    Some(b',') => at += 2,
+                self.at += 4;
+                self.expect_here(b':')?;
+                let count = self.count()?;
+                reading.hour_of_day(i64::from(tens * 10 + units), count);
+                match self.b.get(self.at) {
+                    Some(b',') => self.at += 1,
                     Some(b'}') => {
-                        self.at = at + 2;
+                        self.at += 1;
                         return Ok(());
                     }
                     _ => return Err(GaveUp),
@@ -773,9 +764,9 @@ mod tests {
                 prop_assert_eq!(&read_hours, &expected);
             }
             // The scanner reads what the API writes, whitespace or not, without giving up.
-            let hours = Window { first: hour_of(window.start), len: window.hours(), all: types_mask(&types) };
+            let asked = Window { first: hour_of(window.start), len: window.hours(), all: types_mask(&types) };
             for text in [&compact, &pretty] {
-                let mut reading = Reading::new(Some("h"), hours);
+                let mut reading = Reading::new(Some("h"), asked);
                 prop_assert!(scan::read(text.as_bytes(), &mut reading).is_ok());
             }
         }
