@@ -29,6 +29,11 @@ pub use upstream::budget::{BoxFuture, SharedRate, Unreachable};
 /// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
 pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
 
+pub use store::Hours;
+
+/// Hours of Tweets as one call brought them: per Tweet, the counts of the call's types.
+pub type CallHours = HashMap<TweetId, Hours>;
+
 /// What calls told of Tweets: per Tweet, whether it was deleted, and when that was learned.
 pub type Statuses = HashMap<TweetId, (bool, DateTime<Utc>)>;
 
@@ -72,7 +77,7 @@ pub struct Fetched<'a> {
     pub handle: &'a str,
     /// The slots (types) `hours` hold.
     pub slots: u32,
-    pub hours: &'a HashMap<TweetId, store::Hours>,
+    pub hours: &'a CallHours,
     /// Each Tweet the call asked for, and whether it was deleted.
     pub statuses: &'a [(TweetId, bool)],
     /// Hours from this one on are not settled: they live `fresh_ttl`, the others for good.

@@ -38,8 +38,11 @@ async fn main() {
     let settled_from = first + days * 24;
     for window in 0..days / 28 {
         let from = first + window * 28 * 24;
-        let hours: replicas::facts::TweetHours = (0..tweets)
-            .map(|t| (TweetId(1_000 + t), (from..from + 28 * 24).map(|h| (h, counts(t, h))).collect()))
+        let hours: engine::ports::CallHours = (0..tweets)
+            .map(|t| {
+                let full: Vec<_> = (from..from + 28 * 24).map(|h| (h, counts(t, h))).collect();
+                (TweetId(1_000 + t), engine::ports::Hours::of(slots, &full))
+            })
             .collect();
         shared.put_facts("bench", slots, &hours, settled_from, Duration::from_secs(60)).await.expect("Redis");
     }

@@ -20,7 +20,7 @@ use engagement::slots::{Hour, SLOTS, slots_in};
 
 use crate::{CHUNK, Redis, Unreachable};
 use engine::off_the_workers;
-use engine::ports::{Refusals, Refused};
+use engine::ports::{CallHours, Refusals, Refused};
 
 /// How long settled facts are kept in Redis after they were last written (they never
 /// change; this bounds what a deployment leaves in Redis).
@@ -72,7 +72,7 @@ impl Redis {
         &self,
         handle: &str,
         slots: u32,
-        hours: &TweetHours,
+        hours: &CallHours,
         unsettled_from: i64,
         fresh_ttl: Duration,
     ) -> Result<(), Unreachable> {
@@ -82,12 +82,12 @@ impl Redis {
         let mut commands: Vec<redis::Cmd> = Vec::new();
         let mut fresh: Vec<redis::Cmd> = Vec::new();
         for (&tweet, hours) in hours {
-            let mut settled: Vec<&(i64, Hour)> =
+            let mut settled: Vec<(i64, &[u64])> =
                 hours.iter().filter(|(hour, _)| *hour < unsettled_from).collect();
             settled.sort_unstable_by_key(|(hour, _)| *hour);
-            for slot in slots_in(slots) {
+            for (k, slot) in slots_in(slots).enumerate() {
                 let mut last_block = None;
-                for (block, from, cells) in runs(&settled, slot) {
+                for (block, from, cells) in runs(&settled, k) {
                     let key = self.block_key(handle, tweet, slot, block);
                     if last_block != Some(block) {
                         // A block is made whole at once, empty: one that grew run by run
@@ -112,10 +112,10 @@ impl Redis {
                 continue;
             }
             for (hour, counts) in hours.iter().filter(|(hour, _)| *hour >= unsettled_from) {
-                for s in slots_in(slots) {
+                for (s, count) in slots_in(slots).zip(counts) {
                     let mut set = redis::cmd("SET");
-                    set.arg(self.fresh_key(handle, tweet, *hour, s))
-                        .arg(counts[s])
+                    set.arg(self.fresh_key(handle, tweet, hour, s))
+                        .arg(*count)
                         .arg("PX")
                         .arg(fresh_ttl.as_millis() as u64);
                     fresh.push(set);
@@ -354,13 +354,13 @@ impl Asked {
     }
 }
 
-/// The runs of consecutive `settled` hours (ascending) within one block whose counts of
-/// `slot` fit a cell: (block, the first hour's place in it, the run's cells).
-fn runs(settled: &[&(i64, Hour)], slot: usize) -> Vec<(i64, usize, Vec<u8>)> {
+/// The runs of consecutive `settled` hours (ascending) within one block whose `k`-th
+/// counts fit a cell: (block, the first hour's place in it, the run's cells).
+fn runs(settled: &[(i64, &[u64])], k: usize) -> Vec<(i64, usize, Vec<u8>)> {
     let mut out: Vec<(i64, usize, Vec<u8>)> = Vec::new();
     let mut last: Option<i64> = None;
     for (hour, counts) in settled {
-        let Some(cell) = cell(counts[slot]) else {
+        let Some(cell) = cell(counts[k]) else {
             last = None;
             continue;
         };

@@ -331,10 +331,8 @@ impl FactsTier for SharedFacts {
             status_ttl,
             now,
         } = fetched;
-        let hours: crate::facts::TweetHours =
-            hours.iter().map(|(t, hours)| (*t, hours.full(slots))).collect();
         let (counts, statuses) = tokio::join!(
-            redis.put_facts(handle, slots, &hours, unsettled_from, fresh_ttl),
+            redis.put_facts(handle, slots, hours, unsettled_from, fresh_ttl),
             redis.put_statuses(handle, statuses, (fetched_at, now), status_ttl),
         );
         self.answered("what was fetched could not be shared", counts.and(statuses));

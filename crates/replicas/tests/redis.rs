@@ -17,6 +17,10 @@ fn redis(test: &str) -> Arc<Redis> {
     Redis::connect(&url, &prefix).unwrap()
 }
 
+/// Hours of every type as a call of the types in `slots` brings them.
+fn compact(slots: u32, hours: &replicas::facts::TweetHours) -> engine::ports::CallHours {
+    hours.iter().map(|(t, hours)| (*t, engine::ports::Hours::of(slots, hours))).collect()
+}
 #[tokio::test]
 async fn the_rate_is_one_for_every_replica_and_a_pause_holds_them_all() {
     let shared = redis("rate");
@@ -143,7 +147,10 @@ async fn a_big_read_of_facts_comes_back_whole_in_chunks_and_redis_stays_up() {
         hours.insert(engagement::TweetId(1_000 + t), held);
     }
     let unsettled_from = first + days * 24;
-    shared.put_facts("h", slots, &hours, unsettled_from, Duration::from_secs(60)).await.unwrap();
+    shared
+        .put_facts("h", slots, &compact(slots, &hours), unsettled_from, Duration::from_secs(60))
+        .await
+        .unwrap();
     let wanted: std::collections::HashMap<_, Vec<i64>> =
         hours.iter().map(|(t, h)| (*t, h.iter().map(|(hour, _)| *hour).collect())).collect();
     // 12,000 Tweet-days: far more than one round trip holds.
@@ -227,7 +234,10 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
     let held: Vec<(i64, engagement::slots::Hour)> =
         hours_of(first).chain(hours_of(second)).map(|h| (h, [h as u64; engagement::slots::SLOTS])).collect();
     let hours: replicas::facts::TweetHours = [(tweet, held.clone())].into();
-    shared.put_facts("h", slots, &hours, second + 24, Duration::from_secs(60)).await.unwrap();
+    shared
+        .put_facts("h", slots, &compact(slots, &hours), second + 24, Duration::from_secs(60))
+        .await
+        .unwrap();
     let learned = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
     shared.put_statuses("h", &[(tweet, false)], (learned, learned), Duration::from_secs(600)).await.unwrap();
 
@@ -288,9 +298,13 @@ async fn replicas_that_fetched_different_hours_and_types_of_a_block_both_find_al
         (start + 100..start + 150).map(|h| if h == start + 120 { huge } else { hour(h) }).collect(),
     )]
     .into();
-    a.put_facts("h", both, &early, settled, Duration::from_secs(60)).await.unwrap();
-    a.put_facts("h", favorites, &late_favorites, settled, Duration::from_secs(60)).await.unwrap();
-    a.put_facts("h", impressions, &late_impressions, settled, Duration::from_secs(60)).await.unwrap();
+    a.put_facts("h", both, &compact(both, &early), settled, Duration::from_secs(60)).await.unwrap();
+    a.put_facts("h", favorites, &compact(favorites, &late_favorites), settled, Duration::from_secs(60))
+        .await
+        .unwrap();
+    a.put_facts("h", impressions, &compact(impressions, &late_impressions), settled, Duration::from_secs(60))
+        .await
+        .unwrap();
 
     let wanted: std::collections::HashMap<_, Vec<i64>> = [(tweet, (start..start + 160).collect())].into();
     let mut read = a.get_facts("h", &wanted, both, settled).await.unwrap().remove(&tweet).unwrap();

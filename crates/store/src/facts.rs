@@ -85,7 +85,8 @@ impl Hours {
     }
 
     /// Each hour with every type's count (those not asked 0), for the types in `slots`.
-    pub fn full(&self, slots: u32) -> Vec<(i64, Hour)> {
+    #[cfg(test)]
+    pub(crate) fn full(&self, slots: u32) -> Vec<(i64, Hour)> {
         self.iter().map(|(hour, counts)| (hour, full_hour(slots, counts))).collect()
     }
 
