@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use engagement::vocabulary::rate_headers;
 use engagement::{Endpoint, RawRequest};
-use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HeaderMap};
 use tokio::time::Instant;
 
 use crate::budget::RateBudget;
@@ -40,7 +40,8 @@ impl HttpUpstream {
     ) -> Result<HttpUpstream, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("stitcher/", env!("CARGO_PKG_VERSION")))
-            .gzip(true)
+            // Answers are inflated whole, in one pass (see `inflate`), not as they stream.
+            .gzip(false)
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()?;
@@ -105,6 +106,65 @@ impl HttpUpstream {
     }
 }
 
+/// Whether an answer's body is gzip (the API's answers are, being asked so).
+fn is_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
+}
+
+/// The most an answer may inflate to. A 28-day hourly answer for 25 Tweets of every type
+/// is a few megabytes; past this a body is taken for a fault, not an answer.
+pub const MAX_INFLATED_BYTES: u64 = 256 << 20;
+
+/// Compressed bodies smaller than this are inflated on the async worker that read them.
+const INFLATE_HERE_BYTES: usize = 16 << 10;
+
+/// A gzip body, inflated: off the async workers when it is big.
+async fn inflate(body: Bytes) -> Result<Bytes, String> {
+    if body.len() < INFLATE_HERE_BYTES {
+        return inflate_now(&body);
+    }
+    crate::blocking::off_the_workers("inflating an answer", move || inflate_now(&body).map_err(Inflate))
+        .await
+        .map_err(|Inflate(e)| e)
+}
+
+/// Why an answer could not be inflated.
+struct Inflate(String);
+
+impl From<crate::blocking::TaskFailed> for Inflate {
+    fn from(e: crate::blocking::TaskFailed) -> Inflate {
+        Inflate(e.to_string())
+    }
+}
+
+/// Inflates a gzip body in one pass, at most [`MAX_INFLATED_BYTES`].
+fn inflate_now(body: &[u8]) -> Result<Bytes, String> {
+    inflate_at_most(body, MAX_INFLATED_BYTES)
+}
+
+/// Inflates a gzip body in one pass into a buffer of the size its trailer gives (the size
+/// modulo 2^32; the buffer grows if that was less), or says why not: not gzip, or more
+/// than `max` bytes.
+fn inflate_at_most(body: &[u8], max: u64) -> Result<Bytes, String> {
+    use std::io::Read;
+    let told = body
+        .len()
+        .checked_sub(4)
+        .map_or(0, |at| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as u64);
+    let mut out = Vec::with_capacity(told.min(max) as usize);
+    flate2::bufread::GzDecoder::new(body)
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gzip: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!("gzip: the answer inflates past {max} bytes"));
+    }
+    Ok(Bytes::from(out))
+}
+
 #[async_trait]
 impl Upstream for HttpUpstream {
     async fn call(
@@ -124,6 +184,7 @@ impl Upstream for HttpUpstream {
             .client
             .post(&url)
             .header(AUTHORIZATION, authorization)
+            .header(ACCEPT_ENCODING, "gzip")
             .json(body)
             .timeout(self.call_timeout.min(left))
             .send()
@@ -158,7 +219,11 @@ impl Upstream for HttpUpstream {
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
         self.observe(status.as_u16(), &headers, now_unix);
-        let bytes = response.bytes().await.map_err(|e| e.to_string());
+        let bytes = match response.bytes().await {
+            Ok(body) if is_gzip(&headers) => inflate(body).await,
+            Ok(body) => Ok(body),
+            Err(e) => Err(e.to_string()),
+        };
         classify(status, &headers, bytes, now_unix)
     }
 
@@ -183,5 +248,35 @@ impl Upstream for HttpUpstream {
         };
         self.reached(reach.clone(), Some(seen));
         reach
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        out.write_all(text).unwrap();
+        out.finish().unwrap()
+    }
+
+    #[test]
+    fn a_body_inflates_whole_whatever_its_trailer_says_and_not_past_the_bound() {
+        let text: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_string().into_bytes()).collect();
+        let body = gzip(&text);
+        assert_eq!(inflate_now(&body).unwrap(), text);
+        // The trailer is a hint for the buffer only: one that lies is caught by the check.
+        let mut lying = body.clone();
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&7u32.to_le_bytes());
+        assert!(inflate_now(&lying).unwrap_err().starts_with("gzip:"));
+        let bound = text.len() as u64 - 1;
+        let past = inflate_at_most(&body, bound).unwrap_err();
+        assert_eq!(past, format!("gzip: the answer inflates past {bound} bytes"));
+        assert_eq!(inflate_at_most(&body, text.len() as u64).unwrap(), text);
+        assert!(inflate_now(b"not gzip at all").unwrap_err().starts_with("gzip:"));
+        assert!(inflate_now(&body[..body.len() / 2]).unwrap_err().starts_with("gzip:"));
     }
 }
