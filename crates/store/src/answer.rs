@@ -523,28 +523,48 @@ mod scan {
             }
         }
 
-        /// A day's hours as the API writes them, `{"00":"5","01":"0",...}` with no space and
-        /// each key two digits, read with no string in between; anything else gives up here
-        /// (the caller reads the object again the general way).
+        /// A day's hours as the API writes them, `{"00":"5","01":"0",...}` with no space,
+        /// each key two digits and each count at most 19 digits (so it cannot overflow), read
+        /// with no string in between; anything else gives up here (the caller reads the
+        /// object again the general way, which says what is wrong).
         fn dense_hours(&mut self, reading: &mut Reading<'_>) -> Result<(), GaveUp> {
             self.expect(b'{')?;
+            let b = self.b;
+            let mut at = self.at;
             loop {
-                let head = self.b.get(self.at..self.at + 4).ok_or(GaveUp)?;
-                if head[0] != b'"' || head[3] != b'"' {
-                    return Err(GaveUp);
-                }
+                let head = b.get(at..at + 6).ok_or(GaveUp)?;
                 let (tens, units) = (head[1].wrapping_sub(b'0'), head[2].wrapping_sub(b'0'));
-                if tens > 9 || units > 9 {
+                if head[0] != b'"' || head[3] != b'"' || head[4] != b':' || tens > 9 || units > 9 {
                     return Err(GaveUp);
                 }
-                self.at += 4;
-                self.expect_here(b':')?;
-                let count = self.count()?;
+                let quoted = head[5] == b'"';
+                at += 5 + usize::from(quoted);
+                let from = at;
+                let mut count: u64 = 0;
+                while let Some(digit) = b.get(at).map(|c| c.wrapping_sub(b'0')).filter(|d| *d <= 9) {
+                    if at - from == 19 {
+                        return Err(GaveUp);
+                    }
+                    count = count * 10 + u64::from(digit);
+                    at += 1;
+                }
+                let digits = at - from;
+                // A leading zero is no JSON number; a quoted "007" is a count, as serde_json
+                // reads it.
+                if digits == 0 || (!quoted && digits > 1 && b[from] == b'0') {
+                    return Err(GaveUp);
+                }
+                if quoted {
+                    if b.get(at) != Some(&b'"') {
+                        return Err(GaveUp);
+                    }
+                    at += 1;
+                }
                 reading.hour_of_day(i64::from(tens * 10 + units), count);
-                match self.b.get(self.at) {
-                    Some(b',') => self.at += 1,
+                match b.get(at) {
+                    Some(b',') => at += 1,
                     Some(b'}') => {
-                        self.at += 1;
+                        self.at = at + 1;
                         return Ok(());
                     }
                     _ => return Err(GaveUp),
