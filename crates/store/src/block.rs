@@ -67,12 +67,16 @@ impl<'a> Iterator for Days<'a> {
 pub fn encode<R: AsRef<[u8]>>(days: &[(i64, R)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(days.iter().map(|(_, r)| r.as_ref().len() + 3).sum());
     for (day, row) in days {
-        let row = row.as_ref();
-        out.push(day.rem_euclid(BLOCK_DAYS) as u8);
-        put_varint(&mut out, row.len() as u64);
-        out.extend_from_slice(row);
+        put_day(&mut out, *day, row.as_ref());
     }
     out
+}
+
+/// Appends day `day`'s `row` to a block's bytes (its days before it already there).
+pub fn put_day(out: &mut Vec<u8>, day: i64, row: &[u8]) {
+    out.push(day.rem_euclid(BLOCK_DAYS) as u8);
+    put_varint(out, row.len() as u64);
+    out.extend_from_slice(row);
 }
 
 /// Block `block` as `older` holds it with `newer`'s days laid over it: a day in both is

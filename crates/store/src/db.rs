@@ -15,7 +15,7 @@ use crate::block::block_of;
 use crate::facts::{
     CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, full_hour, hour_of,
 };
-use crate::row::{decode_slots, encode_hours, held_hours, slot_mask, slots_of};
+use crate::row::{decode_slots, encode_hours_into, held_hours, slot_mask, slots_of};
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, block number) → the block's days, each its [`DayRow`] encoded (see
@@ -475,17 +475,22 @@ impl Store {
                 }
                 same
             });
-            let days: Vec<(i64, Vec<u8>)> = settled
-                .chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24))
-                .map(|day| {
-                    let of_day: Vec<(usize, &[u64])> =
-                        day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)).collect();
-                    (day[0].0.div_euclid(24), encode_hours(facts.slots, &of_day))
-                })
-                .collect();
-            for block in days.chunk_by(|a, b| block_of(a.0) == block_of(b.0)) {
-                rows.push(((tweet.0, block_of(block[0].0)), crate::block::encode(block)));
+            // Each day's row is encoded into one buffer and copied into its block's bytes.
+            let (mut of_day, mut row): (Vec<(usize, &[u64])>, Vec<u8>) = (Vec::with_capacity(24), Vec::new());
+            let mut block: Option<(i64, Vec<u8>)> = None;
+            for day in settled.chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24)) {
+                let number = day[0].0.div_euclid(24);
+                of_day.clear();
+                of_day.extend(day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)));
+                row.clear();
+                encode_hours_into(&mut row, facts.slots, &of_day);
+                if let Some((n, bytes)) = block.take_if(|(n, _)| *n != block_of(number)) {
+                    rows.push(((tweet.0, n), bytes));
+                }
+                let (_, bytes) = block.get_or_insert_with(|| (block_of(number), Vec::new()));
+                crate::block::put_day(bytes, number, &row);
             }
+            rows.extend(block.map(|(n, bytes)| ((tweet.0, n), bytes)));
         }
         // In key order, as the table keeps them.
         rows.sort_unstable_by_key(|(key, _)| *key);

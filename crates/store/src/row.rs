@@ -54,14 +54,15 @@ impl DayRow {
     pub fn encode(&self) -> Vec<u8> {
         let present =
             self.held.iter().enumerate().fold(0u32, |m, (s, held)| if *held != 0 { m | 1 << s } else { m });
-        let mut out =
-            Compact::new(present, 3 * self.held.iter().map(|m| m.count_ones() as usize).sum::<usize>());
+        let counts_bytes = 3 * self.held.iter().map(|m| m.count_ones() as usize).sum::<usize>();
+        let mut out = Vec::with_capacity(4 + 4 * present.count_ones() as usize + counts_bytes);
+        out.extend_from_slice(&(present | COMPACT).to_le_bytes());
         for (slot, counts) in self.counts.iter().enumerate() {
             if present & (1 << slot) != 0 {
-                out.slot(self.held[slot], held_hours(self.held[slot]).map(|h| counts[h]));
+                put_slot(&mut out, self.held[slot], held_hours(self.held[slot]).map(|h| counts[h]));
             }
         }
-        out.bytes
+        out
     }
 
     /// The whole row from its stored bytes.
@@ -77,40 +78,44 @@ impl DayRow {
 /// (hour of the day 0..24, ascending, each once; its counts of `slots`' types in slot
 /// order) and nothing else, encoded: what [`DayRow::encode`] gives of such a row, without
 /// building it.
-pub fn encode_hours(slots: u32, hours: &[(usize, &[u64])]) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn encode_hours(slots: u32, hours: &[(usize, &[u64])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_hours_into(&mut out, slots, hours);
+    out
+}
+
+/// [`encode_hours`], appended to `out`.
+pub fn encode_hours_into(out: &mut Vec<u8>, slots: u32, hours: &[(usize, &[u64])]) {
     let held = hours.iter().fold(0u32, |m, (h, _)| m | 1 << h);
     let present = if held == 0 { 0 } else { slots & ((1 << SLOTS) - 1) };
-    let mut out = Compact::new(present, 3 * hours.len() * present.count_ones() as usize);
+    out.reserve(4 + present.count_ones() as usize * (4 + 3 * hours.len()));
+    out.extend_from_slice(&(present | COMPACT).to_le_bytes());
     for (k, _) in slots_in(present).enumerate() {
-        out.slot(held, hours.iter().map(|(_, counts)| counts[k]));
+        put_slot(out, held, hours.iter().map(|(_, counts)| counts[k]));
     }
-    out.bytes
 }
 
 /// The top byte of a compact row's first word; a wide row's is always 0.
 const COMPACT: u32 = 0xff00_0000;
 
-/// A compact row being written.
-struct Compact {
-    bytes: Vec<u8>,
-}
-
-impl Compact {
-    /// A row of the slots in `present`, about `counts_bytes` of counts to come.
-    fn new(present: u32, counts_bytes: usize) -> Compact {
-        let mut bytes = Vec::with_capacity(4 + 5 * present.count_ones() as usize + counts_bytes);
-        bytes.extend_from_slice(&(present | COMPACT).to_le_bytes());
-        Compact { bytes }
+/// Appends one slot of a compact row: the mask of its `held` hours, the length of their
+/// counts, and the counts. The counts are written first, after one byte kept for the
+/// length, which moves them along in the rare case the length takes more.
+fn put_slot(out: &mut Vec<u8>, held: u32, counts: impl Iterator<Item = u64>) {
+    out.extend_from_slice(&held.to_le_bytes()[..3]);
+    let at = out.len();
+    out.push(0);
+    for count in counts {
+        put_varint(out, count);
     }
-
-    /// The next slot present: its held hours and their counts, ascending.
-    fn slot(&mut self, held: u32, counts: impl Iterator<Item = u64> + Clone) {
-        let len: usize = counts.clone().map(varint_len).sum();
-        self.bytes.extend_from_slice(&held.to_le_bytes()[..3]);
-        put_varint(&mut self.bytes, len as u64);
-        for count in counts {
-            put_varint(&mut self.bytes, count);
-        }
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(3);
+        put_varint(&mut prefix, len as u64);
+        out.splice(at..at + 1, prefix);
     }
 }
 
@@ -177,11 +182,6 @@ pub fn decode_slots(
         }
     }
     Ok(masks)
-}
-
-/// The bytes [`put_varint`] writes for `v`.
-fn varint_len(v: u64) -> usize {
-    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
