@@ -58,15 +58,15 @@ pub(crate) enum CallFailure {
 /// An answer read, its facts queued to be kept.
 struct Read {
     facts: CallFacts,
-    /// Its facts being made durable: started as they are queued, so it runs to its end
-    /// even if no question waits for it any more.
-    durable: Durable,
-    /// Its place among the answers between read and durable.
+    /// Its facts being written: started as they are queued, so it runs to its end even if
+    /// no question waits for it any more.
+    written: Written,
+    /// Its place among the answers between read and written.
     turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Waiting for queued facts to be durable, on a blocking thread.
-type Durable = std::pin::Pin<Box<dyn Future<Output = Result<Result<(), StoreError>, TaskFailed>> + Send>>;
+/// Waiting for queued facts to be written, on a blocking thread.
+type Written = std::pin::Pin<Box<dyn Future<Output = Result<Result<(), StoreError>, TaskFailed>> + Send>>;
 
 /// What a call brought: its facts (the unsettled hours only: settled ones are on disk) and
 /// the first hour it kept as unsettled.
@@ -248,9 +248,9 @@ impl FactsCall {
 
     /// Reads an answer's facts straight from its `body` and queues them to be kept in this
     /// process's store, on a blocking thread. An answer that is not the hourly shape asked
-    /// for is the attempt's failure. Answers between being read and being durable are
+    /// for is the attempt's failure. Answers between being read and being written are
     /// bounded (two per core): past that, a call keeps its place among the calls in flight
-    /// until one is durable, so they never pile up in memory behind the writer.
+    /// until one is written, so they never pile up in memory behind the writer.
     async fn read(
         self: Arc<Self>,
         body: Bytes,
@@ -269,21 +269,21 @@ impl FactsCall {
             let store = &this.engine.store;
             let queued = store.queue(handle, &facts, sent_at);
             let store = Arc::clone(store);
-            let durable: Durable =
-                Box::pin(off_the_workers("keeping the answer failed", move || Ok(store.durable(queued))));
-            Ok(Ok(Read { facts, durable, turn }))
+            let written: Written =
+                Box::pin(off_the_workers("keeping the answer failed", move || Ok(store.written(queued))));
+            Ok(Ok(Read { facts, written, turn }))
         })
         .await
     }
 
-    /// Waits for what `read` queued to be durable in this process's store, then gives it
+    /// Waits for what `read` queued to be written to this process's store, then gives it
     /// to the other replicas: the call's facts, with only its unsettled hours. A store that
     /// cannot keep them is the call's failure.
     async fn kept(self: Arc<Self>, read: Read, sent_at: DateTime<Utc>) -> Result<Brought, CallFailure> {
-        let Read { mut facts, durable, turn } = read;
-        let durable = durable.await;
+        let Read { mut facts, written, turn } = read;
+        let written = written.await;
         drop(turn);
-        match durable {
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(CallFailure::Store(Arc::new(e))),
             Err(e) => return Err(CallFailure::Call(e.into())),

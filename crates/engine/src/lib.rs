@@ -259,7 +259,7 @@ pub struct Engine {
     pub shared: Shared,
     /// The time of day facts are judged by.
     pub clock: Arc<dyn Clock>,
-    /// Answers read or waiting to be durable at once, two per core: more would only hold
+    /// Answers read or waiting to be written at once, two per core: more would only hold
     /// more answers expanded in memory while they share the same cores and the one writer.
     keeping: Arc<tokio::sync::Semaphore>,
 }

@@ -221,12 +221,24 @@ impl Application {
         // Once drained, connections get a moment to close before the process stops anyway.
         connections::serve(self.listener, router(Arc::clone(&self.state)), limits, draining, CUT_OFF_LINGER)
             .await;
+        sync_store(&self.state).await;
         Ok(())
     }
 
     /// Serves until the process is told to stop.
     pub async fn run(self) -> std::io::Result<()> {
         self.run_until(std::future::pending()).await
+    }
+}
+
+/// Puts what the store committed last on disk before the process ends (it would be there
+/// within `store::SYNC_EVERY` anyway, had the process lived).
+pub(crate) async fn sync_store(state: &AppState) {
+    let store = Arc::clone(&state.engine.store);
+    match tokio::task::spawn_blocking(move || store.sync()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the store's last facts could not be synced to disk"),
+        Err(e) => tracing::error!(error = %e, "syncing the store failed"),
     }
 }
 

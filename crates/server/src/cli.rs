@@ -122,6 +122,7 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
     let (state, own_store) = state_for(settings).await?;
     let answered = answer(&state, &args, &body, deadline).await;
+    crate::app::sync_store(&state).await;
     drop(state);
     if let Some(own) = own_store {
         let _ = std::fs::remove_dir_all(own);

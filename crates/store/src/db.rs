@@ -16,6 +16,7 @@ use crate::facts::{
     CallFacts, FreshHour, Held, Known, Refused, TweetStatus, Unshown, born_hour, full_hour, hour_of,
 };
 use crate::row::{decode_slots, encode_hours_into, held_hours, slot_mask, slots_of};
+use crate::sync::Syncer;
 use crate::{Config, StoreError};
 
 /// (handle, Tweet, block number) → the block's days, each its [`DayRow`] encoded (see
@@ -94,7 +95,8 @@ const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Facts, statuses and the ledger of one service.
 pub struct Store {
-    pub(crate) db: Database,
+    pub(crate) db: Arc<Database>,
+    syncer: Syncer,
     config: Config,
     fresh: Option<Fresh>,
     pins: Mutex<HashMap<(String, u64), usize>>,
@@ -110,9 +112,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A call's facts queued to be written ([`Store::queue`]); [`Store::durable`] waits for them.
+/// A call's facts queued to be written ([`Store::queue`]); [`Store::written`] waits for them.
 #[derive(Debug)]
-#[must_use = "queued facts are durable only once waited for"]
+#[must_use = "queued facts are written only once waited for"]
 pub struct Queued(u64);
 
 /// Keeps a question's Tweets from being evicted while it runs.
@@ -270,6 +272,7 @@ impl Store {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path: file }),
             Err(e) => return Err(StoreError::Database(e.into())),
         };
+        let db = Arc::new(db);
         let txn = db.begin_write()?;
         {
             txn.open_table(FACTS)?;
@@ -297,8 +300,11 @@ impl Store {
         let bytes = db.begin_read()?.open_table(META)?.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
         let fresh = (!config.fresh_ttl.is_zero())
             .then(|| Cache::builder().max_capacity(FRESH_HOURS).time_to_live(config.fresh_ttl).build());
+        let syncer = Syncer::start(Arc::clone(&db))
+            .map_err(|e| StoreError::Commit(format!("cannot start the thread that syncs the store: {e}")))?;
         Ok(Store {
             db,
+            syncer,
             config,
             fresh,
             pins: Mutex::new(HashMap::new()),
@@ -431,16 +437,17 @@ impl Store {
     }
 
     /// Keeps what a call fetched at `fetched_at` as `handle`: unsettled hours in memory,
-    /// settled ones on disk with the statuses. Returns once they are durable. Calls that
-    /// finish together are written in one transaction (one sync of the file for all of
-    /// them), so a cold question is not held to one disk sync per call.
+    /// settled ones on disk with the statuses. Returns once they are committed: every later
+    /// read sees them, and they are synced within [`crate::SYNC_EVERY`]. Calls that finish
+    /// together are written in one transaction, so a cold question is not held to a
+    /// transaction per call.
     pub fn keep(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Result<(), StoreError> {
         let queued = self.queue(handle, facts, fetched_at);
-        self.durable(queued)
+        self.written(queued)
     }
 
     /// [`Store::keep`]'s first part: the unsettled hours are in memory, the settled ones
-    /// wait to be written with the next transaction; [`Store::durable`] waits for it. The
+    /// wait to be written with the next transaction; [`Store::written`] waits for it. The
     /// writer is free meanwhile (its place among the calls in flight is for the next
     /// call), and the writes that queue up while one transaction syncs go in the next.
     pub fn queue(&self, handle: &str, facts: &CallFacts, fetched_at: DateTime<Utc>) -> Queued {
@@ -525,7 +532,7 @@ impl Store {
     /// Queues `write` and waits until a transaction holding it is committed.
     fn in_group(&self, write: Write) -> Result<(), StoreError> {
         let queued = Queued(self.enqueue(write));
-        self.durable(queued)
+        self.written(queued)
     }
 
     /// Queues `write` for the next transaction; its number.
@@ -538,7 +545,7 @@ impl Store {
 
     /// Waits until a transaction holding the `queued` write is committed: by this thread if
     /// no other is committing (then with everything queued), else by the one that is.
-    pub fn durable(&self, queued: Queued) -> Result<(), StoreError> {
+    pub fn written(&self, queued: Queued) -> Result<(), StoreError> {
         let Queued(seq) = queued;
         loop {
             let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
@@ -549,8 +556,8 @@ impl Store {
                 return g.failed.remove(&seq).map_or(Ok(()), |m| Err(StoreError::Commit(m)));
             }
             g.committing = true;
-            // Writes that come while the last sync is fresh wait out the rest of the gap and
-            // go together: one sync, and one write of the pages they share.
+            // Writes that come while the last commit is fresh wait out the rest of the gap and
+            // go together: one transaction, and one copy of the pages they share.
             if let Some(wait) = g.last.and_then(|at| COMMIT_GAP.checked_sub(at.elapsed())) {
                 drop(g);
                 std::thread::sleep(wait);
@@ -578,9 +585,20 @@ impl Store {
         }
     }
 
-    /// Writes `writes` in one durable transaction, then evicts if the bound is passed.
+    /// Puts every write committed so far on disk now (they get there within
+    /// [`crate::SYNC_EVERY`] anyway): for a service that is about to stop.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.syncer.sync()
+    }
+
+    /// Writes `writes` in one transaction, synced if none was for [`crate::SYNC_EVERY`]
+    /// (else the syncer syncs it within that), then evicts if the bound is passed.
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        let synced = self.syncer.due();
+        if !synced {
+            txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
+        }
         let total;
         {
             let mut table = txn.open_table(FACTS)?;
@@ -645,6 +663,7 @@ impl Store {
             meta.insert(BYTES, total)?;
         }
         txn.commit()?;
+        self.syncer.committed(synced);
         self.bytes.store(total, Ordering::Relaxed);
         self.shrink()
     }

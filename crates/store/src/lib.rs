@@ -16,6 +16,7 @@ mod db;
 pub mod facts;
 pub mod ledger;
 pub mod row;
+mod sync;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use db::{Pin, Queued, Store};
 pub use facts::{CallFacts, FreshHour, Held, Hours, Known, Refused, TweetStatus, Unshown};
 pub use ledger::{Admission, LedgerEntry};
+pub use sync::SYNC_EVERY;
 
 /// How a store is set up.
 #[derive(Debug, Clone)]

@@ -276,7 +276,7 @@ fn calls_kept_at_once_are_all_held_and_counted_exactly() {
     let known = store.known("a", &tweets, &ALL, r, now).unwrap();
     assert!(
         tweets.iter().all(|t| known.held[t].iter().all(|h| *h)),
-        "every write is durable when keep returns"
+        "every write is read back once keep returns"
     );
     drop(store);
     assert_eq!(Store::open(config(&dir)).unwrap().bytes(), expected, "and so is the count");
