@@ -146,23 +146,37 @@ fn inflate_now(body: &[u8]) -> Result<Bytes, String> {
 }
 
 /// Inflates a gzip body in one pass into a buffer of the size its trailer gives (the size
-/// modulo 2^32; the buffer grows if that was less), or says why not: not gzip, or more
-/// than `max` bytes.
+/// modulo 2^32; the buffer grows if that was less), never zeroed first, or says why not:
+/// not gzip (its checksum and length included), or more than `max` bytes.
 fn inflate_at_most(body: &[u8], max: u64) -> Result<Bytes, String> {
-    use std::io::Read;
+    use flate2::{Decompress, FlushDecompress, Status};
     let told = body
         .len()
         .checked_sub(4)
         .map_or(0, |at| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as u64);
-    let mut out = Vec::with_capacity(told.min(max) as usize);
-    flate2::bufread::GzDecoder::new(body)
-        .take(max + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("gzip: {e}"))?;
-    if out.len() as u64 > max {
-        return Err(format!("gzip: the answer inflates past {max} bytes"));
+    let mut out: Vec<u8> = Vec::with_capacity(told.clamp(1, max + 1) as usize);
+    let mut inflater = Decompress::new_gzip(15);
+    loop {
+        let (read, written) = (inflater.total_in(), inflater.total_out());
+        let status = inflater
+            .decompress_vec(&body[read as usize..], &mut out, FlushDecompress::Finish)
+            .map_err(|e| format!("gzip: {e}"))?;
+        if out.len() as u64 > max {
+            return Err(format!("gzip: the answer inflates past {max} bytes"));
+        }
+        match status {
+            Status::StreamEnd => return Ok(Bytes::from(out)),
+            _ if out.len() == out.capacity() => {
+                // Told less than it holds: room for as much again, up to one past the bound.
+                let more = out.len().max(1 << 16).min((max + 1) as usize - out.len());
+                out.reserve_exact(more);
+            }
+            _ if (read, written) == (inflater.total_in(), inflater.total_out()) => {
+                return Err("gzip: the body ends before its stream does".into());
+            }
+            _ => {}
+        }
     }
-    Ok(Bytes::from(out))
 }
 
 #[async_trait]
@@ -277,6 +291,7 @@ mod tests {
         assert_eq!(past, format!("gzip: the answer inflates past {bound} bytes"));
         assert_eq!(inflate_at_most(&body, text.len() as u64).unwrap(), text);
         assert!(inflate_now(b"not gzip at all").unwrap_err().starts_with("gzip:"));
+        assert_eq!(inflate_now(&gzip(b"")).unwrap(), b""[..]);
         assert!(inflate_now(&body[..body.len() / 2]).unwrap_err().starts_with("gzip:"));
     }
 }
