@@ -32,6 +32,8 @@ struct Calendar {
     /// Every hour's index, `0..hours`: the selection the trees start from.
     hours: Vec<u32>,
     day_of: Vec<u32>,
+    /// The first hour of each day, and after the last day the number of hours.
+    day_start: Vec<u32>,
     day_keys: Vec<Key>,
     hour_of_day: Vec<u8>,
 }
@@ -41,17 +43,20 @@ impl Calendar {
         let hours = range.hours();
         let mut day_of = Vec::with_capacity(hours);
         let mut day_keys: Vec<Key> = Vec::new();
+        let mut day_start = Vec::new();
         let mut hour_of_day = Vec::with_capacity(hours);
         for i in 0..hours {
             let t = range.start + Duration::hours(i as i64);
             let h = t.hour() as u8;
             if i == 0 || h == 0 {
                 day_keys.push(day_key(&t.format("%Y-%m-%d").to_string()));
+                day_start.push(i as u32);
             }
             day_of.push((day_keys.len() - 1) as u32);
             hour_of_day.push(h);
         }
-        Calendar { hours: (0..hours as u32).collect(), day_of, day_keys, hour_of_day }
+        day_start.push(hours as u32);
+        Calendar { hours: (0..hours as u32).collect(), day_of, day_start, day_keys, hour_of_day }
     }
 }
 
@@ -114,11 +119,17 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The subtree of one Tweet for `levels`, over the types (indices) and hours given.
+    /// The subtree of one Tweet for `levels`, over the types (indices) and hours given
+    /// (ascending, each once).
     fn build(&self, levels: &[GroupBy], types: &[usize], hours: &[u32]) -> Node {
         let Some((level, rest)) = levels.split_first() else {
-            let sum =
-                types.iter().map(|&t| hours.iter().map(|&h| self.series[t][h as usize]).sum::<u64>()).sum();
+            let sum = types
+                .iter()
+                .map(|&t| match contiguous(hours) {
+                    Some(run) => self.series[t][run].iter().sum::<u64>(),
+                    None => hours.iter().map(|&h| self.series[t][h as usize]).sum(),
+                })
+                .sum();
             return Node::Count(sum);
         };
         let entries: Vec<(Key, Node)> = match level {
@@ -127,12 +138,9 @@ impl Context<'_> {
                 .iter()
                 .map(|&t| (Key::Borrowed(self.types[t].name()), self.build(rest, &[t], hours)))
                 .collect(),
-            GroupBy::EngagementDay => hours
-                .chunk_by(|a, b| self.calendar.day_of[*a as usize] == self.calendar.day_of[*b as usize])
-                .map(|run| {
-                    let day = self.calendar.day_of[run[0] as usize] as usize;
-                    (self.calendar.day_keys[day].clone(), self.build(rest, types, run))
-                })
+            GroupBy::EngagementDay => self
+                .days(hours)
+                .map(|(day, run)| (self.calendar.day_keys[day].clone(), self.build(rest, types, run)))
                 .collect(),
             GroupBy::EngagementHour => {
                 let contiguous = hours.len() <= 24 && hours.windows(2).all(|w| w[1] == w[0] + 1);
@@ -155,9 +163,37 @@ impl Context<'_> {
         Node::Branch(Branch::from_entries(entries))
     }
 
+    /// `hours` cut by day: each day's number and its hours.
+    fn days<'h>(&self, hours: &'h [u32]) -> Box<dyn Iterator<Item = (usize, &'h [u32])> + 'h>
+    where
+        Self: 'h,
+    {
+        let calendar = self.calendar;
+        let Some(run) = contiguous(hours) else {
+            return Box::new(
+                hours
+                    .chunk_by(|a, b| calendar.day_of[*a as usize] == calendar.day_of[*b as usize])
+                    .map(|run| (calendar.day_of[run[0] as usize] as usize, run)),
+            );
+        };
+        // One run of hours: its days' bounds are known without looking at each hour.
+        let (first, last) = (calendar.day_of[run.start] as usize, calendar.day_of[run.end - 1] as usize);
+        Box::new((first..=last).map(move |day| {
+            let from = (calendar.day_start[day] as usize).max(run.start) - run.start;
+            let to = (calendar.day_start[day + 1] as usize).min(run.end) - run.start;
+            (day, &hours[from..to])
+        }))
+    }
+
     fn hour_key(&self, h: u32) -> Key {
         Key::Borrowed(HOUR_KEYS[self.calendar.hour_of_day[h as usize] as usize])
     }
+}
+
+/// The hours `hours` (ascending, each once) as one run of indices, if they are one.
+fn contiguous(hours: &[u32]) -> Option<std::ops::Range<usize>> {
+    let (&first, &last) = (hours.first()?, hours.last()?);
+    (last - first + 1 == hours.len() as u32).then_some(first as usize..last as usize + 1)
 }
 
 #[cfg(test)]
@@ -259,5 +295,67 @@ mod tests {
         );
         // Retweets is index 3: per hour 300 + hour + 1000 × tweet; hours 0,1; tweets 1,2.
         assert_eq!(totals["g"], tree(json!({"retweets": 2 * 300 + 1 + 2 * 300 + 1 + 2000 + 4000})));
+    }
+
+    /// Every grouping's tree, counted hour by hour into nested maps: what [`render`] must
+    /// give, by the plainest means.
+    fn by_hand(
+        tweets: &[TweetId],
+        types: &[EngagementType],
+        levels: &[GroupBy],
+        r: TimeRange,
+    ) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for &tweet in tweets {
+            for &ty in types {
+                let mut one = [0u64];
+                for i in 0..r.hours() {
+                    let t = r.start + Duration::hours(i as i64);
+                    Formula.fill(tweet, ty, t, &mut one);
+                    let path: Vec<String> = levels
+                        .iter()
+                        .map(|level| match level {
+                            GroupBy::TweetId => tweet.to_string(),
+                            GroupBy::EngagementType => ty.name().to_string(),
+                            GroupBy::EngagementDay => t.format("%Y-%m-%d").to_string(),
+                            GroupBy::EngagementHour => format!("{:02}", t.hour()),
+                        })
+                        .collect();
+                    let mut at = &mut out;
+                    for (k, key) in path.iter().enumerate() {
+                        if k + 1 == path.len() {
+                            let before =
+                                at.get(key).and_then(|v| v.as_str()?.parse::<u64>().ok()).unwrap_or(0);
+                            at.insert(key.clone(), json!((before + one[0]).to_string()));
+                        } else {
+                            at = at.entry(key.clone()).or_insert_with(|| json!({})).as_object_mut().unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_grouping_adds_up_hour_by_hour(
+            start in 0i64..72,
+            hours in 1i64..80,
+            levels in proptest::sample::subsequence(
+                vec![G::TweetId, G::EngagementType, G::EngagementDay, G::EngagementHour], 1..=4),
+            swap in proptest::bool::ANY,
+        ) {
+            let mut levels = levels;
+            if swap && levels.len() >= 2 {
+                levels.swap(0, 1);
+            }
+            let from = parse_instant("2015-03-07T00:00:00Z").unwrap() + Duration::hours(start);
+            let r = TimeRange { start: from, end: from + Duration::hours(hours) };
+            let (tweets, types) = ([TweetId(1), TweetId(2)], [EngagementType::Impressions, EngagementType::Favorites]);
+            let out = render(&tweets, &types, &g(&levels), r, &Formula);
+            let rendered = serde_json::to_value(&out["g"]).unwrap();
+            proptest::prop_assert_eq!(rendered, by_hand(&tweets, &types, &levels, r));
+        }
     }
 }
