@@ -485,10 +485,15 @@ impl Store {
             // Each day's row is encoded into one buffer and copied into its block's bytes.
             let (mut of_day, mut row): (Vec<(usize, &[u64])>, Vec<u8>) = (Vec::with_capacity(24), Vec::new());
             let mut block: Option<(i64, Vec<u8>)> = None;
-            for day in settled.chunk_by(|a, b| a.0.div_euclid(24) == b.0.div_euclid(24)) {
-                let number = day[0].0.div_euclid(24);
+            // Days cut by comparing with the next midnight (a division per day, not per hour).
+            let mut rest = settled.as_slice();
+            while let Some(&(first, _)) = rest.first() {
+                let number = first.div_euclid(24);
+                let midnight = number * 24;
+                let (day, after) = rest.split_at(rest.partition_point(|(hour, _)| *hour < midnight + 24));
+                rest = after;
                 of_day.clear();
-                of_day.extend(day.iter().map(|(hour, counts)| (hour.rem_euclid(24) as usize, *counts)));
+                of_day.extend(day.iter().map(|(hour, counts)| ((hour - midnight) as usize, *counts)));
                 row.clear();
                 encode_hours_into(&mut row, facts.slots, &of_day);
                 if let Some((n, bytes)) = block.take_if(|(n, _)| *n != block_of(number)) {
