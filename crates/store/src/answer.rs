@@ -185,6 +185,7 @@ impl<'g> Reading<'g> {
     }
 
     /// Hour `h` of the day read last, and its count; skipped outside the window (or 0..24).
+    #[inline]
     fn hour_of_day(&mut self, h: i64, count: u64) {
         let Some(TweetRead { counts, seen, .. }) = &mut self.tweet else { return };
         let i = self.midnight + h - self.window.first;

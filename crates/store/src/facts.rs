@@ -387,7 +387,8 @@ impl HourlyCounts for Held {
             }
         };
         for (day, row) in self.rows.get(&tweet).into_iter().flat_map(DayRows::iter) {
-            if crate::row::decode_slots(row, &[slot], true, |_, h, c| put(day * 24 + h as i64, c)).is_err() {
+            let midnight = day * 24;
+            if crate::row::decode_slots(row, &[slot], true, |_, h, c| put(midnight + h as i64, c)).is_err() {
                 self.malformed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }

@@ -175,9 +175,19 @@ pub fn decode_slots(
         next.next();
         masks[i] = mask & 0x00ff_ffff;
         if counts {
-            let mut pos = 0;
-            for h in held_hours(masks[i]) {
-                each(i, h, get_varint(block, &mut pos)?);
+            let (mut pos, mut hours) = (0, masks[i]);
+            while hours != 0 {
+                let h = hours.trailing_zeros() as usize;
+                hours &= hours - 1;
+                // Most counts take one byte.
+                let count = match block.get(pos) {
+                    Some(&byte) if byte < 0x80 => {
+                        pos += 1;
+                        u64::from(byte)
+                    }
+                    _ => get_varint(block, &mut pos)?,
+                };
+                each(i, h, count);
             }
         }
     }
