@@ -294,7 +294,8 @@ impl Serialize for Styled<'_, Node> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.value {
             Node::Count(c) => match self.style {
-                CountStyle::Strings => s.collect_str(c),
+                // Written with no formatter in between: answers are mostly counts.
+                CountStyle::Strings => s.serialize_str(itoa::Buffer::new().format(*c)),
                 CountStyle::Integers => s.serialize_u64(*c),
             },
             Node::Branch(b) => {
