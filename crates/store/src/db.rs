@@ -612,9 +612,10 @@ impl Store {
             let mut status = txn.open_table(STATUS)?;
             let mut refused = txn.open_table(REFUSED)?;
             let mut grown: i64 = 0;
+            // Each Tweet's bytes and last use, counted once however many writes hold it.
+            let mut per_tweet: HashMap<(&str, u64), (i64, DateTime<Utc>)> = HashMap::new();
             for w in writes {
                 let handle = w.handle.as_str();
-                let mut per_tweet: HashMap<u64, i64> = HashMap::new();
                 for ((tweet, block), encoded) in &w.rows {
                     // Most blocks are new: written at once, and merged only when one was there.
                     let key = (handle, *tweet, *block);
@@ -634,13 +635,9 @@ impl Store {
                         },
                         None => encoded.len() as i64,
                     };
-                    *per_tweet.entry(*tweet).or_default() += grown;
-                }
-                for (tweet, delta) in per_tweet {
-                    let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
-                    let bytes = (bytes as i64 + delta).max(0) as u64;
-                    set_tweet((&mut tweets, &mut by_use), (handle, tweet), (seconds(w.at), bytes))?;
-                    grown += delta;
+                    let (delta, used) = per_tweet.entry((handle, *tweet)).or_insert((0, w.at));
+                    *delta += grown;
+                    *used = (*used).max(w.at);
                 }
                 for (tweet, deleted) in &w.statuses {
                     status.insert((handle, *tweet), (w.at.timestamp(), u8::from(*deleted)))?;
@@ -660,6 +657,12 @@ impl Store {
                     let (code, message) = r.code();
                     refused.insert((handle, *tweet), (w.at.timestamp(), code, message))?;
                 }
+            }
+            for ((handle, tweet), (delta, used)) in per_tweet {
+                let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
+                let bytes = (bytes as i64 + delta).max(0) as u64;
+                set_tweet((&mut tweets, &mut by_use), (handle, tweet), (seconds(used), bytes))?;
+                grown += delta;
             }
             // Read within the transaction: writers are serialized, so the total is exact.
             let mut meta = txn.open_table(META)?;
