@@ -45,10 +45,13 @@ impl Calendar {
         let mut day_keys: Vec<Key> = Vec::new();
         let mut day_start = Vec::new();
         let mut hour_of_day = Vec::with_capacity(hours);
+        // In UTC the hour of day counts on from the first, one an hour; only a new day's key
+        // needs the calendar.
+        let first_hour = range.start.hour() as usize;
         for i in 0..hours {
-            let t = range.start + Duration::hours(i as i64);
-            let h = t.hour() as u8;
+            let h = ((first_hour + i) % 24) as u8;
             if i == 0 || h == 0 {
+                let t = range.start + Duration::hours(i as i64);
                 day_keys.push(day_key(&t.format("%Y-%m-%d").to_string()));
                 day_start.push(i as u32);
             }
