@@ -212,11 +212,18 @@ fn hours_held(
             }
             let masks = decode_slots(row, slots, false, |_, _, _| {})?;
             let all = masks[..slots.len()].iter().fold(0x00ff_ffff, |m, x| m & x);
-            for h in held_hours(all) {
-                if let Some(held) =
-                    usize::try_from(day * 24 + h as i64 - first).ok().and_then(|i| held.get_mut(i))
-                {
-                    *held = true;
+            let midnight = day * 24 - first;
+            match usize::try_from(midnight).ok().and_then(|at| held.get_mut(at..at + 24)) {
+                // Commonly the whole day, within the range.
+                Some(whole) if all == 0x00ff_ffff => whole.fill(true),
+                _ => {
+                    for h in held_hours(all) {
+                        if let Some(held) =
+                            usize::try_from(midnight + h as i64).ok().and_then(|i| held.get_mut(i))
+                        {
+                            *held = true;
+                        }
+                    }
                 }
             }
             each(day, row);
