@@ -1,15 +1,20 @@
 //! The shared tier of the store of facts: what one replica fetched, every replica finds.
-//! Settled hours are kept per (handle, Tweet, type, block of 28 days) as one string of
-//! fixed-width cells, one per hour of the block, for [`SETTLED_TTL`]; unsettled hours per
-//! (handle, Tweet, hour, type), each for exactly the store's fresh TTL from when it was
-//! fetched; what a call told of a Tweet (deleted or not) with the time it was learned, for
-//! the status TTL. Each replica's own store stays in front of it.
+//! Settled hours are kept per (handle, Tweet, block of 28 days) as one string of fixed-width
+//! cells, a run of one per hour of the block for each type up to the last one written (in
+//! slot order, so the common impressions, engagements and favorites come first), for
+//! [`SETTLED_TTL`]; unsettled hours per (handle, Tweet, hour, type), each for exactly the
+//! store's fresh TTL from when it was fetched; what a call told of a Tweet (deleted or not)
+//! with the time it was learned, for the status TTL. Each replica's own store stays in
+//! front of it.
 //!
 //! A block's cell holds its hour's count plus one, in [`CELL`] bytes (little-endian); zero
-//! is an hour not held. Writers set only the cells of the hours they fetched (`SETRANGE`),
-//! so two replicas that fetched different hours or types of one block merge without reading
-//! it, and settled counts never change, so two that fetched the same hours write the same
-//! bytes. A count too large for a cell is not shared (a replica that lacks it calls).
+//! is an hour not held, and so is a cell past the string's end. Writers set only the cells
+//! of the hours they fetched (`SETRANGE`), so two replicas that fetched different hours or
+//! types of one block merge without reading it, and settled counts never change, so two
+//! that fetched the same hours write the same bytes. A block is made whole when first
+//! written, up to the last type then asked; a later writer of a type past its end grows it
+//! (Redis then keeps room to spare). A count too large for a cell is not shared (a replica
+//! that lacks it calls).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,8 +40,8 @@ pub const BLOCK_HOURS: i64 = 28 * 24;
 /// Bytes of one hour's cell in a block.
 pub const CELL: usize = 4;
 
-/// A block with no hour held.
-static EMPTY_BLOCK: [u8; BLOCK_HOURS as usize * CELL] = [0; BLOCK_HOURS as usize * CELL];
+/// Bytes of one type's run of cells in a block.
+pub const RUN: usize = BLOCK_HOURS as usize * CELL;
 
 /// An hour's cell: its count plus one (zero is an hour not held), if it fits.
 fn cell(count: u64) -> Option<[u8; CELL]> {
@@ -49,8 +54,8 @@ fn count_in(cell: [u8; CELL]) -> Option<u64> {
 }
 
 impl Redis {
-    fn block_key(&self, handle: &str, tweet: TweetId, slot: usize, block: i64) -> String {
-        self.key(&format!("settled:{handle}:{tweet}:{slot}:{block}"))
+    fn block_key(&self, handle: &str, tweet: TweetId, block: i64) -> String {
+        self.key(&format!("settled:{handle}:{tweet}:{block}"))
     }
 
     /// One type of one unsettled hour: a key of its own, so each lives exactly its TTL.
@@ -81,28 +86,24 @@ impl Redis {
         // every block has one.
         let mut commands: Vec<redis::Cmd> = Vec::new();
         let mut fresh: Vec<redis::Cmd> = Vec::new();
+        // A block is made whole at once, empty, up to the last type written: one that grew
+        // write by write would hold twice its size (Redis grows a string greedily).
+        let empty = vec![0u8; slots_in(slots).last().map_or(0, |last| (last + 1) * RUN)];
         for (&tweet, hours) in hours {
             let mut settled: Vec<(i64, &[u64])> =
                 hours.iter().filter(|(hour, _)| *hour < unsettled_from).collect();
             settled.sort_unstable_by_key(|(hour, _)| *hour);
+            let mut made = std::collections::HashSet::new();
             for (k, slot) in slots_in(slots).enumerate() {
-                let mut last_block = None;
                 for (block, from, cells) in runs(&settled, k) {
-                    let key = self.block_key(handle, tweet, slot, block);
-                    if last_block != Some(block) {
-                        // A block is made whole at once, empty: one that grew run by run
-                        // would hold twice its size (Redis grows a string greedily).
+                    let key = self.block_key(handle, tweet, block);
+                    if made.insert(block) {
                         let mut make = redis::cmd("SET");
-                        make.arg(&key)
-                            .arg(EMPTY_BLOCK.as_slice())
-                            .arg("NX")
-                            .arg("EX")
-                            .arg(SETTLED_TTL.as_secs());
+                        make.arg(&key).arg(empty.as_slice()).arg("NX").arg("EX").arg(SETTLED_TTL.as_secs());
                         commands.push(make);
-                        last_block = Some(block);
                     }
                     let mut write = redis::cmd("SETRANGE");
-                    write.arg(&key).arg(from * CELL).arg(cells);
+                    write.arg(&key).arg(slot * RUN + from * CELL).arg(cells);
                     let mut expire = redis::cmd("EXPIRE");
                     expire.arg(&key).arg(SETTLED_TTL.as_secs());
                     commands.extend([write, expire]);
@@ -152,7 +153,7 @@ impl Redis {
     }
 
     /// Reads the cells of the settled hours `asked` wants: one read per (Tweet, type,
-    /// block), from the first hour wanted to the last.
+    /// block), from the first hour wanted to the last of that type's run.
     async fn read_settled(
         &self,
         handle: &str,
@@ -164,9 +165,10 @@ impl Redis {
         let reads = asked.ranges.iter().map(|r| {
             let (first, last) = (asked.tweets[r.tweet].1[r.from], asked.tweets[r.tweet].1[r.to - 1]);
             let mut read = redis::cmd("GETRANGE");
-            read.arg(self.block_key(handle, asked.tweets[r.tweet].0, r.slot, r.block))
-                .arg(cell_at(first) * CELL)
-                .arg(cell_at(last) * CELL + CELL - 1);
+            let run = r.slot * RUN;
+            read.arg(self.block_key(handle, asked.tweets[r.tweet].0, r.block))
+                .arg(run + cell_at(first) * CELL)
+                .arg(run + cell_at(last) * CELL + CELL - 1);
             read
         });
         self.read_chunked(reads.collect()).await

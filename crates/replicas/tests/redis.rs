@@ -246,7 +246,9 @@ async fn a_value_that_cannot_be_read_is_taken_as_missing() {
     let slot = engagement::slots::slots_in(slots).next().unwrap();
     let mut raw =
         redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let block_key = format!("{prefix}settled:h:{tweet}:{slot}:700");
+    let block_key = format!("{prefix}settled:h:{tweet}:700");
+    let exists: u32 = redis::cmd("EXISTS").arg(&block_key).query_async(&mut raw).await.unwrap();
+    assert_eq!(exists, 1, "the first block is one value, whatever its types");
     let _: () = redis::cmd("DEL").arg(&block_key).query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("HSET").arg(&block_key).arg("5").arg("many").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("SET")
@@ -313,6 +315,33 @@ async fn replicas_that_fetched_different_hours_and_types_of_a_block_both_find_al
     assert_eq!(read.iter().map(|(h, _)| *h).collect::<Vec<_>>(), expected);
     for (h, counts) in &read {
         for s in engagement::slots::slots_in(both) {
+            assert_eq!(counts[s], *h as u64 * 100 + s as u64, "hour {h}, slot {s}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_type_written_past_the_end_of_its_block_grows_it_and_both_types_are_found() {
+    let a = redis("grow");
+    use engagement::EngagementType::{Impressions, UserProfileClicks};
+    let (first, last) =
+        (engagement::slots::types_mask(&[Impressions]), engagement::slots::types_mask(&[UserProfileClicks]));
+    let tweet = engagement::TweetId(6);
+    let start = 703 * replicas::facts::BLOCK_HOURS + 5;
+    let hours: replicas::facts::TweetHours = [(
+        tweet,
+        (start..start + 30).map(|h| (h, std::array::from_fn(|s| h as u64 * 100 + s as u64))).collect(),
+    )]
+    .into();
+    // The block is made for the first type alone; the last type's run lies past its end.
+    a.put_facts("h", first, &compact(first, &hours), start + 40, Duration::from_secs(60)).await.unwrap();
+    a.put_facts("h", last, &compact(last, &hours), start + 40, Duration::from_secs(60)).await.unwrap();
+    let wanted: std::collections::HashMap<_, Vec<i64>> = [(tweet, (start..start + 40).collect())].into();
+    let mut read = a.get_facts("h", &wanted, first | last, start + 40).await.unwrap().remove(&tweet).unwrap();
+    read.sort_by_key(|(h, _)| *h);
+    assert_eq!(read.iter().map(|(h, _)| *h).collect::<Vec<_>>(), (start..start + 30).collect::<Vec<_>>());
+    for (h, counts) in &read {
+        for s in engagement::slots::slots_in(first | last) {
             assert_eq!(counts[s], *h as u64 * 100 + s as u64, "hour {h}, slot {s}");
         }
     }
