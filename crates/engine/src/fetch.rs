@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
 use futures::FutureExt;
 use stitch::Plan;
 use store::{CallFacts, StoreError};
-use upstream::{AttemptError, Calling, Lane, Retried};
+use upstream::{AttemptError, Body, Calling, Lane, Retried};
 
 use crate::execute::Ended;
 use crate::failure::outcome;
@@ -253,12 +252,14 @@ impl FactsCall {
     /// until one is written, so they never pile up in memory behind the writer.
     async fn read(
         self: Arc<Self>,
-        body: Bytes,
+        body: Body,
         sent_at: DateTime<Utc>,
     ) -> Result<Result<Read, CallFailure>, AttemptError> {
         let turn = Arc::clone(&self.engine.keeping).acquire_owned().await.ok();
         let this = Arc::clone(&self);
         off_the_workers("reading the answer failed", move || {
+            // Inflated here, where it is read next, while it is in the cache.
+            let body = body.text()?;
             let CallKey { handle, tweets, types, window, .. } = &this.key;
             let facts = if this.need.status_only {
                 CallFacts::read_status(tweets, &body)

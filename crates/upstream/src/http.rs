@@ -16,7 +16,7 @@ use crate::budget::RateBudget;
 use crate::classify::AttemptError;
 use crate::credentials::{AppCredentials, HandleCredentials};
 use crate::http_answer::{classify, retry_after};
-use crate::{Reach, Upstream, signing};
+use crate::{Body, Reach, Upstream, signing};
 
 /// The HTTP client for the API's endpoints.
 #[derive(Debug)]
@@ -114,70 +114,9 @@ fn is_gzip(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
 }
 
-/// The most an answer may inflate to. A 28-day hourly answer for 25 Tweets of every type
-/// is a few megabytes; past this a body is taken for a fault, not an answer.
-pub const MAX_INFLATED_BYTES: u64 = 256 << 20;
-
-/// Compressed bodies smaller than this are inflated on the async worker that read them.
+/// Compressed answers smaller than this are inflated on the async worker that read them;
+/// bigger ones by their reader, off the async workers.
 const INFLATE_HERE_BYTES: usize = 16 << 10;
-
-/// A gzip body, inflated: off the async workers when it is big.
-async fn inflate(body: Bytes) -> Result<Bytes, String> {
-    if body.len() < INFLATE_HERE_BYTES {
-        return inflate_now(&body);
-    }
-    crate::blocking::off_the_workers("inflating an answer", move || inflate_now(&body).map_err(Inflate))
-        .await
-        .map_err(|Inflate(e)| e)
-}
-
-/// Why an answer could not be inflated.
-struct Inflate(String);
-
-impl From<crate::blocking::TaskFailed> for Inflate {
-    fn from(e: crate::blocking::TaskFailed) -> Inflate {
-        Inflate(e.to_string())
-    }
-}
-
-/// Inflates a gzip body in one pass, at most [`MAX_INFLATED_BYTES`].
-fn inflate_now(body: &[u8]) -> Result<Bytes, String> {
-    inflate_at_most(body, MAX_INFLATED_BYTES)
-}
-
-/// Inflates a gzip body in one pass into a buffer of the size its trailer gives (the size
-/// modulo 2^32; the buffer grows if that was less), never zeroed first, or says why not:
-/// not gzip (its checksum and length included), or more than `max` bytes.
-fn inflate_at_most(body: &[u8], max: u64) -> Result<Bytes, String> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let told = body
-        .len()
-        .checked_sub(4)
-        .map_or(0, |at| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as u64);
-    let mut out: Vec<u8> = Vec::with_capacity(told.clamp(1, max + 1) as usize);
-    let mut inflater = Decompress::new_gzip(15);
-    loop {
-        let (read, written) = (inflater.total_in(), inflater.total_out());
-        let status = inflater
-            .decompress_vec(&body[read as usize..], &mut out, FlushDecompress::Finish)
-            .map_err(|e| format!("gzip: {e}"))?;
-        if out.len() as u64 > max {
-            return Err(format!("gzip: the answer inflates past {max} bytes"));
-        }
-        match status {
-            Status::StreamEnd => return Ok(Bytes::from(out)),
-            _ if out.len() == out.capacity() => {
-                // Told less than it holds: room for as much again, up to one past the bound.
-                let more = out.len().max(1 << 16).min((max + 1) as usize - out.len());
-                out.reserve_exact(more);
-            }
-            _ if (read, written) == (inflater.total_in(), inflater.total_out()) => {
-                return Err("gzip: the body ends before its stream does".into());
-            }
-            _ => {}
-        }
-    }
-}
 
 #[async_trait]
 impl Upstream for HttpUpstream {
@@ -188,6 +127,19 @@ impl Upstream for HttpUpstream {
         body: &RawRequest,
         deadline: Instant,
     ) -> Result<Bytes, AttemptError> {
+        match self.call_body(endpoint, handle, body, deadline).await? {
+            Body::Text(text) => Ok(text),
+            gzip => crate::blocking::off_the_workers("inflating an answer", move || gzip.text()).await,
+        }
+    }
+
+    async fn call_body(
+        &self,
+        endpoint: Endpoint,
+        handle: &HandleCredentials,
+        body: &RawRequest,
+        deadline: Instant,
+    ) -> Result<Body, AttemptError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(AttemptError::Deadline { last: None });
@@ -233,12 +185,16 @@ impl Upstream for HttpUpstream {
         let headers = response.headers().clone();
         let now_unix = chrono::Utc::now().timestamp();
         self.observe(status.as_u16(), &headers, now_unix);
-        let bytes = match response.bytes().await {
-            Ok(body) if is_gzip(&headers) => inflate(body).await,
-            Ok(body) => Ok(body),
+        let body = match response.bytes().await {
+            // A big answer is inflated by whoever reads it, on the thread that reads it.
+            Ok(gz) if is_gzip(&headers) && status.is_success() && gz.len() >= INFLATE_HERE_BYTES => {
+                return Ok(Body::Gzip(gz));
+            }
+            Ok(gz) if is_gzip(&headers) => crate::gzip::inflate(&gz),
+            Ok(text) => Ok(text),
             Err(e) => Err(e.to_string()),
         };
-        classify(status, &headers, bytes, now_unix)
+        classify(status, &headers, body, now_unix).map(Body::Text)
     }
 
     fn reach(&self) -> Reach {
@@ -262,36 +218,5 @@ impl Upstream for HttpUpstream {
         };
         self.reached(reach.clone(), Some(seen));
         reach
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn gzip(text: &[u8]) -> Vec<u8> {
-        let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        out.write_all(text).unwrap();
-        out.finish().unwrap()
-    }
-
-    #[test]
-    fn a_body_inflates_whole_whatever_its_trailer_says_and_not_past_the_bound() {
-        let text: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_string().into_bytes()).collect();
-        let body = gzip(&text);
-        assert_eq!(inflate_now(&body).unwrap(), text);
-        // The trailer is a hint for the buffer only: one that lies is caught by the check.
-        let mut lying = body.clone();
-        let at = lying.len() - 4;
-        lying[at..].copy_from_slice(&7u32.to_le_bytes());
-        assert!(inflate_now(&lying).unwrap_err().starts_with("gzip:"));
-        let bound = text.len() as u64 - 1;
-        let past = inflate_at_most(&body, bound).unwrap_err();
-        assert_eq!(past, format!("gzip: the answer inflates past {bound} bytes"));
-        assert_eq!(inflate_at_most(&body, text.len() as u64).unwrap(), text);
-        assert!(inflate_now(b"not gzip at all").unwrap_err().starts_with("gzip:"));
-        assert_eq!(inflate_now(&gzip(b"")).unwrap(), b""[..]);
-        assert!(inflate_now(&body[..body.len() / 2]).unwrap_err().starts_with("gzip:"));
     }
 }

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod classify;
 pub mod coalesce;
 pub mod credentials;
+pub mod gzip;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]
@@ -27,6 +28,7 @@ pub use budget::{RateBudget, SharedRate};
 pub use classify::{AttemptError, read_answer, unreadable};
 pub use coalesce::Coalesce;
 pub use credentials::{AppCredentials, HandleCredentials};
+pub use gzip::Body;
 #[cfg(feature = "http")]
 pub use http::HttpUpstream;
 pub use policy::{BudgetRefusal, CallPolicy, Calling};
@@ -57,6 +59,18 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
         body: &RawRequest,
         deadline: Instant,
     ) -> Result<Bytes, AttemptError>;
+
+    /// Like [`Upstream::call`], but a big answer may come still compressed, for its reader
+    /// to inflate on the thread that reads it ([`Body::text`]).
+    async fn call_body(
+        &self,
+        endpoint: Endpoint,
+        handle: &HandleCredentials,
+        body: &RawRequest,
+        deadline: Instant,
+    ) -> Result<Body, AttemptError> {
+        self.call(endpoint, handle, body, deadline).await.map(Body::Text)
+    }
 
     /// Whether it could be reached when last tried.
     fn reach(&self) -> Reach {

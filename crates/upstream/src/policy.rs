@@ -7,17 +7,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use engagement::{Endpoint, RawRequest, Response};
 use tokio::time::Instant;
 
-use crate::Upstream;
 use crate::blocking::off_the_workers;
 use crate::budget::RateBudget;
 use crate::classify::{AttemptError, read_answer};
 use crate::credentials::HandleCredentials;
 use crate::retry::{Retried, RetryPolicy, retry};
 use crate::scheduler::{Lane, Scheduler};
+use crate::{Body, Upstream};
 
 /// How the process calls the upstream.
 #[derive(Debug)]
@@ -112,10 +111,10 @@ impl CallPolicy {
     pub async fn call(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Bytes, AttemptError>, Duration, Duration),
+        attempted: impl Fn(&Result<Body, AttemptError>, Duration, Duration),
     ) -> Retried<Response> {
         self.call_then(call, attempted, |body| {
-            off_the_workers("reading the answer", move || read_answer(&body))
+            off_the_workers("reading the answer", move || read_answer(&body.text()?))
         })
         .await
     }
@@ -127,8 +126,8 @@ impl CallPolicy {
     pub async fn call_then<T, Fut>(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Bytes, AttemptError>, Duration, Duration),
-        then: impl Fn(Bytes) -> Fut,
+        attempted: impl Fn(&Result<Body, AttemptError>, Duration, Duration),
+        then: impl Fn(Body) -> Fut,
     ) -> Retried<T>
     where
         Fut: Future<Output = Result<T, AttemptError>>,
@@ -139,7 +138,7 @@ impl CallPolicy {
             let (result, waited, took) = match self.budget.acquire(deadline).await {
                 Ok(waited) => {
                     let sent = Instant::now();
-                    let result = self.upstream.call(endpoint, handle, body, deadline).await;
+                    let result = self.upstream.call_body(endpoint, handle, body, deadline).await;
                     (result, waited, sent.elapsed())
                 }
                 Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
@@ -217,6 +216,7 @@ impl CallPolicy {
 mod tests {
     use super::*;
     use async_trait::async_trait;
+    use bytes::Bytes;
 
     #[derive(Debug)]
     struct Never;
