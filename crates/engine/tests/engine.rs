@@ -38,12 +38,12 @@ impl Upstream for Modelled {
         _: &HandleCredentials,
         body: &RawRequest,
         _: tokio::time::Instant,
-    ) -> Result<bytes::Bytes, AttemptError> {
+    ) -> Result<upstream::Body, AttemptError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         let body = serde_json::to_value(body).unwrap();
         simulator::answer::answer(&self.config, &self.model, endpoint, &body, &Limits::of(endpoint))
-            .map(|answer| serde_json::to_vec(&answer).unwrap().into())
+            .map(|answer| upstream::Body::Text(serde_json::to_vec(&answer).unwrap().into()))
             .map_err(|r| AttemptError::Refused { status: r.status, errors: r.error.errors })
     }
 }

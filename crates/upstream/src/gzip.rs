@@ -18,11 +18,7 @@ impl Body {
     pub fn text(self) -> Result<Bytes, AttemptError> {
         match self {
             Body::Text(text) => Ok(text),
-            Body::Gzip(gz) => inflate(&gz).map_err(|e| AttemptError::Transient {
-                reason: format!("the upstream body could not be read ({e})"),
-                status: Some(200),
-                retry_after: None,
-            }),
+            Body::Gzip(gz) => inflate(&gz).map_err(|e| crate::unreadable(&e)),
         }
     }
 }

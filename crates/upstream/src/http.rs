@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use engagement::vocabulary::rate_headers;
 use engagement::{Endpoint, RawRequest};
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HeaderMap};
@@ -121,19 +120,6 @@ const INFLATE_HERE_BYTES: usize = 16 << 10;
 #[async_trait]
 impl Upstream for HttpUpstream {
     async fn call(
-        &self,
-        endpoint: Endpoint,
-        handle: &HandleCredentials,
-        body: &RawRequest,
-        deadline: Instant,
-    ) -> Result<Bytes, AttemptError> {
-        match self.call_body(endpoint, handle, body, deadline).await? {
-            Body::Text(text) => Ok(text),
-            gzip => crate::blocking::off_the_workers("inflating an answer", move || gzip.text()).await,
-        }
-    }
-
-    async fn call_body(
         &self,
         endpoint: Endpoint,
         handle: &HandleCredentials,

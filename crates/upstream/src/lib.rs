@@ -20,7 +20,6 @@ pub mod scheduler;
 pub mod signing;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use engagement::{Endpoint, RawRequest};
 use tokio::time::Instant;
 
@@ -50,27 +49,17 @@ pub enum Reach {
 #[async_trait]
 pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// One attempt at one call to `endpoint`, as `handle`, given up at `deadline`: the body
-    /// of its answer, unread, so each caller reads what it needs of it (a tree of counts, or
-    /// facts straight into the store's rows); a refusal or failure, classified.
+    /// of its answer, unread (a big one maybe still compressed, for its reader to inflate on
+    /// the thread that reads it: [`Body::text`]), so each caller reads what it needs of it (a
+    /// tree of counts, or facts straight into the store's rows); a refusal or failure,
+    /// classified.
     async fn call(
         &self,
         endpoint: Endpoint,
         handle: &HandleCredentials,
         body: &RawRequest,
         deadline: Instant,
-    ) -> Result<Bytes, AttemptError>;
-
-    /// Like [`Upstream::call`], but a big answer may come still compressed, for its reader
-    /// to inflate on the thread that reads it ([`Body::text`]).
-    async fn call_body(
-        &self,
-        endpoint: Endpoint,
-        handle: &HandleCredentials,
-        body: &RawRequest,
-        deadline: Instant,
-    ) -> Result<Body, AttemptError> {
-        self.call(endpoint, handle, body, deadline).await.map(Body::Text)
-    }
+    ) -> Result<Body, AttemptError>;
 
     /// Whether it could be reached when last tried.
     fn reach(&self) -> Reach {

@@ -138,7 +138,7 @@ impl CallPolicy {
             let (result, waited, took) = match self.budget.acquire(deadline).await {
                 Ok(waited) => {
                     let sent = Instant::now();
-                    let result = self.upstream.call_body(endpoint, handle, body, deadline).await;
+                    let result = self.upstream.call(endpoint, handle, body, deadline).await;
                     (result, waited, sent.elapsed())
                 }
                 Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
@@ -216,7 +216,6 @@ impl CallPolicy {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use bytes::Bytes;
 
     #[derive(Debug)]
     struct Never;
@@ -229,7 +228,7 @@ mod tests {
             _: &HandleCredentials,
             _: &RawRequest,
             _: Instant,
-        ) -> Result<Bytes, AttemptError> {
+        ) -> Result<Body, AttemptError> {
             Err(AttemptError::Refused { status: 400, errors: vec![] })
         }
     }

@@ -70,7 +70,7 @@ async fn signed_calls_are_answered() {
     let (client, _) = start(Config::default()).await;
     let id = TweetId::minted_at(now() - chrono::Duration::days(40));
     let body = client.call(Endpoint::Historical, &demo(), &body(&[id]), deadline()).await.unwrap();
-    let r = upstream::read_answer(&body).unwrap();
+    let r = upstream::read_answer(&body.text().unwrap()).unwrap();
     assert_eq!(r.start.as_deref(), Some("2024-05-01T00:00:00Z"));
     assert!(r.groupings["g"].get(&id.to_string()).is_some());
 }
