@@ -174,10 +174,9 @@ impl FactsCall {
         );
         let kept = async {
             match call.await {
-                Retried { result: Ok(Ok(read)), attempts } => {
+                Retried { result: Ok(read), attempts } => {
                     (Arc::clone(&self).kept(read, sent_at).await, attempts)
                 }
-                Retried { result: Ok(Err(failure)), attempts } => (Err(failure), attempts),
                 Retried { result: Err(e), attempts } => {
                     self.remember_refusal(&e, sent_at).await;
                     (Err(CallFailure::Call(e)), attempts)
@@ -250,11 +249,7 @@ impl FactsCall {
     /// for is the attempt's failure. Answers between being read and being written are
     /// bounded (two per core): past that, a call keeps its place among the calls in flight
     /// until one is written, so they never pile up in memory behind the writer.
-    async fn read(
-        self: Arc<Self>,
-        body: Body,
-        sent_at: DateTime<Utc>,
-    ) -> Result<Result<Read, CallFailure>, AttemptError> {
+    async fn read(self: Arc<Self>, body: Body, sent_at: DateTime<Utc>) -> Result<Read, AttemptError> {
         let turn = Arc::clone(&self.engine.keeping).acquire_owned().await.ok();
         let this = Arc::clone(&self);
         off_the_workers("reading the answer failed", move || {
@@ -272,7 +267,7 @@ impl FactsCall {
             let store = Arc::clone(store);
             let written: Written =
                 Box::pin(off_the_workers("keeping the answer failed", move || Ok(store.written(queued))));
-            Ok(Ok(Read { facts, written, turn }))
+            Ok(Read { facts, written, turn })
         })
         .await
     }
