@@ -357,7 +357,7 @@ impl Store {
     pub fn mark_used(&self, handle: &str, tweets: &[TweetId], now: DateTime<Utc>) -> Result<(), StoreError> {
         // Use only orders eviction: losing it in a crash costs nothing, so it is not synced.
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
+        txn.set_durability(Durability::None)?;
         {
             let mut table = txn.open_table(TWEETS)?;
             let mut by_use = txn.open_table(BY_USE)?;
@@ -609,7 +609,7 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         let synced = self.syncer.due();
         if !synced {
-            txn.set_durability(Durability::None).map_err(|e| StoreError::Database(e.into()))?;
+            txn.set_durability(Durability::None)?;
         }
         let total;
         {

@@ -82,3 +82,8 @@ impl From<redb::CommitError> for StoreError {
         StoreError::Database(e.into())
     }
 }
+impl From<redb::SetDurabilityError> for StoreError {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        StoreError::Database(e.into())
+    }
+}
