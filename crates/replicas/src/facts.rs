@@ -25,14 +25,12 @@ use engagement::slots::{Hour, SLOTS, slots_in};
 
 use crate::{CHUNK, Redis, Unreachable};
 use engine::off_the_workers;
+pub use engine::ports::TweetHours;
 use engine::ports::{CallHours, Refusals, Refused};
 
 /// How long settled facts are kept in Redis after they were last written (they never
 /// change; this bounds what a deployment leaves in Redis).
 pub const SETTLED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Hours of Tweets as the store keeps them: per Tweet, (hour number, counts by slot).
-pub type TweetHours = HashMap<TweetId, Vec<(i64, Hour)>>;
 
 /// Hours in a block of settled facts: 28 days, what one call asks at most.
 pub const BLOCK_HOURS: i64 = 28 * 24;
