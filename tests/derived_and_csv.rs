@@ -229,13 +229,15 @@ fn rebuild(rows: &[Vec<String>], groupings: &Value) -> Map<String, Value> {
     let column = |level: &str| match level {
         "tweet.id" => 1,
         "engagement.type" => 2,
-        "engagement.day" => 3,
-        "engagement.hour" => 4,
+        "engagement.week" => 3,
+        "engagement.month" => 4,
+        "engagement.day" => 5,
+        "engagement.hour" => 6,
         other => panic!("no level {other}"),
     };
     let mut data = Map::new();
     for row in rows {
-        assert_eq!(row.len(), 6, "{row:?}");
+        assert_eq!(row.len(), 8, "{row:?}");
         let levels = groupings[&row[0]]["group_by"].as_array().unwrap();
         let mut node = data.entry(row[0].clone()).or_insert_with(|| json!({}));
         for level in levels {
@@ -246,8 +248,8 @@ fn rebuild(rows: &[Vec<String>], groupings: &Value) -> Map<String, Value> {
                 .or_insert_with(|| json!({}));
         }
         let used: HashSet<usize> = levels.iter().map(|l| column(l.as_str().unwrap())).collect();
-        assert!((1..5).all(|c| used.contains(&c) || row[c].is_empty()), "{row:?}");
-        *node = json!(row[5].parse::<u64>().unwrap());
+        assert!((1..7).all(|c| used.contains(&c) || row[c].is_empty()), "{row:?}");
+        *node = json!(row[7].parse::<u64>().unwrap());
     }
     data
 }
@@ -283,7 +285,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     let start = format_instant(engagement::parse_instant(&end).unwrap() - Span::days(3));
     let groupings = json!({
         "per \"tweet\", by type": {"group_by": ["tweet.id", "engagement.type"]},
-        "hour of day": {"group_by": ["engagement.type", "engagement.hour"]},
+        "weeks of months": {"group_by": ["engagement.month", "engagement.week", "engagement.type"]},
         "hourly": {"group_by": ["engagement.type", "tweet.id", "engagement.day", "engagement.hour"]},
     });
     let body = json!({
@@ -302,7 +304,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     assert_eq!(by_accept.headers()["x-unavailable-tweets"], "1", "one deleted Tweet of the twelve");
     let text = by_accept.text().await.unwrap();
     let rows = parse_csv(&text);
-    assert_eq!(rows[0], ["grouping", "tweet_id", "engagement_type", "day", "hour", "count"]);
+    assert_eq!(rows[0], ["grouping", "tweet_id", "engagement_type", "week", "month", "day", "hour", "count"]);
     assert_eq!(rebuild(&rows[1..], &groupings), expected);
     // In the answer's order: groupings by name, then keys as the JSON writes them.
     let order: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
@@ -312,7 +314,10 @@ async fn csv_rebuilds_the_json_answer_exactly() {
     }
     // One row per count: none twice, none left out.
     assert_eq!(rows.len() - 1, expected.values().map(leaves).sum::<usize>());
-    assert_eq!(rows.len() - 1, 11 * 2 + 2 * 24 + 2 * 11 * 72, "12 Tweets, one deleted");
+    // Three days touch one or two weeks and one or two months: at most three pairs, per type.
+    let weeks = leaves(&expected["weeks of months"]);
+    assert!([2, 4, 6].contains(&weeks), "{weeks}");
+    assert_eq!(rows.len() - 1, 11 * 2 + weeks + 2 * 11 * 72, "12 Tweets, one deleted");
 
     let by_query = world.post("/v1/historical?format=csv", &body).send().await.unwrap();
     assert_eq!(by_query.text().await.unwrap(), text);

@@ -4,6 +4,8 @@
 // A test reads best as the story it tells, however long.
 #![allow(clippy::too_many_lines)]
 
+mod caching;
+mod calendars;
 mod derived_and_csv;
 mod drop_in_oauth;
 mod jobs;

@@ -8,15 +8,18 @@ use crate::tree::Response;
 use crate::vocabulary::{GroupBy, Grouping};
 
 /// The header row's cells.
-pub const HEADER: [&str; 6] = ["grouping", "tweet_id", "engagement_type", "day", "hour", "count"];
+pub const HEADER: [&str; 8] =
+    ["grouping", "tweet_id", "engagement_type", "week", "month", "day", "hour", "count"];
 
 /// The cell of each level, in [`HEADER`]'s order after `grouping`.
 fn column(level: GroupBy) -> usize {
     match level {
         GroupBy::TweetId => 0,
         GroupBy::EngagementType => 1,
-        GroupBy::EngagementDay => 2,
-        GroupBy::EngagementHour => 3,
+        GroupBy::EngagementWeek => 2,
+        GroupBy::EngagementMonth => 3,
+        GroupBy::EngagementDay => 4,
+        GroupBy::EngagementHour => 5,
     }
 }
 
@@ -36,7 +39,7 @@ pub fn write(response: &Response, groupings: &[Grouping], out: &mut dyn Write) -
             if failed.is_some() {
                 return;
             }
-            let mut cells = [""; 4];
+            let mut cells = [""; 6];
             for (key, col) in path.iter().zip(&columns) {
                 cells[*col] = key;
             }
@@ -100,10 +103,10 @@ mod tests {
         write(&response, &groupings, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "grouping,tweet_id,engagement_type,day,hour,count\r\n\
-             by tweet,42,favorites,,,9\r\n\
-             \"hour, of day\",,impressions,,00,3\r\n\
-             \"hour, of day\",,impressions,,01,0\r\n"
+            "grouping,tweet_id,engagement_type,week,month,day,hour,count\r\n\
+             by tweet,42,favorites,,,,,9\r\n\
+             \"hour, of day\",,impressions,,,,00,3\r\n\
+             \"hour, of day\",,impressions,,,,01,0\r\n"
         );
     }
 }

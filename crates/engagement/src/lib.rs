@@ -2,6 +2,7 @@
 //! shape of an answer. No I/O happens here; the simulator, the stitching logic and the
 //! service all speak through these types.
 
+pub mod calendar;
 pub mod csv;
 pub mod derive;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod time;
 pub mod tree;
 pub mod tweet_id;
 pub mod vocabulary;
+pub mod zone;
 
 pub use error::ApiError;
 pub use render::{HourlyCounts, render};
@@ -24,3 +26,4 @@ pub use time::{TimeRange, parse_instant};
 pub use tree::{CountStyle, Node, Response};
 pub use tweet_id::TweetId;
 pub use vocabulary::{Endpoint, EngagementType, GroupBy, Grouping};
+pub use zone::Zone;

@@ -7,7 +7,7 @@ use serde_json::Value;
 /// What a native question's body may name at its top level (members an endpoint does not
 /// take, such as a range on `/totals`, are refused there with words of their own).
 pub const QUESTION: &[&str] =
-    &["tweet_ids", "engagement_types", "groupings", "start", "end", "partial", "derive", "top"];
+    &["tweet_ids", "engagement_types", "groupings", "start", "end", "time_zone", "partial", "derive", "top"];
 
 /// What a grouping may name.
 pub const GROUPING: &[&str] = &["group_by"];

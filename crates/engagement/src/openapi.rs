@@ -92,16 +92,32 @@ fn named(spec: utoipa::openapi::RefOr<utoipa::openapi::Schema>) -> utoipa::opena
 
 /// 1 to 3 distinct levels, or all 4 in one of the two orders the API allows.
 pub fn group_by() -> utoipa::openapi::schema::Schema {
+    levels(&["engagement.day"])
+}
+
+/// `group_by` on the service's own endpoints: the API's levels, and `engagement.week` and
+/// `engagement.month` wherever `engagement.day` may be.
+pub fn native_group_by() -> utoipa::openapi::schema::Schema {
+    levels(&["engagement.day", "engagement.week", "engagement.month"])
+}
+
+/// 1 to 3 distinct levels, or the two orders of 4 with one of `periods` third.
+fn levels(periods: &[&str]) -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
     let level =
         |names: &[&str]| ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.to_vec()));
-    let all = ["tweet.id", "engagement.type", "engagement.day", "engagement.hour"];
+    let mut all = vec!["tweet.id", "engagement.type", "engagement.hour"];
+    all.extend(periods);
     let few = ArrayBuilder::new().items(level(&all)).min_items(Some(1)).max_items(Some(3)).unique_items(true);
     let mut choices = OneOfBuilder::new().item(few);
     for first in [["tweet.id", "engagement.type"], ["engagement.type", "tweet.id"]] {
-        let order = [first[0], first[1], "engagement.day", "engagement.hour"];
         let fixed = ArrayBuilder::new()
-            .prefix_items(order.iter().map(|name| level(&[name])))
+            .prefix_items([
+                level(&[first[0]]),
+                level(&[first[1]]),
+                level(periods),
+                level(&["engagement.hour"]),
+            ])
             .items(utoipa::openapi::schema::ArrayItems::False)
             .min_items(Some(4));
         choices = choices.item(fixed);

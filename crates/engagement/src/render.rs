@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Utc};
 
+use crate::calendar::{Calendar, Periods};
 use crate::time::TimeRange;
-use crate::tree::{Branch, HOUR_KEYS, Key, Node, day_key};
+use crate::tree::{Branch, HOUR_KEYS, Key, Node};
 use crate::tweet_id::TweetId;
 use crate::vocabulary::{EngagementType, GroupBy, Grouping};
+use crate::zone::Zone;
 
 /// A source of counts per Tweet, type and hour.
 pub trait HourlyCounts {
@@ -27,56 +29,24 @@ impl HourlyCounts for Zeros {
     }
 }
 
-/// The calendar of a range: for each hour, its day and its hour of day.
-struct Calendar {
-    /// Every hour's index, `0..hours`: the selection the trees start from.
-    hours: Vec<u32>,
-    day_of: Vec<u32>,
-    /// The first hour of each day, and after the last day the number of hours.
-    day_start: Vec<u32>,
-    day_keys: Vec<Key>,
-    hour_of_day: Vec<u8>,
-}
-
-impl Calendar {
-    fn new(range: TimeRange) -> Calendar {
-        let hours = range.hours();
-        let mut day_of = Vec::with_capacity(hours);
-        let mut day_keys: Vec<Key> = Vec::new();
-        let mut day_start = Vec::new();
-        let mut hour_of_day = Vec::with_capacity(hours);
-        // In UTC the hour of day counts on from the first, one an hour; only a new day's key
-        // needs the calendar.
-        let first_hour = range.start.hour() as usize;
-        for i in 0..hours {
-            let h = ((first_hour + i) % 24) as u8;
-            if i == 0 || h == 0 {
-                let t = range.start + Duration::hours(i as i64);
-                day_keys.push(day_key(&t.format("%Y-%m-%d").to_string()));
-                day_start.push(i as u32);
-            }
-            day_of.push((day_keys.len() - 1) as u32);
-            hour_of_day.push(h);
-        }
-        day_start.push(hours as u32);
-        Calendar { hours: (0..hours as u32).collect(), day_of, day_start, day_keys, hour_of_day }
-    }
-}
-
 /// Renders every grouping of a question over `range` for `tweets` (the ones to show: a
-/// deleted Tweet is left out by the caller). Day and hour buckets are dense over the range.
+/// deleted Tweet is left out by the caller), with days, weeks, months and hours of day
+/// those of `zone`. Period and hour buckets are dense over the range; on a day whose clocks
+/// go back, the repeated hour's counts add up under its one key, and on a day they go
+/// forward the skipped hour has none.
 pub fn render(
     tweets: &[TweetId],
     types: &[EngagementType],
     groupings: &[Grouping],
     range: TimeRange,
+    zone: &Zone,
     counts: &impl HourlyCounts,
 ) -> BTreeMap<String, Node> {
-    render_each(tweets, types, groupings, |_| range, counts)
+    render_in(tweets, types, groupings, |_| range, zone, counts)
 }
 
-/// Like [`render`], with a range of its own for each Tweet (lifetime totals). Groupings
-/// with day or hour levels need one common range and belong to [`render`].
+/// Like [`render`] in UTC, with a range of its own for each Tweet (lifetime totals).
+/// Groupings with time levels need one common range and belong to [`render`].
 pub fn render_each(
     tweets: &[TweetId],
     types: &[EngagementType],
@@ -84,15 +54,27 @@ pub fn render_each(
     range_of: impl Fn(TweetId) -> TimeRange,
     counts: &impl HourlyCounts,
 ) -> BTreeMap<String, Node> {
+    render_in(tweets, types, groupings, range_of, &Zone::Utc, counts)
+}
+
+fn render_in(
+    tweets: &[TweetId],
+    types: &[EngagementType],
+    groupings: &[Grouping],
+    range_of: impl Fn(TweetId) -> TimeRange,
+    zone: &Zone,
+    counts: &impl HourlyCounts,
+) -> BTreeMap<String, Node> {
     let mut out: BTreeMap<String, Node> =
         groupings.iter().map(|g| (g.name.clone(), Node::branch())).collect();
+    let levels: Vec<GroupBy> = groupings.iter().flat_map(|g| g.group_by.iter().copied()).collect();
     let mut cached: Option<(TimeRange, Calendar)> = None;
     let mut series: Vec<Vec<u64>> = vec![Vec::new(); types.len()];
     let all_types: Vec<usize> = (0..types.len()).collect();
     for &tweet in tweets {
         let range = range_of(tweet);
         if cached.as_ref().is_none_or(|(r, _)| *r != range) {
-            cached = Some((range, Calendar::new(range)));
+            cached = Some((range, Calendar::new(range, zone, &levels)));
         }
         let Some((_, calendar)) = cached.as_ref() else {
             continue;
@@ -141,13 +123,21 @@ impl Context<'_> {
                 .iter()
                 .map(|&t| (Key::Borrowed(self.types[t].name()), self.build(rest, &[t], hours)))
                 .collect(),
-            GroupBy::EngagementDay => self
-                .days(hours)
-                .map(|(day, run)| (self.calendar.day_keys[day].clone(), self.build(rest, types, run)))
-                .collect(),
+            GroupBy::EngagementDay | GroupBy::EngagementWeek | GroupBy::EngagementMonth => {
+                let periods = self.calendar.periods(*level);
+                self.periods(periods, hours)
+                    .map(|(p, run)| (periods.keys[p].clone(), self.build(rest, types, run)))
+                    .collect()
+            }
             GroupBy::EngagementHour => {
-                let contiguous = hours.len() <= 24 && hours.windows(2).all(|w| w[1] == w[0] + 1);
-                if contiguous {
+                // One run of hours whose hours of day count up by one, with no hour skipped
+                // or repeated by a change of offset: each hour is its own key.
+                let hour_of_day = &self.calendar.hour_of_day;
+                let one_each = hours.len() <= 24
+                    && hours.windows(2).all(|w| {
+                        w[1] == w[0] + 1 && hour_of_day[w[1] as usize] == hour_of_day[w[0] as usize] + 1
+                    });
+                if one_each {
                     hours.chunks(1).map(|one| (self.hour_key(one[0]), self.build(rest, types, one))).collect()
                 } else {
                     let mut by_hour: [Vec<u32>; 24] = Default::default();
@@ -166,25 +156,25 @@ impl Context<'_> {
         Node::Branch(Branch::from_entries(entries))
     }
 
-    /// `hours` cut by day: each day's number and its hours.
-    fn days<'h>(&self, hours: &'h [u32]) -> Box<dyn Iterator<Item = (usize, &'h [u32])> + 'h>
-    where
-        Self: 'h,
-    {
-        let calendar = self.calendar;
+    /// `hours` cut by `periods` (days, weeks or months): each period's number and its hours.
+    fn periods<'h>(
+        &self,
+        periods: &'h Periods,
+        hours: &'h [u32],
+    ) -> Box<dyn Iterator<Item = (usize, &'h [u32])> + 'h> {
         let Some(run) = contiguous(hours) else {
             return Box::new(
                 hours
-                    .chunk_by(|a, b| calendar.day_of[*a as usize] == calendar.day_of[*b as usize])
-                    .map(|run| (calendar.day_of[run[0] as usize] as usize, run)),
+                    .chunk_by(|a, b| periods.of[*a as usize] == periods.of[*b as usize])
+                    .map(|run| (periods.of[run[0] as usize] as usize, run)),
             );
         };
-        // One run of hours: its days' bounds are known without looking at each hour.
-        let (first, last) = (calendar.day_of[run.start] as usize, calendar.day_of[run.end - 1] as usize);
-        Box::new((first..=last).map(move |day| {
-            let from = (calendar.day_start[day] as usize).max(run.start) - run.start;
-            let to = (calendar.day_start[day + 1] as usize).min(run.end) - run.start;
-            (day, &hours[from..to])
+        // One run of hours: its periods' bounds are known without looking at each hour.
+        let (first, last) = (periods.of[run.start] as usize, periods.of[run.end - 1] as usize);
+        Box::new((first..=last).map(move |p| {
+            let from = (periods.start[p] as usize).max(run.start) - run.start;
+            let to = (periods.start[p + 1] as usize).min(run.end) - run.start;
+            (p, &hours[from..to])
         }))
     }
 
@@ -204,6 +194,7 @@ mod tests {
     use super::*;
     use crate::time::parse_instant;
     use crate::vocabulary::GroupBy as G;
+    use chrono::{Datelike, Duration, Timelike};
     use serde_json::json;
 
     /// Count = hour of day + 100 × type index + 1000 × (tweet id), so every cell is known.
@@ -237,6 +228,7 @@ mod tests {
             &[EngagementType::Impressions],
             &g(&[G::TweetId, G::EngagementType, G::EngagementDay, G::EngagementHour]),
             range("2015-09-14T22:00:00Z", "2015-09-15T02:00:00Z"),
+            &Zone::Utc,
             &Formula,
         );
         assert_eq!(
@@ -252,6 +244,7 @@ mod tests {
             &[EngagementType::Favorites],
             &g(&[G::EngagementDay]),
             range("2015-09-14T22:00:00Z", "2015-09-16T01:00:00Z"),
+            &Zone::Utc,
             &Zeros,
         );
         assert_eq!(zeros["g"], tree(json!({"2015-09-14": 0, "2015-09-15": 0, "2015-09-16": 0})));
@@ -266,6 +259,7 @@ mod tests {
             &[EngagementType::Impressions, EngagementType::Engagements],
             &g(&[G::EngagementHour]),
             range("2015-01-01T23:00:00Z", "2015-01-03T01:00:00Z"),
+            &Zone::Utc,
             &Formula,
         );
         let Node::Branch(hours) = &out["g"] else { panic!("not a branch") };
@@ -285,6 +279,7 @@ mod tests {
             &[EngagementType::Impressions],
             &g(&[G::EngagementHour, G::EngagementDay]),
             r,
+            &Zone::Utc,
             &Formula,
         );
         assert_eq!(out["g"].get("22"), Some(&tree(json!({"2015-01-01": 22, "2015-01-02": 22}))));
@@ -294,10 +289,37 @@ mod tests {
             &[EngagementType::Retweets],
             &g(&[G::EngagementType]),
             range("2015-01-01T00:00:00Z", "2015-01-01T02:00:00Z"),
+            &Zone::Utc,
             &Formula,
         );
         // Retweets is index 3: per hour 300 + hour + 1000 × tweet; hours 0,1; tweets 1,2.
         assert_eq!(totals["g"], tree(json!({"retweets": 2 * 300 + 1 + 2 * 300 + 1 + 2000 + 4000})));
+    }
+
+    #[test]
+    fn a_repeated_hour_adds_up_under_its_one_key_and_a_skipped_hour_has_none() {
+        let ny = Zone::parse("America/New_York").unwrap();
+        let one = [TweetId(0)];
+        let imp = [EngagementType::Impressions];
+        // 2026-11-01 in New York: 00:00 EDT (04:00Z) to 06:00 EST (11:00Z), 7 hours; 01 twice.
+        let back = range("2026-11-01T04:00:00Z", "2026-11-01T11:00:00Z");
+        // Formula counts the UTC hour: 01 EDT is 05Z, 01 EST is 06Z.
+        for levels in [&[G::EngagementHour][..], &[G::EngagementDay, G::EngagementHour]] {
+            let out = render(&one, &imp, &g(levels), back, &ny, &Formula);
+            let hours = match levels.len() {
+                1 => out["g"].clone(),
+                _ => out["g"].get("2026-11-01").unwrap().clone(),
+            };
+            assert_eq!(
+                hours,
+                tree(json!({"00": 4, "01": 5 + 6, "02": 7, "03": 8, "04": 9, "05": 10})),
+                "{levels:?}"
+            );
+        }
+        // 2026-03-08: 00:00 EST (05:00Z) to 05:00 EDT (09:00Z); 02 is skipped.
+        let forward = range("2026-03-08T05:00:00Z", "2026-03-08T09:00:00Z");
+        let out = render(&one, &imp, &g(&[G::EngagementHour]), forward, &ny, &Formula);
+        assert_eq!(out["g"], tree(json!({"00": 5, "01": 6, "03": 7, "04": 8})));
     }
 
     /// Every grouping's tree, counted hour by hour into nested maps: what [`render`] must
@@ -307,6 +329,7 @@ mod tests {
         types: &[EngagementType],
         levels: &[GroupBy],
         r: TimeRange,
+        zone: &Zone,
     ) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for &tweet in tweets {
@@ -315,13 +338,17 @@ mod tests {
                 for i in 0..r.hours() {
                     let t = r.start + Duration::hours(i as i64);
                     Formula.fill(tweet, ty, t, &mut one);
+                    let local = zone.local(t);
+                    let monday = local.date() - Duration::days(local.weekday().num_days_from_monday().into());
                     let path: Vec<String> = levels
                         .iter()
                         .map(|level| match level {
                             GroupBy::TweetId => tweet.to_string(),
                             GroupBy::EngagementType => ty.name().to_string(),
-                            GroupBy::EngagementDay => t.format("%Y-%m-%d").to_string(),
-                            GroupBy::EngagementHour => format!("{:02}", t.hour()),
+                            GroupBy::EngagementDay => local.format("%Y-%m-%d").to_string(),
+                            GroupBy::EngagementHour => format!("{:02}", local.hour()),
+                            GroupBy::EngagementWeek => monday.format("%Y-%m-%d").to_string(),
+                            GroupBy::EngagementMonth => local.format("%Y-%m").to_string(),
                         })
                         .collect();
                     let mut at = &mut out;
@@ -343,22 +370,25 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_grouping_adds_up_hour_by_hour(
+            base in proptest::sample::select(vec!["2015-03-07", "2015-10-31", "2015-04-04", "2015-10-03", "2015-02-26"]),
+            zone in proptest::sample::select(vec!["UTC", "America/New_York", "Australia/Sydney", "+02:00", "-03:00"]),
             start in 0i64..72,
-            hours in 1i64..80,
+            hours in proptest::prop_oneof![1i64..30, 1i64..400],
             levels in proptest::sample::subsequence(
-                vec![G::TweetId, G::EngagementType, G::EngagementDay, G::EngagementHour], 1..=4),
+                vec![G::TweetId, G::EngagementType, G::EngagementMonth, G::EngagementWeek, G::EngagementDay, G::EngagementHour], 1..=4),
             swap in proptest::bool::ANY,
         ) {
             let mut levels = levels;
             if swap && levels.len() >= 2 {
                 levels.swap(0, 1);
             }
-            let from = parse_instant("2015-03-07T00:00:00Z").unwrap() + Duration::hours(start);
+            let zone = Zone::parse(zone).unwrap();
+            let from = parse_instant(base).unwrap() + Duration::hours(start);
             let r = TimeRange { start: from, end: from + Duration::hours(hours) };
             let (tweets, types) = ([TweetId(1), TweetId(2)], [EngagementType::Impressions, EngagementType::Favorites]);
-            let out = render(&tweets, &types, &g(&levels), r, &Formula);
+            let out = render(&tweets, &types, &g(&levels), r, &zone, &Formula);
             let rendered = serde_json::to_value(&out["g"]).unwrap();
-            proptest::prop_assert_eq!(rendered, by_hand(&tweets, &types, &levels, r));
+            proptest::prop_assert_eq!(rendered, by_hand(&tweets, &types, &levels, r, &zone));
         }
     }
 }

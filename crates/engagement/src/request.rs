@@ -4,13 +4,15 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::calendar::period_count;
 use crate::error::ApiError;
-use crate::time::{TimeRange, ceil_hour, format_instant};
+use crate::time::{TimeRange, ceil_hour, format_instant, is_hour_aligned};
 use crate::tree::RESERVED_MEMBERS;
 use crate::tweet_id::TweetId;
 use crate::vocabulary::{
     Endpoint, EngagementType, GroupBy, Grouping, MAX_WINDOW_HOURS, check_groupings, earliest_start,
 };
+use crate::zone::{Zone, describe_offset};
 
 /// What may be asked in one question. The API's own limits come from [`Limits::of`]; the
 /// service relaxes them, since it stitches many calls into one answer.
@@ -32,6 +34,23 @@ impl Limits {
             max_span_hours: (endpoint == Endpoint::Historical).then_some(MAX_WINDOW_HOURS),
             clamp_future_end: false,
         }
+    }
+}
+
+/// What the service's native answer reads beyond the API's question: the zone its days and
+/// hours are counted in, and the week and month levels. The API reads neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Native {
+    /// The zone local days, weeks, months and hours are counted in; UTC is the API's own.
+    pub zone: Zone,
+    /// Whether `engagement.week` and `engagement.month` are levels.
+    pub periods: bool,
+}
+
+impl Native {
+    /// The native answer's reading, in `zone`.
+    pub fn in_zone(zone: Zone) -> Native {
+        Native { zone, periods: true }
     }
 }
 
@@ -60,6 +79,8 @@ pub struct Query {
     pub range: Option<TimeRange>,
     /// Whether the end asked for was in the future and was clamped to the hour in progress.
     pub end_clamped: bool,
+    /// The zone days, weeks, months and hours are counted in (UTC: the API's own).
+    pub zone: Zone,
 }
 
 /// What a client sent for one member of a body: nothing, the shape asked for, or something
@@ -285,21 +306,36 @@ impl Query {
         Query::from_body(endpoint, &body, limits, now)
     }
 
-    /// Checks a body against `limits`, at instant `now`. Every problem found is reported,
-    /// one message per field.
+    /// Checks a body against `limits`, at instant `now`, as the API reads it. Every problem
+    /// found is reported, one message per field.
     pub fn from_body(
         endpoint: Endpoint,
         body: &QuestionBody,
         limits: &Limits,
         now: DateTime<Utc>,
     ) -> Result<Query, ApiError> {
+        Query::from_body_with(endpoint, body, limits, now, &Native::default())
+    }
+
+    /// Like [`Query::from_body`], with what the native answer reads beyond the API's
+    /// question (`native`): a zone whose offset is not a whole number of hours anywhere in
+    /// the range is refused for groupings with time levels, and for ends inside a UTC hour.
+    pub fn from_body_with(
+        endpoint: Endpoint,
+        body: &QuestionBody,
+        limits: &Limits,
+        now: DateTime<Utc>,
+        native: &Native,
+    ) -> Result<Query, ApiError> {
         let mut errors = Vec::new();
         let tweet_ids =
             read_tweet_ids(&body.tweet_ids, limits, now).map_err(|e| errors.push(e)).unwrap_or_default();
         let types =
             read_types(endpoint, &body.engagement_types).map_err(|e| errors.push(e)).unwrap_or_default();
-        let groupings =
-            read_groupings(endpoint, &body.groupings).map_err(|e| errors.push(e)).unwrap_or_default();
+        let groupings = read_groupings(endpoint, &body.groupings, native.periods)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let zone = native.zone;
         let mut end_clamped = false;
         let range = match endpoint {
             Endpoint::Totals => None,
@@ -307,7 +343,7 @@ impl Query {
                 let end = ceil_hour(now);
                 Some(TimeRange { start: end - Duration::hours(28), end })
             }
-            Endpoint::Historical => match read_range(body, limits, now) {
+            Endpoint::Historical => match read_range(body, limits, now, &zone) {
                 Ok((range, clamped)) => {
                     end_clamped = clamped;
                     Some(range)
@@ -318,39 +354,60 @@ impl Query {
                 }
             },
         };
+        if let Some(range) = range
+            && let Err(e) = whole_hours(&zone, range, &groupings)
+        {
+            errors.push(e);
+        }
         if !errors.is_empty() {
             return Err(ApiError { errors });
         }
-        Ok(Query { endpoint, tweet_ids, types, groupings, range, end_clamped })
+        Ok(Query { endpoint, tweet_ids, types, groupings, range, end_clamped, zone })
     }
 
     /// How many counts (leaves) the answer holds: for each grouping, the product of its
     /// levels' sizes (Tweets, types, days; hours of the range under a day level, hours of
     /// the day without one). An upper bound when Tweets are deleted.
+    /// An upper bound when Tweets are deleted, or when a grouping nests periods in
+    /// periods (months of weeks: each period counted as if alone).
     pub fn answer_counts(&self) -> u64 {
-        let Some(range) = self.range else {
-            return self.groupings.iter().map(|g| self.level_product(g, 1, 1)).fold(0, u64::saturating_add);
-        };
-        let hours = range.hours() as u64;
-        let first_day = range.start.timestamp().div_euclid(86_400);
-        let last_day = (range.end.timestamp() - 1).div_euclid(86_400);
-        let days = (last_day - first_day + 1).max(1) as u64;
-        self.groupings.iter().map(|g| self.level_product(g, days, hours)).fold(0, u64::saturating_add)
+        self.groupings.iter().map(|g| self.level_product(g)).fold(0, u64::saturating_add)
     }
 
-    fn level_product(&self, g: &Grouping, days: u64, hours: u64) -> u64 {
-        let has_day = g.group_by.contains(&GroupBy::EngagementDay);
+    fn level_product(&self, g: &Grouping) -> u64 {
+        let hours = self.range.map_or(1, |r| r.hours() as u64);
+        let has_hour = g.group_by.contains(&GroupBy::EngagementHour);
+        let has_period = g.group_by.iter().any(|l| l.is_period());
+        let periods: u64 = g
+            .group_by
+            .iter()
+            .filter(|l| l.is_period())
+            .map(|l| self.range.map_or(1, |r| period_count(r, &self.zone, *l)))
+            .fold(0, u64::saturating_add);
+        let time = match (has_hour, has_period) {
+            (true, true) => hours,
+            (true, false) => hours.min(24),
+            (false, true) => periods,
+            (false, false) => 1,
+        };
         g.group_by
             .iter()
+            .filter(|l| !l.is_time())
             .map(|level| match level {
                 GroupBy::TweetId => self.tweet_ids.len() as u64,
-                GroupBy::EngagementType => self.types.len() as u64,
-                GroupBy::EngagementDay if g.group_by.contains(&GroupBy::EngagementHour) => 1,
-                GroupBy::EngagementDay => days,
-                GroupBy::EngagementHour if has_day => hours,
-                GroupBy::EngagementHour => hours.min(24),
+                _ => self.types.len() as u64,
             })
-            .fold(1, u64::saturating_mul)
+            .fold(time, u64::saturating_mul)
+    }
+
+    /// Whether the API's own groupings cannot answer this question: a level cuts time in a
+    /// zone other than UTC, or by weeks or months. Its calls ask for every hour, and the
+    /// answers are cut again into its groupings.
+    pub fn needs_hours(&self) -> bool {
+        self.groupings
+            .iter()
+            .flat_map(|g| &g.group_by)
+            .any(|l| l.is_native() || (l.is_time() && !self.zone.is_utc()))
     }
 
     /// The body that asks this question of the API.
@@ -461,6 +518,7 @@ fn read_types(endpoint: Endpoint, sent: &Sent<Vec<Sent<String>>>) -> Result<Vec<
 fn read_groupings(
     endpoint: Endpoint,
     sent: &Sent<std::collections::BTreeMap<String, Sent<GroupingBody>>>,
+    periods: bool,
 ) -> Result<Vec<Grouping>, String> {
     let Some(map) = sent.given() else {
         return Err("groupings must be an object of named groupings, e.g. {\"by tweet\": {\"group_by\": [\"tweet.id\", \"engagement.type\"]}}".into());
@@ -480,8 +538,13 @@ fn read_groupings(
         let mut group_by = Vec::with_capacity(levels.len());
         for level in levels {
             match level.given().and_then(|s| s.parse::<GroupBy>().ok()) {
-                Some(l) => group_by.push(l),
-                None => {
+                Some(l) if periods || !l.is_native() => group_by.push(l),
+                _ if periods => {
+                    return Err(format!(
+                        "grouping \"{name}\": {level} is not a group_by value; use tweet.id, engagement.type, engagement.day, engagement.hour, engagement.week or engagement.month"
+                    ));
+                }
+                _ => {
                     return Err(format!(
                         "grouping \"{name}\": {level} is not a group_by value; use tweet.id, engagement.type, engagement.day or engagement.hour"
                     ));
@@ -494,7 +557,12 @@ fn read_groupings(
     Ok(groupings)
 }
 
-fn read_range(body: &QuestionBody, limits: &Limits, now: DateTime<Utc>) -> Result<(TimeRange, bool), String> {
+fn read_range(
+    body: &QuestionBody,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    zone: &Zone,
+) -> Result<(TimeRange, bool), String> {
     let text = |field: &str, sent: &'_ Sent<Option<String>>| match sent {
         Sent::Absent => Ok(None),
         Sent::Given(s) => Ok(s.clone()),
@@ -503,8 +571,22 @@ fn read_range(body: &QuestionBody, limits: &Limits, now: DateTime<Utc>) -> Resul
         )),
     };
     let (start, end) = (text("start", &body.start)?, text("end", &body.end)?);
-    let mut range =
-        TimeRange::from_request(start.as_deref(), end.as_deref(), now).map_err(|e| e.errors.join("; "))?;
+    // In a zone of part-hour offsets, an end inside a UTC hour could only be rounded to
+    // hours the question did not ask for.
+    let on_whole_hours = |field: &str, t: DateTime<Utc>| {
+        let offset = zone.offset_at(t);
+        if offset % 3600 == 0 || is_hour_aligned(t) {
+            return Ok(());
+        }
+        Err(format!(
+            "{field} is {} in {zone} ({}), inside a UTC hour; the API counts whole UTC hours, so in this zone give start and end as instants on whole UTC hours, such as {}",
+            format_instant(t),
+            describe_offset(offset),
+            format_instant(crate::time::floor_hour(t))
+        ))
+    };
+    let mut range = TimeRange::from_request_in(start.as_deref(), end.as_deref(), now, zone, on_whole_hours)
+        .map_err(|e| e.errors.join("; "))?;
     let earliest = earliest_start();
     if range.start < earliest {
         return Err(format!(
@@ -544,6 +626,25 @@ fn read_range(body: &QuestionBody, limits: &Limits, now: DateTime<Utc>) -> Resul
         }
     }
     Ok((range, clamped))
+}
+
+/// Refuses groupings with time levels in a zone whose offset, somewhere in `range`, is not
+/// a whole number of hours: its local days and hours begin inside the API's UTC hours.
+fn whole_hours(zone: &Zone, range: TimeRange, groupings: &[Grouping]) -> Result<(), String> {
+    let Some(offset) = zone.uneven_offset(range.start, range.end) else { return Ok(()) };
+    let timed: Vec<&str> =
+        groupings.iter().flat_map(|g| g.group_by.iter().filter(|l| l.is_time()).map(|l| l.name())).collect();
+    if timed.is_empty() {
+        return Ok(());
+    }
+    let mut named = timed;
+    named.sort_unstable();
+    named.dedup();
+    Err(format!(
+        "time_zone {zone} is {} within this range, not a whole number of hours from UTC: its days and hours begin inside the API's UTC hours, so {} cannot be counted exactly in it; group by tweet.id and engagement.type only, or use a zone whose offset is a whole number of hours",
+        describe_offset(offset),
+        named.join(", ")
+    ))
 }
 
 #[cfg(test)]

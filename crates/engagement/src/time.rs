@@ -3,15 +3,25 @@
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::error::ApiError;
+use crate::zone::Zone;
 
 /// One hour.
 pub const HOUR: Duration = Duration::hours(1);
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp (any offset, converted to UTC).
 pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    parse_instant_in(s, &Zone::Utc)
+}
+
+/// Parses `YYYY-MM-DD` (the first instant of that date in `zone`: its midnight) or an RFC
+/// 3339 timestamp (that instant, whatever the zone).
+pub fn parse_instant_in(s: &str, zone: &Zone) -> Option<DateTime<Utc>> {
     if s.len() == 10 {
         let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-        return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?));
+        return match zone {
+            Zone::Utc => Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?)),
+            zone => Some(zone.start_of_day(date)),
+        };
     }
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
@@ -65,12 +75,32 @@ impl TimeRange {
         end: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<TimeRange, ApiError> {
+        Self::from_request_in(start, end, now, &Zone::Utc, |_, _| Ok(()))
+    }
+
+    /// Like [`TimeRange::from_request`], a date-only `start` or `end` being that date's
+    /// midnight in `zone`; `check` sees each end as given (`"start"` or `"end"`, before it
+    /// is rounded to the hour) and may refuse it.
+    pub fn from_request_in(
+        start: Option<&str>,
+        end: Option<&str>,
+        now: DateTime<Utc>,
+        zone: &Zone,
+        check: impl Fn(&str, DateTime<Utc>) -> Result<(), String>,
+    ) -> Result<TimeRange, ApiError> {
         let parse = |field: &str, value: &str| {
-            parse_instant(value).ok_or_else(|| {
-                ApiError::new(format!(
-                    "{field} \"{value}\" is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"
-                ))
-            })
+            let t = parse_instant_in(value, zone).ok_or_else(|| {
+                ApiError::new(match zone {
+                    Zone::Utc => format!(
+                        "{field} \"{value}\" is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"
+                    ),
+                    zone => format!(
+                        "{field} \"{value}\" is not a date: use YYYY-MM-DD (midnight in {zone}) or an instant such as 2015-08-01T00:00:00Z or 2015-08-01T00:00:00-05:00"
+                    ),
+                })
+            })?;
+            check(field, t).map_err(ApiError::new)?;
+            Ok::<_, ApiError>(t)
         };
         let end = match end {
             Some(e) => ceil_hour(parse("end", e)?),

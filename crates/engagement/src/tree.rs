@@ -55,7 +55,7 @@ pub fn key(text: String) -> Key {
     }
 }
 
-/// The key for a day `YYYY-MM-DD` of the calendar.
+/// The key for a day `YYYY-MM-DD` (or a month `YYYY-MM`) of the calendar.
 pub fn day_key(text: &str) -> Key {
     match shared_day(text) {
         Some(k) => Key::Borrowed(k),
@@ -66,21 +66,25 @@ pub fn day_key(text: &str) -> Key {
 fn shared_key(text: &str) -> Option<&'static str> {
     match text.len() {
         2 => HOUR_KEYS.iter().find(|h| **h == text).copied(),
-        10 if text.as_bytes()[4] == b'-' => shared_day(text),
+        7 | 10 if text.as_bytes()[4] == b'-' => shared_day(text),
         _ => text.parse::<crate::vocabulary::EngagementType>().ok().map(|t| t.name()),
     }
 }
 
-/// Days are interned once per process: there are a few thousand that can ever be asked
-/// about, and each answer repeats them once per Tweet and type.
+/// Days (and months) are interned once per process: there are a few thousand that can ever
+/// be asked about, and each answer repeats them once per Tweet and type.
 fn shared_day(text: &str) -> Option<&'static str> {
     static DAYS: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
     let days = DAYS.get_or_init(Default::default);
     if let Some(k) = days.read().unwrap_or_else(|e| e.into_inner()).get(text) {
         return Some(k);
     }
-    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    if !(2006..=2100).contains(&chrono::Datelike::year(&date)) || text.len() != 10 {
+    let date = match text.len() {
+        7 => chrono::NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok()?,
+        10 => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?,
+        _ => return None,
+    };
+    if !(2006..=2100).contains(&chrono::Datelike::year(&date)) {
         return None;
     }
     let mut days = days.write().unwrap_or_else(|e| e.into_inner());
@@ -91,7 +95,7 @@ fn shared_day(text: &str) -> Option<&'static str> {
 }
 
 /// One node of a grouping: a count, or keys leading to more nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Count(u64),
     Branch(Branch),
@@ -99,7 +103,7 @@ pub enum Node {
 
 /// The children of a node, kept sorted by key with no key twice, so lookups are binary
 /// searches, sums are linear merges, and serialization is deterministic.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Branch {
     entries: Vec<(Key, Node)>,
 }
@@ -233,7 +237,7 @@ pub enum CountStyle {
 }
 
 /// A whole answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Response {
     pub start: Option<String>,
     pub end: Option<String>,

@@ -113,33 +113,52 @@ pub enum GroupBy {
     EngagementType,
     EngagementDay,
     EngagementHour,
+    /// An ISO 8601 week, Monday first, keyed by its Monday's date: the service's own level.
+    EngagementWeek,
+    /// A calendar month, keyed `YYYY-MM`: the service's own level.
+    EngagementMonth,
 }
 
 impl GroupBy {
-    /// Every level, in the order of the API's documentation.
+    /// Every level the API knows, in the order of its documentation.
     pub const ALL: [GroupBy; 4] =
         [Self::TweetId, Self::EngagementType, Self::EngagementDay, Self::EngagementHour];
 
-    /// The name the API uses on the wire.
+    /// The levels only the service's native answer knows.
+    pub const NATIVE: [GroupBy; 2] = [Self::EngagementWeek, Self::EngagementMonth];
+
+    /// The name used on the wire.
     pub const fn name(self) -> &'static str {
         match self {
             Self::TweetId => "tweet.id",
             Self::EngagementType => "engagement.type",
             Self::EngagementDay => "engagement.day",
             Self::EngagementHour => "engagement.hour",
+            Self::EngagementWeek => "engagement.week",
+            Self::EngagementMonth => "engagement.month",
         }
     }
 
-    /// Whether this level cuts time (day or hour).
+    /// Whether this level cuts time (a day, hour, week or month).
     pub const fn is_time(self) -> bool {
-        matches!(self, Self::EngagementDay | Self::EngagementHour)
+        !matches!(self, Self::TweetId | Self::EngagementType)
+    }
+
+    /// Whether this level is a period of the calendar (a day, week or month).
+    pub const fn is_period(self) -> bool {
+        matches!(self, Self::EngagementDay | Self::EngagementWeek | Self::EngagementMonth)
+    }
+
+    /// Whether only the service's native answer knows this level.
+    pub const fn is_native(self) -> bool {
+        matches!(self, Self::EngagementWeek | Self::EngagementMonth)
     }
 }
 
 impl FromStr for GroupBy {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|g| g.name() == s).ok_or(())
+        Self::ALL.into_iter().chain(Self::NATIVE).find(|g| g.name() == s).ok_or(())
     }
 }
 
@@ -202,10 +221,18 @@ pub fn check_groupings(endpoint: Endpoint, groupings: &[Grouping]) -> Result<(),
             }
         }
         if levels.len() == 4 {
-            if !FOUR_LEVEL_ORDERS.iter().any(|order| order.as_slice() == levels.as_slice()) {
+            // Where the API allows engagement.day, a week or a month may stand instead.
+            let as_day = |l: &GroupBy| if l.is_native() { GroupBy::EngagementDay } else { *l };
+            let api_levels: Vec<GroupBy> = levels.iter().map(as_day).collect();
+            if !FOUR_LEVEL_ORDERS.iter().any(|order| order.as_slice() == api_levels.as_slice()) {
                 return Err(ApiError::new(format!(
-                    "grouping \"{}\": a group_by of 4 values must be [tweet.id, engagement.type, engagement.day, engagement.hour] or [engagement.type, tweet.id, engagement.day, engagement.hour]",
-                    g.name
+                    "grouping \"{}\": a group_by of 4 values must be [tweet.id, engagement.type, engagement.day, engagement.hour] or [engagement.type, tweet.id, engagement.day, engagement.hour]{}",
+                    g.name,
+                    if levels.iter().any(|l| l.is_native()) {
+                        " (engagement.week or engagement.month may stand for engagement.day)"
+                    } else {
+                        ""
+                    }
                 )));
             }
             four_level += 1;

@@ -74,7 +74,7 @@ fn the_documented_request_renders_the_documented_shape() {
     let now = engagement::parse_instant("2016-01-01").unwrap();
     let q = Query::from_json(Endpoint::Historical, &request, &Limits::of(Endpoint::Historical), now).unwrap();
     let range = q.range.unwrap();
-    let trees = render(&q.tweet_ids, &q.types, &q.groupings, range, &Ones);
+    let trees = render(&q.tweet_ids, &q.types, &q.groupings, range, &engagement::Zone::Utc, &Ones);
     let rendered = serde_json::to_value(&Response {
         start: Some(engagement::time::format_instant(range.start)),
         end: Some(engagement::time::format_instant(range.end)),
@@ -114,6 +114,7 @@ fn the_28hr_fixture_shape_is_what_render_gives_for_its_window() {
         &[EngagementType::Impressions, EngagementType::Engagements],
         &groupings,
         range,
+        &engagement::Zone::Utc,
         &Ones,
     );
     let rendered = serde_json::to_value(&trees["hourly-time-series"]).unwrap();

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
 use futures::FutureExt;
 use stitch::Plan;
+use stitch::rebucket::HOURLY;
 use store::{CallFacts, StoreError};
 use upstream::{AttemptError, Body, Calling, Lane, Retried};
 
@@ -43,9 +44,6 @@ async fn held_while<T>(leases: &dyn Leases, name: &str, holder: &str, call: impl
     }
     call.await
 }
-
-/// The grouping of every call that fetches facts: each Tweet's every type, hour by hour.
-pub(crate) const HOURLY: &str = "hourly";
 
 /// Why a call's facts could not be had.
 #[derive(Debug, Clone)]
@@ -227,19 +225,20 @@ impl FactsCall {
     /// The call: the question's types, hour by hour; or, for a status, one type over one
     /// hour.
     fn request(&self) -> RawRequest {
-        let (types, group_by) = if self.need.status_only {
+        let (types, grouping) = if self.need.status_only {
             let ty = self.key.types.first().copied().unwrap_or(EngagementType::Favorites);
-            (vec![ty], vec![GroupBy::TweetId])
+            (vec![ty], Grouping { name: HOURLY.into(), group_by: vec![GroupBy::TweetId] })
         } else {
-            (self.key.types.clone(), GroupBy::ALL.to_vec())
+            (self.key.types.clone(), stitch::hourly_grouping())
         };
         Query {
             endpoint: Endpoint::Historical,
             tweet_ids: self.key.tweets.clone(),
             types,
-            groupings: vec![Grouping { name: HOURLY.into(), group_by }],
+            groupings: vec![grouping],
             range: Some(self.need.slice.window),
             end_clamped: false,
+            zone: engagement::Zone::Utc,
         }
         .to_raw()
     }

@@ -1,5 +1,7 @@
 //! Answering without a store: every slice of the fixed grid is fetched with the question's
-//! own types and groupings, and the answers are deep-summed as they arrive.
+//! own types and groupings, and the answers are deep-summed as they arrive. A question the
+//! API's groupings cannot answer (local days of a zone, weeks, months) has its slices asked
+//! for every hour, and each answer is cut again into its groupings before it is summed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +10,7 @@ use std::sync::{Arc, mpsc};
 
 use engagement::tree::TreeError;
 use engagement::{Endpoint, Response};
-use stitch::{Plan, Slice, absorb, absorb_zeros, finish};
+use stitch::{Plan, Slice, absorb, absorb_zeros, finish, rebucket};
 use tokio::time::Instant;
 use upstream::Calling;
 
@@ -46,10 +48,16 @@ impl Merger {
         let (plan, query, range) = (Arc::clone(plan), question.query.clone(), question.range);
         let merged = off_the_workers("merging the answers", move || {
             let mut merged = Response::default();
-            for (slice, response) in merging {
+            let hourly = query.needs_hours();
+            for (slice, mut response) in merging {
+                if hourly {
+                    let (tweets, types) = (&plan.batches[slice.batch], &query.types);
+                    response = rebucket(response, tweets, types, &query.groupings, slice.window, &query.zone);
+                }
                 absorb(&mut merged, response).map_err(|e| MergeFailed::Answer(slice, e))?;
             }
-            absorb_zeros(&mut merged, &plan, &query.types, &query.groupings).map_err(MergeFailed::Zeros)?;
+            absorb_zeros(&mut merged, &plan, &query.types, &query.groupings, &query.zone)
+                .map_err(MergeFailed::Zeros)?;
             finish(&mut merged, &query.groupings, range);
             Ok(merged)
         });
@@ -95,8 +103,10 @@ impl Engine {
         let plan = Arc::new(stitch::plan(&query.tweet_ids, *range, Endpoint::Historical.max_tweet_ids()));
         ask.progress.planned(&plan, 0);
         let merger = Merger::start(&plan, question);
+        let asked =
+            if query.needs_hours() { vec![stitch::hourly_grouping()] } else { query.groupings.clone() };
         let start = |slice: Slice, lane: Arc<upstream::Lane>| {
-            let body = plan.slice_request(slice, &query.types, &query.groupings);
+            let body = plan.slice_request(slice, &query.types, &asked);
             let (engine, ask) = (Arc::clone(self), ask.clone());
             async move {
                 let sent = AtomicU32::new(0);
@@ -120,6 +130,7 @@ impl Engine {
         };
         let round = Round { ask, plan: &plan, partial: *partial, checked: true };
         let mut fetched = 0;
+        let calling = Instant::now();
         let made = self
             .execute(round, &plan.fetched, start, |slice, response| {
                 merger.send(slice, response);
@@ -131,7 +142,15 @@ impl Engine {
         if !made.failed.is_empty() && !partial {
             return Err(failure(&plan, &ask.deadline.saturating_duration_since(started), made.failed));
         }
+        let calling = calling.elapsed();
+        let merging = Instant::now();
         let merged = merger.finish(&plan).await?;
+        let took = crate::Took {
+            budget_wait: std::time::Duration::from_millis(ask.progress.snapshot().budget_wait_ms),
+            calling,
+            rendering: merging.elapsed(),
+            shared_calls: made.joined,
+        };
         let meta = Meta {
             slices_fetched: fetched,
             upstream_calls: made.attempts,
@@ -144,6 +163,9 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer::stitched(Arc::new(merged), meta, incomplete, None))
+        let mut answer = Answer::stitched(Arc::new(merged), meta, incomplete, None);
+        answer.max_age = self.max_age(*range, None, self.clock.now());
+        answer.took = took;
+        Ok(answer)
     }
 }

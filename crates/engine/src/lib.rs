@@ -11,6 +11,7 @@
 //! synthesized zeros rendered) by one blocking task fed by a channel, so a big question's
 //! work never holds up the workers that serve small ones.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use engagement::derive::{Derived, Totals};
@@ -120,6 +121,19 @@ pub(crate) async fn off_the_workers_or_warn<E: std::fmt::Display + Send + 'stati
 pub struct Meta {
     pub start: String,
     pub end: String,
+    /// The zone the answer's days, weeks, months and hours are counted in, when not UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// `start` as the local instant of `time_zone` (with its offset), when not UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_start: Option<String>,
+    /// `end` as the local instant of `time_zone`, when not UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_end: Option<String>,
+    /// The weeks and months the range cuts, by level: the keys of the first and last ones
+    /// whose counts are of the range's hours alone.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub partial_buckets: std::collections::BTreeMap<String, Vec<String>>,
     /// Whether the end asked for was in the future and was clamped to the hour in progress.
     pub end_clamped: bool,
     pub tweets: usize,
@@ -139,9 +153,15 @@ impl Meta {
     /// What `plan` for `query` over `range` sets out to do, started at `started`, before
     /// any slice is fetched or found held.
     fn planned(plan: &Plan, query: &Query, range: TimeRange, started: Instant) -> Meta {
+        let zone = query.zone;
+        let local = |t| (!zone.is_utc()).then(|| zone.format_local(t));
         Meta {
             start: format_instant(range.start),
             end: format_instant(range.end),
+            time_zone: (!zone.is_utc()).then(|| zone.to_string()),
+            local_start: local(range.start),
+            local_end: local(range.end),
+            partial_buckets: engagement::calendar::partial_buckets(range, &zone, &query.groupings),
             end_clamped: query.end_clamped,
             tweets: query.tweet_ids.len(),
             batches: plan.batches.len(),
@@ -194,6 +214,25 @@ pub struct Answer {
     pub derived: Derived,
     /// The question's groupings, which say what each level of a tree is.
     pub groupings: Vec<engagement::Grouping>,
+    /// How long a client may reuse the answer: while its every hour is settled, until the
+    /// first of its Tweets' statuses may be asked again; else the life of a fresh hour.
+    pub max_age: std::time::Duration,
+    /// Where the time went, and whether calls were shared with other questions.
+    pub took: Took,
+}
+
+/// Where a question's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Took {
+    /// Time during which some call waited for the per-minute budget (waits together count
+    /// once).
+    pub budget_wait: std::time::Duration,
+    /// From the first call to the last answer in.
+    pub calling: std::time::Duration,
+    /// Rendering (or merging) the answer once the calls were in.
+    pub rendering: std::time::Duration,
+    /// Calls this question joined rather than made: another question made them.
+    pub shared_calls: u32,
 }
 
 impl Answer {
@@ -204,7 +243,37 @@ impl Answer {
         incomplete: Vec<FailedSlice>,
         written: Option<Arc<Written>>,
     ) -> Answer {
-        Answer { response, meta, incomplete, written, derived: Derived::default(), groupings: Vec::new() }
+        Answer {
+            response,
+            meta,
+            incomplete,
+            written,
+            derived: Derived::default(),
+            groupings: Vec::new(),
+            max_age: std::time::Duration::ZERO,
+            took: Took::default(),
+        }
+    }
+
+    /// A digest of the answer's content (its counts, lists, derived numbers and the slices
+    /// it lacks; not `meta`, which says how it was made), for an entity tag: equal answers
+    /// have equal digests. Kept with a rendered answer, so a repeat needs no walk of its
+    /// trees. Walks the trees otherwise: call it off the async workers.
+    pub fn digest(&self) -> u64 {
+        let of_counts = || {
+            let mut h = std::hash::DefaultHasher::new();
+            self.response.hash(&mut h);
+            h.finish()
+        };
+        let counts = match &self.written {
+            Some(written) => *written.digest.get_or_init(of_counts),
+            None => of_counts(),
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        counts.hash(&mut h);
+        serde_json::to_vec(&self.derived).unwrap_or_default().hash(&mut h);
+        serde_json::to_vec(&self.incomplete).unwrap_or_default().hash(&mut h);
+        h.finish()
     }
 }
 
@@ -214,6 +283,8 @@ impl Answer {
 pub struct Written {
     integers: std::sync::OnceLock<bytes::Bytes>,
     strings: std::sync::OnceLock<bytes::Bytes>,
+    /// The digest of the answer's trees ([`Answer::digest`]).
+    digest: std::sync::OnceLock<u64>,
 }
 
 impl Written {
@@ -383,6 +454,23 @@ impl Engine {
         .await?;
         answer.derived = derived.ok_or_else(|| EngineError::internal("no grouping to derive from", None))?;
         Ok(())
+    }
+
+    /// How long an answer over `range` may be reused at `now`, the oldest of the statuses
+    /// it was made with learned at `oldest_status` (none kept: now): while its every hour
+    /// is settled, until that status may be asked again; else a fresh hour's life.
+    fn max_age(
+        &self,
+        range: TimeRange,
+        oldest_status: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> std::time::Duration {
+        let config = self.store.config();
+        if store::facts::hour_of(range.end) > self.store.unsettled_from(now) {
+            return config.fresh_ttl;
+        }
+        let ttl = chrono::Duration::from_std(config.status_ttl).unwrap_or_default();
+        (oldest_status.unwrap_or(now) + ttl - now).to_std().unwrap_or_default()
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the

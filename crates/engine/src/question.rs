@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use engagement::derive::Derivations;
-use engagement::request::{QuestionBody, Sent};
-use engagement::{ApiError, Endpoint, Limits, Query, TimeRange};
+use engagement::request::{Native, QuestionBody, Sent};
+use engagement::{ApiError, Endpoint, GroupBy, Limits, Query, TimeRange, Zone};
 
 // The drop-in endpoint's body is read this way too, to say that `partial` is not for it.
 /// A question to the native endpoint.
@@ -14,6 +14,13 @@ use engagement::{ApiError, Endpoint, Limits, Query, TimeRange};
 pub struct NativeQuestion {
     #[serde(flatten)]
     pub question: QuestionBody,
+    /// The zone days, weeks, months and hours are counted in: an IANA name
+    /// (`America/New_York`) or an offset (`+02:00`); absent or `UTC`, the API's own UTC days.
+    /// A date-only `start` or `end` is that date's local midnight. A zone whose offset is not
+    /// a whole number of hours (`Asia/Kolkata`) is refused for groupings with time levels.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "America/New_York"))]
+    pub time_zone: Sent<Option<String>>,
     /// List slices that failed after retries under `meta.incomplete` and answer the rest,
     /// instead of failing the question.
     #[serde(default)]
@@ -42,16 +49,42 @@ impl NativeQuestion {
         }
     }
 
-    /// The members only the native answer reads (`partial`, `derive`, `top`) that this body
-    /// gives: not absent, not `null`, and not `"partial": false`.
+    /// The members only the native answer reads (`time_zone`, `partial`, `derive`, `top`)
+    /// that this body gives: not absent, not `null`, and not `"partial": false`.
     pub fn native_members(&self) -> Vec<&'static str> {
         // `"partial": false` asks for what the API's shape gives anyway.
         let given = [
+            ("time_zone", !matches!(self.time_zone, Sent::Absent | Sent::Given(None))),
             ("partial", !matches!(self.partial, Sent::Absent | Sent::Given(None | Some(false)))),
             ("derive", !matches!(self.derive, Sent::Absent | Sent::Given(None))),
             ("top", !matches!(self.top, Sent::Absent | Sent::Given(None))),
         ];
         given.into_iter().filter_map(|(name, given)| given.then_some(name)).collect()
+    }
+
+    /// The levels only the native answer knows (`engagement.week`, `engagement.month`) that
+    /// this body's groupings name.
+    fn native_levels(&self) -> Vec<&'static str> {
+        let Some(groupings) = self.question.groupings.given() else { return Vec::new() };
+        let named = |level: GroupBy| {
+            groupings
+                .values()
+                .filter_map(|g| g.given()?.group_by.given())
+                .flatten()
+                .any(|l| l.given().is_some_and(|name| name == level.name()))
+        };
+        GroupBy::NATIVE.into_iter().filter(|l| named(*l)).map(GroupBy::name).collect()
+    }
+
+    /// The zone the body names, UTC if none.
+    fn zone(&self) -> Result<Zone, ApiError> {
+        match &self.time_zone {
+            Sent::Absent | Sent::Given(None) => Ok(Zone::Utc),
+            Sent::Given(Some(name)) => Zone::parse(name).map_err(ApiError::new),
+            Sent::Other(other) => Err(ApiError::new(format!(
+                "time_zone must be a string such as \"America/New_York\" or \"+02:00\", not {other}"
+            ))),
+        }
     }
 
     /// The `/totals` or `/28hr` question (`endpoint`, asked at `path`) this body asks, at
@@ -91,12 +124,16 @@ impl NativeQuestion {
         limits: &Limits,
         now: DateTime<Utc>,
     ) -> Result<Question, ApiError> {
-        let named = if reading.native { Vec::new() } else { self.native_members() };
+        let mut named = Vec::new();
+        if !reading.native {
+            named = self.native_members();
+            named.extend(self.native_levels());
+        }
         if !named.is_empty() {
             let list: Vec<String> = named.iter().map(|m| format!("\"{m}\"")).collect();
             let verb = if named.len() == 1 { "is" } else { "are" };
             return Err(ApiError::new(format!(
-                "{} {verb} only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape answers in full and has no place for them",
+                "{} {verb} only for the native answer (/v1/historical, /v1/jobs, stitcher query --native); the API's own shape counts UTC days and answers in full, with no place for them",
                 list.join(", ")
             )));
         }
@@ -107,7 +144,8 @@ impl NativeQuestion {
                 return Err(ApiError::new(format!("\"partial\" must be true or false, not {other}")));
             }
         };
-        let query = Query::from_body(Endpoint::Historical, &self.question, limits, now)?;
+        let native = if reading.native { Native::in_zone(self.zone()?) } else { Native::default() };
+        let query = Query::from_body_with(Endpoint::Historical, &self.question, limits, now, &native)?;
         let derive = Derivations::read(&self.derive, &self.top, &query.types)?;
         let range = query.range.ok_or_else(|| ApiError::new("a historical question needs a range"))?;
         Ok(Question { query, range, partial, derive })

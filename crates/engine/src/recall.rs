@@ -67,6 +67,7 @@ impl Recalling<'_> {
             types: self.question.query.types.clone(),
             groupings: self.question.query.groupings.clone(),
             range: self.question.range,
+            zone: self.question.query.zone,
         }
     }
 
@@ -102,7 +103,9 @@ impl Engine {
             store.known(&handle, &tweets, &types, range, now).map_err(unreadable)
         })
         .await?;
+        let calling = Instant::now();
         let Fetched { mut made, held } = self.fetch_missing(&r, &mut known).await?;
+        let calling = calling.elapsed();
         ask.progress.answering();
         if !made.failed.is_empty() && !question.partial {
             return Err(failure(&plan, &ask.deadline.saturating_duration_since(r.started), made.failed));
@@ -117,7 +120,14 @@ impl Engine {
         };
         let oldest_status = known.oldest_status;
         let rendering = Rendering { store: Arc::clone(&self.store), r: &r, known, holes };
+        let rendered = Instant::now();
         let response = Arc::new(off_the_workers("rendering the answer failed", rendering.task()).await?);
+        let took = crate::Took {
+            budget_wait: std::time::Duration::from_millis(ask.progress.snapshot().budget_wait_ms),
+            calling,
+            rendering: rendered.elapsed(),
+            shared_calls: made.joined,
+        };
         drop(pin);
         meta.answered(&ask.handle.handle, question, made.failed.len());
         ask.progress.fetched(meta.slices_fetched);
@@ -129,7 +139,10 @@ impl Engine {
             .iter()
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
-        Ok(Answer::stitched(response, meta, incomplete, None))
+        let mut answer = Answer::stitched(response, meta, incomplete, None);
+        answer.max_age = self.max_age(range, oldest_status, now);
+        answer.took = took;
+        Ok(answer)
     }
 
     /// The answer kept rendered for the very same question over settled time, if it still
@@ -144,7 +157,10 @@ impl Engine {
             ..Meta::planned(r.plan, &r.question.query, r.question.range, r.started)
         };
         meta.answered(&r.ask.handle.handle, r.question, 0);
-        Some(Answer::stitched(Arc::clone(&kept.response), meta, Vec::new(), Some(Arc::clone(&kept.written))))
+        let written = Some(Arc::clone(&kept.written));
+        let mut answer = Answer::stitched(Arc::clone(&kept.response), meta, Vec::new(), written);
+        answer.max_age = (kept.valid_until - r.now).to_std().unwrap_or_default();
+        Some(answer)
     }
 
     /// Keeps the answer to a question over settled time rendered for its repeats, while
@@ -325,10 +341,12 @@ impl Rendering<'_> {
         let Rendering { store, r, known, holes } = self;
         let (handle, plan, now) = (r.ask.handle.handle.clone(), Arc::clone(r.plan), r.now);
         let (types, groupings) = (r.question.query.types.clone(), r.question.query.groupings.clone());
+        let zone = r.question.query.zone;
         move || {
             let mut merged = Response::default();
             for b in 0..plan.batches.len() {
-                let batch = Batch { store: &store, handle: &handle, plan: &plan, known: &known, b, now };
+                let batch =
+                    Batch { store: &store, handle: &handle, plan: &plan, known: &known, b, now, zone: &zone };
                 batch.render(&types, &groupings, &holes, &mut merged)?;
             }
             finish(&mut merged, &groupings, plan.range);
@@ -346,6 +364,7 @@ struct Batch<'a> {
     known: &'a Known,
     b: usize,
     now: DateTime<Utc>,
+    zone: &'a engagement::Zone,
 }
 
 impl Batch<'_> {
@@ -380,7 +399,7 @@ impl Batch<'_> {
         absorb(merged, part).map_err(adds_up)?;
         for range in around(plan.range, &failed) {
             let counts = Response {
-                groupings: engagement::render(&shown, types, groupings, range, &held),
+                groupings: engagement::render(&shown, types, groupings, range, self.zone, &held),
                 ..Response::default()
             };
             held.intact().map_err(|e| unreadable(e.into()))?;

@@ -17,6 +17,7 @@ pub(crate) struct RenderedKey {
     pub types: Vec<EngagementType>,
     pub groupings: Vec<Grouping>,
     pub range: TimeRange,
+    pub zone: engagement::Zone,
 }
 
 /// A rendered answer, and what it depended on besides settled facts.

@@ -18,11 +18,11 @@ use engine::{Answer, Ask, Progress};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Json,
-    /// One row per count: grouping,tweet_id,engagement_type,day,hour,count.
+    /// One row per count: grouping,tweet_id,engagement_type,week,month,day,hour,count.
     Csv,
 }
 
-/// `stitcher query [FILE | -] [--format json|csv] [--native]`.
+/// `stitcher query [FILE | -] [--format json|csv] [--native] [--time-zone NAME]`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// The question's JSON body, as for POST /v1/historical: a file, or - (the default) for
@@ -38,6 +38,11 @@ pub struct QueryArgs {
     /// The handle to ask as (not needed when one is configured, as in demo mode).
     #[arg(long)]
     pub handle: Option<String>,
+    /// Count days, weeks, months and hours in this zone: an IANA name (America/New_York),
+    /// an offset (+02:00) or UTC. Stands for the body's "time_zone"; the API's shape, which
+    /// counts UTC days, is still written unless --native says otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub time_zone: Option<String>,
 }
 
 /// Why a query gave no answer, said on standard error.
@@ -117,8 +122,15 @@ async fn state_for(
 pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError> {
     let body = read_input(args.file.as_deref())?;
     // What cannot be read is said before anything starts (the simulator, the store).
-    engagement::request::read_body::<serde_json::Value>(&body)
+    let mut question = engagement::request::read_body::<serde_json::Value>(&body)
         .map_err(|e| QueryError::Input(e.to_string()))?;
+    let body = match &args.time_zone {
+        Some(zone) => {
+            question["time_zone"] = serde_json::Value::String(zone.clone());
+            serde_json::to_vec(&question).map_err(|e| QueryError::Input(e.to_string()))?
+        }
+        None => body,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
     let (state, own_store) = state_for(settings).await?;
     let answered = answer(&state, &args, &body, deadline).await;
@@ -138,8 +150,9 @@ async fn answer(
     deadline: tokio::time::Instant,
 ) -> Result<(), QueryError> {
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Answer)?;
-    // CSV is a native answer's (as on /v1/historical): the members only it reads are allowed.
-    let native = args.native || args.format == OutputFormat::Csv;
+    // CSV is a native answer's (as on /v1/historical), and so is a zone given by flag: the
+    // members only it reads are allowed.
+    let native = args.native || args.format == OutputFormat::Csv || args.time_zone.is_some();
     // Both shapes are this service's own: a member nobody reads is refused.
     let reading = engine::Reading { native, strict: true };
     let (question, _counts) = admission::question_of(state, body, reading).map_err(answer_error)?;

@@ -9,6 +9,7 @@ use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
 
 use crate::admission::{Admission, Admitted, Asked, read_question, room_for};
+use crate::caching::{Shape, Validators};
 use crate::error::ServiceError;
 use crate::format::{Format, NativeTail, native_body};
 use crate::request_id::request_id;
@@ -53,7 +54,7 @@ pub async fn drop_in(State(state): State<Arc<AppState>>, admission: Admission) -
 #[utoipa::path(post, path = "/v1/historical", tag = "questions", request_body = NativeQuestion,
     params(("format" = Option<crate::schemas::AnswerFormat>, Query, description = "json (the default) or csv; Accept: text/csv asks for CSV too")),
     responses(
-        (status = 200, description = "The answer with integer counts and meta; as CSV (grouping,tweet_id,engagement_type,day,hour,count; no derived numbers) when asked", content(
+        (status = 200, description = "The answer with integer counts and meta; as CSV (grouping,tweet_id,engagement_type,week,month,day,hour,count; no derived numbers) when asked", content(
             (NativeAnswer = "application/json"),
             (String = "text/csv"),
         )),
@@ -65,12 +66,31 @@ pub async fn native(State(state): State<Arc<AppState>>, admission: Admission) ->
 }
 
 /// Answers a question in the drop-in shape or the native one, streaming the answer and
-/// naming the request's ID in errors.
+/// naming the request's ID in errors; with its entity tag, or `304` when the client holds
+/// the answer already.
 async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> Response {
     let id = request_id(&admission.head.headers);
-    match ask(state, admission, native).await {
-        Ok((answer, admitted, Format::Csv)) => Format::Csv.write(Arc::new(answer), admitted),
-        Ok((answer, admitted, _)) if answer.written.is_some() => {
+    let asked = admission.head.headers.clone();
+    let (answer, admitted, format) = match ask(state, admission, native).await {
+        Ok(answered) => answered,
+        Err(e) => return e.into_response_for(id.as_deref()),
+    };
+    let shape = match (native, format) {
+        (false, _) => Shape::DropIn,
+        (true, Format::Csv) => Shape::Csv,
+        (true, Format::Json) => Shape::Native,
+    };
+    let answer = Arc::new(answer);
+    let validators = match Validators::of(&answer, shape).await {
+        Ok(validators) => validators,
+        Err(e) => return e.into_response_for(id.as_deref()),
+    };
+    if validators.held_by(&asked) {
+        return validators.not_modified();
+    }
+    let mut response = match shape {
+        Shape::Csv => Format::Csv.write(answer, admitted),
+        _ if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
             const FAILED: &str = "the answer could not be written";
             let made = engine::off_the_workers(FAILED, move || {
@@ -80,16 +100,17 @@ async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> R
             });
             match made.await {
                 Ok((chunks, _admitted)) => streaming::chunks(chunks),
-                Err(e) => e.into_response_for(id.as_deref()),
+                Err(e) => return e.into_response_for(id.as_deref()),
             }
         }
-        Ok((answer, admitted, format)) if native => format.write(Arc::new(answer), admitted),
-        Ok((answer, admitted, _)) => streaming::json(move |out| {
+        Shape::Native => format.write(answer, admitted),
+        Shape::DropIn => streaming::json(move |out| {
             let _admitted = admitted;
             serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
         }),
-        Err(e) => e.into_response_for(id.as_deref()),
-    }
+    };
+    validators.apply(&mut response);
+    response
 }
 
 /// A repeated answer's body from its kept text: the drop-in body is the text itself; the

@@ -17,6 +17,7 @@ use engine::{FailedSlice, NativeQuestion, ProgressSnapshot, Reading};
 use serde::Serialize;
 
 use crate::admission::{Admission, Asked, RequestHead, read_question};
+use crate::caching::{Shape, Validators};
 use crate::error::{self, ServiceError};
 use crate::format::Format;
 use crate::request_id::request_id;
@@ -216,7 +217,19 @@ pub async fn result(
         Err(e) => return e.into_response_for(rid.as_deref()),
     };
     match job.result() {
-        JobResult::Answered(answer) => format.write(answer, ()),
+        JobResult::Answered(answer) => {
+            let shape = if format == Format::Csv { Shape::Csv } else { Shape::Native };
+            let validators = match Validators::of(&answer, shape).await {
+                Ok(validators) => validators,
+                Err(e) => return e.into_response_for(rid.as_deref()),
+            };
+            if validators.held_by(&head.headers) {
+                return validators.not_modified();
+            }
+            let mut response = format.write(answer, ());
+            validators.apply(&mut response);
+            response
+        }
         JobResult::Failed(e) => error::engine_response(&e, rid.as_deref()),
         JobResult::LetGo(bytes) => {
             ServiceError::ResultLetGo { id, bytes, limit: state.settings.jobs.max_result_bytes }

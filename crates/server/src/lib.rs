@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod caching;
 pub mod cli;
 pub mod connections;
 pub mod current;

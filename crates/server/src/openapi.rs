@@ -57,8 +57,15 @@ impl Strict {
     fn apply(doc: &mut serde_json::Value) -> Option<()> {
         let schemas = doc.pointer_mut("/components/schemas")?.as_object_mut()?;
         let grouping = Self::closed(schemas.get("GroupingSpec")?.clone());
+        // A native historical question's levels: weeks and months too.
+        let mut historical_grouping = grouping.clone();
+        *historical_grouping.pointer_mut("/properties/group_by")? =
+            serde_json::to_value(engagement::openapi::native_group_by()).ok()?;
         schemas.insert("NativeGroupingSpec".into(), grouping);
+        schemas.insert("NativeHistoricalGroupingSpec".into(), historical_grouping);
         let native_grouping = serde_json::json!({"$ref": "#/components/schemas/NativeGroupingSpec"});
+        let historical_grouping =
+            serde_json::json!({"$ref": "#/components/schemas/NativeHistoricalGroupingSpec"});
         let top = Self::closed(schemas.get("TopSpec")?.clone());
         schemas.insert("TopSpec".into(), top);
 
@@ -71,7 +78,7 @@ impl Strict {
         if let Some(described) = native.get("description") {
             merged["description"] = described.clone();
         }
-        schemas.insert("NativeQuestion".into(), Self::closed_question(merged, native_grouping.clone()));
+        schemas.insert("NativeQuestion".into(), Self::closed_question(merged, historical_grouping));
 
         let totals = schemas.get("TotalsQuestion")?.clone();
         let totals_grouping =

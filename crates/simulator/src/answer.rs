@@ -61,15 +61,15 @@ pub fn answer(
             join(&protected)
         ))));
     }
-    let mut response = Response {
-        unavailable_tweet_ids: listed(&query.tweet_ids, &config.deleted_ids),
-        ..Response::default()
-    };
+    let mut unavailable: Vec<TweetId> =
+        query.tweet_ids.iter().copied().filter(|id| config.deleted(*id, model.now)).collect();
+    unavailable.sort_unstable();
+    let mut response = Response { unavailable_tweet_ids: unavailable, ..Response::default() };
     if !response.unavailable_tweet_ids.is_empty() {
         response.errors.push(unavailable_error(response.unavailable_tweet_ids.len()));
     }
     let shown: Vec<TweetId> =
-        query.tweet_ids.iter().copied().filter(|id| !config.deleted_ids.contains(id)).collect();
+        query.tweet_ids.iter().copied().filter(|id| !config.deleted(*id, model.now)).collect();
     if query.types.contains(&EngagementType::VideoViews) {
         response.unsupported_for_video_views_tweet_ids =
             shown.iter().copied().filter(|id| !model.video_views_supported(*id)).collect();
@@ -79,7 +79,7 @@ pub fn answer(
         Some(range) => {
             response.start = Some(format_instant(range.start));
             response.end = Some(format_instant(range.end));
-            response.groupings = render(&shown, &query.types, &query.groupings, range, model);
+            response.groupings = render(&shown, &query.types, &query.groupings, range, &query.zone, model);
         }
         None => {
             let lifetime = Lifetime { model, now: model.now };

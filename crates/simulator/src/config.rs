@@ -94,6 +94,9 @@ pub struct Config {
     pub protected_ids: HashSet<TweetId>,
     /// Deleted Tweets: listed under `unavailable_tweet_ids`.
     pub deleted_ids: HashSet<TweetId>,
+    /// Tweets deleted from an instant on, by the simulator's clock: shown before it, listed
+    /// under `unavailable_tweet_ids` from it.
+    pub deleted_at: std::collections::HashMap<TweetId, chrono::DateTime<chrono::Utc>>,
     /// Calls allowed per minute across all handles; 0 for no limit.
     pub rate_limit_per_minute: u32,
     /// The limit's window in seconds: 60, as the API counts; tests shorten it. 0 means 60.
@@ -106,4 +109,11 @@ pub struct Config {
     pub settle_hours: u32,
     /// The URL clients sign against, if not `http://` + the `Host` header.
     pub public_url: Option<String>,
+}
+
+impl Config {
+    /// Whether `tweet` is deleted at `now`.
+    pub fn deleted(&self, tweet: TweetId, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.deleted_ids.contains(&tweet) || self.deleted_at.get(&tweet).is_some_and(|at| now >= *at)
+    }
 }

@@ -125,6 +125,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         foreign_ids: ids(&args.foreign_ids),
         protected_ids: ids(&args.protected_ids),
         deleted_ids: ids(&args.deleted_ids),
+        deleted_at: Default::default(),
         rate_limit_per_minute: args.rate_limit_per_minute,
         rate_window_secs: args.rate_limit_window_secs,
         faults: Faults {

@@ -4,7 +4,9 @@
 pub mod cover;
 pub mod merge;
 pub mod plan;
+pub mod rebucket;
 
 pub use cover::cover;
 pub use merge::{absorb, absorb_zeros, finish, merge, synthesize};
 pub use plan::{Plan, Slice, plan, windows};
+pub use rebucket::{hourly_grouping, rebucket};

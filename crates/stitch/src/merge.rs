@@ -7,7 +7,7 @@ use std::collections::btree_map::Entry;
 use engagement::render::Zeros;
 use engagement::time::format_instant;
 use engagement::tree::{TreeError, is_unavailable_error, unavailable_error};
-use engagement::{EngagementType, Grouping, Response, TimeRange, TweetId, render};
+use engagement::{EngagementType, Grouping, Response, TimeRange, TweetId, Zone, render};
 
 use crate::plan::Plan;
 
@@ -63,35 +63,38 @@ fn union(into: &mut Vec<TweetId>, more: Vec<TweetId>) {
 }
 
 /// The answer the API gives for `tweets` over a range before any of them existed: every
-/// bucket present, every count zero. Leave out the Tweets the API reports as deleted.
+/// bucket present (the buckets of `zone`), every count zero. Leave out the Tweets the API
+/// reports as deleted.
 pub fn synthesize(
     tweets: &[TweetId],
     types: &[EngagementType],
     groupings: &[Grouping],
     range: TimeRange,
+    zone: &Zone,
 ) -> Response {
     Response {
         start: Some(format_instant(range.start)),
         end: Some(format_instant(range.end)),
-        groupings: render(tweets, types, groupings, range, &Zeros),
+        groupings: render(tweets, types, groupings, range, zone, &Zeros),
         ..Response::default()
     }
 }
 
 /// Adds to `merged` (the answers of a plan's real calls) the zeros of every batch's
-/// synthesized part, leaving out the Tweets the API said are deleted (it leaves those out of
-/// every grouping).
+/// synthesized part in `zone`'s buckets, leaving out the Tweets the API said are deleted (it
+/// leaves those out of every grouping).
 pub fn absorb_zeros(
     merged: &mut Response,
     plan: &Plan,
     types: &[EngagementType],
     groupings: &[Grouping],
+    zone: &Zone,
 ) -> Result<(), TreeError> {
     let deleted: HashSet<TweetId> = merged.unavailable_tweet_ids.iter().copied().collect();
     for (batch, zeros) in plan.batches.iter().zip(&plan.synthesized) {
         if let Some(range) = zeros {
             let shown: Vec<TweetId> = batch.iter().copied().filter(|id| !deleted.contains(id)).collect();
-            absorb(merged, synthesize(&shown, types, groupings, *range))?;
+            absorb(merged, synthesize(&shown, types, groupings, *range, zone))?;
         }
     }
     Ok(())

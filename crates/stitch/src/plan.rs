@@ -71,6 +71,7 @@ impl Plan {
             groupings: groupings.to_vec(),
             range: Some(slice.window),
             end_clamped: false,
+            zone: engagement::Zone::Utc,
         }
         .to_raw()
     }

@@ -6,9 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 use engagement::render::HourlyCounts;
 use engagement::time::floor_hour;
 use engagement::vocabulary::MAX_WINDOW_HOURS;
-use engagement::{EngagementType, GroupBy, Grouping, Response, TimeRange, TweetId, render};
+use engagement::{EngagementType, GroupBy, Grouping, Response, TimeRange, TweetId, Zone, render};
 use proptest::prelude::*;
-use stitch::{merge, plan, synthesize};
+use stitch::{hourly_grouping, merge, plan, rebucket, synthesize};
 
 /// Counts that are zero before a Tweet's creation hour and a hash after it.
 struct Fake;
@@ -75,15 +75,53 @@ fn arb_question() -> impl Strategy<Value = (Vec<TweetId>, Vec<EngagementType>, V
 
 /// What one unlimited call answers.
 fn whole(ids: &[TweetId], types: &[EngagementType], groupings: &[Grouping], range: TimeRange) -> Response {
+    whole_in(ids, types, groupings, range, &Zone::Utc)
+}
+
+/// What one unlimited call would answer if the API counted in `zone` and knew weeks and months.
+fn whole_in(
+    ids: &[TweetId],
+    types: &[EngagementType],
+    groupings: &[Grouping],
+    range: TimeRange,
+    zone: &Zone,
+) -> Response {
     let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
     Response {
         start: Some(engagement::time::format_instant(range.start)),
         end: Some(engagement::time::format_instant(range.end)),
-        groupings: render(&ids, types, groupings, range, &Fake),
+        groupings: render(&ids, types, groupings, range, zone, &Fake),
         ..Response::default()
     }
+}
+
+/// The stitched answer in `zone`: each real slice asked hourly and cut again into the
+/// groupings, zeros synthesized in the zone's buckets, merged in order.
+fn stitched_in(
+    ids: &[TweetId],
+    types: &[EngagementType],
+    groupings: &[Grouping],
+    range: TimeRange,
+    zone: &Zone,
+) -> Response {
+    let p = plan(ids, range, 25);
+    let mut parts: Vec<Response> = p
+        .fetched
+        .iter()
+        .map(|s| {
+            let batch = &p.batches[s.batch];
+            let hourly = whole(batch, types, &[hourly_grouping()], s.window);
+            rebucket(hourly, batch, types, groupings, s.window, zone)
+        })
+        .collect();
+    for (b, zeros) in p.synthesized.iter().enumerate() {
+        if let Some(z) = zeros {
+            parts.push(synthesize(&p.batches[b], types, groupings, *z, zone));
+        }
+    }
+    parts.into_iter().reduce(|a, b| merge(a, b).unwrap()).unwrap()
 }
 
 /// The stitched answer: real slices rendered one by one, zeros synthesized, merged in the
@@ -100,7 +138,7 @@ fn stitched(
         p.fetched.iter().map(|s| whole(&p.batches[s.batch], types, groupings, s.window)).collect();
     for (b, zeros) in p.synthesized.iter().enumerate() {
         if let Some(z) = zeros {
-            parts.push(synthesize(&p.batches[b], types, groupings, *z));
+            parts.push(synthesize(&p.batches[b], types, groupings, *z, &Zone::Utc));
         }
     }
     let n = parts.len() as u64;
@@ -148,6 +186,20 @@ proptest! {
     fn the_stitched_answer_equals_one_unlimited_call((ids, types, groupings, range) in arb_question(), shuffle in any::<u64>()) {
         let expected = whole(&ids, &types, &groupings, range);
         let got = stitched(&ids, &types, &groupings, range, shuffle);
+        prop_assert_eq!(serde_json::to_value(&got).unwrap(), serde_json::to_value(&expected).unwrap());
+    }
+
+    #[test]
+    fn hourly_answers_cut_again_equal_one_unlimited_call_in_any_zone(
+        (ids, types, _, range) in arb_question(),
+        zone in prop::sample::select(vec!["America/New_York", "Australia/Sydney", "+02:00", "UTC"]),
+        levels in prop::sample::subsequence(
+            vec![GroupBy::TweetId, GroupBy::EngagementMonth, GroupBy::EngagementWeek, GroupBy::EngagementDay, GroupBy::EngagementHour], 1..=3),
+    ) {
+        let zone = Zone::parse(zone).unwrap();
+        let groupings = [Grouping { name: "g".into(), group_by: levels }];
+        let expected = whole_in(&ids, &types, &groupings, range, &zone);
+        let got = stitched_in(&ids, &types, &groupings, range, &zone);
         prop_assert_eq!(serde_json::to_value(&got).unwrap(), serde_json::to_value(&expected).unwrap());
     }
 

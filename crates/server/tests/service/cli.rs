@@ -40,19 +40,26 @@ fn text(bytes: &[u8]) -> String {
 /// The trees of a CSV answer (no quoting needed: the grouping names here are plain).
 fn from_csv(csv: &str, levels: &[&str]) -> Value {
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("grouping,tweet_id,engagement_type,day,hour,count"));
+    assert_eq!(lines.next(), Some("grouping,tweet_id,engagement_type,week,month,day,hour,count"));
     let mut data = json!({});
     for line in lines {
         let cells: Vec<&str> = line.split(',').collect();
         let mut node = data.as_object_mut().unwrap().entry(cells[0]).or_insert_with(|| json!({}));
         for level in levels {
-            let column = ["tweet.id", "engagement.type", "engagement.day", "engagement.hour"]
-                .iter()
-                .position(|l| l == level)
-                .unwrap();
+            let column = [
+                "tweet.id",
+                "engagement.type",
+                "engagement.week",
+                "engagement.month",
+                "engagement.day",
+                "engagement.hour",
+            ]
+            .iter()
+            .position(|l| l == level)
+            .unwrap();
             node = node.as_object_mut().unwrap().entry(cells[1 + column]).or_insert_with(|| json!({}));
         }
-        *node = json!(cells[5]);
+        *node = json!(cells[7]);
     }
     data
 }

@@ -395,7 +395,7 @@ async fn the_native_endpoints_refuse_members_they_do_not_read_and_the_drop_in_ta
         assert_eq!(answer.status().as_u16(), 400, "{path}");
         let errors = said(&answer.json().await.unwrap());
         for expected in [
-            "unknown member \"timezone\"",
+            "unknown member \"timezone\" (did you mean \"time_zone\"?)",
             "unknown member \"strat\" (did you mean \"start\"?)",
             "unknown member \"sort\" in grouping \"g\"",
         ] {
@@ -420,7 +420,8 @@ async fn the_native_endpoints_refuse_members_they_do_not_read_and_the_drop_in_ta
         let answer = support::post(&stitcher, path, &now).await;
         assert_eq!(answer.status().as_u16(), 400, "{path}");
         let errors = said(&answer.json().await.unwrap());
-        assert!(errors.contains(&"unknown member \"timezone\"".to_string()), "{path}: {errors:?}");
+        let zone = "unknown member \"timezone\" (did you mean \"time_zone\"?)";
+        assert!(errors.contains(&zone.to_string()), "{path}: {errors:?}");
         let grouping = "unknown member \"groupBy\" in grouping \"g\" (did you mean \"group_by\"?)";
         assert!(errors.contains(&grouping.to_string()), "{path}: {errors:?}");
     }

@@ -1,0 +1,152 @@
+//! What lets a client reuse an answer and see what it cost: its entity tag (`ETag`, and
+//! `304 Not Modified` for a tag the client already holds), `Cache-Control`, and the
+//! `Stitcher-Result` and `Server-Timing` headers.
+
+use std::sync::Arc;
+
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use engine::Answer;
+
+use crate::error::ServiceError;
+
+/// On every historical answer: what it took of the upstream and the store, as a
+/// structured-field dictionary: `calls=3, from_store=12, fetched=3, synthesized=2, shared=0`
+/// (`shared`: calls this question joined that another question made).
+pub const STITCHER_RESULT: HeaderName = HeaderName::from_static("stitcher-result");
+
+/// On every historical answer: where its time went (`budget`, `upstream`, `render`, in
+/// milliseconds), which browsers' developer tools show.
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The ways an answer is written, which its entity tag tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The API's shape: counts as strings, no `meta`.
+    DropIn,
+    /// The native JSON body.
+    Native,
+    /// The native answer as CSV.
+    Csv,
+}
+
+impl Shape {
+    fn tag(self) -> &'static str {
+        match self {
+            Shape::DropIn => "api",
+            Shape::Native => "json",
+            Shape::Csv => "csv",
+        }
+    }
+}
+
+/// The headers an answer is written with.
+#[derive(Debug, Clone)]
+pub(crate) struct Validators {
+    etag: HeaderValue,
+    cache_control: HeaderValue,
+    result: HeaderValue,
+    timing: HeaderValue,
+}
+
+impl Validators {
+    /// The headers of `answer` written as `shape`; its digest is taken off the async workers
+    /// (a repeat's is kept with it, so it costs no walk of its trees).
+    pub(crate) async fn of(answer: &Arc<Answer>, shape: Shape) -> Result<Validators, ServiceError> {
+        let of = Arc::clone(answer);
+        let digest = engine::off_the_workers("the answer's entity tag could not be made", move || {
+            Ok::<_, ServiceError>(of.digest())
+        })
+        .await?;
+        Ok(Validators::with_digest(answer, digest, shape))
+    }
+
+    fn with_digest(answer: &Answer, digest: u64, shape: Shape) -> Validators {
+        let meta = &answer.meta;
+        let took = &answer.took;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+        Validators {
+            // Weak: the same answer is sent gzipped or not, and both are this one tag.
+            etag: value(format!("W/\"{digest:016x}-{}\"", shape.tag())),
+            cache_control: value(format!("private, max-age={}", answer.max_age.as_secs())),
+            result: value(format!(
+                "calls={}, from_store={}, fetched={}, synthesized={}, shared={}",
+                meta.upstream_calls,
+                meta.slices_from_store,
+                meta.slices_fetched,
+                meta.slices_synthesized,
+                took.shared_calls
+            )),
+            timing: value(format!(
+                "budget;desc=\"waiting for the per-minute budget\";dur={:.1}, upstream;desc=\"calling the upstream\";dur={:.1}, render;desc=\"rendering\";dur={:.1}",
+                ms(took.budget_wait),
+                ms(took.calling),
+                ms(took.rendering)
+            )),
+        }
+    }
+
+    /// Whether the request's `If-None-Match` names this answer's tag (or `*`), so the
+    /// client holds it already.
+    pub(crate) fn held_by(&self, request: &HeaderMap) -> bool {
+        // If-None-Match compares weakly: `W/` is not part of the tag (RFC 9110 13.1.2).
+        let opaque = |tag: &[u8]| tag.strip_prefix(b"W/").unwrap_or(tag).to_vec();
+        let ours = opaque(self.etag.as_bytes());
+        request.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+            |tag| {
+                let tag = tag.trim();
+                tag == "*" || opaque(tag.as_bytes()) == ours
+            },
+        )
+    }
+
+    /// `304 Not Modified` with these headers and no body.
+    pub(crate) fn not_modified(&self) -> Response {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        self.apply(&mut response);
+        response
+    }
+
+    /// Puts these headers on `response`.
+    pub(crate) fn apply(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.insert(ETAG, self.etag.clone());
+        headers.insert(CACHE_CONTROL, self.cache_control.clone());
+        headers.insert(STITCHER_RESULT, self.result.clone());
+        headers.insert(SERVER_TIMING, self.timing.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validators() -> Validators {
+        Validators {
+            etag: HeaderValue::from_static("W/\"00000000000000ab-json\""),
+            cache_control: HeaderValue::from_static("private, max-age=60"),
+            result: HeaderValue::from_static(""),
+            timing: HeaderValue::from_static(""),
+        }
+    }
+
+    #[test]
+    fn if_none_match_names_the_tag_in_a_list_weakly_or_as_a_star() {
+        let held = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            }
+            validators().held_by(&headers)
+        };
+        assert!(held(&["\"00000000000000ab-json\""]));
+        assert!(held(&["\"x\", W/\"00000000000000ab-json\""]));
+        assert!(held(&["\"x\"", "\"00000000000000ab-json\""]));
+        assert!(held(&["*"]));
+        assert!(!held(&[]));
+        assert!(!held(&["\"00000000000000ab-csv\""]));
+        assert!(!held(&["00000000000000ab-json"]), "unquoted is another tag");
+    }
+}
