@@ -8,6 +8,7 @@ mod caching;
 mod calendars;
 mod derived_and_csv;
 mod drop_in_oauth;
+mod estimate;
 mod jobs;
 mod load;
 mod modules;

@@ -33,6 +33,7 @@ use crate::ports::{Clock, Shared};
 pub mod config;
 mod current;
 pub mod error;
+mod estimate;
 mod execute;
 mod facts_tier;
 mod failure;
@@ -51,6 +52,7 @@ mod rendered;
 
 pub use current::{NowAnswer, NowMeta};
 pub use error::{EngineError, FailedSlice};
+pub use estimate::Estimate;
 pub use progress::{Progress, ProgressSnapshot, Stage};
 pub use question::{NativeQuestion, Question, Reading};
 pub use upstream::blocking::{TaskFailed, off_the_workers};

@@ -61,14 +61,7 @@ struct Recalling<'a> {
 impl Recalling<'_> {
     /// The question as its rendered answers are kept by.
     fn key(&self) -> RenderedKey {
-        RenderedKey {
-            handle: self.ask.handle.handle.clone(),
-            tweets: self.plan.batches.concat(),
-            types: self.question.query.types.clone(),
-            groupings: self.question.query.groupings.clone(),
-            range: self.question.range,
-            zone: self.question.query.zone,
-        }
+        rendered_key(&self.ask.handle.handle, self.plan, self.question)
     }
 
     /// A round of calls for it.
@@ -186,7 +179,7 @@ impl Engine {
 
     /// What `known` lacks of `plan`: from the facts tier when replicas share one, else as
     /// calls.
-    async fn needs_of(
+    pub(crate) async fn needs_of(
         &self,
         handle: &str,
         plan: &Plan,
@@ -297,7 +290,19 @@ impl Engine {
     }
 }
 
-fn unreadable(e: StoreError) -> EngineError {
+/// `question` for `handle`, planned as `plan`, as its rendered answers are kept by.
+pub(crate) fn rendered_key(handle: &str, plan: &Plan, question: &Question) -> RenderedKey {
+    RenderedKey {
+        handle: handle.to_string(),
+        tweets: plan.batches.concat(),
+        types: question.query.types.clone(),
+        groupings: question.query.groupings.clone(),
+        range: question.range,
+        zone: question.query.zone,
+    }
+}
+
+pub(crate) fn unreadable(e: StoreError) -> EngineError {
     EngineError::internal("the store could not be read", Some(Box::new(e)))
 }
 

@@ -23,7 +23,9 @@ use crate::auth::NONCE_LIFE;
 use crate::request_id::{self, REQUEST_ID};
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{connections, current, demo, fallback, historical, jobs, metrics, openapi, page, probes, usage};
+use crate::{
+    connections, current, demo, estimate, fallback, historical, jobs, metrics, openapi, page, probes, usage,
+};
 use engine::Engine;
 use engine::ports::{Clock, Shared, SystemClock};
 use replicas::Sharing;
@@ -250,6 +252,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/page/style.css", get(page::style))
         .route("/insights/engagement/historical", post(historical::drop_in))
         .route("/v1/historical", post(historical::native))
+        .route("/v1/estimate", post(estimate::estimate))
         .route("/insights/engagement/totals", post(current::totals))
         .route("/insights/engagement/28hr", post(current::hr28))
         .route("/v1/totals", post(current::native_totals))

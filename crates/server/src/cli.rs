@@ -22,7 +22,7 @@ pub enum OutputFormat {
     Csv,
 }
 
-/// `stitcher query [FILE | -] [--format json|csv] [--native] [--time-zone NAME]`.
+/// `stitcher query [FILE | -] [--format json|csv] [--native] [--time-zone NAME] [--estimate]`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// The question's JSON body, as for POST /v1/historical: a file, or - (the default) for
@@ -43,6 +43,10 @@ pub struct QueryArgs {
     /// counts UTC days, is still written unless --native says otherwise.
     #[arg(long, value_name = "NAME")]
     pub time_zone: Option<String>,
+    /// Print what asking the question would cost (as POST /v1/estimate answers: calls, time,
+    /// whether it counts the handle this month) instead of asking it; no upstream call is made.
+    #[arg(long)]
+    pub estimate: bool,
 }
 
 /// Why a query gave no answer, said on standard error.
@@ -150,12 +154,24 @@ async fn answer(
     deadline: tokio::time::Instant,
 ) -> Result<(), QueryError> {
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Answer)?;
-    // CSV is a native answer's (as on /v1/historical), and so is a zone given by flag: the
-    // members only it reads are allowed.
-    let native = args.native || args.format == OutputFormat::Csv || args.time_zone.is_some();
+    // CSV is a native answer's (as on /v1/historical), and so are a zone given by flag and
+    // an estimate (as on /v1/estimate): the members only it reads are allowed.
+    let native = args.native || args.format == OutputFormat::Csv || args.time_zone.is_some() || args.estimate;
     // Both shapes are this service's own: a member nobody reads is refused.
     let reading = engine::Reading { native, strict: true };
     let (question, _counts) = admission::question_of(state, body, reading).map_err(answer_error)?;
+    if args.estimate {
+        // A question asked here has a job's time (jobs.timeout_secs), not a request's.
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let estimate = state
+            .engine
+            .estimate(&handle.handle, &question, within)
+            .await
+            .map_err(|e| answer_error(e.into()))?;
+        let text = serde_json::to_string_pretty(&estimate).map_err(|e| QueryError::Answer(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
 
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));

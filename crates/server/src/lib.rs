@@ -10,6 +10,7 @@ pub mod connections;
 pub mod current;
 pub mod demo;
 pub mod error;
+pub mod estimate;
 pub mod fallback;
 pub mod format;
 pub mod historical;

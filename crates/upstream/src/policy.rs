@@ -18,6 +18,15 @@ use crate::retry::{Retried, RetryPolicy, retry};
 use crate::scheduler::{Lane, Scheduler};
 use crate::{Body, Upstream};
 
+/// The pace of the per-minute budget: its rate, whether the service set it (else the
+/// upstream's headers told it), the calls that may go at once, and the time between calls.
+struct Pacing {
+    per_minute: u32,
+    configured: bool,
+    burst: usize,
+    interval: Duration,
+}
+
 /// How the process calls the upstream.
 #[derive(Debug)]
 pub struct CallPolicy {
@@ -25,6 +34,9 @@ pub struct CallPolicy {
     scheduler: Scheduler,
     budget: Arc<RateBudget>,
     retry: RetryPolicy,
+    /// How long an answered call took lately, in microseconds (a moving average; 0 before
+    /// the first).
+    latency_us: std::sync::atomic::AtomicU64,
 }
 
 /// One call as the policy makes it: on a question's lane, to an endpoint, as a handle, by
@@ -75,7 +87,13 @@ impl CallPolicy {
         max_in_flight: usize,
         retry: RetryPolicy,
     ) -> CallPolicy {
-        CallPolicy { upstream, scheduler: Scheduler::new(max_in_flight), budget, retry }
+        CallPolicy {
+            upstream,
+            scheduler: Scheduler::new(max_in_flight),
+            budget,
+            retry,
+            latency_us: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// A lane for one question of `calls` calls due by `deadline`: its turns alternate with
@@ -139,6 +157,9 @@ impl CallPolicy {
                 Ok(waited) => {
                     let sent = Instant::now();
                     let result = self.upstream.call(endpoint, handle, body, deadline).await;
+                    if result.is_ok() {
+                        self.learn_latency(sent.elapsed());
+                    }
                     (result, waited, sent.elapsed())
                 }
                 Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
@@ -158,7 +179,7 @@ impl CallPolicy {
     /// rate the service paces itself is known well enough to say "not now"; one learned from
     /// the upstream's headers says "never".
     pub fn check(&self, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
-        let Some(per_minute) = self.budget.per_minute() else {
+        let Some(Pacing { per_minute, configured, burst, interval }) = self.pacing() else {
             return Ok(());
         };
         let now = Instant::now();
@@ -166,11 +187,6 @@ impl CallPolicy {
         // not the 7.99 s left after reading it.
         let within = deadline.saturating_duration_since(now);
         let within = Duration::from_secs(within.as_secs() + u64::from(within.subsec_nanos() > 0));
-        let configured = self.budget.configured_per_minute().is_some();
-        // A configured rate lets `burst` go at once; the upstream's own minute lets its
-        // whole limit go at the start of a window.
-        let burst = if configured { self.budget.burst() } else { per_minute } as usize;
-        let interval = Duration::from_secs(60) / per_minute;
         let fit = burst + (within.as_secs_f64() / interval.as_secs_f64()) as usize;
         if calls > fit {
             let source =
@@ -201,6 +217,44 @@ impl CallPolicy {
             return Err(BudgetRefusal::Busy { calls, ahead, wait });
         }
         Ok(())
+    }
+
+    /// Adds one answered call's time to the moving average (an eighth of the new time).
+    fn learn_latency(&self, took: Duration) {
+        use std::sync::atomic::Ordering;
+        let took = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let _ = self.latency_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |before| {
+            Some(if before == 0 { took.max(1) } else { (before * 7 + took) / 8 })
+        });
+    }
+
+    /// How long an answered call took lately, if any was answered yet.
+    pub fn typical_latency(&self) -> Option<Duration> {
+        match self.latency_us.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// How long the last of `calls` calls of a question asked now would wait for the
+    /// per-minute budget, its turns alternating with the calls already waiting: zero when
+    /// the service knows no rate.
+    pub fn budget_wait(&self, calls: usize) -> Duration {
+        let Some(Pacing { burst, interval, .. }) = self.pacing() else {
+            return Duration::ZERO;
+        };
+        let ahead: usize = self.scheduler.backlog().iter().map(|&(left, _)| left.min(calls)).sum();
+        self.budget.paused_for() + interval * (ahead + calls).saturating_sub(burst) as u32
+    }
+
+    /// The pace of the per-minute budget, when the service knows one.
+    fn pacing(&self) -> Option<Pacing> {
+        let per_minute = self.budget.per_minute()?;
+        let configured = self.budget.configured_per_minute().is_some();
+        // A configured rate lets `burst` go at once; the upstream's own minute lets its
+        // whole limit go at the start of a window.
+        let burst = if configured { self.budget.burst() } else { per_minute } as usize;
+        Some(Pacing { per_minute, configured, burst, interval: Duration::from_secs(60) / per_minute })
     }
 
     /// How long `calls` more calls of one question may take at the per-minute budget, when

@@ -264,3 +264,43 @@ async fn beside_a_running_service_a_demo_query_answers_and_a_real_one_says_what_
     assert!(said.contains("running stitcher") && said.contains("POST /v1/historical"), "{said}");
     assert!(run.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_counts_local_days_by_flag_and_estimates_without_a_call() {
+    let (sim, sim_url) = simulator(Config::default()).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut body = question(30, 1, &["impressions"], &["engagement.day"]);
+    body["start"] = json!("2022-01-10");
+    body["end"] = json!("2022-01-13");
+    let body = serde_json::to_vec(&body).unwrap();
+
+    let run = query(Some(&sim_url), &store.path().join("facts"), &["--estimate", "-"], &body);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let estimate: Value = serde_json::from_slice(&run.stdout).expect("stdout is the estimate alone");
+    assert_eq!(estimate["upstream_calls"], 2, "30 Tweets in one window: {estimate}");
+    assert_eq!(estimate["counts"], 3);
+    assert_eq!(sim.stats().requests_total, 0, "an estimate makes no call");
+
+    let args = ["--native", "--time-zone", "America/New_York", "-"];
+    let run = query(Some(&sim_url), &store.path().join("facts"), &args, &body);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let native: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(native["meta"]["time_zone"], "America/New_York");
+    assert_eq!(native["meta"]["start"], "2022-01-10T05:00:00Z", "local midnight, EST");
+    let days: Vec<&String> = native["data"]["g"].as_object().unwrap().keys().collect();
+    assert_eq!(days, ["2022-01-10", "2022-01-11", "2022-01-12"]);
+    // The same hours counted in UTC, by the oracle: 05:00 on the 10th to 05:00 on the 13th.
+    let utc = json!({
+        "tweet_ids": serde_json::from_slice::<Value>(&body).unwrap()["tweet_ids"],
+        "engagement_types": ["impressions"], "groupings": {"t": {"group_by": ["engagement.type"]}},
+        "start": "2022-01-10T05:00:00Z", "end": "2022-01-13T05:00:00Z",
+    });
+    let total: u64 = native["data"]["g"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(oracle(&sim_url, &utc).await["t"]["impressions"], total.to_string());
+
+    let args = ["--time-zone", "Asia/Kolkata", "-"];
+    let run = query(Some(&sim_url), &store.path().join("facts"), &args, &body);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(run.stdout.is_empty());
+    assert!(text(&run.stderr).contains("Asia/Kolkata"), "{}", text(&run.stderr));
+}
