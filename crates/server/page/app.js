@@ -26,9 +26,16 @@ const PER_TWEET = ['tweet.id', 'engagement.type'];
 // The groupings each preset adds to "per tweet".
 const PRESETS = {
   daily: { daily: { group_by: ['engagement.type', 'engagement.day'] } },
+  weekly: { weekly: { group_by: ['engagement.type', 'engagement.week'] } },
+  monthly: { monthly: { group_by: ['engagement.type', 'engagement.month'] } },
   totals: {},
   hours: { 'hour of day': { group_by: ['engagement.type', 'engagement.hour'] } },
 };
+// The time levels a chart may run along, the finest first, with the preset that shows each.
+const TIME_LEVELS = [
+  ['engagement.day', 'daily'], ['engagement.week', 'weekly'], ['engagement.month', 'monthly'],
+  ['engagement.hour', 'hours'],
+];
 const HOURS = Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0'));
 const DAY_MS = 86400000;
 // The API's first day: nothing can be asked before it.
@@ -105,13 +112,16 @@ function sumBy(tree, groupBy, rowLevel, colLevel) {
   return sums;
 }
 
-/** The grouping to chart: one by day (summed over hours and Tweets), else one by hour. */
+/**
+ * The grouping to chart: one by day (summed over hours and Tweets), else by week, by month,
+ * else by hour of the day.
+ */
 function pickChart(groupings) {
   const entries = Object.entries(groupings || {}).filter(([, g]) => Array.isArray(g && g.group_by));
-  const byDay = entries.find(([, g]) => g.group_by.includes('engagement.day'));
-  if (byDay) return { name: byDay[0], groupBy: byDay[1].group_by, level: 'engagement.day' };
-  const byHour = entries.find(([, g]) => g.group_by.includes('engagement.hour'));
-  if (byHour) return { name: byHour[0], groupBy: byHour[1].group_by, level: 'engagement.hour' };
+  for (const [level] of TIME_LEVELS) {
+    const found = entries.find(([, g]) => g.group_by.includes(level));
+    if (found) return { name: found[0], groupBy: found[1].group_by, level };
+  }
   return null;
 }
 
@@ -127,7 +137,15 @@ function pickPerTweet(groupings) {
 function presetOf(groupings) {
   const pick = pickChart(groupings);
   if (!pick) return 'totals';
-  return pick.level === 'engagement.day' ? 'daily' : 'hours';
+  return TIME_LEVELS.find(([level]) => level === pick.level)[1];
+}
+
+/** The zone a question counts its days in: its own, else UTC. */
+const zoneOf = (question) => (typeof question.time_zone === 'string' && question.time_zone) || 'UTC';
+
+/** The browser's own time zone, or UTC when it does not say. */
+function browserZone() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'; } catch { return 'UTC'; }
 }
 
 /**
@@ -203,6 +221,16 @@ function timeTicks(keys, level, most) {
   if (level === 'engagement.hour') {
     const step = [1, 2, 3, 4, 6].find((s) => Math.ceil(24 / s) <= most) || 6;
     return keys.map((key, index) => ({ index, label: key })).filter(({ label }) => Number(label) % step === 0);
+  }
+  if (level === 'engagement.month') {
+    // Months `YYYY-MM`: every 1, 2, 3, 6 or 12 of them, the year on January and the first.
+    const step = [1, 2, 3, 6, 12].find((s) => Math.ceil(n / s) <= most) || 12;
+    return keys.map((key, index) => ({ index, key })).filter(({ index }) => index % step === 0)
+      .map(({ index, key }) => {
+        const [year, month] = key.split('-').map(Number);
+        const label = index === 0 || month === 1 ? `${MONTHS[month - 1]} ${year}` : MONTHS[month - 1];
+        return { index, label };
+      });
   }
   const date = (key) => new Date(`${key}T00:00:00Z`);
   const label = (d, withYear) => `${MONTHS[d.getUTCMonth()]} ${withYear ? d.getUTCFullYear() : d.getUTCDate()}`;
@@ -295,6 +323,7 @@ const fmt = (n) => Number(n).toLocaleString('en-US');
 const percent = (rate) => (typeof rate === 'number' && Number.isFinite(rate) ? `${(rate * 100).toFixed(2)}%` : '—');
 const axisLabel = (n) => (n >= 1e4 ? new Intl.NumberFormat('en-US', { notation: 'compact' }).format(n) : fmt(n));
 const instant = (s) => `${String(s).replace('T', ' ').replace(/:00Z$|Z$/, '')} UTC`;
+const local = (s) => String(s).replace('T', ' ').replace(/:00([+-]\d\d:\d\d)$/, '');
 const isoDay = (ms) => new Date(ms).toISOString().slice(0, 10);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -351,6 +380,8 @@ function buildQuestion() {
     start: $('#start').value,
     end: $('#end').value,
   };
+  const zone = $('#time-zone').value.trim();
+  if (zone && zone !== 'UTC') question.time_zone = zone;
   if (types.includes('impressions') && types.includes('engagements')) question.derive = ['engagement_rate'];
   if (types.length) question.top = { by: types[0], n: 10 };
   return question;
@@ -365,6 +396,7 @@ function fillForm(question) {
   if (typeof question.start === 'string') $('#start').value = question.start.slice(0, 10);
   if (typeof question.end === 'string') $('#end').value = question.end.slice(0, 10);
   if (question.groupings && typeof question.groupings === 'object') $('#preset').value = presetOf(question.groupings);
+  $('#time-zone').value = zoneOf(question);
 }
 
 /* ---- The service ---- */
@@ -562,7 +594,11 @@ function drawMeta(meta, data) {
   if (meta.duration_ms != null) parts.push(`${(meta.duration_ms / 1000).toFixed(1)} s`);
   const start = meta.start || data.start;
   const end = meta.end || data.end;
-  if (start && end) parts.push(`${instant(start)} → ${instant(end)}`);
+  if (meta.local_start && meta.local_end) {
+    parts.push(`${local(meta.local_start)} → ${local(meta.local_end)} ${meta.time_zone}`);
+  } else if (start && end) parts.push(`${instant(start)} → ${instant(end)}`);
+  const cut = Object.values(meta.partial_buckets || {}).flat();
+  if (cut.length) parts.push(`${cut.join(', ')} only in part`);
   if (meta.end_clamped) parts.push('end clamped to the hour in progress');
   $('#meta').textContent = parts.join(' · ');
 }
@@ -585,11 +621,15 @@ function drawChart() {
   const types = pick.groupBy.includes('engagement.type')
     ? [...new Set([...askedTypes(question), ...sums.keys()])]
     : ['all'];
-  const keys = new Set(pick.level === 'engagement.hour' ? HOURS : daysInRange(data.start, data.end));
+  const zone = zoneOf(question);
+  // The answer's buckets are dense; UTC days are filled in besides, should a grouping lack one.
+  const utcDays = pick.level === 'engagement.day' && zone === 'UTC' ? daysInRange(data.start, data.end) : [];
+  const keys = new Set(pick.level === 'engagement.hour' ? HOURS : utcDays);
   for (const cells of sums.values()) for (const key of cells.keys()) keys.add(key);
   const xs = [...keys].sort();
   const hourly = pick.level === 'engagement.hour';
-  const per = hourly ? 'per hour of the day (UTC), summed over the days' : 'per day (UTC)';
+  const unit = { 'engagement.day': 'day', 'engagement.week': 'week', 'engagement.month': 'month' }[pick.level];
+  const per = hourly ? `per hour of the day (${zone}), summed over the days` : `per ${unit} (${zone})`;
 
   const width = Math.max(280, Math.round($('#charts').clientWidth || 720));
   const height = width < 560 ? 150 : 170;
@@ -600,7 +640,7 @@ function drawChart() {
     const values = xs.map((x) => cells.get(x) || 0);
     return drawOne(type, values, { xs, ticks, plot, width, height, per });
   });
-  const title = hourly ? 'hour of the day (UTC)' : 'day (UTC)';
+  const title = hourly ? `hour of the day (${zone})` : `${unit === 'week' ? 'week from Monday' : unit} (${zone})`;
   $('#charts').replaceChildren(...charts.map((c) => c.figure), el('p', { class: 'axis-title' }, title));
   $('#readout').textContent = 'Point at a chart to read its values.';
   const read = (index) => {
@@ -609,7 +649,7 @@ function drawChart() {
       $('#readout').textContent = 'Point at a chart to read its values.';
       return;
     }
-    const at = hourly ? `${xs[index]}:00–${xs[index]}:59 UTC` : xs[index];
+    const at = hourly ? `${xs[index]}:00–${xs[index]}:59 ${zone}` : xs[index];
     const parts = charts.map((c) => `${c.type} ${fmt(c.point(index))}`);
     $('#readout').textContent = `${at}: ${parts.join(' · ')}`;
   };
@@ -645,6 +685,7 @@ function drawOne(type, values, { xs, ticks, plot, width, height, per }) {
   nodes.push(guide, dot, value, hit);
   const chart = svg('svg', {
     class: 'chart', role: 'img', viewBox: `0 0 ${width} ${height}`, 'data-type': type, 'data-top': String(top),
+    'data-keys': xs.join(' '), 'data-values': values.join(' '),
     'aria-label': `${type} ${per}: from 0 to ${fmt(top)}, ${fmt(values.reduce((a, b) => a + b, 0))} in all`,
   });
   chart.append(...nodes);
@@ -856,6 +897,64 @@ function questionFromHash() {
   return { question, keyGiven: Boolean(key) };
 }
 
+/* ---- The cost before asking ---- */
+
+let estimateTimer = 0;
+let estimating = null; // The estimate being asked: its AbortController.
+
+/** Asks for the form's estimate a moment after the last change to the form. */
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(showEstimate, 400);
+}
+
+/** What `secs` reads as: seconds, minutes or hours. */
+function duration(secs) {
+  if (secs < 90) return `${Math.max(1, Math.round(secs))} s`;
+  if (secs < 5400) return `${Math.round(secs / 60)} min`;
+  return `${(secs / 3600).toFixed(1)} h`;
+}
+
+/** An estimate (POST /v1/estimate) in words. */
+function estimateText(estimate) {
+  const calls = estimate.upstream_calls;
+  const parts = [calls === 0
+    ? 'No upstream call: everything is held'
+    : `About ${fmt(calls)} upstream call${calls === 1 ? '' : 's'}, ${duration(estimate.eta_secs)}`];
+  if (estimate.handle_newly_counted) {
+    const cap = estimate.handle_cap == null ? '' : ` of ${fmt(estimate.handle_cap)}`;
+    const counted = `${fmt(estimate.handles_this_month)}${cap} handle${estimate.handles_this_month === 1 ? '' : 's'} counted so far`;
+    parts.push(`this adds @${estimate.handle} to this month's count (${counted})`);
+  }
+  return `${parts.join('; ')}.`;
+}
+
+/** Shows what the form's question would cost, once it is complete: no upstream call is made. */
+async function showEstimate() {
+  const out = $('#estimate');
+  const question = buildQuestion();
+  const complete = question.tweet_ids.length && question.engagement_types.length && $('#api-key').value.trim()
+    && Object.keys(rangeProblems(question.start, question.end)).length === 0;
+  if (estimating) estimating.abort();
+  estimating = null;
+  if (!complete) {
+    out.textContent = '';
+    return;
+  }
+  const controller = new AbortController();
+  estimating = controller;
+  try {
+    const response = await request('POST', '/v1/estimate', { body: JSON.stringify(question), signal: controller.signal });
+    const estimate = await response.json();
+    out.textContent = estimateText(estimate);
+    out.dataset.calls = String(estimate.upstream_calls);
+  } catch (error) {
+    if (controller.signal.aborted) return;
+    out.textContent = `No estimate: ${(error.messages || [error.message]).join('; ')}`;
+    delete out.dataset.calls;
+  }
+}
+
 /** Marks the range's fields at fault, and clears the others; whether all are right. */
 function checkRange() {
   const problems = rangeProblems($('#start').value, $('#end').value);
@@ -893,6 +992,12 @@ function init() {
   const now = Date.now();
   $('#end').value = isoDay(now);
   $('#start').value = isoDay(now - 90 * DAY_MS);
+  $('#time-zone').value = browserZone();
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  $('#zones').replaceChildren(...['UTC', ...zones].map((zone) => el('option', { value: zone })));
+  $('#utc').addEventListener('click', () => { $('#time-zone').value = 'UTC'; scheduleEstimate(); });
+  $('#ask').addEventListener('input', scheduleEstimate);
+  $('#ask').addEventListener('change', scheduleEstimate);
   $('#api-key').value = loadKey();
   $('#api-key').addEventListener('input', (event) => storeKey(event.target.value.trim()));
   $('#ask').addEventListener('submit', onSubmit);
@@ -916,8 +1021,12 @@ function init() {
   });
 
   const linked = questionFromHash();
-  if (!linked) return;
+  if (!linked) {
+    scheduleEstimate();
+    return;
+  }
   fillForm(linked.question);
+  showEstimate();
   // Only a link that carries its key runs at once: a link without one (from anywhere)
   // must not spend the key this tab already holds without a click.
   if (linked.keyGiven) run(forThePage(linked.question));

@@ -138,6 +138,7 @@ const FACTS: &str = r#"(() => {
   const charts = [...document.querySelectorAll('svg.chart')].map((c) => ({
     type: c.dataset.type, top: Number(c.dataset.top),
     ticks: c.querySelectorAll('text.tick').length,
+    keys: c.dataset.keys.split(' '), values: c.dataset.values.split(' ').map(Number),
   }));
   const wrap = q('.table-wrap');
   wrap.scrollLeft = wrap.scrollWidth;
@@ -149,6 +150,7 @@ const FACTS: &str = r#"(() => {
     scrollsSideways: wrap.scrollWidth > wrap.clientWidth,
     tweetColumnInSight: tweetCell.left >= wrap.getBoundingClientRect().left - 1 && tweetCell.right <= innerWidth,
     pageRows: rows().length, pageInfo: q('#page-info').textContent,
+    estimate: q('#estimate').textContent,
   };
   wrap.scrollLeft = 0;
   q('#totals button[data-sort="favorites"]').click();
@@ -323,4 +325,62 @@ fn check(seen: &Seen, truth: &Value, size: (u32, u32)) {
     assert!(ranked[0].0 > 0 && e > 0, "counts to rank");
     let top: Vec<String> = ranked[..3].iter().map(|(_, id)| id.to_string()).collect();
     assert_eq!(attributes(dom, "li data-tweet-id", "data-tweet-id"), top);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_charts_local_days_as_the_oracle_counts_them_and_estimates_before_run() {
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[("STITCHER__UPSTREAM__BASE_URL", &sim_url)]).await;
+    let born = engagement::TweetId::minted_at(engagement::parse_instant("2022-01-05").unwrap()).0;
+    let ids: Vec<String> = (0..40u64).map(|n| (born + (n << 28)).to_string()).collect();
+    // New York's clocks went forward on 2022-03-13: a day of 23 hours.
+    let body = json!({
+        "tweet_ids": ids, "engagement_types": ["impressions", "favorites"],
+        "groupings": {"daily": {"group_by": ["engagement.type", "engagement.day"]}, "per tweet": {"group_by": PER_TWEET}},
+        "start": "2022-03-01", "end": "2022-03-20", "time_zone": "America/New_York",
+    });
+    let q: String = url::form_urlencoded::byte_serialize(body.to_string().as_bytes()).collect();
+    let link = format!("{}/#key=demo-key&q={q}", stitcher.url);
+    let seen = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || browse(link, (1280, 900))),
+    )
+    .await
+    .expect("chromium answers in time")
+    .unwrap();
+    assert_eq!(seen.state, "done");
+    let facts = &seen.facts;
+    assert_eq!(facts["axisTitle"], "day (America/New_York)", "{facts}");
+    let estimate = facts["estimate"].as_str().unwrap();
+    assert!(
+        estimate.contains("upstream call") || estimate.contains("held"),
+        "the cost before Run: {estimate:?}"
+    );
+
+    // The oracle's UTC hours, from New York's midnight of March 1 (05:00Z) to that of March 20
+    // (04:00Z, daylight time), added up by New York's dates.
+    let hourly = json!({
+        "tweet_ids": body["tweet_ids"], "engagement_types": ["impressions", "favorites"],
+        "groupings": {"h": {"group_by": ["engagement.type", "engagement.day", "engagement.hour"]}},
+        "start": "2022-03-01T05:00:00Z", "end": "2022-03-20T04:00:00Z",
+    });
+    let truth = oracle(&sim_url, &hourly).await;
+    for chart in facts["charts"].as_array().unwrap() {
+        let ty = chart["type"].as_str().unwrap();
+        let mut by_day = std::collections::BTreeMap::<String, u64>::new();
+        for (day, hours) in truth["h"][ty].as_object().unwrap() {
+            for (hour, count) in hours.as_object().unwrap() {
+                let t = engagement::parse_instant(&format!("{day}T{hour}:00:00Z")).unwrap();
+                let local = t.with_timezone(&chrono_tz::America::New_York).format("%Y-%m-%d").to_string();
+                *by_day.entry(local).or_default() += count.as_str().unwrap().parse::<u64>().unwrap();
+            }
+        }
+        let keys: Vec<String> =
+            chart["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+        let values: Vec<u64> =
+            chart["values"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(keys, by_day.keys().cloned().collect::<Vec<_>>(), "{ty}: New York's 19 days");
+        assert_eq!(values, by_day.values().copied().collect::<Vec<_>>(), "{ty}");
+        assert!(values.iter().any(|v| *v > 0), "{ty}: counts to compare");
+    }
 }
