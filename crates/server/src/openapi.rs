@@ -102,13 +102,52 @@ impl Modify for Strict {
     }
 }
 
+/// The answers that can be reused say so: their `200` carries the caching headers of
+/// [`crate::caching`], and a `304` answers an entity tag the client holds. Written once on
+/// the document for every such route.
+struct Cacheable;
+
+impl Cacheable {
+    const PATHS: [&'static str; 3] = ["/v1/historical", "/insights/engagement/historical", "/v1/jobs/{id}/result"];
+
+    fn apply(doc: &mut serde_json::Value) -> Option<()> {
+        let header = |description: &str| serde_json::json!({"schema": {"type": "string"}, "description": description});
+        let headers = serde_json::json!({
+            "etag": header("A weak entity tag of the answer's content in this shape; send it back in If-None-Match to get 304 while the answer is the same"),
+            "cache-control": header("private, max-age: while every hour is settled, until a Tweet's status may be asked again (store.status_ttl_secs); else store.fresh_ttl_secs"),
+            "stitcher-result": header("calls=N, from_store=N, fetched=N, synthesized=N, shared=N: upstream calls made, grid slices held, fetched and synthesized, and calls joined from other questions"),
+            "server-timing": header("budget, upstream and render: milliseconds waiting for the per-minute budget, calling, and rendering"),
+        });
+        for path in Self::PATHS {
+            let operation = doc.pointer_mut(&format!("/paths/{}", path.replace('/', "~1")))?;
+            let responses = operation.as_object_mut()?.values_mut().next()?.get_mut("responses")?;
+            responses.get_mut("200")?["headers"] = headers.clone();
+            responses["304"] =
+                serde_json::json!({"description": "Not Modified: If-None-Match named this answer's entity tag; no body", "headers": headers.clone()});
+        }
+        Some(())
+    }
+}
+
+impl Modify for Cacheable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(mut doc) = serde_json::to_value(&*openapi) else { return };
+        if Self::apply(&mut doc).is_none() {
+            return;
+        }
+        if let Ok(cacheable) = serde_json::from_value(doc) {
+            *openapi = cacheable;
+        }
+    }
+}
+
 /// The service's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
     paths(crate::historical::drop_in, crate::historical::native, crate::estimate::estimate, crate::current::totals, crate::current::hr28, crate::current::native_totals, crate::current::native_28hr, crate::jobs::submit, crate::jobs::status, crate::jobs::result, crate::jobs::cancel, crate::usage::usage, crate::probes::livez, crate::probes::readyz, crate::probes::metrics, serve),
     components(schemas(QuestionBody, GroupingBody, NativeQuestion, engine::Estimate, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, engine::jobs::JobState, crate::jobs::JobError, engine::ProgressSnapshot, engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::settings::CapPolicy)),
-    modifiers(&Security, &Strict)
+    modifiers(&Security, &Strict, &Cacheable)
 )]
 pub struct ApiDoc;
 
