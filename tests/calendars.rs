@@ -293,3 +293,60 @@ async fn the_drop_in_keeps_utc_days_and_refuses_a_zone_and_the_service_s_own_lev
     assert_eq!(answer["meta"]["partial_buckets"], json!({"engagement.week": ["2026-04-27", "2026-05-04"]}));
     assert!(answer["meta"].get("time_zone").is_none(), "UTC answers as before: {}", answer["meta"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn derived_numbers_and_jobs_count_over_the_local_range() {
+    let world = World::start(Config::default(), &[]).await;
+    let ids = tweets(&world);
+    let strings: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let body = json!({
+        "tweet_ids": strings, "engagement_types": ["impressions", "engagements"],
+        "groupings": {"weekly": {"group_by": ["engagement.type", "engagement.week"]}},
+        "start": "2026-03-02", "end": "2026-03-16", "time_zone": "America/New_York",
+        "derive": ["engagement_rate"], "top": {"by": "impressions", "n": 3},
+    });
+    let (status, answer) = world.ask("/v1/historical", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // New York's midnights: 05:00Z on March 2 (EST), 04:00Z on March 16 (EDT).
+    let utc = json!({
+        "tweet_ids": strings, "engagement_types": ["impressions", "engagements"],
+        "groupings": {"t": {"group_by": ["tweet.id", "engagement.type"]}},
+        "start": "2026-03-02T05:00:00Z", "end": "2026-03-16T04:00:00Z",
+    });
+    let oracle = world.oracle(&utc).await;
+    let count = |id: &str, ty: &str| oracle["t"][id][ty].as_str().unwrap().parse::<u64>().unwrap();
+    let (e, i) = strings
+        .iter()
+        .fold((0, 0), |(e, i), id| (e + count(id, "engagements"), i + count(id, "impressions")));
+    let overall = answer["derived"]["engagement_rate"]["overall"].as_f64().unwrap();
+    assert!((overall - e as f64 / i as f64).abs() < 1e-12, "{overall}");
+    let mut ranked: Vec<(u64, &String)> = strings.iter().map(|id| (count(id, "impressions"), id)).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.len().cmp(&b.1.len())).then(a.1.cmp(b.1)));
+    let top: Vec<&str> =
+        answer["top"].as_array().unwrap().iter().map(|t| t["tweet_id"].as_str().unwrap()).collect();
+    assert_eq!(top, ranked[..3].iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>());
+    assert_eq!(answer["data"]["weekly"]["impressions"].as_object().unwrap().len(), 2, "two whole weeks");
+    assert!(answer["meta"].get("partial_buckets").is_none(), "{}", answer["meta"]);
+
+    // A job asks the same and gets the same.
+    let r = world.post("/v1/jobs", &body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let job = r.headers()["location"].to_str().unwrap().to_owned();
+    for _ in 0..600 {
+        let r = world
+            .http
+            .get(format!("{}{job}/result", world.url))
+            .bearer_auth("demo-key")
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            let result: Value = r.json().await.unwrap();
+            assert_eq!(result["data"], answer["data"]);
+            assert_eq!(result["derived"], answer["derived"]);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the job did not finish");
+}

@@ -108,10 +108,12 @@ impl Modify for Strict {
 struct Cacheable;
 
 impl Cacheable {
-    const PATHS: [&'static str; 3] = ["/v1/historical", "/insights/engagement/historical", "/v1/jobs/{id}/result"];
+    const PATHS: [&'static str; 3] =
+        ["/v1/historical", "/insights/engagement/historical", "/v1/jobs/{id}/result"];
 
     fn apply(doc: &mut serde_json::Value) -> Option<()> {
-        let header = |description: &str| serde_json::json!({"schema": {"type": "string"}, "description": description});
+        let header =
+            |description: &str| serde_json::json!({"schema": {"type": "string"}, "description": description});
         let headers = serde_json::json!({
             "etag": header("A weak entity tag of the answer's content in this shape; send it back in If-None-Match to get 304 while the answer is the same"),
             "cache-control": header("private, max-age: while every hour is settled, until a Tweet's status may be asked again (store.status_ttl_secs); else store.fresh_ttl_secs"),
@@ -122,8 +124,7 @@ impl Cacheable {
             let operation = doc.pointer_mut(&format!("/paths/{}", path.replace('/', "~1")))?;
             let responses = operation.as_object_mut()?.values_mut().next()?.get_mut("responses")?;
             responses.get_mut("200")?["headers"] = headers.clone();
-            responses["304"] =
-                serde_json::json!({"description": "Not Modified: If-None-Match named this answer's entity tag; no body", "headers": headers.clone()});
+            responses["304"] = serde_json::json!({"description": "Not Modified: If-None-Match named this answer's entity tag; no body", "headers": headers.clone()});
         }
         Some(())
     }
