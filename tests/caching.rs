@@ -108,24 +108,12 @@ async fn a_tag_the_client_holds_is_a_304_with_no_body_and_no_call() {
     assert!(header(&csv, "etag").ends_with("-csv\""));
 
     // A job's result is tagged as the same question's answer is.
-    let r = world.post("/v1/jobs", &body).send().await.unwrap();
-    let job = r.headers()["location"].to_str().unwrap().to_owned();
-    let result = format!("{}{job}/result", world.url);
-    let mut answered = None;
-    for _ in 0..600 {
-        let r = world.http.get(&result).bearer_auth("demo-key").send().await.unwrap();
-        if r.status().as_u16() == 200 {
-            answered = Some(r.headers().clone());
-            break;
-        }
-        tokio::time::sleep(Wait::from_millis(50)).await;
-    }
-    let answered = answered.expect("the job finished");
-    assert_eq!(header(&answered, "etag"), tag, "the same answer, the same tag");
-    let r =
-        world.http.get(&result).bearer_auth("demo-key").header("if-none-match", &tag).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 304);
-    assert_eq!(r.text().await.unwrap(), "");
+    let answered = world.job_result(&body, "", None).await;
+    assert_eq!(answered.status().as_u16(), 200);
+    assert_eq!(header(answered.headers(), "etag"), tag, "the same answer, the same tag");
+    let again = world.job_result(&body, "", Some(&tag)).await;
+    assert_eq!(again.status().as_u16(), 304);
+    assert_eq!(again.text().await.unwrap(), "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -145,14 +133,7 @@ async fn a_tweet_deleted_once_its_status_is_asked_again_changes_the_tag() {
     let (status, _, _) = post(&world, "/v1/historical", &body, Some(&tag)).await;
     assert_eq!(status, 304);
 
-    let moved = world
-        .http
-        .post(format!("{}/_clock", world.sim_url))
-        .json(&json!({"now": format_instant(now + Duration::hours(2))}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(moved.status().as_u16(), 200);
+    world.move_upstream_clock(now + Duration::hours(2)).await;
     world.clock.advance(Wait::from_millis(2500));
     let (status, headers, text) = post(&world, "/v1/historical", &body, Some(&tag)).await;
     assert_eq!(status, 200, "the answer changed: {text}");
@@ -177,14 +158,7 @@ async fn an_unsettled_hour_that_moved_changes_the_tag() {
     let (status, _, _) = post(&world, "/v1/historical", &body, Some(&tag)).await;
     assert_eq!(status, 304, "within the fresh TTL nothing moved");
 
-    let later = world.now + Duration::hours(6);
-    let moved = world
-        .http
-        .post(format!("{}/_clock", world.sim_url))
-        .json(&json!({"now": format_instant(later)}))
-        .send()
-        .await;
-    assert_eq!(moved.unwrap().status().as_u16(), 200);
+    world.move_upstream_clock(world.now + Duration::hours(6)).await;
     world.clock.advance(Wait::from_millis(1500));
     let (status, headers, _) = post(&world, "/v1/historical", &body, Some(&tag)).await;
     assert_eq!(status, 200, "recent hours moved");

@@ -329,24 +329,7 @@ async fn derived_numbers_and_jobs_count_over_the_local_range() {
     assert!(answer["meta"].get("partial_buckets").is_none(), "{}", answer["meta"]);
 
     // A job asks the same and gets the same.
-    let r = world.post("/v1/jobs", &body).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let job = r.headers()["location"].to_str().unwrap().to_owned();
-    for _ in 0..600 {
-        let r = world
-            .http
-            .get(format!("{}{job}/result", world.url))
-            .bearer_auth("demo-key")
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() == 200 {
-            let result: Value = r.json().await.unwrap();
-            assert_eq!(result["data"], answer["data"]);
-            assert_eq!(result["derived"], answer["derived"]);
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the job did not finish");
+    let result: Value = world.job_result(&body, "", None).await.json().await.unwrap();
+    assert_eq!(result["data"], answer["data"]);
+    assert_eq!(result["derived"], answer["derived"]);
 }

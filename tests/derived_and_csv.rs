@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use chrono::Duration as Span;
 use end_to_end::{World, tweet};
@@ -137,7 +136,7 @@ async fn derived_numbers_equal_the_oracles(env: &[(&str, &str)]) {
         "groupings": {"daily": {"group_by": ["engagement.day"]}}, "start": start, "end": end,
         "derive": ["engagement_rate"], "top": {"by": "favorites", "n": n},
     });
-    let result = job_result(&world, &body, "").await;
+    let result = world.job_result(&body, "", None).await.text().await.unwrap();
     let result: Value = serde_json::from_str(&result).unwrap();
     assert_close(&result["derived"]["engagement_rate"]["overall"], &rate(e, i));
     assert_eq!(result["top"], Value::Array(top));
@@ -254,28 +253,6 @@ fn rebuild(rows: &[Vec<String>], groupings: &Value) -> Map<String, Value> {
     data
 }
 
-/// Submits `body` as a job and reads its result as text, with `query` on the result's URL.
-async fn job_result(world: &World, body: &Value, query: &str) -> String {
-    let r = world.post("/v1/jobs", body).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let job = r.headers()["location"].to_str().unwrap().to_owned();
-    for _ in 0..600 {
-        let r = world
-            .http
-            .get(format!("{}{job}/result{query}", world.url))
-            .bearer_auth("demo-key")
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() != 409 {
-            assert_eq!(r.status().as_u16(), 200);
-            return r.text().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the job did not finish");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn csv_rebuilds_the_json_answer_exactly() {
     let now = end_to_end::test_now();
@@ -321,7 +298,7 @@ async fn csv_rebuilds_the_json_answer_exactly() {
 
     let by_query = world.post("/v1/historical?format=csv", &body).send().await.unwrap();
     assert_eq!(by_query.text().await.unwrap(), text);
-    assert_eq!(job_result(&world, &body, "?format=csv").await, text);
+    assert_eq!(world.job_result(&body, "?format=csv", None).await.text().await.unwrap(), text);
 
     let (status, got) = world.ask("/v1/historical?format=xml", &body).await;
     assert_eq!(status, 400);

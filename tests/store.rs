@@ -132,14 +132,7 @@ async fn a_dashboard_six_simulated_hours_later_equals_the_oracle() {
     assert_eq!(calls, 0, "viewers reloading within the fresh TTL share what was fetched");
     let earlier = world.oracle(&q).await;
 
-    let later = world.now + Duration::hours(6);
-    let moved = world
-        .http
-        .post(format!("{}/_clock", world.sim_url))
-        .json(&json!({"now": format_instant(later)}))
-        .send()
-        .await;
-    assert_eq!(moved.unwrap().status().as_u16(), 200);
+    world.move_upstream_clock(world.now + Duration::hours(6)).await;
     assert_ne!(world.oracle(&q).await, earlier, "recent hours moved with the clock");
     world.clock.advance(std::time::Duration::from_millis(1500));
     let (_, calls) = ask_exact(&world, &q).await;

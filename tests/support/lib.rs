@@ -103,6 +103,37 @@ impl World {
         metric_in(&text, series)
     }
 
+    /// Moves the simulator's clock to `to` (its answers and its oracle's from then on).
+    pub async fn move_upstream_clock(&self, to: DateTime<Utc>) {
+        let moved = self
+            .http
+            .post(format!("{}/_clock", self.sim_url))
+            .json(&serde_json::json!({"now": engagement::time::format_instant(to)}))
+            .send()
+            .await;
+        assert_eq!(moved.unwrap().status().as_u16(), 200);
+    }
+
+    /// Submits `body` as a job and waits for its result, asked with `query` on its URL (and
+    /// `If-None-Match: tag` when given): the first answer that is not `409` (still running).
+    pub async fn job_result(&self, body: &Value, query: &str, tag: Option<&str>) -> reqwest::Response {
+        let r = self.post("/v1/jobs", body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let job = r.headers()["location"].to_str().unwrap().to_owned();
+        for _ in 0..600 {
+            let mut asked = self.http.get(format!("{}{job}/result{query}", self.url)).bearer_auth("demo-key");
+            if let Some(tag) = tag {
+                asked = asked.header("if-none-match", tag);
+            }
+            let r = asked.send().await.unwrap();
+            if r.status().as_u16() != 409 {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the job did not finish");
+    }
+
     /// Upstream calls the simulator has answered so far.
     pub fn upstream_calls(&self) -> u64 {
         self.sim.stats().requests_total
