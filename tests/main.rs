@@ -14,5 +14,6 @@ mod load;
 mod modules;
 mod now_endpoints;
 mod observability;
+mod shares;
 mod stitching;
 mod store;

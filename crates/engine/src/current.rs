@@ -20,7 +20,6 @@ use tracing::Instrument;
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_slice, failure, outcome};
-use crate::metrics;
 use crate::{Ask, Engine, Meta, coalesced_call};
 
 /// A call in flight to `/totals` or `/28hr`: who asks, where, and the body's text.
@@ -191,10 +190,12 @@ impl CurrentCall {
         let start = || {
             let (engine, lane, handle, body) =
                 (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&ask.handle), body.clone());
+            let client = ask.client.clone();
             async move {
                 let calling = Calling { lane: &lane, endpoint, handle: &handle, body: &body, deadline };
-                let call =
-                    engine.calls.call(calling, |result, _, _| metrics::upstream_call(&outcome(result)));
+                let call = engine
+                    .calls
+                    .call(calling, |result, waited, _| engine.attempted(&client, &outcome(result), waited));
                 Arc::new(call.await)
             }
             .boxed()

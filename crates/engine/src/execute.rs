@@ -109,7 +109,7 @@ impl Engine {
         }
         self.admit_handle(&ask.handle.handle, true).await?;
         ask.progress.calls_ahead(calls.len());
-        let lane = Arc::new(self.calls.lane(calls.len(), ask.deadline));
+        let lane = Arc::new(self.calls.lane_of(&ask.client, calls.len(), ask.deadline));
         let mut tasks = InFlight::new();
         for &call in calls {
             let calling = start(call, Arc::clone(&lane));

@@ -163,7 +163,7 @@ impl FactsCall {
             },
             |result, waited, took| {
                 let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                metrics::upstream_call(&outcome(result));
+                engine.attempted(&self.ask.client, &outcome(result), waited);
                 progress.attempt(retry, waited, took);
             },
             // Read while the call holds its place among the calls in flight, so answers

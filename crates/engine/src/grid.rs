@@ -17,7 +17,6 @@ use upstream::Calling;
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};
 use crate::failure::{failed_attempt, failed_slice, failure, outcome};
-use crate::metrics;
 use crate::{Answer, Ask, Engine, Meta, Question, TaskFailed, off_the_workers};
 
 /// Answers merged by one blocking task as they arrive, then the synthesized zeros, so
@@ -121,7 +120,7 @@ impl Engine {
                     .calls
                     .call(calling, |result, waited, took| {
                         let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                        metrics::upstream_call(&outcome(result));
+                        engine.attempted(&ask.client, &outcome(result), waited);
                         ask.progress.attempt(retry, waited, took);
                     })
                     .await;

@@ -30,6 +30,7 @@ use upstream::Coalesce;
 use crate::config::{CapPolicy, LedgerSettings};
 use crate::ports::{Clock, Shared};
 
+pub mod clients;
 pub mod config;
 mod current;
 pub mod error;
@@ -332,6 +333,8 @@ pub struct Engine {
     pub shared: Shared,
     /// The time of day facts are judged by.
     pub clock: Arc<dyn Clock>,
+    /// Each client's calls this minute and this month, at this replica.
+    pub clients: clients::ClientCalls,
     /// Answers read or waiting to be written at once, two per core: more would only hold
     /// more answers expanded in memory while they share the same cores and the one writer.
     keeping: Arc<tokio::sync::Semaphore>,
@@ -359,6 +362,7 @@ impl Engine {
             current_calls: Coalesce::default(),
             rendered,
             counted: Default::default(),
+            clients: Default::default(),
             shared,
             clock,
             keeping: Arc::new(tokio::sync::Semaphore::new(
@@ -456,6 +460,13 @@ impl Engine {
         .await?;
         answer.derived = derived.ok_or_else(|| EngineError::internal("no grouping to derive from", None))?;
         Ok(())
+    }
+
+    /// Counts one attempt of a call for `client` that ended as `outcome` after waiting
+    /// `waited` for the budget.
+    pub(crate) fn attempted(&self, client: &str, outcome: &str, waited: std::time::Duration) {
+        metrics::upstream_call(outcome);
+        self.clients.record(client, self.clock.now(), Instant::now(), waited);
     }
 
     /// How long an answer over `range` may be reused at `now`, the oldest of the statuses

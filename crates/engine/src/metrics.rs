@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `stitcher_upstream_calls_total` | counter | `status` (`200`, `429`, `503`, ..., `timeout`, `error`) |
 //! | `stitcher_upstream_retries_total` | counter | |
+//! | `stitcher_client_upstream_calls_total` | counter (attempts of calls made for a client) | `client` |
+//! | `stitcher_client_budget_wait_seconds` | gauge (seconds a client's calls waited for the budget and its cap, in all) | `client` |
 //! | `stitcher_slices_total` | counter | `kind` (`planned`, `fetched`, `synthesized`, `from_store`) |
 //! | `stitcher_store_hits_total` | counter (Tweet-hours a question found held) | |
 //! | `stitcher_store_misses_total` | counter (Tweet-hours a question had to fetch) | |
@@ -19,6 +21,14 @@
 /// Records one upstream attempt by its outcome.
 pub fn upstream_call(outcome: &str) {
     metrics::counter!("stitcher_upstream_calls_total", "status" => outcome.to_owned()).increment(1);
+}
+
+/// Records one attempt of a call for `client`, which waited `waited` for the budget.
+pub fn client_call(client: &str, waited: std::time::Duration) {
+    metrics::counter!("stitcher_client_upstream_calls_total", "client" => client.to_owned()).increment(1);
+    // The seconds its calls waited for the budget (and its own cap), in all.
+    metrics::gauge!("stitcher_client_budget_wait_seconds", "client" => client.to_owned())
+        .increment(waited.as_secs_f64());
 }
 
 /// Records the slices of one question.

@@ -42,28 +42,42 @@ end
 return 0
 ";
 
-/// The budget every replica of the deployment paces its calls by.
+/// The budget every replica of the deployment paces its calls by (or one client's cap).
 #[derive(Debug)]
 pub struct RedisRate {
     redis: Arc<Redis>,
     take: redis::Script,
     pause: redis::Script,
+    /// The limiter's and the pause's keys.
+    keys: (String, String),
 }
 
 impl RedisRate {
+    /// The deployment's budget.
     pub fn new(redis: Arc<Redis>) -> Arc<RedisRate> {
-        Arc::new(RedisRate { redis, take: redis::Script::new(TAKE), pause: redis::Script::new(PAUSE) })
+        RedisRate::keyed(redis, "rate:tat", "rate:pause")
+    }
+
+    /// The per-minute cap of `client` across every replica.
+    pub fn of_client(redis: Arc<Redis>, client: &str) -> Arc<RedisRate> {
+        RedisRate::keyed(redis, &format!("rate:client:{client}:tat"), &format!("rate:client:{client}:pause"))
+    }
+
+    fn keyed(redis: Arc<Redis>, tat: &str, pause: &str) -> Arc<RedisRate> {
+        let keys = (redis.key(tat), redis.key(pause));
+        Arc::new(RedisRate { redis, take: redis::Script::new(TAKE), pause: redis::Script::new(PAUSE), keys })
     }
 }
 
 impl SharedRate for RedisRate {
     fn take(&self, per_minute: u32, burst: u32) -> BoxFuture<'static, Result<Duration, Unreachable>> {
         let (redis, script) = (Arc::clone(&self.redis), self.take.clone());
+        let (tat, pause) = self.keys.clone();
         Box::pin(async move {
             let interval = if per_minute == 0 { 0 } else { 60_000_000 / u64::from(per_minute) };
             let tolerance = interval * u64::from(burst.max(1) - 1);
-            let mut call = script.key(redis.key("rate:tat"));
-            call.key(redis.key("rate:pause")).arg(interval).arg(tolerance);
+            let mut call = script.key(&tat);
+            call.key(&pause).arg(interval).arg(tolerance);
             let wait: i64 = redis.invoke(&call).await?;
             Ok(Duration::from_micros(wait.max(0) as u64))
         })
@@ -71,8 +85,9 @@ impl SharedRate for RedisRate {
 
     fn pause(&self, wait: Duration) -> BoxFuture<'static, Result<(), Unreachable>> {
         let (redis, script) = (Arc::clone(&self.redis), self.pause.clone());
+        let key = self.keys.1.clone();
         Box::pin(async move {
-            let mut call = script.key(redis.key("rate:pause"));
+            let mut call = script.key(&key);
             call.arg(wait.as_micros() as u64);
             redis.invoke::<i64>(&call).await.map(|_| ())
         })

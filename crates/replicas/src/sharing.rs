@@ -93,11 +93,22 @@ impl Sharing {
     /// replica may use alone while Redis is away: its share (`local`) or none (`refuse`:
     /// calls wait for Redis).
     pub fn rate(&self, per_minute: u32) -> (Arc<dyn SharedRate>, Option<u32>) {
-        let share = match self.on_failure {
-            OnFailure::Local => Some(per_minute / self.expected_replicas.max(1)),
+        (RedisRate::new(Arc::clone(&self.redis)), self.alone_share(per_minute))
+    }
+
+    /// `client`'s per-minute cap across every replica, and what of `per_minute` this replica
+    /// may use alone while Redis is away (as for the deployment's budget).
+    pub fn client_rate(&self, client: &str, per_minute: u32) -> (Arc<dyn SharedRate>, Option<u32>) {
+        (RedisRate::of_client(Arc::clone(&self.redis), client), self.alone_share(per_minute))
+    }
+
+    /// What of `per_minute` this replica takes alone while Redis is away: its share
+    /// (`local`), or none (`refuse`).
+    fn alone_share(&self, per_minute: u32) -> Option<u32> {
+        match self.on_failure {
+            OnFailure::Local => Some((per_minute / self.expected_replicas.max(1)).max(1)),
             OnFailure::Refuse => None,
-        };
-        (RedisRate::new(Arc::clone(&self.redis)), share)
+        }
     }
 
     /// `given`'s time on Redis's clock, so every replica judges settling, freshness and

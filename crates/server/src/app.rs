@@ -1,6 +1,7 @@
 //! Building the service from settings, and serving it. `main` and the tests both go
 //! through [`Application::build`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use upstream::{AppCredentials, CallPolicy, HttpUpstream, RateBudget, Reach, Upstream};
+use upstream::{AppCredentials, CallPolicy, ClientShare, HttpUpstream, RateBudget, Reach, Upstream};
 
 use crate::auth::NONCE_LIFE;
 use crate::request_id::{self, REQUEST_ID};
@@ -98,15 +99,33 @@ fn start(settings: Settings, connected: Connected, clock: Arc<dyn Clock>) -> any
         }
         None => alone,
     };
-    let engine = Engine::new(
-        CallPolicy::new(upstream, budget, settings.upstream.max_in_flight, settings.retry_policy()),
-        store,
-        settings.store.enabled,
-        settings.ledger.clone(),
-        shared,
-        clock,
-    );
+    let calls = CallPolicy::new(upstream, budget, settings.upstream.max_in_flight, settings.retry_policy())
+        .with_clients(client_shares(&settings, sharing.as_ref()));
+    let engine = Engine::new(calls, store, settings.store.enabled, settings.ledger.clone(), shared, clock);
     Ok(Arc::new(AppState::new(settings, Arc::new(engine))))
+}
+
+/// Each client's share of the turns and its own per-minute cap, if any: paced on Redis with
+/// the other replicas when they share a budget, else here.
+fn client_shares(settings: &Settings, sharing: Option<&Arc<Sharing>>) -> HashMap<String, ClientShare> {
+    let burst = settings.upstream.rate_burst;
+    settings
+        .clients
+        .iter()
+        .map(|(name, client)| {
+            let cap = client.max_calls_per_minute.map(|per_minute| {
+                let burst = burst.clamp(1, per_minute);
+                Arc::new(match sharing {
+                    Some(sharing) => {
+                        let (rate, alone) = sharing.client_rate(name, per_minute);
+                        RateBudget::shared(per_minute, burst, rate, alone)
+                    }
+                    None => RateBudget::new(per_minute, burst),
+                })
+            });
+            (name.clone(), ClientShare { share: client.share, cap })
+        })
+        .collect()
 }
 
 /// A built service, bound to its port, ready to serve.

@@ -167,22 +167,24 @@ impl Keyring {
         Ok(Caller { client: format!("oauth:{}", handle.handle), handle: Arc::clone(handle) })
     }
 
-    /// The handles the caller of a request may ask as, whichever it picked: all those
-    /// granted to its key, or the one an OAuth signature is made for.
+    /// The caller of a request (its client's name) and the handles it may ask as, whichever
+    /// it picked: all those granted to its key, or the one an OAuth signature is made for.
     pub async fn granted_handles(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<(String, Vec<String>), ServiceError> {
         let is_oauth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| credentials_of(v, "OAuth").is_some());
         if is_oauth {
-            return Ok(vec![self.oauth_caller(method, uri, headers).await?.handle.handle.clone()]);
+            let caller = self.oauth_caller(method, uri, headers).await?;
+            return Ok((caller.client, vec![caller.handle.handle.clone()]));
         }
-        Ok(self.bearer_client(headers)?.handles.iter().map(|h| h.handle.clone()).collect())
+        let client = self.bearer_client(headers)?;
+        Ok((client.name.clone(), client.handles.iter().map(|h| h.handle.clone()).collect()))
     }
 
     fn bearer_client(&self, headers: &HeaderMap) -> Result<&Client, ServiceError> {

@@ -112,6 +112,19 @@ pub struct ClientSettings {
     /// environment, `STITCHER__CLIENTS__NAME__HANDLES=brand,support`).
     #[serde(deserialize_with = "names")]
     pub handles: Vec<String>,
+    /// Its weight in the turns among clients, at the calls in flight and so at the
+    /// per-minute budget: a client of share 2 gets twice the turns of one of share 1 while
+    /// both wait. A share nobody uses goes to whoever waits.
+    #[serde(default = "one")]
+    pub share: f64,
+    /// A hard cap on its calls per minute, shared with the other replicas when `redis.url`
+    /// is set; none by default.
+    #[serde(default)]
+    pub max_calls_per_minute: Option<u32>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A list of names, or one string of names separated by commas.
@@ -228,6 +241,17 @@ impl Settings {
                     "clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"
                 ));
             }
+            if !(client.share.is_finite() && client.share > 0.0 && client.share <= 1e6) {
+                return fail(format!(
+                    "clients.{name}.share must be a number above 0 (a weight among clients; 1 by default), not {}",
+                    client.share
+                ));
+            }
+            if client.max_calls_per_minute == Some(0) {
+                return fail(format!(
+                    "clients.{name}.max_calls_per_minute must be at least 1; leave it out for no cap"
+                ));
+            }
             for h in &client.handles {
                 if !self.handles.contains_key(h) {
                     return fail(format!(
@@ -301,7 +325,12 @@ fn fill_in_demo(settings: &mut Settings) {
     if settings.clients.is_empty() && settings.handles.contains_key(sim::DEMO_HANDLE) {
         settings.clients.insert(
             "demo".into(),
-            ClientSettings { key_sha256: key_hash(demo::DEMO_KEY), handles: vec![sim::DEMO_HANDLE.into()] },
+            ClientSettings {
+                key_sha256: key_hash(demo::DEMO_KEY),
+                handles: vec![sim::DEMO_HANDLE.into()],
+                share: 1.0,
+                max_calls_per_minute: None,
+            },
         );
     }
 }

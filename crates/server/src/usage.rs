@@ -28,6 +28,23 @@ pub struct Usage {
     pub policy: CapPolicy,
     /// Those of the month's handles granted to the caller, by name.
     pub handles: Vec<UsedHandle>,
+    /// What the caller's client takes of the upstream's calls.
+    pub client: ClientUsage,
+}
+
+/// A client's use of the upstream's calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientUsage {
+    /// The client (`clients.NAME`, or `oauth:HANDLE`).
+    pub name: String,
+    /// Its weight in the turns among clients (`clients.NAME.share`).
+    pub share: f64,
+    /// Its own cap on calls per minute (`clients.NAME.max_calls_per_minute`); null when none.
+    pub max_calls_per_minute: Option<u32>,
+    /// Upstream calls made for it in the last minute, at this replica.
+    pub calls_this_minute: u64,
+    /// Upstream calls made for it this calendar month (UTC), at this replica since it started.
+    pub calls_this_month: u64,
 }
 
 /// A handle counted this month.
@@ -64,8 +81,10 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Usage, ServiceError> {
-    let granted = state.keyring.granted_handles(method, uri, headers).await?;
+    let (client, granted) = state.keyring.granted_handles(method, uri, headers).await?;
     let now = state.engine.clock.now();
+    let taken = state.engine.clients.of(&client, now, tokio::time::Instant::now());
+    let configured = state.settings.clients.get(&client);
     let month = state.engine.shared.ledger.month(now).await?;
     let ledger = &state.settings.ledger;
     Ok(Usage {
@@ -81,5 +100,12 @@ async fn read(
                 first_call: engagement::time::format_instant(e.first_call),
             })
             .collect(),
+        client: ClientUsage {
+            share: state.engine.calls.client(&client).share,
+            max_calls_per_minute: configured.and_then(|c| c.max_calls_per_minute),
+            calls_this_minute: taken.this_minute,
+            calls_this_month: taken.this_month,
+            name: client,
+        },
     })
 }

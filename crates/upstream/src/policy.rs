@@ -27,6 +27,22 @@ struct Pacing {
     interval: Duration,
 }
 
+/// What one client may take of the upstream's calls: its weight in the turns among
+/// clients (`clients.NAME.share`) and, if it has one, a per-minute cap of its own
+/// (`clients.NAME.max_calls_per_minute`, shared with the other replicas when they share a
+/// budget).
+#[derive(Debug, Clone)]
+pub struct ClientShare {
+    pub share: f64,
+    pub cap: Option<Arc<RateBudget>>,
+}
+
+impl Default for ClientShare {
+    fn default() -> Self {
+        ClientShare { share: 1.0, cap: None }
+    }
+}
+
 /// How the process calls the upstream.
 #[derive(Debug)]
 pub struct CallPolicy {
@@ -34,6 +50,8 @@ pub struct CallPolicy {
     scheduler: Scheduler,
     budget: Arc<RateBudget>,
     retry: RetryPolicy,
+    /// Each client's share and cap; a client not named has a share of 1 and no cap.
+    clients: std::collections::HashMap<String, ClientShare>,
     /// How long an answered call took lately, in microseconds (a moving average; 0 before
     /// the first).
     latency_us: std::sync::atomic::AtomicU64,
@@ -92,14 +110,36 @@ impl CallPolicy {
             scheduler: Scheduler::new(max_in_flight),
             budget,
             retry,
+            clients: Default::default(),
             latency_us: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The same policy, with each client's share and cap.
+    pub fn with_clients(mut self, clients: std::collections::HashMap<String, ClientShare>) -> CallPolicy {
+        self.clients = clients;
+        self
+    }
+
+    /// `client`'s share and cap.
+    pub fn client(&self, client: &str) -> ClientShare {
+        self.clients.get(client).cloned().unwrap_or_default()
     }
 
     /// A lane for one question of `calls` calls due by `deadline`: its turns alternate with
     /// other questions'.
     pub fn lane(&self, calls: usize, deadline: Instant) -> Lane {
         self.scheduler.lane_for(calls, deadline)
+    }
+
+    /// A lane for one question of `client` of `calls` calls due by `deadline`: its turns
+    /// come by the client's share among clients, then round-robin among the client's
+    /// questions, and each call takes from the client's cap first.
+    pub fn lane_of(&self, client: &str, calls: usize, deadline: Instant) -> Lane {
+        let ClientShare { share, cap } = self.client(client);
+        let mut lane = self.scheduler.lane_of(client, share, calls, deadline);
+        lane.cap = cap;
+        lane
     }
 
     /// The upstream called.
@@ -152,8 +192,20 @@ impl CallPolicy {
     {
         let Calling { lane, endpoint, handle, body, deadline } = call;
         retry(&self.retry, deadline, |_| async {
-            let _turn = lane.turn().await;
-            let (result, waited, took) = match self.budget.acquire(deadline).await {
+            // A client over its own cap waits without holding a turn others could use.
+            let capped = match &lane.cap {
+                Some(cap) => cap.acquire(deadline).await,
+                None => Ok(Duration::ZERO),
+            };
+            let _turn = match capped {
+                Ok(_) => Some(lane.turn().await),
+                Err(_) => None,
+            };
+            let acquired = match capped {
+                Ok(capped) => self.budget.acquire(deadline).await.map(|waited| waited + capped),
+                Err(wait) => Err(wait),
+            };
+            let (result, waited, took) = match acquired {
                 Ok(waited) => {
                     let sent = Instant::now();
                     let result = self.upstream.call(endpoint, handle, body, deadline).await;

@@ -1,12 +1,17 @@
 //! One scheduler for every upstream call of the process: at most `capacity` calls in
 //! flight, handed out in turns.
 //!
-//! Each client request gets a [`Lane`]. When a call finishes, the next turn goes to the
-//! next lane in round-robin order that has a call waiting, not to the oldest waiting call.
-//! So a question of 3 calls that arrives behind one of 3,000 waits for about one call per
-//! lane ahead of it, not for the 3,000: small questions stay fast while a big one runs,
-//! and the big one still gets every turn nobody else wants. Round-robin by request (rather
-//! than weighting by remaining calls) is simple, starves no one, and needs no estimate.
+//! Each question gets a [`Lane`], which belongs to the client that asked. When a call
+//! finishes, the next turn goes first to a client, then to a lane of that client:
+//!
+//! - Clients take turns weighted by their share (stride scheduling: each has a pass that
+//!   grows by `1 / share` per turn, and the waiting client with the least pass goes next; a
+//!   client that starts waiting joins at the others' pass, so idle time earns no credit).
+//!   A client with 20 questions waiting gets no more turns than one with 1, and a share
+//!   nobody uses goes to whoever waits: the turns are never left idle while anyone waits.
+//! - Within a client, its lanes with a call waiting go round-robin, not oldest call first.
+//!   So a question of 3 calls behind one of 3,000 waits for about one call per lane ahead
+//!   of it, not for the 3,000, and the big one still gets every turn nobody else wants.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,13 +22,46 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 struct State {
     in_flight: usize,
-    /// Lanes with waiting calls, in turn order.
-    ring: VecDeque<u64>,
+    /// Each client's lanes with waiting calls and its place in the turns.
+    clients: HashMap<Arc<str>, Client>,
+    /// The pass of the last client granted a turn: where a client that starts waiting joins.
+    now_pass: f64,
+    /// Each lane's client.
+    lane_client: HashMap<u64, Arc<str>>,
     /// Each lane's waiting calls, oldest first.
     waiting: HashMap<u64, VecDeque<oneshot::Sender<Turn>>>,
     /// Each lane's calls planned and not yet finished, and its question's deadline.
     planned: HashMap<u64, (usize, Instant)>,
     next_lane: u64,
+}
+
+/// One client in the scheduler.
+#[derive(Debug)]
+struct Client {
+    /// Its lanes with waiting calls, in turn order.
+    ring: VecDeque<u64>,
+    /// Its weight among clients (`clients.NAME.share`).
+    share: f64,
+    /// Grows by `1 / share` per turn: the least goes next.
+    pass: f64,
+    /// Its lanes open now (it is forgotten once none is).
+    lanes: usize,
+}
+
+impl State {
+    /// Whether any call waits.
+    fn anyone_waits(&self) -> bool {
+        self.clients.values().any(|c| !c.ring.is_empty())
+    }
+
+    /// The waiting client whose turn is next: the least pass, ties by name.
+    fn next_client(&self) -> Option<Arc<str>> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| !c.ring.is_empty())
+            .min_by(|(a, x), (b, y)| x.pass.total_cmp(&y.pass).then_with(|| a.cmp(b)))
+            .map(|(name, _)| Arc::clone(name))
+    }
 }
 
 #[derive(Debug)]
@@ -43,6 +81,8 @@ pub struct Scheduler {
 pub struct Lane {
     id: u64,
     inner: Arc<Inner>,
+    /// The client's own per-minute cap, if it has one: each call takes from it first.
+    pub(crate) cap: Option<Arc<crate::RateBudget>>,
 }
 
 /// The right to have one call in flight; the turn passes on when this is dropped.
@@ -58,18 +98,36 @@ impl Scheduler {
         Scheduler { inner: Arc::new(Inner { capacity: capacity.max(1), state: Mutex::default() }) }
     }
 
-    /// A lane for one client request.
+    /// A lane for one request of a client of its own.
     pub fn lane(&self) -> Lane {
         self.lane_for(0, Instant::now())
     }
 
-    /// A lane for a question that plans `calls` upstream calls, due by `deadline`.
+    /// A lane for a question that plans `calls` upstream calls, due by `deadline`, of the
+    /// one client that has no name.
     pub fn lane_for(&self, calls: usize, deadline: Instant) -> Lane {
+        self.lane_of("", 1.0, calls, deadline)
+    }
+
+    /// A lane for a question of `client` (whose weight among clients is `share`) that plans
+    /// `calls` upstream calls, due by `deadline`.
+    pub fn lane_of(&self, client: &str, share: f64, calls: usize, deadline: Instant) -> Lane {
         let mut s = self.inner.lock();
         s.next_lane += 1;
         let id = s.next_lane;
         s.planned.insert(id, (calls, deadline));
-        Lane { id, inner: Arc::clone(&self.inner) }
+        let name: Arc<str> = Arc::from(client);
+        let now_pass = s.now_pass;
+        let entry = s.clients.entry(Arc::clone(&name)).or_insert_with(|| Client {
+            ring: VecDeque::new(),
+            share,
+            pass: now_pass,
+            lanes: 0,
+        });
+        entry.lanes += 1;
+        entry.share = if share.is_finite() && share > 0.0 { share } else { 1.0 };
+        s.lane_client.insert(id, name);
+        Lane { id, inner: Arc::clone(&self.inner), cap: None }
     }
 
     /// Each lane's calls not yet finished (a call in flight may still be waiting for the
@@ -94,27 +152,43 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands free capacity to waiting calls, lane by lane in turn.
+    /// Hands free capacity to waiting calls: client by client as their shares say, and
+    /// lane by lane within a client.
     fn grant(self: &Arc<Self>, s: &mut State) {
         while s.in_flight < self.capacity {
-            let Some(lane) = s.ring.pop_front() else {
+            let Some(name) = s.next_client() else {
                 return;
             };
+            let Some(client) = s.clients.get_mut(&name) else { return };
+            let Some(lane) = client.ring.pop_front() else { continue };
             let Some(queue) = s.waiting.get_mut(&lane) else {
                 continue;
             };
             let Some(waiter) = queue.pop_front() else {
                 continue;
             };
-            if queue.is_empty() {
+            let more = !queue.is_empty();
+            if !more {
                 s.waiting.remove(&lane);
-            } else {
-                s.ring.push_back(lane);
             }
             match waiter.send(Turn { inner: Some(Arc::clone(self)), lane }) {
-                Ok(()) => s.in_flight += 1,
+                Ok(()) => {
+                    s.in_flight += 1;
+                    if let Some(client) = s.clients.get_mut(&name) {
+                        s.now_pass = client.pass;
+                        client.pass += 1.0 / client.share;
+                        if more {
+                            client.ring.push_back(lane);
+                        }
+                    }
+                }
                 // The call was cancelled while it waited: its turn is not taken.
-                Err(mut unused) => unused.inner = None,
+                Err(mut unused) => {
+                    unused.inner = None;
+                    if more && let Some(client) = s.clients.get_mut(&name) {
+                        client.ring.push_front(lane);
+                    }
+                }
             }
         }
     }
@@ -126,16 +200,28 @@ impl Lane {
         let rx = {
             let mut guard = self.inner.lock();
             let s = &mut *guard;
-            if s.in_flight < self.inner.capacity && s.ring.is_empty() {
+            if s.in_flight < self.inner.capacity && !s.anyone_waits() {
                 s.in_flight += 1;
+                if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
+                    client.pass = client.pass.max(s.now_pass) + 1.0 / client.share;
+                }
                 return Turn { inner: Some(Arc::clone(&self.inner)), lane: self.id };
             }
             let (tx, rx) = oneshot::channel();
             let queue = s.waiting.entry(self.id).or_default();
-            if queue.is_empty() {
-                s.ring.push_back(self.id);
-            }
+            let first = queue.is_empty();
             queue.push_back(tx);
+            if first {
+                let now_pass = s.now_pass;
+                if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
+                    // A client that starts waiting joins at the others' pass: idle time
+                    // earns no turns to spend later.
+                    if client.ring.is_empty() {
+                        client.pass = client.pass.max(now_pass);
+                    }
+                    client.ring.push_back(self.id);
+                }
+            }
             rx
         };
         match rx.await {
@@ -151,7 +237,15 @@ impl Drop for Lane {
         let mut s = self.inner.lock();
         s.waiting.remove(&self.id);
         s.planned.remove(&self.id);
-        s.ring.retain(|l| *l != self.id);
+        if let Some(name) = s.lane_client.remove(&self.id)
+            && let Some(client) = s.clients.get_mut(&name)
+        {
+            client.ring.retain(|l| *l != self.id);
+            client.lanes -= 1;
+            if client.lanes == 0 {
+                s.clients.remove(&name);
+            }
+        }
     }
 }
 
@@ -198,6 +292,64 @@ mod tests {
             t.await.unwrap();
         }
         Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    }
+
+    /// Like `order`, with each lane a client's: `(client, share, lane, calls)`.
+    async fn order_of(calls: &[(&'static str, f64, usize, usize)]) -> Vec<(&'static str, usize)> {
+        let scheduler = Scheduler::new(1);
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let blocker = scheduler.lane_of("blocker", 1.0, 1, Instant::now());
+        let held = blocker.turn().await;
+        let mut tasks = Vec::new();
+        for &(client, share, lane_name, n) in calls {
+            let lane = Arc::new(scheduler.lane_of(client, share, n, Instant::now()));
+            for _ in 0..n {
+                let (lane, log) = (Arc::clone(&lane), Arc::clone(&log));
+                tasks.push(tokio::spawn(async move {
+                    let _turn = lane.turn().await;
+                    log.lock().unwrap().push((client, lane_name));
+                    tokio::task::yield_now().await;
+                }));
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn clients_take_turns_by_share_whatever_their_questions() {
+        // "batch" has four questions of 6 calls, "dash" one of 4: equal shares alternate
+        // the clients, and batch's questions take batch's turns round-robin.
+        let got = order_of(&[
+            ("batch", 1.0, 1, 6),
+            ("batch", 1.0, 2, 6),
+            ("batch", 1.0, 3, 6),
+            ("batch", 1.0, 4, 6),
+            ("dash", 1.0, 9, 4),
+        ])
+        .await;
+        let clients: Vec<&str> = got.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            &clients[..8],
+            ["batch", "dash", "batch", "dash", "batch", "dash", "batch", "dash"],
+            "{got:?}"
+        );
+        assert!(clients[8..].iter().all(|c| *c == "batch"), "once dash is done, batch has every turn");
+        let batch_lanes: Vec<usize> =
+            got.iter().filter(|(c, _)| *c == "batch").map(|(_, l)| *l).take(8).collect();
+        assert_eq!(batch_lanes, [1, 2, 3, 4, 1, 2, 3, 4], "round-robin within the client");
+    }
+
+    #[tokio::test]
+    async fn a_share_of_two_gets_two_turns_to_one() {
+        let got = order_of(&[("big", 2.0, 1, 12), ("small", 1.0, 2, 12)]).await;
+        let first: Vec<&str> = got.iter().take(12).map(|(c, _)| *c).collect();
+        let big = first.iter().filter(|c| **c == "big").count();
+        assert_eq!(big, 8, "two thirds of the turns while both wait: {first:?}");
     }
 
     #[tokio::test]

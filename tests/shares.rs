@@ -1,0 +1,138 @@
+//! Per-client shares of the upstream's calls: a client with many jobs gets no more turns
+//! than its share while another client waits, and a cap of a client's own holds. Counts of
+//! calls are asserted, not times.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration as Wait;
+
+use chrono::Duration;
+use end_to_end::{World, tweet};
+use engagement::TweetId;
+use engagement::time::format_instant;
+use serde_json::{Value, json};
+use server::settings::key_hash;
+use simulator::Config;
+use simulator::faults::Faults;
+
+/// Clients of the demo handle named `names` (each with the key `NAME-key`; the tests of
+/// this binary share one metrics recorder, so each test names clients of its own), and
+/// `extra` settings.
+fn clients(names: &[&str], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        // Without the store every question costs its calls, however often it is asked.
+        ("STITCHER__STORE__ENABLED".to_string(), "false".to_string()),
+        ("STITCHER__UPSTREAM__MAX_IN_FLIGHT".into(), "2".into()),
+    ];
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        env.push((format!("STITCHER__CLIENTS__{upper}__KEY_SHA256"), key_hash(&format!("{name}-key"))));
+        env.push((format!("STITCHER__CLIENTS__{upper}__HANDLES"), "demo".into()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+/// A question of `tweets` Tweets over `windows` windows of the grid: ceil(tweets / 25) ×
+/// windows calls without the store.
+fn question(world: &World, tweets: u64, windows: i64, salt: u64) -> Value {
+    // Created before the range, so every window is a call.
+    let before = (world.now - engagement::parse_instant("2021-06-01").unwrap()).num_days() as f64;
+    let ids: Vec<TweetId> =
+        (0..tweets).map(|k| tweet(world.now, before + k as f64 / 24.0, salt * 1000 + k)).collect();
+    // 2022-01-10 is a line of the grid (2014-09-01 + 96 × 28 days).
+    let start = engagement::parse_instant("2022-01-10").unwrap();
+    json!({
+        "tweet_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}},
+        "start": format_instant(start), "end": format_instant(start + Duration::days(28 * windows)),
+    })
+}
+
+async fn calls_of(world: &World, client: &str) -> f64 {
+    world.metric(&format!("stitcher_client_upstream_calls_total{{client=\"{client}\"}}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_with_many_jobs_takes_no_more_than_its_share_while_another_waits() {
+    let faults = Faults { latency: Wait::from_millis(15), ..Faults::default() };
+    let env = clients(&["batch", "dash"], &[]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let world = World::start(Config { faults, ..Config::default() }, &env).await;
+    let (batch0, dash0) = (calls_of(&world, "batch").await, calls_of(&world, "dash").await);
+
+    // batch: 4 jobs of 100 calls (4 batches × 25 windows).
+    let mut jobs = Vec::new();
+    for j in 0..4 {
+        let r = world
+            .http
+            .post(format!("{}/v1/jobs", world.url))
+            .bearer_auth("batch-key")
+            .json(&question(&world, 100, 25, j))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        jobs.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    while calls_of(&world, "batch").await - batch0 < 8.0 {
+        tokio::time::sleep(Wait::from_millis(10)).await;
+    }
+    // dash: one question of 10 calls at a time, again and again, while batch runs.
+    let batch_before = calls_of(&world, "batch").await;
+    for q in 0..5 {
+        let (status, answer) =
+            world.ask_as("/v1/historical", &question(&world, 1, 10, 10 + q), Some("dash-key")).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let batch_during = calls_of(&world, "batch").await - batch_before;
+    let dash = calls_of(&world, "dash").await - dash0;
+    assert_eq!(dash, 50.0);
+    let share = dash / (dash + batch_during);
+    assert!(share >= 0.4, "dash took {dash} of {} calls while both waited", dash + batch_during);
+
+    // Without dash, batch has every turn: its jobs finish with all their calls.
+    for job in jobs {
+        loop {
+            let r =
+                world.http.get(format!("{}{job}", world.url)).bearer_auth("batch-key").send().await.unwrap();
+            let status: Value = r.json().await.unwrap();
+            if status["state"] == "done" {
+                break;
+            }
+            assert!(status["state"] == "running" || status["state"] == "queued", "{status}");
+            tokio::time::sleep(Wait::from_millis(50)).await;
+        }
+    }
+    assert_eq!(calls_of(&world, "batch").await - batch0, 400.0);
+
+    // /v1/usage tells each client its own.
+    let r = world.http.get(format!("{}/v1/usage", world.url)).bearer_auth("dash-key").send().await.unwrap();
+    let usage: Value = r.json().await.unwrap();
+    assert_eq!(usage["client"]["name"], "dash");
+    assert_eq!(usage["client"]["share"], 1.0);
+    assert_eq!(usage["client"]["calls_this_month"], 50, "{usage}");
+    assert!(usage["client"]["max_calls_per_minute"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_s_own_cap_holds_and_others_go_on() {
+    let env = clients(&["capped", "free"], &[("STITCHER__CLIENTS__CAPPED__MAX_CALLS_PER_MINUTE", "3")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let world = World::start(Config::default(), &env).await;
+    // capped may make 3 calls a minute: a question of 10 cannot be done within a request.
+    let ask = world.http.post(format!("{}/v1/historical", world.url)).bearer_auth("capped-key");
+    let answer = tokio::time::timeout(Wait::from_secs(3), ask.json(&question(&world, 1, 10, 1)).send()).await;
+    assert!(answer.is_err(), "capped at 3 a minute, 10 calls take minutes");
+    let capped = calls_of(&world, "capped").await;
+    assert!((1.0..=3.0).contains(&capped), "{capped} calls within the cap's burst");
+    // free is not held by capped's cap.
+    let (status, answer) =
+        world.ask_as("/v1/historical", &question(&world, 1, 10, 2), Some("free-key")).await;
+    assert_eq!(status, 200, "{answer}");
+    let r = world.http.get(format!("{}/v1/usage", world.url)).bearer_auth("capped-key").send().await.unwrap();
+    let usage: Value = r.json().await.unwrap();
+    assert_eq!(usage["client"]["max_calls_per_minute"], 3);
+    assert_eq!(usage["client"]["calls_this_minute"].as_f64(), Some(capped), "{usage}");
+}
