@@ -230,6 +230,12 @@ impl Settings {
                 }
             }
         }
+        self.check_clients().map_err(config::ConfigError::Message)
+    }
+
+    /// The clients' settings: a key, a share above 0, a cap of at least 1, known handles.
+    fn check_clients(&self) -> Result<(), String> {
+        let fail = |m: String| Err(m);
         if self.clients.is_empty() {
             return fail(
                 "no client is declared under [clients], so nobody could ask: declare one (key_sha256 and handles) for each of your handles' users".into(),
