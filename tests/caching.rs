@@ -164,3 +164,45 @@ async fn an_unsettled_hour_that_moved_changes_the_tag() {
     assert_eq!(status, 200, "recent hours moved");
     assert_ne!(header(&headers, "etag"), tag);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_of_other_questions_have_other_tags_even_with_the_same_counts() {
+    let world = World::start(Config::default(), &[]).await;
+    let ids: Vec<TweetId> = (0..3).map(|k| tweet(world.now, 200.0 + k as f64, k)).collect();
+    // One day, a Monday, by week and by day: the same counts under the same key, in
+    // another CSV column and with other meta.
+    let mut weekly = question(
+        &ids,
+        engagement::parse_instant("2026-03-02").unwrap(),
+        engagement::parse_instant("2026-03-03").unwrap(),
+    );
+    weekly["groupings"] = json!({"g": {"group_by": ["engagement.week"]}});
+    let mut daily = weekly.clone();
+    daily["groupings"] = json!({"g": {"group_by": ["engagement.day"]}});
+    let (_, by_week, week_csv) = post(&world, "/v1/historical?format=csv", &weekly, None).await;
+    let (_, by_day, day_csv) = post(&world, "/v1/historical?format=csv", &daily, None).await;
+    assert_ne!(week_csv, day_csv);
+    assert_ne!(header(&by_week, "etag"), header(&by_day, "etag"));
+    let (status, _, _) =
+        post(&world, "/v1/historical?format=csv", &weekly, Some(header(&by_day, "etag"))).await;
+    assert_eq!(status, 200, "the day's tag is not the week's");
+    // The same hours in two zones of one offset: the same counts, another zone in meta.
+    let mut new_york = daily.clone();
+    new_york["start"] = json!("2026-01-05T05:00:00Z");
+    new_york["end"] = json!("2026-01-06T05:00:00Z");
+    new_york["time_zone"] = json!("America/New_York");
+    let mut fixed = new_york.clone();
+    fixed["time_zone"] = json!("-05:00");
+    let (_, a, text_a) = post(&world, "/v1/historical", &new_york, None).await;
+    let (_, b, text_b) = post(&world, "/v1/historical", &fixed, None).await;
+    let (a_json, b_json): (Value, Value) =
+        (serde_json::from_str(&text_a).unwrap(), serde_json::from_str(&text_b).unwrap());
+    assert_eq!(a_json["data"], b_json["data"]);
+    assert_ne!(
+        header(&a, "etag"),
+        header(&b, "etag"),
+        "meta differs: {} / {}",
+        a_json["meta"],
+        b_json["meta"]
+    );
+}

@@ -154,19 +154,33 @@ fn first_of_period(level: GroupBy, date: NaiveDate) -> NaiveDate {
     }
 }
 
-/// How many periods of `level` the range touches in `zone`.
-pub fn period_count(range: TimeRange, zone: &Zone, level: GroupBy) -> u64 {
-    let first = zone.local(range.start).date();
-    let last = zone.local(range.end - Duration::hours(1)).date();
-    let (a, b) = (first_of_period(level, first), first_of_period(level, last));
-    let count = match level {
-        GroupBy::EngagementWeek => (b - a).num_days() / 7 + 1,
-        GroupBy::EngagementMonth => {
-            i64::from(b.year() - a.year()) * 12 + i64::from(b.month()) - i64::from(a.month()) + 1
+impl Calendar {
+    /// How many keys the time levels of `levels` (in their order; other levels are left
+    /// out) take together over the range: the leaves one Tweet's one type has. Needs the
+    /// periods of `levels` kept.
+    pub fn time_keys(&self, levels: &[GroupBy]) -> u64 {
+        let timed: Vec<GroupBy> = levels.iter().copied().filter(|l| l.is_time()).collect();
+        if timed.is_empty() {
+            return 1;
         }
-        _ => (b - a).num_days() + 1,
-    };
-    count.max(1) as u64
+        let key = |h: usize| -> [u32; 4] {
+            let mut key = [0; 4];
+            for (slot, level) in key.iter_mut().zip(&timed) {
+                *slot = match level {
+                    GroupBy::EngagementHour => u32::from(self.hour_of_day[h]),
+                    period => self.periods(*period).of[h],
+                };
+            }
+            key
+        };
+        let hours = self.hours.len();
+        if timed.contains(&GroupBy::EngagementHour) {
+            let keys: std::collections::HashSet<[u32; 4]> = (0..hours).map(key).collect();
+            return keys.len() as u64;
+        }
+        // Periods only: each key runs over hours in a row, so count where the key changes.
+        (1..hours).filter(|&h| key(h) != key(h - 1)).count() as u64 + u64::from(hours > 0)
+    }
 }
 
 /// The weeks and months of the groupings' levels that the range cuts, in `zone`: for each
@@ -239,12 +253,27 @@ mod tests {
         assert_eq!(keys(c.periods(GroupBy::EngagementWeek)), ["2026-02-23", "2026-03-02", "2026-03-09"]);
         assert_eq!(keys(c.periods(GroupBy::EngagementMonth)), ["2026-02", "2026-03"]);
         assert_eq!(c.periods(GroupBy::EngagementWeek).start, [0, 4 * 24, 11 * 24, 12 * 24]);
+        let (week, month, day, hour) = (
+            GroupBy::EngagementWeek,
+            GroupBy::EngagementMonth,
+            GroupBy::EngagementDay,
+            GroupBy::EngagementHour,
+        );
         let r = range("2026-02-26", "2026-03-10");
-        assert_eq!(period_count(r, &Zone::Utc, GroupBy::EngagementWeek), 3);
-        assert_eq!(period_count(r, &Zone::Utc, GroupBy::EngagementMonth), 2);
-        assert_eq!(period_count(r, &Zone::Utc, GroupBy::EngagementDay), 12);
+        let c = Calendar::new(r, &Zone::Utc, &ALL);
+        assert_eq!(c.time_keys(&[week]), 3);
+        assert_eq!(c.time_keys(&[month]), 2);
+        assert_eq!(c.time_keys(&[day]), 12);
+        assert_eq!(c.time_keys(&[month, week]), 4, "the week of February 23 is in February and March");
+        assert_eq!(c.time_keys(&[week, hour]), 3 * 24);
+        assert_eq!(c.time_keys(&[day, hour]), 12 * 24);
+        assert_eq!(c.time_keys(&[GroupBy::TweetId, hour]), 24);
         // At +02:00 the range starts at 02:00 on the 26th and ends at 02:00 on the 10th.
-        assert_eq!(period_count(r, &Zone::Fixed(7200), GroupBy::EngagementDay), 13);
+        assert_eq!(Calendar::new(r, &Zone::Fixed(7200), &ALL).time_keys(&[day]), 13);
+        // New York's day of 25 hours has 24 keys of hour.
+        let ny = Zone::parse("America/New_York").unwrap();
+        let back = Calendar::new(range("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z"), &ny, &ALL);
+        assert_eq!(back.time_keys(&[day, hour]), 24);
     }
 
     #[test]

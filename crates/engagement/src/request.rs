@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::calendar::period_count;
+use crate::calendar::Calendar;
 use crate::error::ApiError;
 use crate::time::{TimeRange, ceil_hour, format_instant, is_hour_aligned};
 use crate::tree::RESERVED_MEMBERS;
@@ -368,36 +368,29 @@ impl Query {
     /// How many counts (leaves) the answer holds: for each grouping, the product of its
     /// levels' sizes (Tweets, types, days; hours of the range under a day level, hours of
     /// the day without one). An upper bound when Tweets are deleted.
-    /// An upper bound when Tweets are deleted, or when a grouping nests periods in
-    /// periods (months of weeks: each period counted as if alone).
+    /// An upper bound when Tweets are deleted.
     pub fn answer_counts(&self) -> u64 {
-        self.groupings.iter().map(|g| self.level_product(g)).fold(0, u64::saturating_add)
-    }
-
-    fn level_product(&self, g: &Grouping) -> u64 {
-        let hours = self.range.map_or(1, |r| r.hours() as u64);
-        let has_hour = g.group_by.contains(&GroupBy::EngagementHour);
-        let has_period = g.group_by.iter().any(|l| l.is_period());
-        let periods: u64 = g
-            .group_by
-            .iter()
-            .filter(|l| l.is_period())
-            .map(|l| self.range.map_or(1, |r| period_count(r, &self.zone, *l)))
-            .fold(0, u64::saturating_add);
-        let time = match (has_hour, has_period) {
-            (true, true) => hours,
-            (true, false) => hours.min(24),
-            (false, true) => periods,
-            (false, false) => 1,
+        let levels: Vec<GroupBy> = self.groupings.iter().flat_map(|g| g.group_by.iter().copied()).collect();
+        let calendar = match self.range {
+            Some(range) if levels.iter().any(|l| l.is_time()) => {
+                Some(Calendar::new(range, &self.zone, &levels))
+            }
+            _ => None,
         };
-        g.group_by
+        self.groupings
             .iter()
-            .filter(|l| !l.is_time())
-            .map(|level| match level {
-                GroupBy::TweetId => self.tweet_ids.len() as u64,
-                _ => self.types.len() as u64,
+            .map(|g| {
+                let time = calendar.as_ref().map_or(1, |c| c.time_keys(&g.group_by));
+                g.group_by
+                    .iter()
+                    .map(|level| match level {
+                        GroupBy::TweetId => self.tweet_ids.len() as u64,
+                        GroupBy::EngagementType => self.types.len() as u64,
+                        _ => 1,
+                    })
+                    .fold(time, u64::saturating_mul)
             })
-            .fold(time, u64::saturating_mul)
+            .fold(0, u64::saturating_add)
     }
 
     /// Whether the API's own groupings cannot answer this question: a level cuts time in a

@@ -163,7 +163,7 @@ impl Engine {
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
         let mut answer = Answer::stitched(Arc::new(merged), meta, incomplete, None);
-        answer.max_age = self.max_age(*range, None, self.clock.now());
+        answer.reuse_until = self.reuse_until(*range, None, self.clock.now());
         answer.took = took;
         Ok(answer)
     }

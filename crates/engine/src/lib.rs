@@ -217,9 +217,9 @@ pub struct Answer {
     pub derived: Derived,
     /// The question's groupings, which say what each level of a tree is.
     pub groupings: Vec<engagement::Grouping>,
-    /// How long a client may reuse the answer: while its every hour is settled, until the
-    /// first of its Tweets' statuses may be asked again; else the life of a fresh hour.
-    pub max_age: std::time::Duration,
+    /// Until when a client may reuse the answer: while its every hour is settled, until
+    /// the first of its Tweets' statuses may be asked again; else a fresh hour's life.
+    pub reuse_until: chrono::DateTime<chrono::Utc>,
     /// Where the time went, and whether calls were shared with other questions.
     pub took: Took,
 }
@@ -253,15 +253,17 @@ impl Answer {
             written,
             derived: Derived::default(),
             groupings: Vec::new(),
-            max_age: std::time::Duration::ZERO,
+            reuse_until: chrono::DateTime::<chrono::Utc>::MIN_UTC,
             took: Took::default(),
         }
     }
 
-    /// A digest of the answer's content (its counts, lists, derived numbers and the slices
-    /// it lacks; not `meta`, which says how it was made), for an entity tag: equal answers
-    /// have equal digests. Kept with a rendered answer, so a repeat needs no walk of its
-    /// trees. Walks the trees otherwise: call it off the async workers.
+    /// A digest of the answer's content, for an entity tag: its counts and lists, derived
+    /// numbers and the slices it lacks, its groupings' levels (which CSV's columns follow),
+    /// and what `meta` says of the question (range, zone, weeks and months cut), but not
+    /// what it says of how the answer was made (calls, time). Equal answers have equal
+    /// digests. The trees' part is kept with a rendered answer, so a repeat needs no walk
+    /// of them; otherwise they are walked: call it off the async workers.
     pub fn digest(&self) -> u64 {
         let of_counts = || {
             let mut h = std::hash::DefaultHasher::new();
@@ -276,6 +278,10 @@ impl Answer {
         counts.hash(&mut h);
         serde_json::to_vec(&self.derived).unwrap_or_default().hash(&mut h);
         serde_json::to_vec(&self.incomplete).unwrap_or_default().hash(&mut h);
+        self.groupings.hash(&mut h);
+        let m = &self.meta;
+        (&m.start, &m.end, &m.time_zone, &m.local_start, &m.local_end, &m.partial_buckets).hash(&mut h);
+        (m.end_clamped, m.tweets).hash(&mut h);
         h.finish()
     }
 }
@@ -469,21 +475,21 @@ impl Engine {
         self.clients.record(client, self.clock.now(), Instant::now(), waited);
     }
 
-    /// How long an answer over `range` may be reused at `now`, the oldest of the statuses
-    /// it was made with learned at `oldest_status` (none kept: now): while its every hour
-    /// is settled, until that status may be asked again; else a fresh hour's life.
-    fn max_age(
+    /// Until when an answer over `range` made at `now` may be reused, the oldest of the
+    /// statuses it was made with learned at `oldest_status` (none kept: now): while its
+    /// every hour is settled, until that status may be asked again; else a fresh hour's life.
+    fn reuse_until(
         &self,
         range: TimeRange,
         oldest_status: Option<chrono::DateTime<chrono::Utc>>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> std::time::Duration {
+    ) -> chrono::DateTime<chrono::Utc> {
         let config = self.store.config();
+        let life = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or_default();
         if store::facts::hour_of(range.end) > self.store.unsettled_from(now) {
-            return config.fresh_ttl;
+            return now + life(config.fresh_ttl);
         }
-        let ttl = chrono::Duration::from_std(config.status_ttl).unwrap_or_default();
-        (oldest_status.unwrap_or(now) + ttl - now).to_std().unwrap_or_default()
+        oldest_status.unwrap_or(now) + life(config.status_ttl)
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the

@@ -133,7 +133,7 @@ impl Engine {
             .map(|(slice, error, attempts)| failed_attempt(&plan, *slice, error, *attempts))
             .collect();
         let mut answer = Answer::stitched(response, meta, incomplete, None);
-        answer.max_age = self.max_age(range, oldest_status, now);
+        answer.reuse_until = self.reuse_until(range, oldest_status, now);
         answer.took = took;
         Ok(answer)
     }
@@ -152,7 +152,7 @@ impl Engine {
         meta.answered(&r.ask.handle.handle, r.question, 0);
         let written = Some(Arc::clone(&kept.written));
         let mut answer = Answer::stitched(Arc::clone(&kept.response), meta, Vec::new(), written);
-        answer.max_age = (kept.valid_until - r.now).to_std().unwrap_or_default();
+        answer.reuse_until = kept.valid_until;
         Some(answer)
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use engine::Answer;
 
 use crate::error::ServiceError;
@@ -51,18 +52,22 @@ pub(crate) struct Validators {
 }
 
 impl Validators {
-    /// The headers of `answer` written as `shape`; its digest is taken off the async workers
-    /// (a repeat's is kept with it, so it costs no walk of its trees).
-    pub(crate) async fn of(answer: &Arc<Answer>, shape: Shape) -> Result<Validators, ServiceError> {
+    /// The headers of `answer` written as `shape` at `now`; its digest is taken off the
+    /// async workers (a repeat's is kept with it, so it costs no walk of its trees).
+    pub(crate) async fn of(
+        answer: &Arc<Answer>,
+        shape: Shape,
+        now: DateTime<Utc>,
+    ) -> Result<Validators, ServiceError> {
         let of = Arc::clone(answer);
         let digest = engine::off_the_workers("the answer's entity tag could not be made", move || {
             Ok::<_, ServiceError>(of.digest())
         })
         .await?;
-        Ok(Validators::with_digest(answer, digest, shape))
+        Ok(Validators::with_digest(answer, digest, shape, now))
     }
 
-    fn with_digest(answer: &Answer, digest: u64, shape: Shape) -> Validators {
+    fn with_digest(answer: &Answer, digest: u64, shape: Shape, now: DateTime<Utc>) -> Validators {
         let meta = &answer.meta;
         let took = &answer.took;
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
@@ -70,7 +75,11 @@ impl Validators {
         Validators {
             // Weak: the same answer is sent gzipped or not, and both are this one tag.
             etag: value(format!("W/\"{digest:016x}-{}\"", shape.tag())),
-            cache_control: value(format!("private, max-age={}", answer.max_age.as_secs())),
+            cache_control: value(format!(
+                "private, max-age={}",
+                // Whole seconds left, rounded up: a second left in part is still reusable.
+                ((answer.reuse_until - now).num_milliseconds().max(0) + 999) / 1000
+            )),
             result: value(format!(
                 "calls={}, from_store={}, fetched={}, synthesized={}, shared={}",
                 meta.upstream_calls,
@@ -88,8 +97,8 @@ impl Validators {
         }
     }
 
-    /// Whether the request's `If-None-Match` names this answer's tag (or `*`), so the
-    /// client holds it already.
+    /// Whether the request's `If-None-Match` names this answer's tag, so the client holds
+    /// it already. (`*` names no tag: the question is a `POST`, which is answered anew.)
     pub(crate) fn held_by(&self, request: &HeaderMap) -> bool {
         // If-None-Match compares weakly: `W/` is not part of the tag (RFC 9110 13.1.2).
         let opaque = |tag: &[u8]| tag.strip_prefix(b"W/").unwrap_or(tag).to_vec();
@@ -97,7 +106,7 @@ impl Validators {
         request.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
             |tag| {
                 let tag = tag.trim();
-                tag == "*" || opaque(tag.as_bytes()) == ours
+                opaque(tag.as_bytes()) == ours
             },
         )
     }
@@ -133,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_names_the_tag_in_a_list_weakly_or_as_a_star() {
+    fn if_none_match_names_the_tag_in_a_list_or_weakly() {
         let held = |values: &[&str]| {
             let mut headers = HeaderMap::new();
             for v in values {
@@ -144,7 +153,7 @@ mod tests {
         assert!(held(&["\"00000000000000ab-json\""]));
         assert!(held(&["\"x\", W/\"00000000000000ab-json\""]));
         assert!(held(&["\"x\"", "\"00000000000000ab-json\""]));
-        assert!(held(&["*"]));
+        assert!(!held(&["*"]), "a question is asked anew");
         assert!(!held(&[]));
         assert!(!held(&["\"00000000000000ab-csv\""]));
         assert!(!held(&["00000000000000ab-json"]), "unquoted is another tag");

@@ -135,9 +135,11 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
         }
         None => body,
     };
+    // A zone, by flag or in the body, is read as the native answer reads it.
+    let zoned = question.get("time_zone").is_some_and(|zone| !zone.is_null());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.jobs.timeout_secs);
     let (state, own_store) = state_for(settings).await?;
-    let answered = answer(&state, &args, &body, deadline).await;
+    let answered = answer(&state, &args, (&body, zoned), deadline).await;
     crate::app::sync_store(&state).await;
     drop(state);
     if let Some(own) = own_store {
@@ -146,17 +148,18 @@ pub async fn query(settings: Settings, args: QueryArgs) -> Result<(), QueryError
     answered
 }
 
-/// Answers the question `body` as `args` say, by `deadline`, and writes the answer.
+/// Answers the question `body` (`zoned`: it names a time zone) as `args` say, by
+/// `deadline`, and writes the answer.
 async fn answer(
     state: &crate::state::AppState,
     args: &QueryArgs,
-    body: &[u8],
+    (body, zoned): (&[u8], bool),
     deadline: tokio::time::Instant,
 ) -> Result<(), QueryError> {
     let handle = state.keyring.handle(args.handle.as_deref()).map_err(QueryError::Answer)?;
     // CSV is a native answer's (as on /v1/historical), and so are a zone given by flag and
     // an estimate (as on /v1/estimate): the members only it reads are allowed.
-    let native = args.native || args.format == OutputFormat::Csv || args.time_zone.is_some() || args.estimate;
+    let native = args.native || args.format == OutputFormat::Csv || zoned || args.estimate;
     // Both shapes are this service's own: a member nobody reads is refused.
     let reading = engine::Reading { native, strict: true };
     let (question, _counts) = admission::question_of(state, body, reading).map_err(answer_error)?;

@@ -81,7 +81,7 @@ async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> R
         (true, Format::Json) => Shape::Native,
     };
     let answer = Arc::new(answer);
-    let validators = match Validators::of(&answer, shape).await {
+    let validators = match Validators::of(&answer, shape, state.engine.clock.now()).await {
         Ok(validators) => validators,
         Err(e) => return e.into_response_for(id.as_deref()),
     };

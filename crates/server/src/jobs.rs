@@ -219,7 +219,7 @@ pub async fn result(
     match job.result() {
         JobResult::Answered(answer) => {
             let shape = if format == Format::Csv { Shape::Csv } else { Shape::Native };
-            let validators = match Validators::of(&answer, shape).await {
+            let validators = match Validators::of(&answer, shape, state.engine.clock.now()).await {
                 Ok(validators) => validators,
                 Err(e) => return e.into_response_for(rid.as_deref()),
             };

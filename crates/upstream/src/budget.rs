@@ -60,6 +60,9 @@ pub struct RateBudget {
     unlimited_fallback: bool,
     /// Calls paced locally because the shared rate could not be reached.
     fallbacks: AtomicU64,
+    /// When the configured rate is next free with no burst left (a GCRA's theoretical
+    /// arrival time), as this process's own calls have spent it.
+    tat: Mutex<Option<Instant>>,
 }
 
 fn limiter(per_minute: u32, burst: u32, clock: &DefaultClock) -> Option<DefaultDirectRateLimiter> {
@@ -85,6 +88,7 @@ impl RateBudget {
             waited_nanos: AtomicU64::new(0),
             unlimited_fallback: false,
             fallbacks: AtomicU64::new(0),
+            tat: Mutex::new(None),
         }
     }
 
@@ -159,7 +163,33 @@ impl RateBudget {
         Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
 
+    /// How far ahead of now the configured rate's calls are spent (zero when it has room
+    /// for a whole burst): the calls this process made lately, paced.
+    pub fn spent_ahead(&self) -> Duration {
+        let tat = *self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        tat.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()
+    }
+
+    /// Counts one call taken now against the configured rate.
+    fn spend(&self) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(60) / self.per_minute;
+        let now = Instant::now();
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        *tat = Some(tat.map_or(now, |t| t.max(now)) + interval);
+    }
+
     async fn wait_for_room(&self, deadline: Instant) -> Result<(), Duration> {
+        let room = self.wait_for_room_unspent(deadline).await;
+        if room.is_ok() {
+            self.spend();
+        }
+        room
+    }
+
+    async fn wait_for_room_unspent(&self, deadline: Instant) -> Result<(), Duration> {
         loop {
             let now = Instant::now();
             let pause = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());

@@ -292,11 +292,15 @@ impl CallPolicy {
     /// per-minute budget, its turns alternating with the calls already waiting: zero when
     /// the service knows no rate.
     pub fn budget_wait(&self, calls: usize) -> Duration {
-        let Some(Pacing { burst, interval, .. }) = self.pacing() else {
+        let Some(Pacing { burst, interval, configured, .. }) = self.pacing() else {
             return Duration::ZERO;
         };
         let ahead: usize = self.scheduler.backlog().iter().map(|&(left, _)| left.min(calls)).sum();
-        self.budget.paused_for() + interval * (ahead + calls).saturating_sub(burst) as u32
+        let paced = (ahead + calls) as f64 - burst as f64;
+        // The rate this process paces itself by may be spent ahead of now already.
+        let spent = if configured { self.budget.spent_ahead().as_secs_f64() } else { 0.0 };
+        let wait = (spent + interval.as_secs_f64() * paced).max(0.0);
+        self.budget.paused_for() + Duration::from_secs_f64(wait)
     }
 
     /// The pace of the per-minute budget, when the service knows one.
@@ -346,6 +350,21 @@ mod tests {
             8,
             RetryPolicy::default(),
         )
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_the_budget_counts_what_was_spent_and_what_goes_before() {
+        // One call a second, one at a time.
+        let p = policy(60, 1);
+        assert_eq!(p.budget_wait(1), Duration::ZERO, "room now");
+        assert!(p.budget().acquire(soon(10)).await.is_ok());
+        let wait = p.budget_wait(1).as_secs_f64();
+        assert!((0.9..=1.0).contains(&wait), "the second second: {wait}");
+        let wait = p.budget_wait(3).as_secs_f64();
+        assert!((2.9..=3.0).contains(&wait), "three more: {wait}");
+        let _big = p.lane(5, soon(3600));
+        let wait = p.budget_wait(3).as_secs_f64();
+        assert!((5.9..=6.0).contains(&wait), "three of its calls go before the last of three: {wait}");
     }
 
     #[test]
