@@ -191,11 +191,17 @@ impl CurrentCall {
             let (engine, lane, handle, body) =
                 (Arc::clone(&engine), Arc::clone(&lane), Arc::clone(&ask.handle), body.clone());
             let client = ask.client.clone();
+            let span = crate::call_span(slice.batch, None);
             async move {
                 let calling = Calling { lane: &lane, endpoint, handle: &handle, body: &body, deadline };
+                let sent = std::sync::atomic::AtomicU32::new(0);
                 let call = engine
                     .calls
-                    .call(calling, |result, waited, _| engine.attempted(&client, &outcome(result), waited));
+                    .call(calling, |result, waited, _| {
+                        let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        engine.attempted(&client, &outcome(result), waited, attempt);
+                    })
+                    .instrument(span);
                 Arc::new(call.await)
             }
             .boxed()

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
@@ -123,8 +124,9 @@ impl FactsCall {
     pub(crate) async fn call(self) -> Ended<Need, Kept> {
         let (engine, deadline, need) = (Arc::clone(&self.engine), self.ask.deadline, self.need);
         let key = self.key.clone();
+        let span = crate::call_span(need.slice.batch, Some(need.slice.window));
         let this = Arc::new(self);
-        let start = || Arc::clone(&this).made().boxed();
+        let start = || Arc::clone(&this).made().instrument(span.clone()).boxed();
         let ran_out = |shared: &Arc<CallOutcome>| {
             matches!(shared.result, Err(CallFailure::Call(AttemptError::Deadline { .. })))
         };
@@ -162,9 +164,9 @@ impl FactsCall {
                 deadline: self.ask.deadline,
             },
             |result, waited, took| {
-                let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                engine.attempted(&self.ask.client, &outcome(result), waited);
-                progress.attempt(retry, waited, took);
+                let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
+                engine.attempted(&self.ask.client, &outcome(result), waited, attempt);
+                progress.attempt(attempt > 1, waited, took);
             },
             // Read while the call holds its place among the calls in flight, so answers
             // waiting to be read never pile up beyond those calls.

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
+use tracing::Instrument;
 
 use engagement::tree::TreeError;
 use engagement::{Endpoint, Response};
@@ -119,10 +120,11 @@ impl Engine {
                 let retried = engine
                     .calls
                     .call(calling, |result, waited, took| {
-                        let retry = sent.fetch_add(1, Ordering::Relaxed) > 0;
-                        engine.attempted(&ask.client, &outcome(result), waited);
-                        ask.progress.attempt(retry, waited, took);
+                        let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
+                        engine.attempted(&ask.client, &outcome(result), waited, attempt);
+                        ask.progress.attempt(attempt > 1, waited, took);
                     })
+                    .instrument(crate::call_span(slice.batch, Some(slice.window)))
                     .await;
                 Ended { call: slice, result: retried.result, attempts: retried.attempts, joined: false }
             }

@@ -55,7 +55,8 @@ impl<T: Send + 'static> InFlight<T> {
 
     /// Runs `call`, a call for `batch`.
     pub(crate) fn spawn(&mut self, batch: usize, call: impl Future<Output = T> + Send + 'static) {
-        let handle = self.tasks.spawn(call);
+        // The call's spans and logs are the question's, whichever task runs it.
+        let handle = self.tasks.spawn(tracing::Instrument::in_current_span(call));
         self.by_batch.entry(batch).or_default().push(handle);
     }
 }

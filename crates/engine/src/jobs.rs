@@ -12,6 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -309,7 +310,9 @@ impl Jobs {
         };
         let (jobs, engine, counts_budget, runner) =
             (Arc::clone(self), Arc::clone(engine), Arc::clone(counts_budget), Arc::clone(&made));
-        self.tasks.spawn(async move { jobs.run(runner, &engine, job, &counts_budget).await });
+        let span = tracing::info_span!("job", id = %made.id, client = %made.client);
+        self.tasks
+            .spawn(async move { jobs.run(runner, &engine, job, &counts_budget).await }.instrument(span));
         Ok(made)
     }
 

@@ -100,6 +100,18 @@ impl Ask {
     }
 }
 
+/// The span of one upstream call: its batch of the plan and window (none for `/totals` and
+/// `/28hr`); each attempt records its number and its outcome on it.
+pub(crate) fn call_span(batch: usize, window: Option<TimeRange>) -> tracing::Span {
+    tracing::info_span!(
+        "upstream call",
+        batch,
+        window = window.map(|w| w.describe()),
+        attempt = tracing::field::Empty,
+        status = tracing::field::Empty,
+    )
+}
+
 /// Runs `work` on a blocking thread, as [`off_the_workers`], for writes whose loss costs no
 /// more than a call made again later: a failure is logged at WARN as `what`, not returned.
 pub(crate) async fn off_the_workers_or_warn<E: std::fmt::Display + Send + 'static>(
@@ -470,8 +482,11 @@ impl Engine {
 
     /// Counts one attempt of a call for `client` that ended as `outcome` after waiting
     /// `waited` for the budget.
-    pub(crate) fn attempted(&self, client: &str, outcome: &str, waited: std::time::Duration) {
+    pub(crate) fn attempted(&self, client: &str, outcome: &str, waited: std::time::Duration, attempt: u32) {
         metrics::upstream_call(outcome);
+        let span = tracing::Span::current();
+        span.record("attempt", attempt);
+        span.record("status", outcome);
         self.clients.record(client, self.clock.now(), Instant::now(), waited);
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, Response, TimeRange, TweetId};
@@ -92,9 +93,11 @@ impl Engine {
         let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
         self.mark_used(&handle, tweets.clone(), now);
         let (store, types) = (Arc::clone(&self.store), question.query.types.clone());
+        let read = tracing::info_span!("store read", tweets = tweets.len());
         let mut known = off_the_workers("the store could not be read", move || {
             store.known(&handle, &tweets, &types, range, now).map_err(unreadable)
         })
+        .instrument(read)
         .await?;
         let calling = Instant::now();
         let Fetched { mut made, held } = self.fetch_missing(&r, &mut known).await?;
@@ -189,7 +192,9 @@ impl Engine {
         let mut needs = needs(plan, known);
         let tier = self.shared.facts.as_ref();
         if tier.reachable() && !needs.calls.is_empty() {
-            facts_tier::take(tier, &self.store, handle, plan, known, types, self.clock.now()).await;
+            facts_tier::take(tier, &self.store, handle, plan, known, types, self.clock.now())
+                .instrument(tracing::info_span!("shared tier read"))
+                .await;
             needs = self::needs(plan, known);
         }
         needs

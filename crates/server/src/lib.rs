@@ -24,6 +24,7 @@ pub mod schemas;
 pub mod settings;
 pub mod state;
 pub mod streaming;
+pub mod telemetry;
 pub mod usage;
 
 pub use app::Application;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use server::cli::QueryArgs;
+use server::telemetry::Telemetry;
 use server::{Application, Settings};
 
 /// Answers Engagement API questions over any range and any number of Tweets.
@@ -50,28 +51,26 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(Command::Query(query)) => Some(query),
         Some(Command::Serve) | None => None,
     };
+    let settings = Settings::load_with(args.config.as_deref(), None)?;
     // Logs go to standard output when serving; a query keeps it for the answer.
     let (level, to_stderr) = if query.is_some() { ("warn", true) } else { ("info", false) };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
-    let logs = tracing_subscriber::fmt().json().with_env_filter(filter);
-    if to_stderr {
-        logs.with_writer(std::io::stderr).init();
-    } else {
-        logs.init();
-    }
-    let settings = Settings::load_with(args.config.as_deref(), None)?;
-    if let Some(query) = query {
-        return Ok(match server::cli::query(settings, query).await {
+    let telemetry = Telemetry::init(&settings.telemetry, level, to_stderr)?;
+    let code = match query {
+        Some(query) => match server::cli::query(settings, query).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("stitcher query: {e}");
                 ExitCode::from(e.exit_code())
             }
-        });
-    }
-    let app = Application::build(settings).await?;
-    app.run_until(shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+        },
+        None => {
+            let app = Application::build(settings).await?;
+            app.run_until(shutdown_signal()).await?;
+            ExitCode::SUCCESS
+        }
+    };
+    telemetry.shutdown();
+    Ok(code)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -28,12 +28,22 @@ pub struct Settings {
     pub store: StoreSettings,
     pub ledger: LedgerSettings,
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// Handle name to its access token and secret.
     #[serde(default)]
     pub handles: BTreeMap<String, HandleSettings>,
     /// Client name to its key hash and granted handles.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientSettings>,
+}
+
+/// Where traces go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP endpoint spans are exported to; none: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

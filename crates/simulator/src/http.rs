@@ -115,6 +115,9 @@ async fn api(
     body: Bytes,
 ) -> HttpResponse {
     let gzip = accepts_gzip(&headers);
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        sim.stats.traced(traceparent);
+    }
     let Some(endpoint) =
         [Endpoint::Totals, Endpoint::Hr28, Endpoint::Historical].into_iter().find(|e| e.name() == name)
     else {

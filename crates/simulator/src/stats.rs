@@ -15,6 +15,9 @@ pub struct Snapshot {
     pub by_endpoint: BTreeMap<String, u64>,
     /// Handle name to count of authenticated calls.
     pub by_handle: BTreeMap<String, u64>,
+    /// Trace ID (from a W3C `traceparent` header) to count of the calls that carried it.
+    #[serde(default)]
+    pub by_trace: BTreeMap<String, u64>,
 }
 
 /// The live counts.
@@ -32,6 +35,15 @@ impl Stats {
         *s.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
         if let Some(h) = handle {
             *s.by_handle.entry(h.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Records a call's `traceparent` header (`00-<trace ID>-<span ID>-<flags>`).
+    pub fn traced(&self, traceparent: &str) {
+        let mut parts = traceparent.split('-');
+        if let (Some("00"), Some(trace)) = (parts.next(), parts.next()) {
+            let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            *s.by_trace.entry(trace.to_string()).or_default() += 1;
         }
     }
 

@@ -132,15 +132,12 @@ impl Upstream for HttpUpstream {
         }
         let url = format!("{}{}", self.base_url, endpoint.path());
         let authorization = signing::authorization(&url, &self.app, handle);
-        let sent = self
-            .client
-            .post(&url)
-            .header(AUTHORIZATION, authorization)
-            .header(ACCEPT_ENCODING, "gzip")
-            .json(body)
-            .timeout(self.call_timeout.min(left))
-            .send()
-            .await;
+        let mut request =
+            self.client.post(&url).header(AUTHORIZATION, authorization).header(ACCEPT_ENCODING, "gzip");
+        for (name, value) in trace_context() {
+            request = request.header(name, value);
+        }
+        let sent = request.json(body).timeout(self.call_timeout.min(left)).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() && self.call_timeout >= left => {
@@ -205,4 +202,14 @@ impl Upstream for HttpUpstream {
         self.reached(reach.clone(), Some(seen));
         reach
     }
+}
+
+/// The headers that carry the trace of the span the call is made in (`traceparent`, and
+/// `tracestate` if any) to the upstream; none when no trace is exported.
+fn trace_context() -> std::collections::HashMap<String, String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    let mut headers = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
+    headers
 }

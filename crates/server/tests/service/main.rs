@@ -16,3 +16,4 @@ mod secrets;
 mod shutdown;
 mod store;
 mod support;
+mod traces;
