@@ -807,6 +807,90 @@ async fn biggest_shared_table() {
     }
 }
 
+/// A question of `tweets` Tweets created before 2014-09-01 over `windows` windows of the
+/// grid from its first line: ceil(tweets / 25) × windows calls without the store.
+fn calls_question(tweets: u64, windows: i64, salt: u64) -> Value {
+    let first = engagement::parse_instant("2014-09-01").unwrap();
+    let born = TweetId::minted_at(first - chrono::Duration::days(30)).0;
+    let ids: Vec<String> = (0..tweets).map(|k| (born + (salt << 32) + k).to_string()).collect();
+    json!({
+        "tweet_ids": ids, "engagement_types": ["impressions"],
+        "groupings": {"g": {"group_by": ["tweet.id"]}},
+        "start": format_instant(first), "end": format_instant(first + chrono::Duration::days(28 * windows)),
+    })
+}
+
+/// `body` asked of `url` with `key`, answered `200`; the time it took.
+async fn ask_as(url: &str, path: &str, body: &Value, key: &str) -> (Duration, reqwest::Response) {
+    let started = Instant::now();
+    let resp =
+        reqwest::Client::new().post(format!("{url}{path}")).bearer_auth(key).json(body).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    (started.elapsed(), resp)
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+async fn shares_table() {
+    println!(
+        "\n## Shares: a dashboard's 10-call question beside 4 jobs of 400 calls (600 calls a minute, 50 ms upstream latency, no store)\n"
+    );
+    println!("| turns | batch's jobs from | dash's question, median | / alone |");
+    println!("|---|---|---|---|");
+    let mut alone = None;
+    for (name, batch_clients) in [("alone", 0), ("by client (shares)", 1), ("by question (before shares)", 4)]
+    {
+        let latency = Duration::from_millis(50);
+        let (sim_url, _sim) =
+            start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
+        // dash, and batch's jobs from one client or from four (which takes turns as
+        // four questions did before shares).
+        let clients: Vec<String> =
+            (0..batch_clients.max(1)).map(|i| format!("batch{i}")).chain(["dash".into()]).collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("STITCHER__STORE__ENABLED".into(), "false".into()),
+            ("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE".into(), "600".into()),
+        ];
+        for c in &clients {
+            let upper = c.to_ascii_uppercase();
+            env.push((
+                format!("STITCHER__CLIENTS__{upper}__KEY_SHA256"),
+                server::settings::key_hash(&format!("{c}-key")),
+            ));
+            env.push((format!("STITCHER__CLIENTS__{upper}__HANDLES"), "demo".into()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let url = start_service_with(&sim_url, 8, &env).await;
+        let mut jobs = Vec::new();
+        for j in 0..4 * usize::from(batch_clients > 0) {
+            let key = format!("{}-key", clients[j % batch_clients]);
+            let (_, resp) = ask_as(&url, "/v1/jobs", &calls_question(100, 100, j as u64), &key).await;
+            jobs.push((resp.headers()["location"].to_str().unwrap().to_owned(), key));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut times = Vec::new();
+        for q in 0..11 {
+            let (took, _) = ask_as(&url, "/v1/historical", &calls_question(1, 10, 100 + q), "dash-key").await;
+            times.push(took);
+        }
+        let took = median(times);
+        let alone_took = *alone.get_or_insert(took);
+        let from = match batch_clients {
+            0 => "(no jobs)".to_string(),
+            1 => "one client".to_string(),
+            n => format!("{n} clients"),
+        };
+        println!("| {name} | {from} | {} | {:.2} |", ms(took), took.as_secs_f64() / alone_took.as_secs_f64());
+        for (job, key) in jobs {
+            let _ = reqwest::Client::new().delete(format!("{url}{job}")).bearer_auth(key).send().await;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -852,5 +936,8 @@ async fn main() {
     }
     if wanted("biggest-shared") {
         biggest_shared_table().await;
+    }
+    if wanted("shares") {
+        shares_table().await;
     }
 }
