@@ -267,34 +267,16 @@ mod tests {
     use super::*;
     use std::sync::Mutex as StdMutex;
 
-    /// Runs `calls` per lane through a scheduler of capacity 1; each call records its lane
-    /// when it gets its turn and yields before giving the turn back.
+    /// Runs `calls` per lane, all of one client, through a scheduler of capacity 1 (see
+    /// `order_of`): the lanes in the order they got their turns.
     async fn order(calls: &[(usize, usize)]) -> Vec<usize> {
-        let scheduler = Scheduler::new(1);
-        let log = Arc::new(StdMutex::new(Vec::new()));
-        let blocker = scheduler.lane();
-        let held = blocker.turn().await;
-        let mut tasks = Vec::new();
-        for &(lane_name, n) in calls {
-            let lane = Arc::new(scheduler.lane());
-            for _ in 0..n {
-                let (lane, log) = (Arc::clone(&lane), Arc::clone(&log));
-                tasks.push(tokio::spawn(async move {
-                    let _turn = lane.turn().await;
-                    log.lock().unwrap().push(lane_name);
-                    tokio::task::yield_now().await;
-                }));
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(held);
-        for t in tasks {
-            t.await.unwrap();
-        }
-        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+        let one_client: Vec<_> = calls.iter().map(|&(lane, n)| ("", 1.0, lane, n)).collect();
+        order_of(&one_client).await.into_iter().map(|(_, lane)| lane).collect()
     }
 
-    /// Like `order`, with each lane a client's: `(client, share, lane, calls)`.
+    /// Runs `calls` (`(client, share, lane, calls)`) through a scheduler of capacity 1; each
+    /// call records its client and lane when it gets its turn and yields before giving the
+    /// turn back.
     async fn order_of(calls: &[(&'static str, f64, usize, usize)]) -> Vec<(&'static str, usize)> {
         let scheduler = Scheduler::new(1);
         let log = Arc::new(StdMutex::new(Vec::new()));
