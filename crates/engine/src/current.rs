@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};
-use crate::failure::{failed_slice, failure, outcome};
+use crate::failure::{failed_slice, failure};
 use crate::{Ask, Engine, Meta, coalesced_call};
 
 /// A call in flight to `/totals` or `/28hr`: who asks, where, and the body's text.
@@ -199,7 +199,7 @@ impl CurrentCall {
                     .calls
                     .call(calling, |result, waited, _| {
                         let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        engine.attempted(&client, &outcome(result), waited, attempt);
+                        engine.attempted(&client, result, waited, attempt);
                     })
                     .instrument(span);
                 Arc::new(call.await)

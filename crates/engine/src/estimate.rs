@@ -53,11 +53,11 @@ pub struct Estimate {
 }
 
 impl Engine {
-    /// What `question`, asked now for `handle`, would cost; `request_timeout` is the time a
-    /// synchronous request has. No upstream call is made.
+    /// What `question`, asked now by `client` for `handle`, would cost; `request_timeout` is
+    /// the time a synchronous request has. No upstream call is made.
     pub async fn estimate(
         self: &Arc<Self>,
-        handle: &str,
+        (client, handle): (&str, &str),
         question: &Question,
         request_timeout: Duration,
     ) -> Result<Estimate, EngineError> {
@@ -71,12 +71,12 @@ impl Engine {
                 && engagement::derive::totals_grouping(&question.query.groupings).is_none();
             (plan.fetched.len() * if again { 2 } else { 1 }, 0)
         };
-        let budget_wait = self.calls.budget_wait(calls);
+        let budget_wait = self.calls.budget_wait_for(client, calls);
         let eta = self.time_for(calls, budget_wait);
         let month = self.shared.ledger.month(self.clock.now()).await?;
         let counted = month.iter().any(|entry| entry.handle == handle);
         let fits = eta <= request_timeout
-            && self.calls.check(calls, tokio::time::Instant::now() + request_timeout).is_ok();
+            && self.calls.check_for(client, calls, tokio::time::Instant::now() + request_timeout).is_ok();
         Ok(Estimate {
             upstream_calls: calls,
             slices_planned: plan.planned(),

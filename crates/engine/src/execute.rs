@@ -105,7 +105,7 @@ impl Engine {
             return Ok(made);
         }
         if checked {
-            self.calls.check(calls.len(), ask.deadline).map_err(refusal)?;
+            self.calls.check_for(&ask.client, calls.len(), ask.deadline).map_err(refusal)?;
         }
         self.admit_handle(&ask.handle.handle, true).await?;
         ask.progress.calls_ahead(calls.len());

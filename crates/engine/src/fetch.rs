@@ -16,7 +16,6 @@ use store::{CallFacts, StoreError};
 use upstream::{AttemptError, Body, Calling, Lane, Retried};
 
 use crate::execute::Ended;
-use crate::failure::outcome;
 use crate::metrics;
 use crate::needs::{CallKey, Need, refusal_told};
 use crate::ports::{Claim, Leases, Told};
@@ -165,7 +164,7 @@ impl FactsCall {
             },
             |result, waited, took| {
                 let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
-                engine.attempted(&self.ask.client, &outcome(result), waited, attempt);
+                engine.attempted(&self.ask.client, result, waited, attempt);
                 progress.attempt(attempt > 1, waited, took);
             },
             // Read while the call holds its place among the calls in flight, so answers

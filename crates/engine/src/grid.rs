@@ -17,7 +17,7 @@ use upstream::Calling;
 
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};
-use crate::failure::{failed_attempt, failed_slice, failure, outcome};
+use crate::failure::{failed_attempt, failed_slice, failure};
 use crate::{Answer, Ask, Engine, Meta, Question, TaskFailed, off_the_workers};
 
 /// Answers merged by one blocking task as they arrive, then the synthesized zeros, so
@@ -121,7 +121,7 @@ impl Engine {
                     .calls
                     .call(calling, |result, waited, took| {
                         let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
-                        engine.attempted(&ask.client, &outcome(result), waited, attempt);
+                        engine.attempted(&ask.client, result, waited, attempt);
                         ask.progress.attempt(attempt > 1, waited, took);
                     })
                     .instrument(crate::call_span(slice.batch, Some(slice.window)))

@@ -480,14 +480,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Counts one attempt of a call for `client` that ended as `outcome` after waiting
-    /// `waited` for the budget.
-    pub(crate) fn attempted(&self, client: &str, outcome: &str, waited: std::time::Duration, attempt: u32) {
-        metrics::upstream_call(outcome);
+    /// Counts the `attempt`th attempt of a call for `client`, which ended as `result` after
+    /// waiting `waited` for the budget: in the metrics, on the call's span, and as the
+    /// client's call unless the budget gave it no room (then no call was made).
+    pub(crate) fn attempted(
+        &self,
+        client: &str,
+        result: &Result<upstream::Body, AttemptError>,
+        waited: std::time::Duration,
+        attempt: u32,
+    ) {
+        let outcome = failure::outcome(result);
+        metrics::upstream_call(&outcome);
         let span = tracing::Span::current();
         span.record("attempt", attempt);
-        span.record("status", outcome);
-        self.clients.record(client, self.clock.now(), Instant::now(), waited);
+        span.record("status", outcome.as_str());
+        if !matches!(result, Err(AttemptError::Budget { .. })) {
+            self.clients.record(client, self.clock.now(), Instant::now(), waited);
+        }
     }
 
     /// Until when an answer over `range` made at `now` may be reused, the oldest of the

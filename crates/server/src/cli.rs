@@ -14,6 +14,9 @@ use crate::error::{EngineError, ServiceError};
 use crate::{Application, Settings, admission, format};
 use engine::{Answer, Ask, Progress};
 
+/// The client a question asked here is counted as.
+const QUERY_CLIENT: &str = "stitcher query";
+
 /// How the answer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -168,7 +171,7 @@ async fn answer(
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let estimate = state
             .engine
-            .estimate(&handle.handle, &question, within)
+            .estimate((QUERY_CLIENT, &handle.handle), &question, within)
             .await
             .map_err(|e| answer_error(e.into()))?;
         let text = serde_json::to_string_pretty(&estimate).map_err(|e| QueryError::Answer(e.to_string()))?;
@@ -179,7 +182,7 @@ async fn answer(
     let progress = Arc::new(Progress::default());
     let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(Arc::clone(&progress))));
     let cancel = CancellationToken::new();
-    let ask = Ask::new("stitcher query", handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
+    let ask = Ask::new(QUERY_CLIENT, handle, deadline, cancel.clone()).watched(Arc::clone(&progress));
     let answering = state.engine.answer(&ask, &question);
     let answer = tokio::select! {
         answer = answering => answer.map_err(ServiceError::from),

@@ -31,5 +31,6 @@ pub async fn estimate(State(state): State<Arc<AppState>>, admission: Admission) 
 
 async fn estimated(state: &AppState, admission: Admission) -> Result<Estimate, ServiceError> {
     let Asked { caller, question, .. } = read_question(state, admission, Reading::NATIVE)?;
-    Ok(state.engine.estimate(&caller.handle.handle, &question, state.settings.request_timeout()).await?)
+    let asker = (caller.client.as_str(), caller.handle.handle.as_str());
+    Ok(state.engine.estimate(asker, &question, state.settings.request_timeout()).await?)
 }

@@ -137,6 +137,11 @@ fn one() -> f64 {
     1.0
 }
 
+/// The least and the most a client's share may be: a million to one between clients is
+/// already all or nothing, and further apart the turns' arithmetic loses precision.
+const MIN_SHARE: f64 = 0.001;
+const MAX_SHARE: f64 = 1000.0;
+
 /// A list of names, or one string of names separated by commas.
 fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -257,9 +262,9 @@ impl Settings {
                     "clients.{name}.key_sha256 must be 64 hex digits (the SHA-256 of the key)"
                 ));
             }
-            if !(client.share.is_finite() && client.share > 0.0 && client.share <= 1e6) {
+            if !(MIN_SHARE..=MAX_SHARE).contains(&client.share) {
                 return fail(format!(
-                    "clients.{name}.share must be a number above 0 (a weight among clients; 1 by default), not {}",
+                    "clients.{name}.share must be a number from {MIN_SHARE} to {MAX_SHARE} (a weight among clients; 1 by default), not {}",
                     client.share
                 ));
             }

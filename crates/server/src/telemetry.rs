@@ -33,15 +33,20 @@ impl Telemetry {
     pub fn init(settings: &TelemetrySettings, level: &str, to_stderr: bool) -> anyhow::Result<Telemetry> {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
         let logs = tracing_subscriber::fmt::layer().json();
+        // RUST_LOG says which lines are logged; it does not thin out the spans exported.
         let logs = if to_stderr { logs.with_writer(std::io::stderr).boxed() } else { logs.boxed() };
+        let logs = logs.with_filter(filter);
         let provider = match settings.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
             Some(endpoint) => Some(provider(endpoint)?),
             None => None,
         };
-        let spans =
-            provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("stitcher")));
+        let spans = provider.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("stitcher"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        });
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        tracing_subscriber::registry().with(filter).with(logs).with(spans).try_init()?;
+        tracing_subscriber::registry().with(logs).with(spans).try_init()?;
         Ok(Telemetry { provider })
     }
 
@@ -57,16 +62,19 @@ impl Telemetry {
 
 /// A tracer provider exporting to `endpoint` (OTLP/HTTP, JSON), in batches.
 fn provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
-    let url = if endpoint.ends_with("/v1/traces") {
-        endpoint.to_string()
-    } else {
-        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
-    };
+    let base = endpoint.trim_end_matches('/');
+    let url = if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") };
+    let parsed = url::Url::parse(&url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+    anyhow::ensure!(
+        parsed.is_some(),
+        "telemetry.otlp_endpoint {endpoint:?} is not an http:// or https:// URL (an OTLP/HTTP collector, e.g. http://127.0.0.1:4318)"
+    );
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpJson)
         .with_endpoint(url)
-        .build()?;
+        .build()
+        .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint:?}: {e}"))?;
     let batches = BatchSpanProcessor::builder(exporter)
         .with_batch_config(BatchConfigBuilder::default().with_scheduled_delay(EXPORT_EVERY).build())
         .build();

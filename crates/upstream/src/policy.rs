@@ -48,6 +48,10 @@ impl Default for ClientShare {
 pub struct CallPolicy {
     upstream: Arc<dyn Upstream>,
     scheduler: Scheduler,
+    /// The line for the per-minute budget: calls holding a place in flight wait for the
+    /// budget one at a time, taking turns by the same shares, so the shares hold at the
+    /// budget too (not only among the calls in flight, which may all be waiting for it).
+    budget_line: Scheduler,
     budget: Arc<RateBudget>,
     retry: RetryPolicy,
     /// Each client's share and cap; a client not named has a share of 1 and no cap.
@@ -76,7 +80,7 @@ pub enum BudgetRefusal {
         "this question needs {calls} upstream calls, but at {per_minute} calls a minute ({rate_from}) at most {fit} fit in {} s",
         within.as_secs()
     )]
-    Never { calls: usize, fit: usize, per_minute: u32, rate_from: &'static str, within: Duration },
+    Never { calls: usize, fit: usize, per_minute: u32, rate_from: String, within: Duration },
     /// Not beside the questions already running; it would fit after `wait`.
     #[error("the per-minute budget is busy: {ahead} calls go before the last of this question's {calls}")]
     Busy { calls: usize, ahead: usize, wait: Duration },
@@ -108,6 +112,7 @@ impl CallPolicy {
         CallPolicy {
             upstream,
             scheduler: Scheduler::new(max_in_flight),
+            budget_line: Scheduler::new(1),
             budget,
             retry,
             clients: Default::default(),
@@ -139,6 +144,7 @@ impl CallPolicy {
         let ClientShare { share, cap } = self.client(client);
         let mut lane = self.scheduler.lane_of(client, share, calls, deadline);
         lane.cap = cap;
+        lane.budget_lane = Some(Box::new(self.budget_line.lane_of(client, share, calls, deadline)));
         lane
     }
 
@@ -202,7 +208,21 @@ impl CallPolicy {
                 Err(_) => None,
             };
             let acquired = match capped {
-                Ok(capped) => self.budget.acquire(deadline).await.map(|waited| waited + capped),
+                Ok(capped) => {
+                    let line_started = Instant::now();
+                    let in_line = match &lane.budget_lane {
+                        Some(line) => tokio::time::timeout_at(deadline, line.turn()).await.map(Some),
+                        None => Ok(None),
+                    };
+                    match in_line {
+                        // The wait is the line's and the budget's.
+                        Ok(_in_line) => {
+                            self.budget.acquire(deadline).await.map(|_| capped + line_started.elapsed())
+                        }
+                        // The calls ahead in line took the time left.
+                        Err(_) => Err(Duration::ZERO),
+                    }
+                }
                 Err(wait) => Err(wait),
             };
             let (result, waited, took) = match acquired {
@@ -231,6 +251,48 @@ impl CallPolicy {
     /// rate the service paces itself is known well enough to say "not now"; one learned from
     /// the upstream's headers says "never".
     pub fn check(&self, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
+        self.check_for("", calls, deadline)
+    }
+
+    /// Like [`CallPolicy::check`], for a question of `client`: its own cap, if it has one,
+    /// must carry its calls by `deadline` too.
+    pub fn check_for(&self, client: &str, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
+        let checked = self.check_cap(client, calls, deadline);
+        checked.and_then(|()| self.check_budget(client, calls, deadline))
+    }
+
+    /// Refuses `calls` calls of `client` that its own cap cannot carry by `deadline`.
+    fn check_cap(&self, client: &str, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
+        if let Some(cap) = self.client(client).cap
+            && let Some(per_minute) = cap.configured_per_minute()
+        {
+            let within = deadline.saturating_duration_since(Instant::now());
+            let within = Duration::from_secs(within.as_secs() + u64::from(within.subsec_nanos() > 0));
+            let fit = cap.burst() as usize + (within.as_secs_f64() * f64::from(per_minute) / 60.0) as usize;
+            if calls > fit {
+                let rate_from = format!("clients.{client}.max_calls_per_minute");
+                return Err(BudgetRefusal::Never { calls, fit, per_minute, rate_from, within });
+            }
+        }
+        Ok(())
+    }
+
+    /// The calls of other questions that go before the last of `calls` calls of a new
+    /// question of `client`: its own client's questions take turns with it round-robin, and
+    /// each other client gets its share of the turns the new question's client takes.
+    fn ahead_of(&self, client: &str, calls: usize) -> usize {
+        let backlog = self.scheduler.backlog_by_client();
+        let share = self.client(client).share;
+        let own: usize = backlog.iter().filter(|l| &*l.0 == client).map(|l| l.2.min(calls)).sum();
+        let turns = (own + calls) as f64;
+        let mut others: std::collections::HashMap<&str, (f64, usize)> = Default::default();
+        for (name, their_share, left, _) in backlog.iter().filter(|l| &*l.0 != client) {
+            others.entry(name).or_insert((*their_share, 0)).1 += left;
+        }
+        own + others.values().map(|&(s, left)| left.min((turns * s / share).ceil() as usize)).sum::<usize>()
+    }
+
+    fn check_budget(&self, client: &str, calls: usize, deadline: Instant) -> Result<(), BudgetRefusal> {
         let Some(Pacing { per_minute, configured, burst, interval }) = self.pacing() else {
             return Ok(());
         };
@@ -243,7 +305,7 @@ impl CallPolicy {
         if calls > fit {
             let source =
                 if configured { "upstream.requests_per_minute" } else { "the upstream's x-per-minute-limit" };
-            return Err(BudgetRefusal::Never { calls, fit, per_minute, rate_from: source, within });
+            return Err(BudgetRefusal::Never { calls, fit, per_minute, rate_from: source.into(), within });
         }
         if !configured {
             return Ok(());
@@ -255,8 +317,8 @@ impl CallPolicy {
             let share: usize = backlog.iter().map(|&(r, _)| r.min(left)).sum::<usize>() + extra;
             now + pause + interval * share.saturating_sub(burst) as u32
         };
-        let ahead: usize = backlog.iter().map(|&(r, _)| r.min(calls)).sum();
-        let own_end = ends(calls, calls);
+        let ahead = self.ahead_of(client, calls);
+        let own_end = now + pause + interval * (ahead + calls).saturating_sub(burst) as u32;
         let mut wait = own_end.saturating_duration_since(now + within);
         for &(left, due) in &backlog {
             let before = ends(left, 0);
@@ -292,15 +354,32 @@ impl CallPolicy {
     /// per-minute budget, its turns alternating with the calls already waiting: zero when
     /// the service knows no rate.
     pub fn budget_wait(&self, calls: usize) -> Duration {
+        self.queue_wait("", calls)
+    }
+
+    /// How long the last of `calls` calls of a question of `client` would wait for the
+    /// per-minute budget beside the calls already waiting, turns going by client shares.
+    fn queue_wait(&self, client: &str, calls: usize) -> Duration {
         let Some(Pacing { burst, interval, configured, .. }) = self.pacing() else {
             return Duration::ZERO;
         };
-        let ahead: usize = self.scheduler.backlog().iter().map(|&(left, _)| left.min(calls)).sum();
+        let ahead = self.ahead_of(client, calls);
         let paced = (ahead + calls) as f64 - burst as f64;
         // The rate this process paces itself by may be spent ahead of now already.
         let spent = if configured { self.budget.spent_ahead().as_secs_f64() } else { 0.0 };
         let wait = (spent + interval.as_secs_f64() * paced).max(0.0);
         self.budget.paused_for() + Duration::from_secs_f64(wait)
+    }
+
+    /// Like [`CallPolicy::budget_wait`], for a question of `client`: its own cap, if it has
+    /// one, may hold its calls longer.
+    pub fn budget_wait_for(&self, client: &str, calls: usize) -> Duration {
+        let wait = self.queue_wait(client, calls);
+        let Some(cap) = self.client(client).cap else { return wait };
+        let Some(per_minute) = cap.configured_per_minute() else { return wait };
+        let interval = 60.0 / f64::from(per_minute);
+        let own = cap.spent_ahead().as_secs_f64() + interval * (calls as f64 - f64::from(cap.burst()));
+        wait.max(Duration::from_secs_f64(own.max(0.0)))
     }
 
     /// The pace of the per-minute budget, when the service knows one.
@@ -365,6 +444,26 @@ mod tests {
         let _big = p.lane(5, soon(3600));
         let wait = p.budget_wait(3).as_secs_f64();
         assert!((5.9..=6.0).contains(&wait), "three of its calls go before the last of three: {wait}");
+    }
+
+    #[test]
+    fn the_calls_ahead_of_a_question_go_by_the_clients_shares() {
+        let shares = |dash: f64| {
+            let clients = [("batch", 1.0), ("dash", dash)]
+                .into_iter()
+                .map(|(name, share)| (name.to_string(), ClientShare { share, cap: None }))
+                .collect();
+            policy(60, 1).with_clients(clients)
+        };
+        let p = shares(1.0);
+        let _jobs: Vec<Lane> = (0..4).map(|_| p.lane_of("batch", 400, soon(3600))).collect();
+        assert_eq!(p.ahead_of("dash", 150), 150, "batch takes one turn for each of dash's");
+        assert_eq!(p.ahead_of("batch", 10), 40, "among batch's own questions, round-robin");
+        let p = shares(3.0);
+        let _jobs: Vec<Lane> = (0..4).map(|_| p.lane_of("batch", 400, soon(3600))).collect();
+        assert_eq!(p.ahead_of("dash", 150), 50, "one turn for every three of dash's");
+        let _mine = p.lane_of("dash", 20, soon(60));
+        assert_eq!(p.ahead_of("dash", 10), 10 + 7, "dash's other question, then batch's third of 20");
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct Lane {
     inner: Arc<Inner>,
     /// The client's own per-minute cap, if it has one: each call takes from it first.
     pub(crate) cap: Option<Arc<crate::RateBudget>>,
+    /// The same question's place in the line for the per-minute budget, if the policy
+    /// keeps one.
+    pub(crate) budget_lane: Option<Box<Lane>>,
 }
 
 /// The right to have one call in flight; the turn passes on when this is dropped.
@@ -127,13 +130,26 @@ impl Scheduler {
         entry.lanes += 1;
         entry.share = if share.is_finite() && share > 0.0 { share } else { 1.0 };
         s.lane_client.insert(id, name);
-        Lane { id, inner: Arc::clone(&self.inner), cap: None }
+        Lane { id, inner: Arc::clone(&self.inner), cap: None, budget_lane: None }
     }
 
     /// Each lane's calls not yet finished (a call in flight may still be waiting for the
     /// rate budget, so it counts until it is done) and its deadline.
     pub fn backlog(&self) -> Vec<(usize, Instant)> {
         self.inner.lock().planned.values().copied().collect()
+    }
+
+    /// Like [`Scheduler::backlog`], with each lane's client and that client's share.
+    pub fn backlog_by_client(&self) -> Vec<(Arc<str>, f64, usize, Instant)> {
+        let s = self.inner.lock();
+        s.planned
+            .iter()
+            .filter_map(|(lane, &(left, due))| {
+                let client = s.lane_client.get(lane)?;
+                let share = s.clients.get(client).map_or(1.0, |c| c.share);
+                Some((Arc::clone(client), share, left, due))
+            })
+            .collect()
     }
 
     /// Calls in flight now.
@@ -202,8 +218,14 @@ impl Lane {
             let s = &mut *guard;
             if s.in_flight < self.inner.capacity && !s.anyone_waits() {
                 s.in_flight += 1;
+                let now_pass = s.now_pass;
                 if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
-                    client.pass = client.pass.max(s.now_pass) + 1.0 / client.share;
+                    // A turn nobody else wanted moves the pass on for everyone: a client
+                    // busy while nobody waited is not behind those who come later.
+                    client.pass = client.pass.max(now_pass);
+                    let taken = client.pass;
+                    client.pass += 1.0 / client.share;
+                    s.now_pass = taken;
                 }
                 return Turn { inner: Some(Arc::clone(&self.inner)), lane: self.id };
             }
@@ -324,6 +346,36 @@ mod tests {
         let batch_lanes: Vec<usize> =
             got.iter().filter(|(c, _)| *c == "batch").map(|(_, l)| *l).take(8).collect();
         assert_eq!(batch_lanes, [1, 2, 3, 4, 1, 2, 3, 4], "round-robin within the client");
+    }
+
+    #[tokio::test]
+    async fn turns_nobody_else_wanted_leave_a_busy_client_no_debt() {
+        // "dash" takes 50 turns while nobody waits; then "batch" and dash both wait.
+        let scheduler = Scheduler::new(1);
+        let dash = Arc::new(scheduler.lane_of("dash", 1.0, 100, Instant::now()));
+        for _ in 0..50 {
+            drop(dash.turn().await);
+        }
+        let held = dash.turn().await;
+        let batch = Arc::new(scheduler.lane_of("batch", 1.0, 10, Instant::now()));
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let calls = [("batch", &batch), ("dash", &dash)].repeat(4);
+        for (name, lane) in calls {
+            let (lane, log) = (Arc::clone(lane), Arc::clone(&log));
+            tasks.push(tokio::spawn(async move {
+                let _turn = lane.turn().await;
+                log.lock().unwrap().push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let got = log.lock().unwrap().clone();
+        // Were its 51 turns a debt, batch would take its 4 before dash's first.
+        assert!(got[..3].contains(&"dash"), "dash is not starved for turns it took alone: {got:?}");
     }
 
     #[tokio::test]
