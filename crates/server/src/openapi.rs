@@ -92,13 +92,19 @@ impl Strict {
 
 impl Modify for Strict {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let Ok(mut doc) = serde_json::to_value(&*openapi) else { return };
-        if Self::apply(&mut doc).is_none() {
-            return;
-        }
-        if let Ok(strict) = serde_json::from_value(doc) {
-            *openapi = strict;
-        }
+        edit_as_json(openapi, Self::apply);
+    }
+}
+
+/// Edits `openapi` as its JSON with `apply`; left as it was if `apply` finds the document
+/// not as it expects (`None`).
+fn edit_as_json(openapi: &mut utoipa::openapi::OpenApi, apply: fn(&mut serde_json::Value) -> Option<()>) {
+    let Ok(mut doc) = serde_json::to_value(&*openapi) else { return };
+    if apply(&mut doc).is_none() {
+        return;
+    }
+    if let Ok(edited) = serde_json::from_value(doc) {
+        *openapi = edited;
     }
 }
 
@@ -132,13 +138,7 @@ impl Cacheable {
 
 impl Modify for Cacheable {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let Ok(mut doc) = serde_json::to_value(&*openapi) else { return };
-        if Self::apply(&mut doc).is_none() {
-            return;
-        }
-        if let Ok(cacheable) = serde_json::from_value(doc) {
-            *openapi = cacheable;
-        }
+        edit_as_json(openapi, Self::apply);
     }
 }
 
