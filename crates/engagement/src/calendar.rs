@@ -89,6 +89,28 @@ impl Calendar {
         let i = PERIODS.iter().position(|p| *p == level).unwrap_or(0);
         &self.periods[i]
     }
+
+    /// How many keys the time levels of `levels` (in their order; other levels are left
+    /// out) take together over the range: the leaves one Tweet's one type has. Needs the
+    /// periods of `levels` kept. The periods' keys run over hours in a row, so the keys are
+    /// counted run by run: one a run, or with an hour level, the hours of day in it.
+    pub fn time_keys(&self, levels: &[GroupBy]) -> u64 {
+        if !levels.iter().any(|l| l.is_time()) {
+            return 1;
+        }
+        let periods: Vec<&Periods> =
+            levels.iter().filter(|l| l.is_period()).map(|l| self.periods(*l)).collect();
+        let by_hour = levels.contains(&GroupBy::EngagementHour);
+        let (mut keys, mut run) = (0, 0u32);
+        for h in 0..self.hours.len() {
+            if h > 0 && periods.iter().any(|p| p.of[h] != p.of[h - 1]) {
+                keys += u64::from(run.count_ones());
+                run = 0;
+            }
+            run |= if by_hour { 1 << self.hour_of_day[h] } else { 1 };
+        }
+        keys + u64::from(run.count_ones())
+    }
 }
 
 /// Opens the periods that begin with local date `date` at hour `i` (`previous`: the local
@@ -100,16 +122,11 @@ fn open_periods(
     date: NaiveDate,
     previous: Option<NaiveDate>,
 ) {
-    let [days, weeks, months] = periods;
-    if wanted[0] {
-        days.open(i, day_key(&date.format("%Y-%m-%d").to_string()));
-    }
-    let monday = monday_of(date);
-    if wanted[1] && previous.is_none_or(|p| monday_of(p) != monday) {
-        weeks.open(i, day_key(&monday.format("%Y-%m-%d").to_string()));
-    }
-    if wanted[2] && previous.is_none_or(|p| (p.year(), p.month()) != (date.year(), date.month())) {
-        months.open(i, day_key(&date.format("%Y-%m").to_string()));
+    for ((p, kept), level) in periods.iter_mut().zip(wanted).zip(PERIODS) {
+        let first = first_of_period(level, date);
+        if kept && previous.is_none_or(|before| first_of_period(level, before) != first) {
+            p.open(i, day_key(&period_key(level, date)));
+        }
     }
 }
 
@@ -151,35 +168,6 @@ fn first_of_period(level: GroupBy, date: NaiveDate) -> NaiveDate {
         GroupBy::EngagementWeek => monday_of(date),
         GroupBy::EngagementMonth => date.with_day(1).unwrap_or(date),
         _ => date,
-    }
-}
-
-impl Calendar {
-    /// How many keys the time levels of `levels` (in their order; other levels are left
-    /// out) take together over the range: the leaves one Tweet's one type has. Needs the
-    /// periods of `levels` kept.
-    pub fn time_keys(&self, levels: &[GroupBy]) -> u64 {
-        let timed: Vec<GroupBy> = levels.iter().copied().filter(|l| l.is_time()).collect();
-        if timed.is_empty() {
-            return 1;
-        }
-        let key = |h: usize| -> [u32; 4] {
-            let mut key = [0; 4];
-            for (slot, level) in key.iter_mut().zip(&timed) {
-                *slot = match level {
-                    GroupBy::EngagementHour => u32::from(self.hour_of_day[h]),
-                    period => self.periods(*period).of[h],
-                };
-            }
-            key
-        };
-        let hours = self.hours.len();
-        if timed.contains(&GroupBy::EngagementHour) {
-            let keys: std::collections::HashSet<[u32; 4]> = (0..hours).map(key).collect();
-            return keys.len() as u64;
-        }
-        // Periods only: each key runs over hours in a row, so count where the key changes.
-        (1..hours).filter(|&h| key(h) != key(h - 1)).count() as u64 + u64::from(hours > 0)
     }
 }
 

@@ -365,10 +365,9 @@ impl Query {
         Ok(Query { endpoint, tweet_ids, types, groupings, range, end_clamped, zone })
     }
 
-    /// How many counts (leaves) the answer holds: for each grouping, the product of its
-    /// levels' sizes (Tweets, types, days; hours of the range under a day level, hours of
-    /// the day without one). An upper bound when Tweets are deleted.
-    /// An upper bound when Tweets are deleted.
+    /// How many counts (leaves) the answer holds: for each grouping, its Tweets × types ×
+    /// the keys its time levels take together over the range, in its zone
+    /// ([`Calendar::time_keys`]). An upper bound when Tweets are deleted.
     pub fn answer_counts(&self) -> u64 {
         let levels: Vec<GroupBy> = self.groupings.iter().flat_map(|g| g.group_by.iter().copied()).collect();
         let calendar = match self.range {
@@ -532,15 +531,13 @@ fn read_groupings(
         for level in levels {
             match level.given().and_then(|s| s.parse::<GroupBy>().ok()) {
                 Some(l) if periods || !l.is_native() => group_by.push(l),
-                _ if periods => {
-                    return Err(format!(
-                        "grouping \"{name}\": {level} is not a group_by value; use tweet.id, engagement.type, engagement.day, engagement.hour, engagement.week or engagement.month"
-                    ));
-                }
                 _ => {
-                    return Err(format!(
-                        "grouping \"{name}\": {level} is not a group_by value; use tweet.id, engagement.type, engagement.day or engagement.hour"
-                    ));
+                    let known = if periods {
+                        "tweet.id, engagement.type, engagement.day, engagement.hour, engagement.week or engagement.month"
+                    } else {
+                        "tweet.id, engagement.type, engagement.day or engagement.hour"
+                    };
+                    return Err(format!("grouping \"{name}\": {level} is not a group_by value; use {known}"));
                 }
             }
         }
@@ -625,12 +622,11 @@ fn read_range(
 /// a whole number of hours: its local days and hours begin inside the API's UTC hours.
 fn whole_hours(zone: &Zone, range: TimeRange, groupings: &[Grouping]) -> Result<(), String> {
     let Some(offset) = zone.uneven_offset(range.start, range.end) else { return Ok(()) };
-    let timed: Vec<&str> =
+    let mut named: Vec<&str> =
         groupings.iter().flat_map(|g| g.group_by.iter().filter(|l| l.is_time()).map(|l| l.name())).collect();
-    if timed.is_empty() {
+    if named.is_empty() {
         return Ok(());
     }
-    let mut named = timed;
     named.sort_unstable();
     named.dedup();
     Err(format!(
