@@ -13,9 +13,8 @@ use futures::FutureExt;
 use serde::Serialize;
 use stitch::{Plan, Slice, absorb};
 use tokio::time::Instant;
-use upstream::{AttemptError, Calling, Lane, Retried};
-
 use tracing::Instrument;
+use upstream::{AttemptError, Calling, Lane, Retried};
 
 use crate::error::EngineError;
 use crate::execute::{Ended, Round};

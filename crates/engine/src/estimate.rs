@@ -11,8 +11,8 @@ use store::facts::hour_of;
 
 use crate::error::EngineError;
 use crate::needs::judging;
-use crate::recall::{rendered_key, unreadable};
-use crate::{Engine, Question, off_the_workers};
+use crate::recall::rendered_key;
+use crate::{Engine, Question};
 
 /// The time one call is taken to need before any call was answered.
 const FIRST_CALL_GUESS: Duration = Duration::from_secs(1);
@@ -107,12 +107,7 @@ impl Engine {
         if settled && self.rendered.repeat(&rendered_key(handle, plan, question), now).is_some() {
             return Ok((0, plan.fetched.len()));
         }
-        let (store, types, range) = (Arc::clone(&self.store), question.query.types.clone(), question.range);
-        let (name, tweets) = (handle.to_string(), plan.batches.concat());
-        let mut known = off_the_workers("the store could not be read", move || {
-            store.known(&name, &tweets, &types, range, now).map_err(unreadable)
-        })
-        .await?;
+        let mut known = self.known(handle, plan.batches.concat(), question, now).await?;
         let needs = self.needs_of(handle, plan, &mut known, &question.query.types).await;
         let calls = if !question.partial && !needs.refused.is_empty() {
             judging(plan, &known, &needs.refused).len()

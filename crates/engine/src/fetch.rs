@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
@@ -13,6 +12,7 @@ use futures::FutureExt;
 use stitch::Plan;
 use stitch::rebucket::HOURLY;
 use store::{CallFacts, StoreError};
+use tracing::Instrument;
 use upstream::{AttemptError, Body, Calling, Lane, Retried};
 
 use crate::execute::Ended;

@@ -7,12 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
-use tracing::Instrument;
 
 use engagement::tree::TreeError;
 use engagement::{Endpoint, Response};
 use stitch::{Plan, Slice, absorb, absorb_zeros, finish, rebucket};
 use tokio::time::Instant;
+use tracing::Instrument;
 use upstream::Calling;
 
 use crate::error::EngineError;
@@ -146,12 +146,7 @@ impl Engine {
         let calling = calling.elapsed();
         let merging = Instant::now();
         let merged = merger.finish(&plan).await?;
-        let took = crate::Took {
-            budget_wait: std::time::Duration::from_millis(ask.progress.snapshot().budget_wait_ms),
-            calling,
-            rendering: merging.elapsed(),
-            shared_calls: made.joined,
-        };
+        let took = crate::Took::of(&ask.progress, calling, merging.elapsed(), made.joined);
         let meta = Meta {
             slices_fetched: fetched,
             upstream_calls: made.attempts,

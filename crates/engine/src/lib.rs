@@ -250,6 +250,20 @@ pub struct Took {
     pub shared_calls: u32,
 }
 
+impl Took {
+    /// What a question watched through `progress` took: `calling` from its first call to
+    /// its last answer, `rendering` after, `shared_calls` joined from other questions.
+    fn of(
+        progress: &Progress,
+        calling: std::time::Duration,
+        rendering: std::time::Duration,
+        shared_calls: u32,
+    ) -> Took {
+        let budget_wait = std::time::Duration::from_millis(progress.snapshot().budget_wait_ms);
+        Took { budget_wait, calling, rendering, shared_calls }
+    }
+}
+
 impl Answer {
     /// An answer as stitched, before anything is derived from it.
     fn stitched(

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, Response, TimeRange, TweetId};
@@ -15,6 +14,7 @@ use stitch::{Plan, Slice, absorb, finish};
 use store::facts::hour_of;
 use store::{Known, Store, StoreError};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{EngineError, FailedSlice};
 use crate::execute::{Made, Round};
@@ -23,7 +23,7 @@ use crate::fetch::{FactsCall, Kept};
 use crate::metrics;
 use crate::needs::{Coverage, Need, Needs, judging, needs};
 use crate::rendered::{RenderedAnswer, RenderedKey, no_video_views};
-use crate::{Answer, Ask, Engine, Meta, Question, facts_tier, off_the_workers};
+use crate::{Answer, Ask, Engine, Meta, Question, Took, facts_tier, off_the_workers};
 
 /// What a question's calls came to.
 #[derive(Debug, Default)]
@@ -92,13 +92,7 @@ impl Engine {
         let handle = ask.handle.handle.clone();
         let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
         self.mark_used(&handle, tweets.clone(), now);
-        let (store, types) = (Arc::clone(&self.store), question.query.types.clone());
-        let read = tracing::info_span!("store read", tweets = tweets.len());
-        let mut known = off_the_workers("the store could not be read", move || {
-            store.known(&handle, &tweets, &types, range, now).map_err(unreadable)
-        })
-        .instrument(read)
-        .await?;
+        let mut known = self.known(&handle, tweets, question, now).await?;
         let calling = Instant::now();
         let Fetched { mut made, held } = self.fetch_missing(&r, &mut known).await?;
         let calling = calling.elapsed();
@@ -118,12 +112,7 @@ impl Engine {
         let rendering = Rendering { store: Arc::clone(&self.store), r: &r, known, holes };
         let rendered = Instant::now();
         let response = Arc::new(off_the_workers("rendering the answer failed", rendering.task()).await?);
-        let took = crate::Took {
-            budget_wait: std::time::Duration::from_millis(ask.progress.snapshot().budget_wait_ms),
-            calling,
-            rendering: rendered.elapsed(),
-            shared_calls: made.joined,
-        };
+        let took = Took::of(&ask.progress, calling, rendered.elapsed(), made.joined);
         drop(pin);
         meta.answered(&ask.handle.handle, question, made.failed.len());
         ask.progress.fetched(meta.slices_fetched);
@@ -178,6 +167,24 @@ impl Engine {
             written: Arc::default(),
         };
         self.rendered.keep(key, kept);
+    }
+
+    /// What the store knows at `now` of `tweets` of `handle` for `question`'s types and
+    /// range, read off the async workers.
+    pub(crate) async fn known(
+        &self,
+        handle: &str,
+        tweets: Vec<TweetId>,
+        question: &Question,
+        now: DateTime<Utc>,
+    ) -> Result<Known, EngineError> {
+        let (store, types, range) = (Arc::clone(&self.store), question.query.types.clone(), question.range);
+        let (handle, read) = (handle.to_string(), tracing::info_span!("store read", tweets = tweets.len()));
+        off_the_workers("the store could not be read", move || {
+            store.known(&handle, &tweets, &types, range, now).map_err(unreadable)
+        })
+        .instrument(read)
+        .await
     }
 
     /// What `known` lacks of `plan`: from the facts tier when replicas share one, else as
@@ -307,7 +314,7 @@ pub(crate) fn rendered_key(handle: &str, plan: &Plan, question: &Question) -> Re
     }
 }
 
-pub(crate) fn unreadable(e: StoreError) -> EngineError {
+fn unreadable(e: StoreError) -> EngineError {
     EngineError::internal("the store could not be read", Some(Box::new(e)))
 }
 
