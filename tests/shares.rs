@@ -16,7 +16,8 @@ use simulator::Config;
 use simulator::faults::Faults;
 
 /// Clients of the demo handle named `names` (each with the key `NAME-key`; the tests of
-/// this binary share one metrics recorder, so each test names clients of its own), and
+/// this binary share one metrics recorder, so each test names clients no other test of it
+/// names), and
 /// `extra` settings.
 fn clients(names: &[&str], extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
@@ -58,18 +59,18 @@ async fn calls_of(world: &World, client: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_with_many_jobs_takes_no_more_than_its_share_while_another_waits() {
     let faults = Faults { latency: Wait::from_millis(15), ..Faults::default() };
-    let env = clients(&["batch", "dash"], &[]);
+    let env = clients(&["bulk", "viewer"], &[]);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let world = World::start(Config { faults, ..Config::default() }, &env).await;
-    let (batch0, dash0) = (calls_of(&world, "batch").await, calls_of(&world, "dash").await);
+    let (bulk0, viewer0) = (calls_of(&world, "bulk").await, calls_of(&world, "viewer").await);
 
-    // batch: 4 jobs of 100 calls (4 batches × 25 windows).
+    // bulk: 4 jobs of 100 calls (4 batches × 25 windows).
     let mut jobs = Vec::new();
     for j in 0..4 {
         let r = world
             .http
             .post(format!("{}/v1/jobs", world.url))
-            .bearer_auth("batch-key")
+            .bearer_auth("bulk-key")
             .json(&question(&world, 100, 25, j))
             .send()
             .await
@@ -77,27 +78,27 @@ async fn a_client_with_many_jobs_takes_no_more_than_its_share_while_another_wait
         assert_eq!(r.status().as_u16(), 202);
         jobs.push(r.headers()["location"].to_str().unwrap().to_owned());
     }
-    while calls_of(&world, "batch").await - batch0 < 8.0 {
+    while calls_of(&world, "bulk").await - bulk0 < 8.0 {
         tokio::time::sleep(Wait::from_millis(10)).await;
     }
-    // dash: one question of 10 calls at a time, again and again, while batch runs.
-    let batch_before = calls_of(&world, "batch").await;
+    // viewer: one question of 10 calls at a time, again and again, while bulk runs.
+    let bulk_before = calls_of(&world, "bulk").await;
     for q in 0..5 {
         let (status, answer) =
-            world.ask_as("/v1/historical", &question(&world, 1, 10, 10 + q), Some("dash-key")).await;
+            world.ask_as("/v1/historical", &question(&world, 1, 10, 10 + q), Some("viewer-key")).await;
         assert_eq!(status, 200, "{answer}");
     }
-    let batch_during = calls_of(&world, "batch").await - batch_before;
-    let dash = calls_of(&world, "dash").await - dash0;
-    assert_eq!(dash, 50.0);
-    let share = dash / (dash + batch_during);
-    assert!(share >= 0.4, "dash took {dash} of {} calls while both waited", dash + batch_during);
+    let bulk_during = calls_of(&world, "bulk").await - bulk_before;
+    let viewer = calls_of(&world, "viewer").await - viewer0;
+    assert_eq!(viewer, 50.0);
+    let share = viewer / (viewer + bulk_during);
+    assert!(share >= 0.4, "viewer took {viewer} of {} calls while both waited", viewer + bulk_during);
 
-    // Without dash, batch has every turn: its jobs finish with all their calls.
+    // Without viewer, bulk has every turn: its jobs finish with all their calls.
     for job in jobs {
         loop {
             let r =
-                world.http.get(format!("{}{job}", world.url)).bearer_auth("batch-key").send().await.unwrap();
+                world.http.get(format!("{}{job}", world.url)).bearer_auth("bulk-key").send().await.unwrap();
             let status: Value = r.json().await.unwrap();
             if status["state"] == "done" {
                 break;
@@ -106,12 +107,12 @@ async fn a_client_with_many_jobs_takes_no_more_than_its_share_while_another_wait
             tokio::time::sleep(Wait::from_millis(50)).await;
         }
     }
-    assert_eq!(calls_of(&world, "batch").await - batch0, 400.0);
+    assert_eq!(calls_of(&world, "bulk").await - bulk0, 400.0);
 
     // /v1/usage tells each client its own.
-    let r = world.http.get(format!("{}/v1/usage", world.url)).bearer_auth("dash-key").send().await.unwrap();
+    let r = world.http.get(format!("{}/v1/usage", world.url)).bearer_auth("viewer-key").send().await.unwrap();
     let usage: Value = r.json().await.unwrap();
-    assert_eq!(usage["client"]["name"], "dash");
+    assert_eq!(usage["client"]["name"], "viewer");
     assert_eq!(usage["client"]["share"], 1.0);
     assert_eq!(usage["client"]["calls_this_month"], 50, "{usage}");
     assert!(usage["client"]["max_calls_per_minute"].is_null());
