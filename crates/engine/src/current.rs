@@ -193,13 +193,9 @@ impl CurrentCall {
             let span = crate::call_span(slice.batch, None);
             async move {
                 let calling = Calling { lane: &lane, endpoint, handle: &handle, body: &body, deadline };
-                let sent = std::sync::atomic::AtomicU32::new(0);
                 let call = engine
                     .calls
-                    .call(calling, |result, waited, _| {
-                        let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        engine.attempted(&client, result, waited, attempt);
-                    })
+                    .call(calling, |result, attempt| engine.attempted(&client, result, attempt))
                     .instrument(span);
                 Arc::new(call.await)
             }

@@ -4,7 +4,6 @@
 //! same call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
 use engagement::{Endpoint, EngagementType, GroupBy, Grouping, Query, RawRequest};
@@ -147,7 +146,6 @@ impl FactsCall {
             Ok(lease) => lease,
             Err(theirs) => return theirs,
         };
-        let sent = AtomicU32::new(0);
         // Hours are judged settled from before the call was sent: never from after the
         // upstream answered, when a not-yet-final hour may have turned old enough.
         let sent_at: DateTime<Utc> = self.engine.clock.now();
@@ -162,10 +160,9 @@ impl FactsCall {
                 body: &body,
                 deadline: self.ask.deadline,
             },
-            |result, waited, took| {
-                let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
-                engine.attempted(&self.ask.client, result, waited, attempt);
-                progress.attempt(attempt > 1, waited, took);
+            |result, attempt| {
+                engine.attempted(&self.ask.client, result, attempt);
+                progress.attempt(attempt);
             },
             // Read while the call holds its place among the calls in flight, so answers
             // waiting to be read never pile up beyond those calls.

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 
 use engagement::tree::TreeError;
@@ -109,7 +108,6 @@ impl Engine {
             let body = plan.slice_request(slice, &query.types, &asked);
             let (engine, ask) = (Arc::clone(self), ask.clone());
             async move {
-                let sent = AtomicU32::new(0);
                 let calling = Calling {
                     lane: &lane,
                     endpoint: Endpoint::Historical,
@@ -119,10 +117,9 @@ impl Engine {
                 };
                 let retried = engine
                     .calls
-                    .call(calling, |result, waited, took| {
-                        let attempt = sent.fetch_add(1, Ordering::Relaxed) + 1;
-                        engine.attempted(&ask.client, result, waited, attempt);
-                        ask.progress.attempt(attempt > 1, waited, took);
+                    .call(calling, |result, attempt| {
+                        engine.attempted(&ask.client, result, attempt);
+                        ask.progress.attempt(attempt);
                     })
                     .instrument(crate::call_span(slice.batch, Some(slice.window)))
                     .await;

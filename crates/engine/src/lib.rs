@@ -494,23 +494,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Counts the `attempt`th attempt of a call for `client`, which ended as `result` after
-    /// waiting `waited` for the budget: in the metrics, on the call's span, and as the
-    /// client's call unless the budget gave it no room (then no call was made).
+    /// Counts an `attempt` of a call for `client`, which ended as `result`: in the metrics,
+    /// on the call's span, and as the client's call unless the budget gave it no room (then
+    /// no call was made).
     pub(crate) fn attempted(
         &self,
         client: &str,
         result: &Result<upstream::Body, AttemptError>,
-        waited: std::time::Duration,
-        attempt: u32,
+        attempt: upstream::Attempt,
     ) {
         let outcome = failure::outcome(result);
         metrics::upstream_call(&outcome);
         let span = tracing::Span::current();
-        span.record("attempt", attempt);
+        span.record("attempt", attempt.number);
         span.record("status", outcome.as_str());
         if !matches!(result, Err(AttemptError::Budget { .. })) {
-            self.clients.record(client, self.clock.now(), Instant::now(), waited);
+            self.clients.record(client, self.clock.now(), Instant::now(), attempt.waited);
         }
     }
 

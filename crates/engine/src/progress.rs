@@ -171,9 +171,11 @@ impl Progress {
         self.wake_watchers();
     }
 
-    /// One attempt of a call ended: a retry or not, after waiting `waited` for the budget
-    /// and `took` for the upstream.
-    pub(crate) fn attempt(&self, retry: bool, waited: Duration, took: Duration) {
+    /// One attempt of a call ended: a retry if not the first, after waiting for the budget
+    /// and for the upstream.
+    pub(crate) fn attempt(&self, attempt: upstream::Attempt) {
+        let upstream::Attempt { number, waited, took } = attempt;
+        let retry = number > 1;
         self.upstream_calls.fetch_add(1, Ordering::Relaxed);
         if retry {
             self.retries.fetch_add(1, Ordering::Relaxed);

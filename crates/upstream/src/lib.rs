@@ -30,7 +30,7 @@ pub use credentials::{AppCredentials, HandleCredentials};
 pub use gzip::Body;
 #[cfg(feature = "http")]
 pub use http::HttpUpstream;
-pub use policy::{BudgetRefusal, CallPolicy, Calling, ClientShare};
+pub use policy::{Attempt, BudgetRefusal, CallPolicy, Calling, ClientShare};
 pub use retry::{Retried, RetryPolicy};
 pub use scheduler::{Lane, Scheduler};
 

@@ -15,7 +15,7 @@ use crate::budget::RateBudget;
 use crate::classify::{AttemptError, read_answer};
 use crate::credentials::HandleCredentials;
 use crate::retry::{Retried, RetryPolicy, retry};
-use crate::scheduler::{Lane, Scheduler};
+use crate::scheduler::{Lane, Scheduler, Turn};
 use crate::{Body, Upstream};
 
 /// The pace of the per-minute budget: its rate, whether the service set it (else the
@@ -25,6 +25,16 @@ struct Pacing {
     configured: bool,
     burst: usize,
     interval: Duration,
+}
+
+/// One attempt of a call, as the policy made it: its number (the first is 1), how long it
+/// waited for its client's cap, its turn in the budget's line and the budget, and how long
+/// the upstream took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub number: u32,
+    pub waited: Duration,
+    pub took: Duration,
 }
 
 /// What one client may take of the upstream's calls: its weight in the turns among
@@ -170,12 +180,11 @@ impl CallPolicy {
 
     /// One call, as `call` says: attempts until one succeeds, one is refused, the attempts
     /// run out, or the next would pass its deadline; its answer read as a tree of counts.
-    /// `attempted` hears of each attempt: its outcome, how long it waited for the budget, and
-    /// how long the upstream took.
+    /// `attempted` hears of each attempt: its outcome, and the [`Attempt`] it was.
     pub async fn call(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Body, AttemptError>, Duration, Duration),
+        attempted: impl Fn(&Result<Body, AttemptError>, Attempt),
     ) -> Retried<Response> {
         self.call_then(call, attempted, |body| {
             off_the_workers("reading the answer", move || read_answer(&body.text()?))
@@ -190,53 +199,27 @@ impl CallPolicy {
     pub async fn call_then<T, Fut>(
         &self,
         call: Calling<'_>,
-        attempted: impl Fn(&Result<Body, AttemptError>, Duration, Duration),
+        attempted: impl Fn(&Result<Body, AttemptError>, Attempt),
         then: impl Fn(Body) -> Fut,
     ) -> Retried<T>
     where
         Fut: Future<Output = Result<T, AttemptError>>,
     {
         let Calling { lane, endpoint, handle, body, deadline } = call;
-        retry(&self.retry, deadline, |_| async {
-            // A client over its own cap waits without holding a turn others could use.
-            let capped = match &lane.cap {
-                Some(cap) => cap.acquire(deadline).await,
-                None => Ok(Duration::ZERO),
-            };
-            let _turn = match capped {
-                Ok(_) => Some(lane.turn().await),
-                Err(_) => None,
-            };
-            let acquired = match capped {
-                Ok(capped) => {
-                    let line_started = Instant::now();
-                    let in_line = match &lane.budget_lane {
-                        Some(line) => tokio::time::timeout_at(deadline, line.turn()).await.map(Some),
-                        None => Ok(None),
-                    };
-                    match in_line {
-                        // The wait is the line's and the budget's.
-                        Ok(_in_line) => {
-                            self.budget.acquire(deadline).await.map(|_| capped + line_started.elapsed())
-                        }
-                        // The calls ahead in line took the time left.
-                        Err(_) => Err(Duration::ZERO),
-                    }
-                }
-                Err(wait) => Err(wait),
-            };
-            let (result, waited, took) = match acquired {
-                Ok(waited) => {
+        let (attempted, then) = (&attempted, &then);
+        retry(&self.retry, deadline, |number| async move {
+            let (_turn, result, waited, took) = match self.room(lane, deadline).await {
+                Ok((turn, waited)) => {
                     let sent = Instant::now();
                     let result = self.upstream.call(endpoint, handle, body, deadline).await;
                     if result.is_ok() {
                         self.learn_latency(sent.elapsed());
                     }
-                    (result, waited, sent.elapsed())
+                    (Some(turn), result, waited, sent.elapsed())
                 }
-                Err(wait) => (Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
+                Err(wait) => (None, Err(AttemptError::Budget { wait }), Duration::ZERO, Duration::ZERO),
             };
-            attempted(&result, waited, took);
+            attempted(&result, Attempt { number, waited, took });
             then(result?).await
         })
         .await
@@ -331,6 +314,28 @@ impl CallPolicy {
             return Err(BudgetRefusal::Busy { calls, ahead, wait });
         }
         Ok(())
+    }
+
+    /// Waits, for one attempt on `lane`, for its client's cap (without holding a place in
+    /// flight others could use), then a place in flight, its turn in the budget's line, and
+    /// the budget: the place, and the time waited for the cap, the line and the budget; or
+    /// the wait that would pass `deadline`.
+    async fn room(&self, lane: &Lane, deadline: Instant) -> Result<(Turn, Duration), Duration> {
+        let capped = match &lane.cap {
+            Some(cap) => cap.acquire(deadline).await?,
+            None => Duration::ZERO,
+        };
+        let turn = lane.turn().await;
+        let line_started = Instant::now();
+        let _in_line = match &lane.budget_lane {
+            // The calls ahead in line may take the time left.
+            Some(line) => {
+                Some(tokio::time::timeout_at(deadline, line.turn()).await.map_err(|_| Duration::ZERO)?)
+            }
+            None => None,
+        };
+        self.budget.acquire(deadline).await?;
+        Ok((turn, capped + line_started.elapsed()))
     }
 
     /// Adds one answered call's time to the moving average (an eighth of the new time).

@@ -131,7 +131,7 @@ async fn a_spent_minute_pauses_the_budget() {
                 body: &body(&[id]),
                 deadline: deadline(),
             },
-            |_, _, _| {},
+            |_, _| {},
         )
         .await;
     assert!(first.result.is_ok());
@@ -148,7 +148,7 @@ async fn a_spent_minute_pauses_the_budget() {
                 body: &body(&[id]),
                 deadline: soon,
             },
-            |_, _, _| {},
+            |_, _| {},
         )
         .await;
     assert!(matches!(second.result, Err(AttemptError::Budget { .. })), "{:?}", second.result);
