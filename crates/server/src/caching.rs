@@ -33,6 +33,15 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
+    /// How an answer is written: the drop-in's shape, or the native one in `format`.
+    pub(crate) fn of(native: bool, format: crate::format::Format) -> Shape {
+        match (native, format) {
+            (false, _) => Shape::DropIn,
+            (true, crate::format::Format::Csv) => Shape::Csv,
+            (true, crate::format::Format::Json) => Shape::Native,
+        }
+    }
+
     fn tag(self) -> &'static str {
         match self {
             Shape::DropIn => "api",
@@ -42,9 +51,27 @@ impl Shape {
     }
 }
 
+/// `answer` written as `shape` at `now` by `write`, with the headers of [`Validators`];
+/// or `304` with them and no body when the `request`'s `If-None-Match` names its tag (then
+/// it is not written).
+pub(crate) async fn reply<W: std::future::Future<Output = Result<Response, ServiceError>>>(
+    (answer, shape): (&Arc<Answer>, Shape),
+    now: DateTime<Utc>,
+    request: &HeaderMap,
+    write: impl FnOnce() -> W,
+) -> Result<Response, ServiceError> {
+    let validators = Validators::of(answer, shape, now).await?;
+    if validators.held_by(request) {
+        return Ok(validators.not_modified());
+    }
+    let mut response = write().await?;
+    validators.apply(&mut response);
+    Ok(response)
+}
+
 /// The headers an answer is written with.
 #[derive(Debug, Clone)]
-pub(crate) struct Validators {
+struct Validators {
     etag: HeaderValue,
     cache_control: HeaderValue,
     result: HeaderValue,
@@ -54,7 +81,7 @@ pub(crate) struct Validators {
 impl Validators {
     /// The headers of `answer` written as `shape` at `now`; its digest is taken off the
     /// async workers (a repeat's is kept with it, so it costs no walk of its trees).
-    pub(crate) async fn of(
+    async fn of(
         answer: &Arc<Answer>,
         shape: Shape,
         now: DateTime<Utc>,
@@ -99,7 +126,7 @@ impl Validators {
 
     /// Whether the request's `If-None-Match` names this answer's tag, so the client holds
     /// it already. (`*` names no tag: the question is a `POST`, which is answered anew.)
-    pub(crate) fn held_by(&self, request: &HeaderMap) -> bool {
+    fn held_by(&self, request: &HeaderMap) -> bool {
         // If-None-Match compares weakly: `W/` is not part of the tag (RFC 9110 13.1.2).
         let opaque = |tag: &[u8]| tag.strip_prefix(b"W/").unwrap_or(tag).to_vec();
         let ours = opaque(self.etag.as_bytes());
@@ -112,14 +139,14 @@ impl Validators {
     }
 
     /// `304 Not Modified` with these headers and no body.
-    pub(crate) fn not_modified(&self) -> Response {
+    fn not_modified(&self) -> Response {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         self.apply(&mut response);
         response
     }
 
     /// Puts these headers on `response`.
-    pub(crate) fn apply(&self, response: &mut Response) {
+    fn apply(&self, response: &mut Response) {
         let headers = response.headers_mut();
         headers.insert(ETAG, self.etag.clone());
         headers.insert(CACHE_CONTROL, self.cache_control.clone());

@@ -9,7 +9,7 @@ use engagement::request::QuestionBody;
 use engagement::tree::CountStyle;
 
 use crate::admission::{Admission, Admitted, Asked, read_question, room_for};
-use crate::caching::{Shape, Validators};
+use crate::caching::{self, Shape};
 use crate::error::ServiceError;
 use crate::format::{Format, NativeTail, native_body};
 use crate::request_id::request_id;
@@ -71,24 +71,25 @@ pub async fn native(State(state): State<Arc<AppState>>, admission: Admission) ->
 async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> Response {
     let id = request_id(&admission.head.headers);
     let asked = admission.head.headers.clone();
-    let (answer, admitted, format) = match ask(state, admission, native).await {
-        Ok(answered) => answered,
-        Err(e) => return e.into_response_for(id.as_deref()),
+    let replied = async {
+        let (answer, admitted, format) = ask(state, admission, native).await?;
+        let (answer, shape) = (Arc::new(answer), Shape::of(native, format));
+        let write = || write(Arc::clone(&answer), shape, admitted, format);
+        caching::reply((&answer, shape), state.engine.clock.now(), &asked, write).await
     };
-    let shape = match (native, format) {
-        (false, _) => Shape::DropIn,
-        (true, Format::Csv) => Shape::Csv,
-        (true, Format::Json) => Shape::Native,
-    };
-    let answer = Arc::new(answer);
-    let validators = match Validators::of(&answer, shape, state.engine.clock.now()).await {
-        Ok(validators) => validators,
-        Err(e) => return e.into_response_for(id.as_deref()),
-    };
-    if validators.held_by(&asked) {
-        return validators.not_modified();
-    }
-    let mut response = match shape {
+    replied.await.unwrap_or_else(|e| e.into_response_for(id.as_deref()))
+}
+
+/// `answer` written as `shape` (`format` for the native one), holding `admitted` while it
+/// is written.
+async fn write(
+    answer: Arc<Answer>,
+    shape: Shape,
+    admitted: Admitted,
+    format: Format,
+) -> Result<Response, ServiceError> {
+    let native = shape != Shape::DropIn;
+    Ok(match shape {
         Shape::Csv => Format::Csv.write(answer, admitted),
         _ if answer.written.is_some() => {
             // A repeat: its text is kept (or made once now, off the async workers).
@@ -98,19 +99,15 @@ async fn respond(state: &Arc<AppState>, admission: Admission, native: bool) -> R
                     .map(|text| (text, admitted))
                     .map_err(|e| ServiceError::internal(FAILED, Some(Box::new(e))))
             });
-            match made.await {
-                Ok((chunks, _admitted)) => streaming::chunks(chunks),
-                Err(e) => return e.into_response_for(id.as_deref()),
-            }
+            let (chunks, _admitted) = made.await?;
+            streaming::chunks(chunks)
         }
         Shape::Native => format.write(answer, admitted),
         Shape::DropIn => streaming::json(move |out| {
             let _admitted = admitted;
             serde_json::to_writer(out, &answer.response.styled(CountStyle::Strings))
         }),
-    };
-    validators.apply(&mut response);
-    response
+    })
 }
 
 /// A repeated answer's body from its kept text: the drop-in body is the text itself; the

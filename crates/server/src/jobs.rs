@@ -17,7 +17,7 @@ use engine::{FailedSlice, NativeQuestion, ProgressSnapshot, Reading};
 use serde::Serialize;
 
 use crate::admission::{Admission, Asked, RequestHead, read_question};
-use crate::caching::{Shape, Validators};
+use crate::caching::{self, Shape};
 use crate::error::{self, ServiceError};
 use crate::format::Format;
 use crate::request_id::request_id;
@@ -218,17 +218,11 @@ pub async fn result(
     };
     match job.result() {
         JobResult::Answered(answer) => {
-            let shape = if format == Format::Csv { Shape::Csv } else { Shape::Native };
-            let validators = match Validators::of(&answer, shape, state.engine.clock.now()).await {
-                Ok(validators) => validators,
-                Err(e) => return e.into_response_for(rid.as_deref()),
-            };
-            if validators.held_by(&head.headers) {
-                return validators.not_modified();
-            }
-            let mut response = format.write(answer, ());
-            validators.apply(&mut response);
-            response
+            let shape = Shape::of(true, format);
+            let write = || async { Ok(format.write(Arc::clone(&answer), ())) };
+            caching::reply((&answer, shape), state.engine.clock.now(), &head.headers, write)
+                .await
+                .unwrap_or_else(|e| e.into_response_for(rid.as_deref()))
         }
         JobResult::Failed(e) => error::engine_response(&e, rid.as_deref()),
         JobResult::LetGo(bytes) => {
