@@ -81,11 +81,7 @@ struct Validators {
 impl Validators {
     /// The headers of `answer` written as `shape` at `now`; its digest is taken off the
     /// async workers (a repeat's is kept with it, so it costs no walk of its trees).
-    async fn of(
-        answer: &Arc<Answer>,
-        shape: Shape,
-        now: DateTime<Utc>,
-    ) -> Result<Validators, ServiceError> {
+    async fn of(answer: &Arc<Answer>, shape: Shape, now: DateTime<Utc>) -> Result<Validators, ServiceError> {
         let of = Arc::clone(answer);
         let digest = engine::off_the_workers("the answer's entity tag could not be made", move || {
             Ok::<_, ServiceError>(of.digest())

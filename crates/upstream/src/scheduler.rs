@@ -48,6 +48,21 @@ struct Client {
     lanes: usize,
 }
 
+impl Client {
+    /// Brings the client's pass up to `now_pass` when it comes back: idle time earns no
+    /// turns to spend later.
+    fn join(&mut self, now_pass: f64) {
+        self.pass = self.pass.max(now_pass);
+    }
+
+    /// Takes one turn: the pass it was taken at, which the others join at from now on.
+    fn take_turn(&mut self) -> f64 {
+        let taken = self.pass;
+        self.pass += 1.0 / self.share;
+        taken
+    }
+}
+
 impl State {
     /// Whether any call waits.
     fn anyone_waits(&self) -> bool {
@@ -191,8 +206,7 @@ impl Inner {
                 Ok(()) => {
                     s.in_flight += 1;
                     if let Some(client) = s.clients.get_mut(&name) {
-                        s.now_pass = client.pass;
-                        client.pass += 1.0 / client.share;
+                        s.now_pass = client.take_turn();
                         if more {
                             client.ring.push_back(lane);
                         }
@@ -222,10 +236,8 @@ impl Lane {
                 if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
                     // A turn nobody else wanted moves the pass on for everyone: a client
                     // busy while nobody waited is not behind those who come later.
-                    client.pass = client.pass.max(now_pass);
-                    let taken = client.pass;
-                    client.pass += 1.0 / client.share;
-                    s.now_pass = taken;
+                    client.join(now_pass);
+                    s.now_pass = client.take_turn();
                 }
                 return Turn { inner: Some(Arc::clone(&self.inner)), lane: self.id };
             }
@@ -236,10 +248,8 @@ impl Lane {
             if first {
                 let now_pass = s.now_pass;
                 if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
-                    // A client that starts waiting joins at the others' pass: idle time
-                    // earns no turns to spend later.
                     if client.ring.is_empty() {
-                        client.pass = client.pass.max(now_pass);
+                        client.join(now_pass);
                     }
                     client.ring.push_back(self.id);
                 }
