@@ -18,7 +18,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use upstream::{AppCredentials, CallPolicy, ClientShare, HttpUpstream, RateBudget, Reach, Upstream};
+use upstream::{
+    AppCredentials, CallPolicy, ClientShare, HttpUpstream, RateBudget, Reach, SharedRate, Upstream,
+};
 
 use crate::auth::NONCE_LIFE;
 use crate::request_id::{self, REQUEST_ID};
@@ -68,13 +70,8 @@ async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
         consumer_secret: u.consumer_secret.expose_secret().into(),
     };
     let sharing = Sharing::from_settings(&settings.redis)?;
-    let budget = Arc::new(match &sharing {
-        Some(sharing) => {
-            let (rate, share) = sharing.rate(u.requests_per_minute);
-            RateBudget::shared(u.requests_per_minute, u.rate_burst, rate, share)
-        }
-        None => RateBudget::new(u.requests_per_minute, u.rate_burst),
-    });
+    let shared_rate = sharing.as_ref().map(|sharing| sharing.rate(u.requests_per_minute));
+    let budget = Arc::new(budget_of(u.requests_per_minute, u.rate_burst, shared_rate));
     let client =
         HttpUpstream::new(&upstream_url, app, Arc::clone(&budget), Duration::from_secs(u.call_timeout_secs))?;
     Ok(Connected { upstream: Arc::new(client), upstream_url, budget, sharing })
@@ -114,18 +111,22 @@ fn client_shares(settings: &Settings, sharing: Option<&Arc<Sharing>>) -> HashMap
         .iter()
         .map(|(name, client)| {
             let cap = client.max_calls_per_minute.map(|per_minute| {
-                let burst = burst.clamp(1, per_minute);
-                Arc::new(match sharing {
-                    Some(sharing) => {
-                        let (rate, alone) = sharing.client_rate(name, per_minute);
-                        RateBudget::shared(per_minute, burst, rate, alone)
-                    }
-                    None => RateBudget::new(per_minute, burst),
-                })
+                let shared_rate = sharing.map(|sharing| sharing.client_rate(name, per_minute));
+                Arc::new(budget_of(per_minute, burst.clamp(1, per_minute), shared_rate))
             });
             (name.clone(), ClientShare { share: client.share, cap })
         })
         .collect()
+}
+
+/// A budget of `per_minute` calls with bursts of `burst`: on the replicas' shared rate (and
+/// what this replica takes alone while it is away), when they share one, else this
+/// process's own.
+fn budget_of(per_minute: u32, burst: u32, shared: Option<(Arc<dyn SharedRate>, Option<u32>)>) -> RateBudget {
+    match shared {
+        Some((rate, alone)) => RateBudget::shared(per_minute, burst, rate, alone),
+        None => RateBudget::new(per_minute, burst),
+    }
 }
 
 /// A built service, bound to its port, ready to serve.
