@@ -17,3 +17,4 @@ mod observability;
 mod shares;
 mod stitching;
 mod store;
+mod watches;

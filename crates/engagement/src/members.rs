@@ -9,6 +9,9 @@ use serde_json::Value;
 pub const QUESTION: &[&str] =
     &["tweet_ids", "engagement_types", "groupings", "start", "end", "time_zone", "partial", "derive", "top"];
 
+/// What a watch's body may name.
+pub const WATCH: &[&str] = &["tweet_ids", "engagement_types", "lookback_days", "refresh_secs"];
+
 /// What a grouping may name.
 pub const GROUPING: &[&str] = &["group_by"];
 

@@ -421,6 +421,21 @@ impl Query {
     }
 }
 
+/// The Tweets and the `/historical` types a body names, read as a question's are: at most
+/// `max_tweet_ids` distinct Tweets that can exist at `now`. Every problem is reported.
+pub fn read_tweets_and_types(
+    tweet_ids: &Sent<Vec<Sent<IdText>>>,
+    types: &Sent<Vec<Sent<String>>>,
+    max_tweet_ids: usize,
+    now: DateTime<Utc>,
+) -> Result<(Vec<TweetId>, Vec<EngagementType>), ApiError> {
+    let limits = Limits { max_tweet_ids, max_span_hours: None, clamp_future_end: true };
+    match (read_tweet_ids(tweet_ids, &limits, now), read_types(Endpoint::Historical, types)) {
+        (Ok(ids), Ok(types)) => Ok((ids, types)),
+        (ids, types) => Err(ApiError { errors: [ids.err(), types.err()].into_iter().flatten().collect() }),
+    }
+}
+
 fn read_tweet_ids(
     sent: &Sent<Vec<Sent<IdText>>>,
     limits: &Limits,

@@ -81,3 +81,21 @@ impl std::fmt::Debug for RedisSettings {
             .finish()
     }
 }
+
+/// Watched Tweets, kept warm in the budget no question uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSettings {
+    /// Whether watches may be made and are refreshed.
+    pub enabled: bool,
+    /// Watches one client may have.
+    pub max_per_client: usize,
+    /// Tweets one client's watches may hold together.
+    pub max_tweets: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings { enabled: true, max_per_client: 20, max_tweets: 10_000 }
+    }
+}

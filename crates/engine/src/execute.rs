@@ -104,12 +104,17 @@ impl Engine {
         if calls.is_empty() {
             return Ok(made);
         }
-        if checked {
+        if checked && !ask.idle {
             self.calls.check_for(&ask.client, calls.len(), ask.deadline).map_err(refusal)?;
         }
         self.admit_handle(&ask.handle.handle, true).await?;
         ask.progress.calls_ahead(calls.len());
-        let lane = Arc::new(self.calls.lane_of(&ask.client, calls.len(), ask.deadline));
+        let lane = if ask.idle {
+            self.calls.idle_lane_of(&ask.client)
+        } else {
+            self.calls.lane_of(&ask.client, calls.len(), ask.deadline)
+        };
+        let lane = Arc::new(lane);
         let mut tasks = InFlight::new();
         for &call in calls {
             let calling = start(call, Arc::clone(&lane));

@@ -26,7 +26,12 @@ const CLAIMS: usize = 3;
 /// Runs `call` while holding the lease `holder` took on `name`, renewing it every third of
 /// its life so a slow call is never made again by another replica. A lease that cannot be
 /// renewed (lost, or Redis away) is left to expire while the call goes on.
-async fn held_while<T>(leases: &dyn Leases, name: &str, holder: &str, call: impl Future<Output = T>) -> T {
+pub(crate) async fn held_while<T>(
+    leases: &dyn Leases,
+    name: &str,
+    holder: &str,
+    call: impl Future<Output = T>,
+) -> T {
     let renew = async {
         loop {
             tokio::time::sleep(leases.term() / 3).await;

@@ -50,6 +50,8 @@ mod progress;
 pub mod question;
 mod recall;
 mod rendered;
+mod watch_book;
+pub mod watches;
 
 pub use current::{NowAnswer, NowMeta};
 pub use error::{EngineError, FailedSlice};
@@ -72,6 +74,9 @@ pub struct Ask {
     pub cancel: CancellationToken,
     /// `question`, with the client (and, for `/totals` and `/28hr`, the endpoint).
     pub span: tracing::Span,
+    /// Its calls take only turns and budget no question waits for (a watch's refresh), and
+    /// are not checked against the budget first.
+    pub idle: bool,
 }
 
 impl Ask {
@@ -91,7 +96,13 @@ impl Ask {
             progress: Arc::new(Progress::default()),
             cancel,
             span,
+            idle: false,
         }
+    }
+
+    /// The same work, done only with what no question waits for.
+    pub fn idle(self) -> Ask {
+        Ask { idle: true, ..self }
     }
 
     /// The same question, watched through `progress`.
@@ -528,6 +539,22 @@ impl Engine {
             return now + life(config.fresh_ttl);
         }
         oldest_status.unwrap_or(now) + life(config.status_ttl)
+    }
+
+    /// Refuses `handle` if a call for it now would count it past the month's handle cap
+    /// (whatever `ledger.policy` says: nothing is called yet).
+    pub async fn handle_fits(&self, handle: &str) -> Result<(), EngineError> {
+        let Some(cap) = self.ledger_settings.handle_cap else { return Ok(()) };
+        let now = self.clock.now();
+        let month = self.shared.ledger.month(now).await?;
+        if month.len() >= cap && !month.iter().any(|entry| entry.handle == handle) {
+            return Err(EngineError::HandleCap {
+                cap,
+                month: store::ledger::month_of(now),
+                handle: handle.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the

@@ -1,7 +1,7 @@
 //! What the replicas of one service share, as ports the engine and the server ask through:
 //! the facts fetched ([`FactsTier`]), leases on calls in flight ([`Leases`]), the month's
 //! handle ledger ([`Ledger`]), OAuth nonces ([`Nonces`]), whether shared state can be
-//! reached ([`SharedState`]), and the per-minute budget ([`SharedRate`], which the call
+//! reached ([`SharedState`]), where watches are kept ([`WatchBook`]), and the per-minute budget ([`SharedRate`], which the call
 //! policy paces by). Beside them, the [`Clock`] every judgment of wall time reads: what has
 //! settled, what is still fresh, which month a call counts in, when a job's result expires.
 //!
@@ -21,6 +21,7 @@ use store::Store;
 
 use crate::error::EngineError;
 pub use crate::ledger::{Ledger, LocalLedger};
+pub use crate::watch_book::{LocalWatchBook, WatchBook};
 pub use engagement::slots::Hour;
 pub use store::ledger::month_of;
 pub use store::{Admission, LedgerEntry, Refused};
@@ -177,6 +178,8 @@ pub struct Shared {
     pub ledger: Arc<dyn Ledger>,
     pub nonces: Arc<dyn Nonces>,
     pub state: Arc<dyn SharedState>,
+    /// Where watches are kept.
+    pub watches: Arc<dyn WatchBook>,
 }
 
 impl Shared {
@@ -187,9 +190,10 @@ impl Shared {
         Shared {
             facts: alone.clone(),
             leases: alone.clone(),
-            ledger: Arc::new(LocalLedger::new(store)),
+            ledger: Arc::new(LocalLedger::new(Arc::clone(&store))),
             nonces: Arc::new(LocalNonces::new(nonce_life)),
             state: alone,
+            watches: Arc::new(LocalWatchBook::new(store)),
         }
     }
 }

@@ -130,6 +130,34 @@ impl Engine {
         Ok(answer)
     }
 
+    /// Fetches what the store lacks of `question` (its missing hours, and unsettled ones
+    /// past their life) as `ask` says, rendering nothing: what a watch's refresh does.
+    /// Slices that fail are counted, not fatal (the question is partial).
+    pub(crate) async fn keep_warm(
+        self: &Arc<Self>,
+        ask: &Ask,
+        question: &Question,
+    ) -> Result<Warmed, EngineError> {
+        let plan = Arc::new(stitch::plan(
+            &question.query.tweet_ids,
+            question.range,
+            Endpoint::Historical.max_tweet_ids(),
+        ));
+        let now = self.clock.now();
+        let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
+        let tweets: Vec<TweetId> = plan.batches.concat();
+        let handle = ask.handle.handle.clone();
+        let _pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
+        self.mark_used(&handle, tweets.clone(), now);
+        let mut known = self.known(&handle, tweets, question, now).await?;
+        let Fetched { made, .. } = self.fetch_missing(&r, &mut known).await?;
+        Ok(Warmed {
+            calls: made.attempts,
+            tweet_hours_held: hours_held(&plan, &known, &made.failed),
+            failed: made.failed.len(),
+        })
+    }
+
     /// The answer kept rendered for the very same question over settled time, if it still
     /// holds: a dashboard reloaded costs a lookup.
     fn repeat(&self, r: &Recalling<'_>) -> Option<Answer> {
@@ -300,6 +328,43 @@ impl Engine {
             ));
         }
     }
+}
+
+/// What keeping a question's hours warm did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Warmed {
+    /// Upstream calls made (retries too).
+    pub calls: u32,
+    /// Hours of live Tweets, from their creation, the store holds every type of now.
+    pub tweet_hours_held: u64,
+    /// Slices that could not be had.
+    pub failed: usize,
+}
+
+/// The hours of `plan`'s live Tweets (from their creation on) that the store holds once
+/// every call but the `failed` ones has been answered: the calls covered all it lacked.
+fn hours_held(plan: &Plan, known: &Known, failed: &[(Slice, upstream::AttemptError, u32)]) -> u64 {
+    let range = plan.range;
+    let mut held = 0;
+    for (b, batch) in plan.batches.iter().enumerate() {
+        let holes: Vec<TimeRange> =
+            failed.iter().filter(|(s, _, _)| s.batch == b).map(|(s, _, _)| s.window).collect();
+        for t in batch.iter().filter(|t| known.status.get(t) == Some(&store::TweetStatus::Live)) {
+            let from = range.start.max(t.created_at());
+            let from = engagement::time::floor_hour(from);
+            if from >= range.end {
+                continue;
+            }
+            let lived = TimeRange { start: from, end: range.end };
+            let lost: usize = holes
+                .iter()
+                .filter(|h| h.overlaps(&lived))
+                .map(|h| TimeRange { start: h.start.max(lived.start), end: h.end.min(lived.end) }.hours())
+                .sum();
+            held += (lived.hours() - lost.min(lived.hours())) as u64;
+        }
+    }
+    held
 }
 
 /// `question` for `handle`, planned as `plan`, as its rendered answers are kept by.

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod nonces;
 pub mod rate;
 pub mod sharing;
+pub mod watches;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

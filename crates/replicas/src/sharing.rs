@@ -19,6 +19,8 @@ use engine::ports::{
 };
 use secrecy::ExposeSecret;
 
+use engine::watches::{Watch, WatchBook, read_record, write_record};
+
 use crate::clock::RedisClock;
 use crate::rate::RedisRate;
 use crate::{BadUrl, Redis, Unreachable};
@@ -128,6 +130,7 @@ impl Sharing {
             ledger: Arc::new(SharedLedger { sharing: Arc::clone(self), local: alone.ledger }),
             nonces: Arc::new(SharedNonces { sharing: Arc::clone(self), local: alone.nonces }),
             state: Arc::clone(self) as Arc<dyn SharedState>,
+            watches: Arc::new(SharedWatches(Arc::clone(self))),
         }
     }
 
@@ -271,6 +274,42 @@ impl Ledger for SharedLedger {
             Some(month) => Ok(month),
             None => self.local.month(now).await,
         }
+    }
+}
+
+/// Watches in Redis, seen by every replica. While Redis is away they cannot be made,
+/// shown or refreshed (`503`): a replica's own list would differ from the others'.
+#[derive(Debug)]
+struct SharedWatches(Arc<Sharing>);
+
+impl SharedWatches {
+    fn answered<T>(&self, answered: Result<T, Unreachable>) -> Result<T, EngineError> {
+        answered.map_err(|e| {
+            tracing::debug!(error = %e, "watches could not be read or written in Redis");
+            self.0.away()
+        })
+    }
+}
+
+#[async_trait]
+impl WatchBook for SharedWatches {
+    async fn all(&self) -> Result<Vec<Watch>, EngineError> {
+        let records = self.answered(self.0.redis.watches().await)?;
+        Ok(records.iter().filter_map(|(id, record)| read_record(id, record)).collect())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Watch>, EngineError> {
+        let record = self.answered(self.0.redis.watch(id).await)?;
+        Ok(record.and_then(|record| read_record(id, &record)))
+    }
+
+    async fn put(&self, watch: &Watch, add: bool) -> Result<bool, EngineError> {
+        let record = write_record(watch)?;
+        self.answered(self.0.redis.put_watch(&watch.id, &record, add).await)
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, EngineError> {
+        self.answered(self.0.redis.remove_watch(id).await)
     }
 }
 

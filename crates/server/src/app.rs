@@ -28,6 +28,7 @@ use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{
     connections, current, demo, estimate, fallback, historical, jobs, metrics, openapi, page, probes, usage,
+    watches,
 };
 use engine::Engine;
 use engine::ports::{Clock, Shared, SystemClock};
@@ -164,6 +165,7 @@ impl Application {
         metrics::handle();
         metrics::start_at_zero();
         let state = start(settings, connected, clock)?;
+        state.watches.keep_warm(&state.tasks);
         // A wrong upstream.base_url is said at start, not by the first question.
         let probed = Arc::clone(&state);
         tokio::spawn(async move {
@@ -222,6 +224,7 @@ impl Application {
                 shutdown.await;
                 state.ready.store(false, Ordering::SeqCst);
                 state.jobs.close();
+                state.watches.close();
                 state.tasks.close();
                 tracing::info!(
                     grace_secs = grace.as_secs(),
@@ -281,6 +284,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/v1/jobs/{id}/result", get(jobs::result))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/watches", post(watches::create).get(watches::list))
+        .route("/v1/watches/{id}", get(watches::status).delete(watches::delete))
         .route("/livez", get(probes::livez))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))

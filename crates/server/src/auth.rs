@@ -94,6 +94,11 @@ impl Keyring {
         }
     }
 
+    /// Every configured handle's credentials.
+    pub fn credentials(&self) -> Vec<Arc<HandleCredentials>> {
+        self.by_token.values().cloned().collect()
+    }
+
     /// The configured handle named `name`, or the only one when no name is given.
     pub fn handle(&self, name: Option<&str>) -> Result<Arc<HandleCredentials>, String> {
         let mut names: Vec<&str> = self.by_token.values().map(|h| h.handle.as_str()).collect();

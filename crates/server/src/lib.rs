@@ -26,6 +26,7 @@ pub mod state;
 pub mod streaming;
 pub mod telemetry;
 pub mod usage;
+pub mod watches;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -86,6 +86,8 @@ impl Strict {
         schemas.insert("NativeTotalsQuestion".into(), Self::closed_question(totals, totals_grouping));
         let hr28 = schemas.get("Hr28Question")?.clone();
         schemas.insert("NativeHr28Question".into(), Self::closed_question(hr28, native_grouping));
+        let watch = Self::closed(schemas.get("WatchBody")?.clone());
+        schemas.insert("WatchBody".into(), watch);
         Some(())
     }
 }
@@ -146,8 +148,8 @@ impl Modify for Cacheable {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "stitcher", description = "Engagement API /historical questions over any range and any number of Tweets, stitched from the calls the API allows."),
-    paths(crate::historical::drop_in, crate::historical::native, crate::estimate::estimate, crate::current::totals, crate::current::hr28, crate::current::native_totals, crate::current::native_28hr, crate::jobs::submit, crate::jobs::status, crate::jobs::result, crate::jobs::cancel, crate::usage::usage, crate::probes::livez, crate::probes::readyz, crate::probes::metrics, serve),
-    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engine::Estimate, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, engine::jobs::JobState, crate::jobs::JobError, engine::ProgressSnapshot, engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::usage::ClientUsage, crate::settings::CapPolicy)),
+    paths(crate::historical::drop_in, crate::historical::native, crate::estimate::estimate, crate::current::totals, crate::current::hr28, crate::current::native_totals, crate::current::native_28hr, crate::jobs::submit, crate::jobs::status, crate::jobs::result, crate::jobs::cancel, crate::usage::usage, crate::watches::create, crate::watches::list, crate::watches::status, crate::watches::delete, crate::probes::livez, crate::probes::readyz, crate::probes::metrics, serve),
+    components(schemas(QuestionBody, GroupingBody, NativeQuestion, engine::Estimate, engagement::derive::TopBody, engagement::derive::Numbers, engagement::derive::EngagementRate, engagement::derive::Ranked, DropInAnswer, NativeAnswer, NativeMetaDoc, Meta, NowNativeAnswer, engine::NowMeta, TotalsQuestion, Hr28Question, NativeTotalsQuestion, NativeHr28Question, NowDropInAnswer, AnswerFormat, FailedSlice, ErrorBody, Status, crate::jobs::JobStatus, engine::jobs::JobState, crate::jobs::JobError, engine::ProgressSnapshot, engine::Stage, crate::usage::Usage, crate::usage::UsedHandle, crate::usage::ClientUsage, crate::settings::CapPolicy, engine::watches::Watch, engine::watches::WatchBody, engine::watches::WatchState)),
     modifiers(&Security, &Strict, &Cacheable)
 )]
 pub struct ApiDoc;

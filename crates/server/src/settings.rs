@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::demo;
-pub use engine::config::{CapPolicy, JobsSettings, LedgerSettings, OnFailure, RedisSettings};
+pub use engine::config::{CapPolicy, JobsSettings, LedgerSettings, OnFailure, RedisSettings, WatchSettings};
 use simulator::config as sim;
 
 /// The defaults, as shipped in `config/default.toml`.
@@ -28,6 +28,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub ledger: LedgerSettings,
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub watches: WatchSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
     /// Handle name to its access token and secret.

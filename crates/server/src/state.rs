@@ -12,6 +12,7 @@ use crate::auth::Keyring;
 use crate::settings::Settings;
 use engine::Engine;
 use engine::jobs::Jobs;
+use engine::watches::Watches;
 
 /// The service's shared state.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub keyring: Keyring,
     pub engine: Arc<Engine>,
     pub jobs: Arc<Jobs>,
+    /// Watched Tweets, kept warm.
+    pub watches: Arc<Watches>,
     /// What one question may ask: any span, up to `server.max_tweet_ids` Tweets.
     pub limits: Limits,
     /// Client requests being answered; full means `503` at once.
@@ -44,8 +47,12 @@ impl AppState {
     /// The state for `settings`, answering through `engine`.
     pub fn new(settings: Settings, engine: Arc<Engine>) -> AppState {
         let tasks = TaskTracker::new();
+        let keyring = Keyring::from_settings(&settings, Arc::clone(&engine.shared.nonces));
+        let handles = keyring.credentials();
+        let find = move |name: &str| handles.iter().find(|h| h.handle == name).cloned();
         AppState {
-            keyring: Keyring::from_settings(&settings, Arc::clone(&engine.shared.nonces)),
+            keyring,
+            watches: Arc::new(Watches::new(Arc::clone(&engine), settings.watches.clone(), Arc::new(find))),
             jobs: Arc::new(Jobs::new(settings.jobs.clone(), tasks.clone(), Arc::clone(&engine.clock))),
             engine,
             limits: Limits {

@@ -124,6 +124,9 @@ async fn api(
         sim.stats.record("other", 404, None);
         return Reply::error(404, format!("no such endpoint: {}", uri.path())).into_http(gzip);
     };
+    if endpoint == Endpoint::Historical {
+        sim.stats.arrived(&body);
+    }
     let (fault, delay, truncate) = sim.faults.roll(&sim.config.faults);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -18,6 +18,23 @@ pub struct Snapshot {
     /// Trace ID (from a W3C `traceparent` header) to count of the calls that carried it.
     #[serde(default)]
     pub by_trace: BTreeMap<String, u64>,
+    /// The `/historical` calls in the order they arrived (the last [`ARRIVALS_KEPT`]).
+    #[serde(default)]
+    pub arrivals: std::collections::VecDeque<Arrival>,
+}
+
+/// How many arrivals `/_stats` keeps.
+pub const ARRIVALS_KEPT: usize = 10_000;
+
+/// One `/historical` call as it arrived: its Tweets and window, as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Arrival {
+    #[serde(default)]
+    pub tweet_ids: Vec<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
 }
 
 /// The live counts.
@@ -45,6 +62,17 @@ impl Stats {
             let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             *s.by_trace.entry(trace.to_string()).or_default() += 1;
         }
+    }
+
+    /// Records a `/historical` call's body as it arrives (one that does not read as a
+    /// question is kept empty).
+    pub fn arrived(&self, body: &[u8]) {
+        let arrival: Arrival = serde_json::from_slice(body).unwrap_or_default();
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.arrivals.len() == ARRIVALS_KEPT {
+            s.arrivals.pop_front();
+        }
+        s.arrivals.push_back(arrival);
     }
 
     /// A copy of the counts.

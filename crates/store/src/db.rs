@@ -287,6 +287,7 @@ impl Store {
             txn.open_table(STATUS)?;
             txn.open_table(REFUSED)?;
             txn.open_table(crate::ledger::LEDGER)?;
+            txn.open_table(crate::watches::WATCHES)?;
             build_by_use(&txn)?;
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value());

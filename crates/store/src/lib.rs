@@ -17,6 +17,7 @@ pub mod facts;
 pub mod ledger;
 pub mod row;
 mod sync;
+mod watches;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -158,6 +158,16 @@ impl CallPolicy {
         lane
     }
 
+    /// An idle lane of `client` (work nobody waits for): its calls take turns, in flight and
+    /// at the per-minute budget, only when no question's call waits, and each takes from the
+    /// client's cap first.
+    pub fn idle_lane_of(&self, client: &str) -> Lane {
+        let mut lane = self.scheduler.idle_lane();
+        lane.cap = self.client(client).cap;
+        lane.budget_lane = Some(Box::new(self.budget_line.idle_lane()));
+        lane
+    }
+
     /// The upstream called.
     pub fn upstream(&self) -> &dyn Upstream {
         self.upstream.as_ref()

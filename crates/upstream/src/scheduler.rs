@@ -12,6 +12,9 @@
 //! - Within a client, its lanes with a call waiting go round-robin, not oldest call first.
 //!   So a question of 3 calls behind one of 3,000 waits for about one call per lane ahead
 //!   of it, not for the 3,000, and the big one still gets every turn nobody else wants.
+//! - Idle lanes (work nobody waits for, such as keeping watched Tweets warm) get a turn only
+//!   when no client's call waits, round-robin among themselves: a question that comes while
+//!   they run waits for no more than the calls already in flight.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,8 @@ struct State {
     waiting: HashMap<u64, VecDeque<oneshot::Sender<Turn>>>,
     /// Each lane's calls planned and not yet finished, and its question's deadline.
     planned: HashMap<u64, (usize, Instant)>,
+    /// Idle lanes with waiting calls, in turn order.
+    idle: VecDeque<u64>,
     next_lane: u64,
 }
 
@@ -96,6 +101,8 @@ pub struct Scheduler {
 pub struct Lane {
     id: u64,
     inner: Arc<Inner>,
+    /// Its calls take only turns no client's call waits for.
+    idle: bool,
     /// The client's own per-minute cap, if it has one: each call takes from it first.
     pub(crate) cap: Option<Arc<crate::RateBudget>>,
     /// The same question's place in the line for the per-minute budget, if the policy
@@ -145,7 +152,15 @@ impl Scheduler {
         entry.lanes += 1;
         entry.share = if share.is_finite() && share > 0.0 { share } else { 1.0 };
         s.lane_client.insert(id, name);
-        Lane { id, inner: Arc::clone(&self.inner), cap: None, budget_lane: None }
+        Lane { id, inner: Arc::clone(&self.inner), idle: false, cap: None, budget_lane: None }
+    }
+
+    /// An idle lane: its calls take turns only when no client's call waits, and it is in
+    /// no backlog (a question never waits behind it beyond the calls it has in flight).
+    pub fn idle_lane(&self) -> Lane {
+        let mut s = self.inner.lock();
+        s.next_lane += 1;
+        Lane { id: s.next_lane, inner: Arc::clone(&self.inner), idle: true, cap: None, budget_lane: None }
     }
 
     /// Each lane's calls not yet finished (a call in flight may still be waiting for the
@@ -184,41 +199,67 @@ impl Inner {
     }
 
     /// Hands free capacity to waiting calls: client by client as their shares say, and
-    /// lane by lane within a client.
+    /// lane by lane within a client; then, when no client's call waits, to idle lanes.
     fn grant(self: &Arc<Self>, s: &mut State) {
         while s.in_flight < self.capacity {
-            let Some(name) = s.next_client() else {
+            let granted = match s.next_client() {
+                Some(name) => self.grant_client(s, &name),
+                None => self.grant_idle(s),
+            };
+            if granted.is_none() {
                 return;
-            };
-            let Some(client) = s.clients.get_mut(&name) else { return };
-            let Some(lane) = client.ring.pop_front() else { continue };
-            let Some(queue) = s.waiting.get_mut(&lane) else {
-                continue;
-            };
-            let Some(waiter) = queue.pop_front() else {
-                continue;
-            };
-            let more = !queue.is_empty();
-            if !more {
-                s.waiting.remove(&lane);
             }
-            match waiter.send(Turn { inner: Some(Arc::clone(self)), lane }) {
-                Ok(()) => {
-                    s.in_flight += 1;
-                    if let Some(client) = s.clients.get_mut(&name) {
-                        s.now_pass = client.take_turn();
-                        if more {
-                            client.ring.push_back(lane);
-                        }
-                    }
-                }
+        }
+    }
+
+    /// Hands a turn to the next lane of the client `name`; `None` if it has none waiting.
+    fn grant_client(self: &Arc<Self>, s: &mut State, name: &Arc<str>) -> Option<()> {
+        let lane = s.clients.get_mut(name)?.ring.pop_front()?;
+        // A lane with nothing waiting leaves the ring.
+        let Some((sent, more)) = self.send_turn(s, lane) else { return Some(()) };
+        if let Some(client) = s.clients.get_mut(name) {
+            if sent {
+                s.now_pass = client.take_turn();
+            }
+            match (sent, more) {
+                (true, true) => client.ring.push_back(lane),
                 // The call was cancelled while it waited: its turn is not taken.
-                Err(mut unused) => {
-                    unused.inner = None;
-                    if more && let Some(client) = s.clients.get_mut(&name) {
-                        client.ring.push_front(lane);
-                    }
-                }
+                (false, true) => client.ring.push_front(lane),
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    /// Hands a turn to the next idle lane; `None` if none waits.
+    fn grant_idle(self: &Arc<Self>, s: &mut State) -> Option<()> {
+        let lane = s.idle.pop_front()?;
+        let Some((sent, more)) = self.send_turn(s, lane) else { return Some(()) };
+        match (sent, more) {
+            (true, true) => s.idle.push_back(lane),
+            (false, true) => s.idle.push_front(lane),
+            _ => {}
+        }
+        Some(())
+    }
+
+    /// Sends `lane`'s oldest waiting call its turn: whether it took it (a cancelled call
+    /// does not), and whether more of its calls wait.
+    fn send_turn(self: &Arc<Self>, s: &mut State, lane: u64) -> Option<(bool, bool)> {
+        let queue = s.waiting.get_mut(&lane)?;
+        let waiter = queue.pop_front()?;
+        let more = !queue.is_empty();
+        if !more {
+            s.waiting.remove(&lane);
+        }
+        match waiter.send(Turn { inner: Some(Arc::clone(self)), lane }) {
+            Ok(()) => {
+                s.in_flight += 1;
+                Some((true, more))
+            }
+            Err(mut unused) => {
+                unused.inner = None;
+                Some((false, more))
             }
         }
     }
@@ -230,7 +271,10 @@ impl Lane {
         let rx = {
             let mut guard = self.inner.lock();
             let s = &mut *guard;
-            if s.in_flight < self.inner.capacity && !s.anyone_waits() {
+            // Idle lanes wait behind anyone; a client's call only behind other clients'.
+            let free =
+                s.in_flight < self.inner.capacity && !s.anyone_waits() && (!self.idle || s.idle.is_empty());
+            if free {
                 s.in_flight += 1;
                 let now_pass = s.now_pass;
                 if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
@@ -245,7 +289,9 @@ impl Lane {
             let queue = s.waiting.entry(self.id).or_default();
             let first = queue.is_empty();
             queue.push_back(tx);
-            if first {
+            if first && self.idle {
+                s.idle.push_back(self.id);
+            } else if first {
                 let now_pass = s.now_pass;
                 if let Some(client) = s.lane_client.get(&self.id).and_then(|c| s.clients.get_mut(c)) {
                     if client.ring.is_empty() {
@@ -269,6 +315,9 @@ impl Drop for Lane {
         let mut s = self.inner.lock();
         s.waiting.remove(&self.id);
         s.planned.remove(&self.id);
+        if self.idle {
+            s.idle.retain(|l| *l != self.id);
+        }
         if let Some(name) = s.lane_client.remove(&self.id)
             && let Some(client) = s.clients.get_mut(&name)
         {
@@ -440,5 +489,40 @@ mod tests {
         assert_eq!(scheduler.in_flight(), 1, "the cancelled waiter took no turn");
         let _c = lane.turn().await;
         assert_eq!(scheduler.in_flight(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_lanes_take_only_turns_no_client_waits_for() {
+        // Capacity 2, both held by an idle lane; an idle lane queues 4 more, then a client's
+        // question queues 2: each turn freed goes to the question first.
+        let scheduler = Scheduler::new(2);
+        let idle = Arc::new(scheduler.idle_lane());
+        let held = [idle.turn().await, idle.turn().await];
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let asked = Arc::new(scheduler.lane_of("dash", 1.0, 2, Instant::now()));
+        let calls = [("idle", &idle), ("idle", &idle), ("idle", &idle), ("idle", &idle)]
+            .into_iter()
+            .chain([("dash", &asked), ("dash", &asked)]);
+        for (name, lane) in calls {
+            let (lane, log) = (Arc::clone(lane), Arc::clone(&log));
+            tasks.push(tokio::spawn(async move {
+                let _turn = lane.turn().await;
+                log.lock().unwrap().push(name);
+                tokio::task::yield_now().await;
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert!(log.lock().unwrap().is_empty(), "all wait for the two in flight");
+        assert_eq!(scheduler.backlog().len(), 1, "an idle lane is in no backlog");
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let got = log.lock().unwrap().clone();
+        assert_eq!(got, ["dash", "dash", "idle", "idle", "idle", "idle"]);
+        // With nobody else waiting, an idle lane takes free capacity at once.
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(50), idle.turn()).await;
+        assert!(quiet.is_ok(), "an idle lane is not kept from capacity nobody wants");
     }
 }
