@@ -17,3 +17,4 @@ mod shutdown;
 mod store;
 mod support;
 mod traces;
+mod watches;
