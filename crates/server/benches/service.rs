@@ -891,6 +891,126 @@ async fn shares_table() {
     }
 }
 
+/// A dashboard's "last 90 days, daily" for `ids`, to the end of the hour in progress at `now`.
+fn last_90_days(ids: &[TweetId], now: DateTime<Utc>) -> Value {
+    let start = (now.date_naive() - chrono::Days::new(90)).and_time(chrono::NaiveTime::MIN).and_utc();
+    let range = TimeRange { start, end: engagement::time::ceil_hour(now) };
+    question(
+        ids,
+        range,
+        json!({"daily": {"group_by": ["tweet.id", "engagement.type", "engagement.day"]}}),
+        &["impressions", "engagements"],
+    )
+}
+
+/// The watch at `url` + `location` once a refresh begun at or after `since` has ended.
+async fn refreshed_watch(url: &str, location: &str, since: DateTime<Utc>) -> Value {
+    loop {
+        let resp = reqwest::Client::new()
+            .get(format!("{url}{location}"))
+            .bearer_auth("demo-key")
+            .send()
+            .await
+            .unwrap();
+        let watch: Value = resp.json().await.unwrap();
+        let began = watch["last_refresh"].as_str().map(|t| engagement::parse_instant(t).unwrap());
+        if began.is_some_and(|t| t >= since) && watch["state"] != "refreshing" {
+            return watch;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn watches_table() {
+    println!(
+        "\n## Watches: a dashboard's last 90 days, daily, for 200 Tweets, asked 12 hours after it was last asked (200 ms upstream latency)\n"
+    );
+    println!(
+        "| | the question's upstream calls | its time | the watch's refresh calls before it | equals the oracle |"
+    );
+    println!("|---|---|---|---|---|");
+    let ids = tweets(200, 400.0, 0);
+    for watched in [false, true] {
+        let latency = Duration::from_millis(200);
+        let (sim_url, sim) =
+            start_simulator(Config { faults: Faults { latency, ..Faults::default() }, ..Config::default() });
+        // The simulator's clock at the service's time, not the top of the hour: the hour in
+        // progress is asked for, and the simulator counts it from its own clock.
+        let start = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
+        sim.set_clock(Clock::Fixed(start));
+        let clock = Arc::new(engine::ports::MovedClock::default());
+        let url = start_service_on(&sim_url, Arc::clone(&clock) as Arc<dyn engine::ports::Clock>).await;
+        let mut refresh_calls = 0;
+        if watched {
+            let body = json!({"tweet_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "engagement_types": ["impressions", "engagements"], "lookback_days": 90, "refresh_secs": 3600});
+            let made = reqwest::Client::new()
+                .post(format!("{url}/v1/watches"))
+                .bearer_auth("demo-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(made.status().as_u16(), 201);
+            let location = made.headers()["location"].to_str().unwrap().to_owned();
+            refreshed_watch(&url, &location, start).await;
+            let moved = move_clocks(&sim, &clock, start);
+            let before = sim.stats().requests_total;
+            refreshed_watch(&url, &location, moved - chrono::Duration::seconds(5)).await;
+            refresh_calls = sim.stats().requests_total - before;
+        } else {
+            ask(&url, &last_90_days(&ids, start)).await;
+            move_clocks(&sim, &clock, start);
+        }
+        let later = start + chrono::Duration::hours(12);
+        let q = last_90_days(&ids, later);
+        let before = sim.stats().requests_total;
+        let started = Instant::now();
+        let answer: Value = serde_json::from_slice(&ask_drop_in(&url, &q).await).unwrap();
+        let took = started.elapsed();
+        let calls = sim.stats().requests_total - before;
+        let oracle: Value = reqwest::Client::new()
+            .post(format!("{sim_url}/_oracle/historical"))
+            .json(&q)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        println!(
+            "| {} | {calls} | {} | {} | {} |",
+            if watched { "watched (refresh_secs = 3600)" } else { "not watched (asked before)" },
+            ms(took),
+            if watched { refresh_calls.to_string() } else { "-".into() },
+            if answer == oracle { "yes" } else { "NO" }
+        );
+    }
+}
+
+/// Moves the simulator's clock and the service's 12 hours on from `start`; the service's time now.
+fn move_clocks(sim: &Simulator, clock: &engine::ports::MovedClock, start: DateTime<Utc>) -> DateTime<Utc> {
+    sim.set_clock(Clock::Fixed(start + chrono::Duration::hours(12)));
+    clock.advance(Duration::from_secs(12 * 3600));
+    engine::ports::Clock::now(clock)
+}
+
+/// The service on a fresh store, judging time by `clock`.
+async fn start_service_on(sim_url: &str, clock: Arc<dyn engine::ports::Clock>) -> String {
+    let store = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let env = [
+        ("STITCHER__SERVER__LISTEN", "127.0.0.1:0".to_string()),
+        ("STITCHER__UPSTREAM__BASE_URL", sim_url.to_string()),
+        ("STITCHER__STORE__PATH", store.path().display().to_string()),
+    ];
+    let settings =
+        Settings::load_with(None, Some(env.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).unwrap();
+    let app = Application::build_on(settings, clock).await.unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run());
+    url
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -939,5 +1059,8 @@ async fn main() {
     }
     if wanted("shares") {
         shares_table().await;
+    }
+    if wanted("watches") {
+        watches_table().await;
     }
 }
