@@ -165,6 +165,16 @@ async fn a_bad_watch_is_refused_with_every_reason() {
 }
 
 #[tokio::test]
+async fn a_watch_needs_the_store() {
+    let world = start(Config::default(), &with_other(&[("STITCHER__STORE__ENABLED", "false")])).await;
+    let ids = tweets(world.now, 100.0, 0, 2);
+    let (status, body, _) =
+        send(&world, "POST", "/v1/watches", "demo-key", Some(&watch_body(&ids, 5, 60))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("store.enabled"), "{body}");
+}
+
+#[tokio::test]
 async fn a_watch_past_the_months_handle_cap_is_refused() {
     let world = start(Config::default(), &with_other(&[("STITCHER__LEDGER__HANDLE_CAP", "0")])).await;
     let ids = tweets(world.now, 100.0, 0, 2);

@@ -129,6 +129,8 @@ impl WatchSpec {
 pub enum WatchRefusal {
     #[error("watches are turned off on this service (watches.enabled = false)")]
     Disabled,
+    #[error("watches keep Tweets' hours in the store, which is off on this service (store.enabled = false)")]
+    NoStore,
     #[error(
         "client {client} has {have} watches, the most one client may have (watches.max_per_client = {max}): delete one first"
     )]
@@ -188,6 +190,9 @@ impl Watches {
     pub async fn create(&self, client: &str, handle: &str, spec: WatchSpec) -> Result<Watch, WatchRefusal> {
         if !self.settings.enabled {
             return Err(WatchRefusal::Disabled);
+        }
+        if !self.engine.store_enabled {
+            return Err(WatchRefusal::NoStore);
         }
         let mine = self.list(client).await?;
         let max = self.settings.max_per_client;
@@ -254,7 +259,7 @@ impl Watches {
     /// Refreshes watches as they fall due, one at a time, tracked by `tasks`, until
     /// [`Watches::close`].
     pub fn keep_warm(self: &Arc<Self>, tasks: &TaskTracker) {
-        if !self.settings.enabled {
+        if !self.settings.enabled || !self.engine.store_enabled {
             return;
         }
         let (watches, closing) = (Arc::clone(self), self.closing.clone());
@@ -323,7 +328,11 @@ impl Watches {
         let done = self.fill(&watch, now, &stop).await;
         self.lock_running().remove(id);
         watch.last_refresh = Some(now);
-        watch.next_refresh = now + chrono::Duration::seconds(watch.refresh_secs.min(i64::MAX as u64) as i64);
+        // A refresh stopped by shutdown is due again at once (after a restart, say).
+        if !stop.is_cancelled() {
+            watch.next_refresh =
+                now + chrono::Duration::seconds(watch.refresh_secs.min(i64::MAX as u64) as i64);
+        }
         watch.calls_spent += u64::from(done.calls);
         watch.tweet_hours_held = done.tweet_hours_held;
         watch.state = if done.error.is_none() { WatchState::Warm } else { WatchState::Behind };

@@ -22,10 +22,16 @@ fn watch_body(n: u64, lookback_days: u32) -> Value {
 
 /// The watch at `location` of `stitcher` once its first fill has ended.
 async fn filled(stitcher: &Stitcher, location: &str) -> Value {
+    until(stitcher, location, |watch| !watch["last_refresh"].is_null() && watch["state"] != "refreshing")
+        .await
+}
+
+/// The watch at `location` of `stitcher` once `done` says it is as awaited.
+async fn until(stitcher: &Stitcher, location: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..600 {
         let (status, watch) = get(stitcher, location).await;
         assert_eq!(status, 200, "{watch}");
-        if !watch["last_refresh"].is_null() && watch["state"] != "refreshing" {
+        if done(&watch) {
             return watch;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -65,6 +71,37 @@ async fn a_watch_outlives_a_restart() {
     // Not due for an hour: the restarted service makes no call for it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sim.stats().requests_total, 4);
+}
+
+#[tokio::test]
+async fn a_fill_stopped_by_shutdown_goes_on_after_the_restart_from_where_it_was() {
+    let faults = simulator::faults::Faults { latency: Duration::from_millis(200), ..Default::default() };
+    let (sim, sim_url) = support::simulator(Config { faults, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    let env = [
+        ("STITCHER__UPSTREAM__BASE_URL", sim_url.as_str()),
+        ("STITCHER__STORE__PATH", path.as_str()),
+        ("STITCHER__UPSTREAM__MAX_IN_FLIGHT", "1"),
+    ];
+    // Two batches; 300 days and today in eleven windows each: 22 calls, one at a time.
+    let mut first = Stitcher::start(&env).await;
+    let location = make(&first, &watch_body(30, 300)).await;
+    while sim.stats().requests_total < 4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.terminate();
+    let exited = first.exited(Duration::from_secs(10)).await;
+    assert!(exited.is_some_and(|s| s.success()), "a refresh does not hold shutdown up: {}", first.logs());
+    let made_before = sim.stats().requests_total;
+    assert!(made_before < 22, "stopped part way: {made_before} calls");
+
+    let second = Stitcher::start(&env).await;
+    let after = until(&second, &location, |watch| watch["state"] == "warm").await;
+    assert!(after["next_refresh"].as_str() > after["last_refresh"].as_str(), "{after}");
+    let made_after = sim.stats().requests_total - made_before;
+    assert!(made_after < 22, "the fill went on from what was kept: {made_after} calls after the restart");
+    assert!(made_before + made_after >= 22, "every window was fetched once at least");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
