@@ -147,6 +147,10 @@ async fn a_bad_watch_is_refused_with_every_reason() {
     for named in ["tweet_ids", "engagement type", "lookback_days", "1800", "refresh_secs", "60"] {
         assert!(said.contains(named), "{named} in {said}");
     }
+    let forever = json!({"tweet_ids": ["20"], "engagement_types": ["impressions"], "lookback_days": 1, "refresh_secs": 9_223_372_036_854_775_808_u64});
+    let (status, body, _) = send(&world, "POST", "/v1/watches", "demo-key", Some(&forever)).await;
+    assert_eq!(status, 400, "a refresh never due: {body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("a year"), "{body}");
     let extra = json!({"tweet_ids": ["20"], "engagement_types": ["impressions"], "lookback_days": 1, "refresh_secs": 60, "groupings": {}});
     let (status, body, _) = send(&world, "POST", "/v1/watches", "demo-key", Some(&extra)).await;
     assert_eq!(status, 400, "a member nobody reads: {body}");

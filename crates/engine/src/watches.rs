@@ -35,6 +35,8 @@ use crate::{Ask, Engine, Question};
 pub const MAX_LOOKBACK_DAYS: u32 = 1800;
 /// The shortest time between refreshes.
 pub const MIN_REFRESH_SECS: u64 = 60;
+/// The longest time between refreshes: a year.
+pub const MAX_REFRESH_SECS: u64 = 365 * 24 * 3600;
 /// How often the refresher looks for watches due.
 const TICK: Duration = Duration::from_secs(1);
 /// Tweets refreshed together: what the store is read for at once.
@@ -64,9 +66,9 @@ pub struct WatchBody {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = u32, minimum = 1, maximum = 1800, required = true))]
     pub lookback_days: Sent<u32>,
-    /// Seconds between refreshes, at least 60.
+    /// Seconds between refreshes, from 60 to 31536000 (a year).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 60, required = true))]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 60, maximum = 31_536_000, required = true))]
     pub refresh_secs: Sent<u64>,
 }
 
@@ -109,10 +111,10 @@ impl WatchSpec {
             }
         };
         let refresh_secs = match body.refresh_secs {
-            Sent::Given(secs) if secs >= MIN_REFRESH_SECS => secs,
+            Sent::Given(secs @ MIN_REFRESH_SECS..=MAX_REFRESH_SECS) => secs,
             other => {
                 errors.push(format!(
-                    "refresh_secs must be a whole number of seconds, at least {MIN_REFRESH_SECS}, not {other}"
+                    "refresh_secs must be a whole number of seconds from {MIN_REFRESH_SECS} to {MAX_REFRESH_SECS} (a year), not {other}"
                 ));
                 0
             }
@@ -330,8 +332,8 @@ impl Watches {
         watch.last_refresh = Some(now);
         // A refresh stopped by shutdown is due again at once (after a restart, say).
         if !stop.is_cancelled() {
-            watch.next_refresh =
-                now + chrono::Duration::seconds(watch.refresh_secs.min(i64::MAX as u64) as i64);
+            let every = chrono::Duration::seconds(watch.refresh_secs.min(MAX_REFRESH_SECS) as i64);
+            watch.next_refresh = now.checked_add_signed(every).unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
         watch.calls_spent += u64::from(done.calls);
         watch.tweet_hours_held = done.tweet_hours_held;
