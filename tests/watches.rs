@@ -169,6 +169,33 @@ async fn a_bad_watch_is_refused_with_every_reason() {
 }
 
 #[tokio::test]
+async fn with_watches_off_every_route_says_so() {
+    let world = start(Config::default(), &with_other(&[("STITCHER__WATCHES__ENABLED", "false")])).await;
+    let ids = tweets(world.now, 100.0, 0, 2);
+    let made = send(&world, "POST", "/v1/watches", "demo-key", Some(&watch_body(&ids, 5, 60))).await;
+    let listed = send(&world, "GET", "/v1/watches", "demo-key", None).await;
+    let one = send(&world, "GET", "/v1/watches/abc", "demo-key", None).await;
+    for (status, body, _) in [made, listed, one] {
+        assert_eq!(status, 403, "{body}");
+        assert!(body["errors"][0].as_str().unwrap().contains("watches.enabled"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_made_at_once_keep_within_the_clients_limit() {
+    let world = start(Config::default(), &with_other(&[("STITCHER__WATCHES__MAX_PER_CLIENT", "3")])).await;
+    let ids = tweets(world.now, 100.0, 0, 2);
+    let body = watch_body(&ids, 1, 3600);
+    let made = futures::future::join_all(
+        (0..12).map(|_| send(&world, "POST", "/v1/watches", "demo-key", Some(&body))),
+    )
+    .await;
+    let statuses: Vec<u16> = made.iter().map(|(status, _, _)| *status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 9, "{statuses:?}");
+}
+
+#[tokio::test]
 async fn a_watch_needs_the_store() {
     let world = start(Config::default(), &with_other(&[("STITCHER__STORE__ENABLED", "false")])).await;
     let ids = tweets(world.now, 100.0, 0, 2);

@@ -159,6 +159,9 @@ pub struct Watches {
     made: tokio::sync::Notify,
     /// Fires when shutdown begins: the refresher stops, and a refresh running stops too.
     closing: CancellationToken,
+    /// Held while a watch is made, so two made at once cannot both pass a client's limits
+    /// (at this replica).
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Watches {
@@ -178,6 +181,7 @@ impl Watches {
             running: Mutex::default(),
             made: tokio::sync::Notify::new(),
             closing: CancellationToken::new(),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -196,6 +200,7 @@ impl Watches {
         if !self.engine.store_enabled {
             return Err(WatchRefusal::NoStore);
         }
+        let _one_at_a_time = self.creating.lock().await;
         let mine = self.list(client).await?;
         let max = self.settings.max_per_client;
         if mine.len() >= max {
@@ -282,8 +287,9 @@ impl Watches {
         self.closing.cancel();
     }
 
-    /// Refreshes every watch due now, the longest due first.
-    async fn refresh_due(&self, closing: &CancellationToken) {
+    /// Refreshes every watch due now, the longest due first, each in a task of its own: one
+    /// that fails cannot stop the others.
+    async fn refresh_due(self: &Arc<Self>, closing: &CancellationToken) {
         let Ok(all) = self.engine.shared.watches.all().await else { return };
         let now = self.engine.clock.now();
         let mut due: Vec<Watch> = all.into_iter().filter(|w| w.next_refresh <= now).collect();
@@ -293,7 +299,11 @@ impl Watches {
                 return;
             }
             let span = tracing::info_span!("watch refresh", watch = %watch.id, client = %watch.client);
-            self.refresh_leased(&watch.id, closing).instrument(span).await;
+            let (watches, closing) = (Arc::clone(self), closing.clone());
+            let refresh = async move { watches.refresh_leased(&watch.id, &closing).await };
+            if let Err(e) = tokio::spawn(refresh.instrument(span)).await {
+                tracing::error!(error = %e, "a watch's refresh failed; it is due again");
+            }
         }
     }
 
@@ -362,6 +372,11 @@ impl Watches {
         let (tweets, types, range) = (watch.tweets(), watch.types(), watch.range(now));
         let mut failed = 0;
         for chunk in tweets.chunks(TWEETS_AT_ONCE) {
+            // Deleted meanwhile, maybe at another replica: its refresh stops.
+            if matches!(self.engine.shared.watches.get(&watch.id).await, Ok(None)) {
+                done.error = Some("the watch was deleted".into());
+                return done;
+            }
             let deadline = tokio::time::Instant::now() + REFRESH_DEADLINE;
             let ask = Ask::new(&watch.client, Arc::clone(&handle), deadline, stop.clone()).idle();
             match self.engine.keep_warm(&ask, &question(chunk, &types, range)).await {

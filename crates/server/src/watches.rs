@@ -28,6 +28,7 @@ use crate::state::AppState;
 pub async fn create(State(state): State<Arc<AppState>>, admission: Admission) -> Response {
     let rid = request_id(&admission.head.headers);
     let made = async {
+        enabled(&state)?;
         let now = state.engine.clock.now();
         let spec = WatchSpec::read(&admission.body, state.settings.watches.max_tweets, now)
             .map_err(ServiceError::BadRequest)?;
@@ -56,9 +57,21 @@ fn refused(e: WatchRefusal) -> ServiceError {
     }
 }
 
-/// The caller's client; `401` if the request has no valid credentials.
+/// The caller's client; `401` if the request has no valid credentials, `403` while
+/// watches are off.
 async fn client_of(state: &AppState, head: &RequestHead) -> Result<String, ServiceError> {
-    Ok(state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?.client)
+    let client = state.keyring.authenticate(&head.method, &head.uri, &head.headers).await?.client;
+    enabled(state)?;
+    Ok(client)
+}
+
+/// `403` while watches are off (`watches.enabled = false`).
+fn enabled(state: &AppState) -> Result<(), ServiceError> {
+    if state.settings.watches.enabled {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(WatchRefusal::Disabled.to_string()))
+    }
 }
 
 /// `GET /v1/watches`: the caller's watches, oldest first.

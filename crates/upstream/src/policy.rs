@@ -332,6 +332,9 @@ impl CallPolicy {
     /// the wait that would pass `deadline`.
     async fn room(&self, lane: &Lane, deadline: Instant) -> Result<(Turn, Duration), Duration> {
         let capped = match &lane.cap {
+            // Idle work takes from its client's cap only while the cap has room now, so
+            // the client's questions never queue behind idle calls waiting for the cap.
+            Some(cap) if lane.is_idle() => clear_of_use(cap, deadline).await? + cap.acquire(deadline).await?,
             Some(cap) => cap.acquire(deadline).await?,
             None => Duration::ZERO,
         };
@@ -413,6 +416,22 @@ impl CallPolicy {
         self.budget
             .per_minute()
             .map(|per_minute| self.budget.paused_for() + Duration::from_secs(60) / per_minute * calls as u32)
+    }
+}
+
+/// Waits, taking nothing, until `budget` has room for a whole burst: the time waited, or
+/// the wait that would pass `deadline`.
+async fn clear_of_use(budget: &RateBudget, deadline: Instant) -> Result<Duration, Duration> {
+    let started = Instant::now();
+    loop {
+        let ahead = budget.spent_ahead();
+        if ahead.is_zero() {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() + ahead > deadline {
+            return Err(ahead);
+        }
+        tokio::time::sleep(ahead).await;
     }
 }
 
@@ -544,5 +563,23 @@ mod tests {
         let p = policy(60, 1);
         assert_eq!(p.eta(10), Some(Duration::from_secs(10)));
         assert_eq!(policy(0, 1).eta(16), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_work_takes_from_a_cap_only_once_it_has_room_for_a_burst() {
+        let cap = RateBudget::new(60, 1);
+        let far = Instant::now() + Duration::from_secs(30);
+        assert_eq!(clear_of_use(&cap, far).await, Ok(Duration::ZERO), "an unused cap is clear");
+        cap.acquire(far).await.unwrap();
+        let ahead = cap.spent_ahead();
+        assert!(
+            ahead > Duration::from_millis(500),
+            "one call spends a second of a 60-a-minute cap: {ahead:?}"
+        );
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert!(clear_of_use(&cap, soon).await.is_err(), "not clear before the deadline");
+        let waited = clear_of_use(&cap, far).await.unwrap();
+        assert!(waited >= ahead - Duration::from_millis(100), "waited for the cap to clear: {waited:?}");
+        assert!(cap.spent_ahead().is_zero());
     }
 }

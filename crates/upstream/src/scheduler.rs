@@ -266,6 +266,11 @@ impl Inner {
 }
 
 impl Lane {
+    /// Whether its calls take only turns no client's call waits for.
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+
     /// Waits for this lane's next turn.
     pub async fn turn(&self) -> Turn {
         let rx = {
