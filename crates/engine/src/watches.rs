@@ -379,7 +379,12 @@ impl Watches {
             }
             let deadline = tokio::time::Instant::now() + REFRESH_DEADLINE;
             let ask = Ask::new(&watch.client, Arc::clone(&handle), deadline, stop.clone()).idle();
-            match self.engine.keep_warm(&ask, &question(chunk, &types, range)).await {
+            match self
+                .engine
+                .keep_warm(&ask, &question(chunk, &types, range))
+                .instrument(ask.span.clone())
+                .await
+            {
                 Ok(warmed) => {
                     done.calls += warmed.calls;
                     done.tweet_hours_held += warmed.tweet_hours_held;

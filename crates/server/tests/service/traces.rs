@@ -150,3 +150,42 @@ async fn a_question_s_spans_arrive_under_the_client_s_trace_with_its_calls_as_ch
     let logs = stitcher.logs();
     assert!(logs.lines().any(|l| l.contains("question answered") && l.contains(TRACE)), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_refresh_arrives_as_a_span_with_its_questions_and_calls_beneath() {
+    let (receiver_url, got) = receiver().await;
+    let (_sim, sim_url) = simulator(Config::default()).await;
+    let stitcher = Stitcher::start(&[
+        ("STITCHER__UPSTREAM__BASE_URL", &sim_url),
+        ("STITCHER__TELEMETRY__OTLP_ENDPOINT", &receiver_url),
+    ])
+    .await;
+    // 30 Tweets over 40 days and today: 2 batches × 2 windows.
+    let ids: Vec<String> = (0..30).map(|k| crate::support::tweet(700, k).to_string()).collect();
+    let watch = serde_json::json!({"tweet_ids": ids, "engagement_types": ["impressions"], "lookback_days": 40, "refresh_secs": 3600});
+    let made = crate::support::post(&stitcher, "/v1/watches", &watch).await;
+    assert_eq!(made.status().as_u16(), 201);
+    let id = made.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = got.lock().unwrap().clone();
+        if spans.iter().filter(|s| s.name == "upstream call").count() >= 4
+            && spans.iter().any(|s| s.name == "watch refresh")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refresh: Vec<&Span> = spans.iter().filter(|s| s.name == "watch refresh").collect();
+    assert_eq!(refresh.len(), 1, "{spans:#?}");
+    assert_eq!(refresh[0].attributes["watch"], id.as_str());
+    assert_eq!(refresh[0].service, "stitcher");
+    let questions: Vec<&Span> =
+        spans.iter().filter(|s| s.name == "question" && s.parent == refresh[0].id).collect();
+    assert_eq!(questions.len(), 1, "one question of its 30 Tweets beneath the refresh: {spans:#?}");
+    let calls: Vec<&Span> =
+        spans.iter().filter(|s| s.name == "upstream call" && s.parent == questions[0].id).collect();
+    assert_eq!(calls.len(), 4, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.trace == refresh[0].trace || s.name != "upstream call"));
+}
