@@ -388,6 +388,28 @@ mod tests {
         Arc::try_unwrap(log).unwrap().into_inner().unwrap()
     }
 
+    /// The log calls write their names to as they get their turns.
+    type Log = Arc<StdMutex<Vec<&'static str>>>;
+
+    /// Queues one call per `(name, lane)`, in order: each writes its name to the log when it
+    /// gets its turn, and yields before giving the turn back.
+    async fn queue<'a>(
+        calls: impl IntoIterator<Item = (&'static str, &'a Arc<Lane>)>,
+    ) -> (Log, Vec<tokio::task::JoinHandle<()>>) {
+        let log = Log::default();
+        let mut tasks = Vec::new();
+        for (name, lane) in calls {
+            let (lane, log) = (Arc::clone(lane), Arc::clone(&log));
+            tasks.push(tokio::spawn(async move {
+                let _turn = lane.turn().await;
+                log.lock().unwrap().push(name);
+                tokio::task::yield_now().await;
+            }));
+            tokio::task::yield_now().await;
+        }
+        (log, tasks)
+    }
+
     #[tokio::test]
     async fn clients_take_turns_by_share_whatever_their_questions() {
         // "batch" has four questions of 6 calls, "dash" one of 4: equal shares alternate
@@ -422,17 +444,7 @@ mod tests {
         }
         let held = dash.turn().await;
         let batch = Arc::new(scheduler.lane_of("batch", 1.0, 10, Instant::now()));
-        let log = Arc::new(StdMutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        let calls = [("batch", &batch), ("dash", &dash)].repeat(4);
-        for (name, lane) in calls {
-            let (lane, log) = (Arc::clone(lane), Arc::clone(&log));
-            tasks.push(tokio::spawn(async move {
-                let _turn = lane.turn().await;
-                log.lock().unwrap().push(name);
-            }));
-            tokio::task::yield_now().await;
-        }
+        let (log, tasks) = queue([("batch", &batch), ("dash", &dash)].repeat(4)).await;
         drop(held);
         for t in tasks {
             t.await.unwrap();
@@ -503,21 +515,9 @@ mod tests {
         let scheduler = Scheduler::new(2);
         let idle = Arc::new(scheduler.idle_lane());
         let held = [idle.turn().await, idle.turn().await];
-        let log = Arc::new(StdMutex::new(Vec::new()));
-        let mut tasks = Vec::new();
         let asked = Arc::new(scheduler.lane_of("dash", 1.0, 2, Instant::now()));
-        let calls = [("idle", &idle), ("idle", &idle), ("idle", &idle), ("idle", &idle)]
-            .into_iter()
-            .chain([("dash", &asked), ("dash", &asked)]);
-        for (name, lane) in calls {
-            let (lane, log) = (Arc::clone(lane), Arc::clone(&log));
-            tasks.push(tokio::spawn(async move {
-                let _turn = lane.turn().await;
-                log.lock().unwrap().push(name);
-                tokio::task::yield_now().await;
-            }));
-            tokio::task::yield_now().await;
-        }
+        let calls = [("idle", &idle), ("idle", &idle), ("idle", &idle), ("idle", &idle)];
+        let (log, tasks) = queue(calls.into_iter().chain([("dash", &asked), ("dash", &asked)])).await;
         assert!(log.lock().unwrap().is_empty(), "all wait for the two in flight");
         assert_eq!(scheduler.backlog().len(), 1, "an idle lane is in no backlog");
         drop(held);
