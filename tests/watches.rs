@@ -277,7 +277,8 @@ async fn a_question_asked_during_a_refresh_makes_its_calls_first() {
     while world.sim.stats().arrivals.len() < 6 {
         tokio::time::sleep(Wait::from_millis(20)).await;
     }
-    let asked = tweets(world.now, 400.0, 5000, 20);
+    // Two batches over three windows: 6 calls.
+    let asked = tweets(world.now, 400.0, 5000, 40);
     let asked_ids: Vec<String> = asked.iter().map(ToString::to_string).collect();
     let start = world.now - Duration::days(84);
     let q = json!({
@@ -299,14 +300,15 @@ async fn a_question_asked_during_a_refresh_makes_its_calls_first() {
         .map(|a| a.tweet_ids.first().is_some_and(|t| asked_ids.contains(t)))
         .collect();
     let ours: Vec<usize> = arrivals.iter().enumerate().filter(|(_, q)| **q).map(|(i, _)| i).collect();
-    assert!(ours.len() >= 3, "the question's calls: {arrivals:?}");
-    // Its first call waits for no more than the refresh's calls that were already on their way.
-    assert!(ours[0] <= 2, "the refresh went first {} times: {arrivals:?}", ours[0]);
-    assert_eq!(
-        ours.last().unwrap() - ours[0] + 1,
-        ours.len(),
-        "no refresh call between the question's: {arrivals:?}"
-    );
+    assert_eq!(ours.len(), 6, "the question's calls: {arrivals:?}");
+    // Its first call waits for no more than the refresh's calls already on their way (2 in
+    // flight, one ending every 50 ms while the question is read and planned).
+    assert!(ours[0] <= 4, "the refresh went first {} times: {arrivals:?}", ours[0]);
+    // Then its calls take every turn. (Taking turns with the refresh, a refresh call would
+    // come between each two of them; one may slip in while the question's calls are being
+    // queued.)
+    let between = ours.last().unwrap() - ours[0] + 1 - ours.len();
+    assert!(between <= 1, "{between} refresh calls between the question's: {arrivals:?}");
     let refresh_after = arrivals.len() - ours.last().unwrap() - 1;
     assert!(refresh_after > 0, "the refresh went on after the question: {arrivals:?}");
 }
