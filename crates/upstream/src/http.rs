@@ -83,7 +83,7 @@ impl HttpUpstream {
 
     /// Tells the shared budget the upstream's limit, and pauses it when the upstream says
     /// this minute is spent.
-    fn observe(&self, status: u16, headers: &HeaderMap, now_unix: i64) {
+    fn observe(&self, status: u16, headers: &HeaderMap, now_ms: i64) {
         let remaining = headers
             .get(rate_headers::REMAINING)
             .and_then(|v| v.to_str().ok())
@@ -97,9 +97,11 @@ impl HttpUpstream {
             self.budget.learn_limit(limit);
         }
         if status == 429 || remaining == Some(0) {
-            // Whole seconds from the upstream's clock: at least one, so a reset that looks
-            // due already is not raced.
-            let wait = retry_after(headers, now_unix).unwrap_or_default().max(Duration::from_secs(1));
+            // Until the reset, to the millisecond, so no part of the next window is left
+            // idle; a second when none is said or it looks due already (the clocks differ),
+            // so it is not raced.
+            let wait =
+                retry_after(headers, now_ms).filter(|w| !w.is_zero()).unwrap_or(Duration::from_secs(1));
             self.budget.pause_for(wait);
         }
     }
@@ -166,8 +168,8 @@ impl Upstream for HttpUpstream {
         self.reached(Reach::Reached, None);
         let status = response.status();
         let headers = response.headers().clone();
-        let now_unix = chrono::Utc::now().timestamp();
-        self.observe(status.as_u16(), &headers, now_unix);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.observe(status.as_u16(), &headers, now_ms);
         let body = match response.bytes().await {
             // A big answer is inflated by whoever reads it, on the thread that reads it.
             Ok(gz) if is_gzip(&headers) && status.is_success() && gz.len() >= INFLATE_HERE_BYTES => {
@@ -177,7 +179,7 @@ impl Upstream for HttpUpstream {
             Ok(text) => Ok(text),
             Err(e) => Err(e.to_string()),
         };
-        classify(status, &headers, body, now_unix).map(Body::Text)
+        classify(status, &headers, body, now_ms).map(Body::Text)
     }
 
     fn reach(&self) -> Reach {

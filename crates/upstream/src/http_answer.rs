@@ -16,14 +16,15 @@ pub fn is_transient_status(status: StatusCode) -> bool {
 }
 
 /// How long the upstream asks us to wait: `Retry-After` in seconds, else the time until
-/// `x-per-minute-reset` (Unix seconds) as seen from `now_unix`.
-pub fn retry_after(headers: &HeaderMap, now_unix: i64) -> Option<Duration> {
+/// `x-per-minute-reset` (Unix seconds) as seen from `now_ms` (Unix milliseconds: a reset
+/// 50 ms away is 50 ms away, not the second the clock's whole seconds would say).
+pub fn retry_after(headers: &HeaderMap, now_ms: i64) -> Option<Duration> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
     if let Some(secs) = number(reqwest::header::RETRY_AFTER.as_str()) {
         return Some(Duration::from_secs(secs.max(0) as u64));
     }
     number(engagement::vocabulary::rate_headers::RESET)
-        .map(|reset| Duration::from_secs((reset - now_unix).max(0) as u64))
+        .map(|reset| Duration::from_millis(reset.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64))
 }
 
 /// What an answer's status, headers and body say: a successful answer's body (unread:
@@ -32,7 +33,7 @@ pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: Result<Bytes, String>,
-    now_unix: i64,
+    now_ms: i64,
 ) -> Result<Bytes, AttemptError> {
     let body = match body {
         Ok(b) => b,
@@ -63,7 +64,7 @@ pub fn classify(
         Err(AttemptError::Transient {
             reason: format!("upstream answered {}: {}", status.as_u16(), errors.join("; ")),
             status: Some(status.as_u16()),
-            retry_after: retry_after(headers, now_unix),
+            retry_after: retry_after(headers, now_ms),
         })
     } else {
         Err(AttemptError::Refused { status: status.as_u16(), errors })
@@ -122,14 +123,19 @@ mod tests {
     #[test]
     fn retry_after_prefers_the_header_then_the_reset() {
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "7"), ("x-per-minute-reset", "1000")]), 900),
+            retry_after(&headers(&[("retry-after", "7"), ("x-per-minute-reset", "1000")]), 900_000),
             Some(Duration::from_secs(7))
         );
         assert_eq!(
-            retry_after(&headers(&[("x-per-minute-reset", "1000")]), 990),
+            retry_after(&headers(&[("x-per-minute-reset", "1000")]), 990_000),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(retry_after(&headers(&[("x-per-minute-reset", "1000")]), 2000), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&headers(&[("x-per-minute-reset", "1000")]), 999_950),
+            Some(Duration::from_millis(50)),
+            "to the millisecond"
+        );
+        assert_eq!(retry_after(&headers(&[("x-per-minute-reset", "1000")]), 2_000_000), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new(), 0), None);
     }
 }
