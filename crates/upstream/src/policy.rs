@@ -58,9 +58,10 @@ impl Default for ClientShare {
 pub struct CallPolicy {
     upstream: Arc<dyn Upstream>,
     scheduler: Scheduler,
-    /// The line for the per-minute budget: calls holding a place in flight wait for the
-    /// budget one at a time, taking turns by the same shares, so the shares hold at the
-    /// budget too (not only among the calls in flight, which may all be waiting for it).
+    /// The line for the per-minute budget: calls wait for the budget, and then for a place
+    /// in flight, one at a time, taking turns by the same shares, so the shares hold at the
+    /// budget too (places taken while the budget is spent would otherwise go to whoever had
+    /// calls waiting then).
     budget_line: Scheduler,
     budget: Arc<RateBudget>,
     retry: RetryPolicy,
@@ -327,9 +328,14 @@ impl CallPolicy {
     }
 
     /// Waits, for one attempt on `lane`, for its client's cap (without holding a place in
-    /// flight others could use), then a place in flight, its turn in the budget's line, and
-    /// the budget: the place, and the time waited for the cap, the line and the budget; or
-    /// the wait that would pass `deadline`.
+    /// flight others could use); then for its turn in the budget's line and the budget; then
+    /// for a place in flight, still holding its turn in the line. The place, and the time
+    /// waited for the cap, the line and the budget; or the wait that would pass `deadline`.
+    ///
+    /// The line comes before the place: while the budget is spent (the upstream's window
+    /// used up), the calls waiting for it are all in the line, which gives the next window
+    /// to them by their clients' shares. Were places taken first, those held through a
+    /// pause would go to whichever client had calls queued when they came free.
     async fn room(&self, lane: &Lane, deadline: Instant) -> Result<(Turn, Duration), Duration> {
         let capped = match &lane.cap {
             // Idle work takes from its client's cap only while the cap has room now, so
@@ -338,7 +344,6 @@ impl CallPolicy {
             Some(cap) => cap.acquire(deadline).await?,
             None => Duration::ZERO,
         };
-        let turn = lane.turn().await;
         let line_started = Instant::now();
         let _in_line = match &lane.budget_lane {
             // The calls ahead in line may take the time left.
@@ -348,7 +353,11 @@ impl CallPolicy {
             None => None,
         };
         self.budget.acquire(deadline).await?;
-        Ok((turn, capped + line_started.elapsed()))
+        // With no budget known the line only orders the places in flight: its wait is not
+        // the budget's.
+        let budgeted = self.budget.per_minute().is_some();
+        let waited = capped + if budgeted { line_started.elapsed() } else { Duration::ZERO };
+        Ok((lane.turn().await, waited))
     }
 
     /// Adds one answered call's time to the moving average (an eighth of the new time).
