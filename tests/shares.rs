@@ -150,3 +150,79 @@ async fn a_client_s_own_cap_holds_and_others_go_on() {
     assert_eq!(usage["client"]["max_calls_per_minute"], 3);
     assert_eq!(usage["client"]["calls_this_minute"], 3, "{usage}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_the_upstreams_own_window_a_dashboard_gets_its_share_and_alone_the_jobs_use_it_all() {
+    // The upstream's budget: 40 calls a 2-second window, which the service learns from its
+    // headers (no pace of its own; `Retry-After` is in whole seconds, so a window is two).
+    // `nightly` is the batch client, `board` the dashboard.
+    const LIMIT: u64 = 40;
+    let faults = Faults { latency: Wait::from_millis(15), ..Faults::default() };
+    let sim =
+        Config { rate_limit_per_minute: LIMIT as u32, rate_window_secs: 2, faults, ..Config::default() };
+    let env = clients(&["nightly", "board"], &[("STITCHER__UPSTREAM__REQUESTS_PER_MINUTE", "0")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let world = World::start(sim, &env).await;
+    let nightly0 = calls_of(&world, "nightly").await;
+
+    // nightly: 4 jobs of 75 calls (3 batches × 25 windows).
+    let mut jobs = Vec::new();
+    for j in 0..4 {
+        let job = world.http.post(format!("{}/v1/jobs", world.url)).bearer_auth("nightly-key");
+        let r = job.json(&question(&world, 75, 25, 20 + j)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        jobs.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    while calls_of(&world, "nightly").await - nightly0 < 8.0 {
+        tokio::time::sleep(Wait::from_millis(10)).await;
+    }
+    // board: one question of 10 calls at a time while nightly runs.
+    let asked: Vec<Value> = (0..4).map(|q| question(&world, 1, 10, 30 + q)).collect();
+    for q in &asked {
+        let (status, answer) = world.ask_as("/v1/historical", q, Some("board-key")).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let alone_from = chrono::Utc::now().timestamp() + 2;
+    // While a question of board's waits (from its first call to its last, in the order the
+    // upstream saw them, 429s and all), it takes its share of the calls.
+    let arrivals = world.sim.stats().arrivals;
+    let (mut board, mut both) = (0, 0);
+    for q in &asked {
+        let at: Vec<usize> = arrivals
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.tweet_ids.first().is_some_and(|t| q["tweet_ids"][0] == *t))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(at.len() >= 10, "{at:?}");
+        board += at.len();
+        both += at.last().unwrap() - at[0] + 1;
+    }
+    assert!(board * 10 >= both * 4, "board took {board} of the {both} calls made while it waited");
+
+    // Alone, nightly takes every call each window allows, until its jobs are done.
+    for job in jobs {
+        loop {
+            let r = world
+                .http
+                .get(format!("{}{job}", world.url))
+                .bearer_auth("nightly-key")
+                .send()
+                .await
+                .unwrap();
+            let status: Value = r.json().await.unwrap();
+            if status["state"] == "done" {
+                break;
+            }
+            assert!(status["state"] == "running" || status["state"] == "queued", "{status}");
+            tokio::time::sleep(Wait::from_millis(50)).await;
+        }
+    }
+    let windows = world.sim.stats().allowed_by_window;
+    let last = *windows.keys().next_back().unwrap();
+    // The windows that began once board was done, but the last (the jobs' last calls).
+    let alone: Vec<(i64, u64)> =
+        windows.into_iter().filter(|(end, _)| end - 2 >= alone_from && *end < last).collect();
+    assert!(alone.len() >= 3, "nightly ran alone for a few windows: {alone:?}");
+    assert!(alone.iter().all(|(_, allowed)| *allowed == LIMIT), "every window used whole: {alone:?}");
+}

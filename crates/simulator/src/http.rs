@@ -144,6 +144,9 @@ async fn api(
         }
     };
     let quota = sim.limiter.take(chrono::Utc::now().timestamp());
+    if let Some(q) = quota.filter(|q| q.allowed) {
+        sim.stats.allowed(q.reset);
+    }
     let mut reply = if quota.is_some_and(|q| !q.allowed) || fault == Fault::Burst429 {
         Reply::error(429, "Rate limit exceeded: too many requests in this minute")
     } else {

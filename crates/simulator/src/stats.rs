@@ -18,10 +18,17 @@ pub struct Snapshot {
     /// Trace ID (from a W3C `traceparent` header) to count of the calls that carried it.
     #[serde(default)]
     pub by_trace: BTreeMap<String, u64>,
+    /// With a rate limit, the calls it allowed in each of its windows, by the window's end
+    /// (Unix seconds; the last [`WINDOWS_KEPT`]).
+    #[serde(default)]
+    pub allowed_by_window: BTreeMap<i64, u64>,
     /// The `/historical` calls in the order they arrived (the last [`ARRIVALS_KEPT`]).
     #[serde(default)]
     pub arrivals: std::collections::VecDeque<Arrival>,
 }
+
+/// How many windows of the rate limit `/_stats` keeps.
+pub const WINDOWS_KEPT: usize = 1_000;
 
 /// How many arrivals `/_stats` keeps.
 pub const ARRIVALS_KEPT: usize = 10_000;
@@ -61,6 +68,15 @@ impl Stats {
         if let (Some("00"), Some(trace)) = (parts.next(), parts.next()) {
             let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             *s.by_trace.entry(trace.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Records one call the rate limit allowed in its window ending at `reset`.
+    pub fn allowed(&self, reset: i64) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *s.allowed_by_window.entry(reset).or_default() += 1;
+        if s.allowed_by_window.len() > WINDOWS_KEPT {
+            s.allowed_by_window.pop_first();
         }
     }
 
