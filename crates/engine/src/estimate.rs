@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engagement::Endpoint;
 use serde::Serialize;
 use store::facts::hour_of;
 
@@ -61,8 +60,7 @@ impl Engine {
         question: &Question,
         request_timeout: Duration,
     ) -> Result<Estimate, EngineError> {
-        let plan =
-            stitch::plan(&question.query.tweet_ids, question.range, Endpoint::Historical.max_tweet_ids());
+        let plan = question.plan();
         let (calls, from_store) = if self.store_enabled {
             self.calls_with_store(handle, question, &plan).await?
         } else {
@@ -73,8 +71,7 @@ impl Engine {
         };
         let budget_wait = self.calls.budget_wait_for(client, calls);
         let eta = self.time_for(calls, budget_wait);
-        let month = self.shared.ledger.month(self.clock.now()).await?;
-        let counted = month.iter().any(|entry| entry.handle == handle);
+        let (handles_this_month, counted) = self.ledger_standing(handle).await?;
         let fits = eta <= request_timeout
             && self.calls.check_for(client, calls, tokio::time::Instant::now() + request_timeout).is_ok();
         Ok(Estimate {
@@ -88,7 +85,7 @@ impl Engine {
             counts: question.query.answer_counts(),
             handle: handle.to_string(),
             handle_newly_counted: calls > 0 && !counted,
-            handles_this_month: month.len(),
+            handles_this_month,
             handle_cap: self.ledger_settings.handle_cap,
             fits_request: fits,
         })

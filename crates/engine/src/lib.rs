@@ -545,16 +545,18 @@ impl Engine {
     /// (whatever `ledger.policy` says: nothing is called yet).
     pub async fn handle_fits(&self, handle: &str) -> Result<(), EngineError> {
         let Some(cap) = self.ledger_settings.handle_cap else { return Ok(()) };
-        let now = self.clock.now();
-        let month = self.shared.ledger.month(now).await?;
-        if month.len() >= cap && !month.iter().any(|entry| entry.handle == handle) {
-            return Err(EngineError::HandleCap {
-                cap,
-                month: store::ledger::month_of(now),
-                handle: handle.into(),
-            });
+        let (used, counted) = self.ledger_standing(handle).await?;
+        if used >= cap && !counted {
+            let month = store::ledger::month_of(self.clock.now());
+            return Err(EngineError::HandleCap { cap, month, handle: handle.into() });
         }
         Ok(())
+    }
+
+    /// The handles counted in the month's ledger now, and whether `handle` is one of them.
+    async fn ledger_standing(&self, handle: &str) -> Result<(usize, bool), EngineError> {
+        let month = self.shared.ledger.month(self.clock.now()).await?;
+        Ok((month.len(), month.iter().any(|entry| entry.handle == handle)))
     }
 
     /// Counts `handle` in the month's ledger before its first call, refusing it past the

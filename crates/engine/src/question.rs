@@ -181,6 +181,11 @@ pub struct Question {
 }
 
 impl Question {
+    /// Its plan: its Tweets in batches of 25 over the grid's windows of its range.
+    pub(crate) fn plan(&self) -> stitch::Plan {
+        stitch::plan(&self.query.tweet_ids, self.range, Endpoint::Historical.max_tweet_ids())
+    }
+
     /// The same Tweets and range, per Tweet and type, for the types `derive` reads.
     pub(crate) fn per_tweet(&self) -> Question {
         let mut query = self.query.clone();

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use engagement::{Endpoint, EngagementType, Response, TimeRange, TweetId};
+use engagement::{EngagementType, Response, TimeRange, TweetId};
 use stitch::{Plan, Slice, absorb, finish};
 use store::facts::hour_of;
 use store::{Known, Store, StoreError};
@@ -79,8 +79,7 @@ impl Engine {
         question: &Question,
     ) -> Result<Answer, EngineError> {
         let range = question.range;
-        let plan =
-            Arc::new(stitch::plan(&question.query.tweet_ids, range, Endpoint::Historical.max_tweet_ids()));
+        let plan = Arc::new(question.plan());
         let now = self.clock.now();
         let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
         ask.progress.planned(&plan, 0);
@@ -88,11 +87,7 @@ impl Engine {
         if settled && let Some(answer) = self.repeat(&r) {
             return Ok(answer);
         }
-        let tweets: Vec<TweetId> = plan.batches.concat();
-        let handle = ask.handle.handle.clone();
-        let pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
-        self.mark_used(&handle, tweets.clone(), now);
-        let mut known = self.known(&handle, tweets, question, now).await?;
+        let (pin, mut known) = self.pinned_and_known(&r).await?;
         let calling = Instant::now();
         let Fetched { mut made, held } = self.fetch_missing(&r, &mut known).await?;
         let calling = calling.elapsed();
@@ -138,24 +133,31 @@ impl Engine {
         ask: &Ask,
         question: &Question,
     ) -> Result<Warmed, EngineError> {
-        let plan = Arc::new(stitch::plan(
-            &question.query.tweet_ids,
-            question.range,
-            Endpoint::Historical.max_tweet_ids(),
-        ));
-        let now = self.clock.now();
-        let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
-        let tweets: Vec<TweetId> = plan.batches.concat();
-        let handle = ask.handle.handle.clone();
-        let _pin = Pinned { engine: self, pin: Some(self.store.pin(&handle, &tweets)) };
-        self.mark_used(&handle, tweets.clone(), now);
-        let mut known = self.known(&handle, tweets, question, now).await?;
-        let Fetched { made, .. } = self.fetch_missing(&r, &mut known).await?;
-        Ok(Warmed {
-            calls: made.attempts,
-            tweet_hours_held: hours_held(&plan, &known, &made.failed),
-            failed: made.failed.len(),
-        })
+        async {
+            let plan = Arc::new(question.plan());
+            let now = self.clock.now();
+            let r = Recalling { ask, question, plan: &plan, started: Instant::now(), now };
+            let (_pin, mut known) = self.pinned_and_known(&r).await?;
+            let Fetched { made, .. } = self.fetch_missing(&r, &mut known).await?;
+            Ok(Warmed {
+                calls: made.attempts,
+                tweet_hours_held: hours_held(&plan, &known, &made.failed),
+                failed: made.failed.len(),
+            })
+        }
+        .instrument(ask.span.clone())
+        .await
+    }
+
+    /// `r`'s Tweets pinned against eviction and marked used, and what the store knows of
+    /// them for its question.
+    async fn pinned_and_known<'e>(&'e self, r: &Recalling<'_>) -> Result<(Pinned<'e>, Known), EngineError> {
+        let tweets: Vec<TweetId> = r.plan.batches.concat();
+        let handle = &r.ask.handle.handle;
+        let pin = Pinned { engine: self, pin: Some(self.store.pin(handle, &tweets)) };
+        self.mark_used(handle, tweets.clone(), r.now);
+        let known = self.known(handle, tweets, r.question, r.now).await?;
+        Ok((pin, known))
     }
 
     /// The answer kept rendered for the very same question over settled time, if it still

@@ -185,18 +185,16 @@ impl Watches {
         }
     }
 
-    /// The settings watches follow.
-    pub fn settings(&self) -> &WatchSettings {
-        &self.settings
+    /// Refused while watches are off (`watches.enabled = false`): every route says so.
+    pub fn available(&self) -> Result<(), WatchRefusal> {
+        if self.settings.enabled { Ok(()) } else { Err(WatchRefusal::Disabled) }
     }
 
     /// Makes a watch of `client` for `handle` as `spec` asks, due for its first fill now.
     /// Refused when watches are off, past the client's limits, or when its calls would
     /// count `handle` past the month's handle cap.
     pub async fn create(&self, client: &str, handle: &str, spec: WatchSpec) -> Result<Watch, WatchRefusal> {
-        if !self.settings.enabled {
-            return Err(WatchRefusal::Disabled);
-        }
+        self.available()?;
         if !self.engine.store_enabled {
             return Err(WatchRefusal::NoStore);
         }
@@ -379,12 +377,7 @@ impl Watches {
             }
             let deadline = tokio::time::Instant::now() + REFRESH_DEADLINE;
             let ask = Ask::new(&watch.client, Arc::clone(&handle), deadline, stop.clone()).idle();
-            match self
-                .engine
-                .keep_warm(&ask, &question(chunk, &types, range))
-                .instrument(ask.span.clone())
-                .await
-            {
+            match self.engine.keep_warm(&ask, &question(chunk, &types, range)).await {
                 Ok(warmed) => {
                     done.calls += warmed.calls;
                     done.tweet_hours_held += warmed.tweet_hours_held;

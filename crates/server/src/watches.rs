@@ -67,11 +67,7 @@ async fn client_of(state: &AppState, head: &RequestHead) -> Result<String, Servi
 
 /// `403` while watches are off (`watches.enabled = false`).
 fn enabled(state: &AppState) -> Result<(), ServiceError> {
-    if state.settings.watches.enabled {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden(WatchRefusal::Disabled.to_string()))
-    }
+    state.watches.available().map_err(refused)
 }
 
 /// `GET /v1/watches`: the caller's watches, oldest first.
