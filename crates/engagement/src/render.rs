@@ -17,6 +17,20 @@ pub trait HourlyCounts {
     /// Writes into `out[i]` the count of `ty` for `tweet` in the hour that starts at
     /// `start + i` hours.
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]);
+
+    /// Writes into `outs[k]` what [`HourlyCounts::fill`] writes for `types[k]`: a source
+    /// that reads every type of an hour at once reads each hour once.
+    fn fill_each(
+        &self,
+        tweet: TweetId,
+        types: &[EngagementType],
+        start: DateTime<Utc>,
+        outs: &mut [Vec<u64>],
+    ) {
+        for (ty, out) in types.iter().zip(outs.iter_mut()) {
+            self.fill(tweet, *ty, start, out);
+        }
+    }
 }
 
 /// Every count is zero: what the API answers for hours before a Tweet existed.
@@ -79,11 +93,11 @@ fn render_in(
         let Some((_, calendar)) = cached.as_ref() else {
             continue;
         };
-        for (ty, s) in types.iter().zip(series.iter_mut()) {
+        for s in series.iter_mut() {
             s.clear();
             s.resize(range.hours(), 0);
-            counts.fill(tweet, *ty, range.start, s);
         }
+        counts.fill_each(tweet, types, range.start, &mut series);
         let cx = Context { tweet, types, series: &series, calendar };
         for g in groupings {
             let tree = cx.build(&g.group_by, &all_types, &calendar.hours);

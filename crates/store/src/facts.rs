@@ -396,6 +396,54 @@ impl HourlyCounts for Held {
             put(*hour, fresh.counts[slot]);
         }
     }
+
+    /// Each stored day is decoded once for every type asked, not once per type.
+    fn fill_each(
+        &self,
+        tweet: TweetId,
+        types: &[EngagementType],
+        start: DateTime<Utc>,
+        outs: &mut [Vec<u64>],
+    ) {
+        outs.iter_mut().for_each(|out| out.fill(0));
+        // The slots asked, ascending, each with the series it fills.
+        let mut wanted: Vec<(usize, usize)> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, ty)| **ty != EngagementType::VideoViews || !self.no_video_views.contains(&tweet))
+            .filter_map(|(k, ty)| crate::row::slot(*ty).map(|s| (s, k)))
+            .collect();
+        wanted.sort_unstable();
+        if wanted.windows(2).any(|w| w[0].0 == w[1].0) {
+            // A type asked twice: each is filled on its own.
+            for (ty, out) in types.iter().zip(outs.iter_mut()) {
+                self.fill(tweet, *ty, start, out);
+            }
+            return;
+        }
+        let slots: Vec<usize> = wanted.iter().map(|(s, _)| *s).collect();
+        let first = hour_of(start);
+        for (day, row) in self.rows.get(&tweet).into_iter().flat_map(DayRows::iter) {
+            let from = day * 24 - first;
+            let decoded = crate::row::decode_slots(row, &slots, true, |w, h, c| {
+                let series = &mut outs[wanted[w].1];
+                if let Some(at) = usize::try_from(from + h as i64).ok().and_then(|i| series.get_mut(i)) {
+                    *at = c;
+                }
+            });
+            if decoded.is_err() {
+                self.malformed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        for (hour, fresh) in self.fresh.get(&tweet).into_iter().flatten() {
+            let Ok(i) = usize::try_from(hour - first) else { continue };
+            for &(slot, k) in &wanted {
+                if let Some(at) = outs[k].get_mut(i) {
+                    *at = fresh.counts[slot];
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,11 @@ fn kept_hours_read_back_exactly_and_only_for_their_handle() {
         assert_eq!(series[1][i], c[0]);
     }
 
+    // Every type at once reads the same as each on its own.
+    let mut each = vec![vec![u64::MAX; r.hours()]; 2];
+    engagement::HourlyCounts::fill_each(&held, tweet(1), &types, r.start, &mut each);
+    assert_eq!(each, series);
+
     let other = store.known("bob", &tweets, &ALL, r, now).unwrap();
     assert!(other.held[&tweet(1)].iter().all(|h| !*h), "facts are kept per handle");
     assert!(other.status.is_empty());
@@ -280,4 +285,38 @@ fn calls_kept_at_once_are_all_held_and_counted_exactly() {
     );
     drop(store);
     assert_eq!(Store::open(config(&dir)).unwrap().bytes(), expected, "and so is the count");
+}
+
+#[test]
+fn every_type_at_once_reads_as_each_type_alone_from_disk_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(&dir)).unwrap());
+    // The range's last 72 hours are unsettled: those come from memory, the rest from disk.
+    let r = range("2020-01-30T05:00:00Z", "2020-02-06T00:00:00Z");
+    let now = r.end;
+    store.keep("alice", &fetched(&[tweet(1)], r, &[]), now).unwrap();
+    let types = [EngagementType::Retweets, EngagementType::Impressions, EngagementType::Favorites];
+    let known = store.known("alice", &[tweet(1)], &types, r, now).unwrap();
+    assert!(!known.fresh.is_empty(), "some hours are held in memory");
+    let held = store.held("alice", &[tweet(1)], &types, &known, &[], now).unwrap();
+    // From an hour before the range (left zero) to its end.
+    let from = r.start - chrono::Duration::hours(1);
+    let hours = r.hours() + 1;
+    let alone: Vec<Vec<u64>> = types
+        .iter()
+        .map(|ty| {
+            let mut out = vec![u64::MAX; hours];
+            engagement::HourlyCounts::fill(&held, tweet(1), *ty, from, &mut out);
+            out
+        })
+        .collect();
+    let mut at_once = vec![vec![u64::MAX; hours]; types.len()];
+    engagement::HourlyCounts::fill_each(&held, tweet(1), &types, from, &mut at_once);
+    assert_eq!(at_once, alone);
+    held.intact().unwrap();
+    for (k, ty) in types.iter().enumerate() {
+        assert_eq!(at_once[k][0], 0, "before the range: nothing held");
+        let last = hour_of(r.end) - 1;
+        assert_eq!(at_once[k][hours - 1], counts(tweet(1), last)[store::row::slot(*ty).unwrap()]);
+    }
 }
