@@ -25,7 +25,8 @@ const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("fa
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded: stores before format 3,
 /// moved into [`FACTS`] when opened.
 const FACTS_BY_DAY: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
-/// (handle, Tweet) → (last used, seconds since the epoch; bytes of facts held).
+/// (handle, Tweet) → (last used: asked for by a question, or else first written; seconds since
+/// the epoch; bytes of facts held).
 const TWEETS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("tweets");
 /// (last used, handle, Tweet) for every row of [`TWEETS`]: the order eviction takes them
 /// in, so it reads only what it evicts.
@@ -667,9 +668,19 @@ impl Store {
                 }
             }
             for ((handle, tweet), (delta, used)) in per_tweet {
-                let bytes = tweets.get((handle, tweet))?.map(|v| v.value().1).unwrap_or(0);
-                let bytes = (bytes as i64 + delta).max(0) as u64;
-                set_tweet((&mut tweets, &mut by_use), (handle, tweet), (seconds(used), bytes))?;
+                let before = tweets.get((handle, tweet))?.map(|v| v.value());
+                match before {
+                    // A Tweet held already was marked used by the question that asked for it
+                    // (`mark_used`): a write counts its bytes and leaves its place in BY_USE.
+                    Some((used, bytes)) => {
+                        tweets.insert((handle, tweet), (used, (bytes as i64 + delta).max(0) as u64))?;
+                    }
+                    None => set_tweet(
+                        (&mut tweets, &mut by_use),
+                        (handle, tweet),
+                        (seconds(used), delta.max(0) as u64),
+                    )?,
+                }
                 grown += delta;
             }
             // Read within the transaction: writers are serialized, so the total is exact.
