@@ -21,7 +21,10 @@ use crate::{Config, StoreError};
 
 /// (handle, Tweet, block number) → the block's days, each its [`DayRow`] encoded (see
 /// [`crate::block`]).
-const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts_by_block");
+const FACTS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts_by_16_days");
+/// The same in blocks of [`crate::block::OLD_BLOCK_DAYS`]: stores of format 3, moved into
+/// [`FACTS`] when opened.
+const FACTS_BY_8_DAYS: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts_by_block");
 /// (handle, Tweet, day number) → the day's [`DayRow`], encoded: stores before format 3,
 /// moved into [`FACTS`] when opened.
 const FACTS_BY_DAY: TableDefinition<(&str, u64, i64), &[u8]> = TableDefinition::new("facts");
@@ -42,15 +45,16 @@ const REFUSED: TableDefinition<(&str, u64), (i64, u8, &str)> = TableDefinition::
 /// Totals kept beside the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BYTES: &str = "fact_bytes";
-/// The layout of the tables; a store written in another is refused, never misread. Format 3
-/// keeps a Tweet's days in blocks (see [`crate::block`]); format 2 wrote a row per day,
-/// compact (see [`crate::row`]), and format 1 wide. A store of format 1 or 2 has its days
-/// moved into blocks when opened, its rows as they were written, and is marked 3, so a
-/// service from before refuses it rather than misread it.
+/// The layout of the tables; a store written in another is refused, never misread. Format 4
+/// keeps a Tweet's days in blocks of 16 (see [`crate::block`]); format 3 kept them in blocks
+/// of 8; format 2 wrote a row per day, compact (see [`crate::row`]), and format 1 wide. A
+/// store of an older format has its days moved into blocks of 16 when opened, its rows as
+/// they were written, and is marked 4, so a service from before refuses it rather than
+/// misread it.
 const FORMAT_KEY: &str = "format";
-const FORMAT: u64 = 3;
+const FORMAT: u64 = 4;
 /// Formats this service opens and moves into blocks.
-const READS_FORMATS: [u64; 2] = [1, 2];
+const READS_FORMATS: [u64; 3] = [1, 2, 3];
 
 /// The database's page cache: enough for the rows of a few dashboards, bounded so memory
 /// does not grow with the file (the kernel's page cache holds the rest).
@@ -147,40 +151,43 @@ fn seconds(t: DateTime<Utc>) -> u64 {
     t.timestamp().max(0) as u64
 }
 
-/// Moves the rows of a store written a row per day into blocks, as they were written, and
-/// counts each Tweet's bytes again; the bytes of facts held in all.
-fn into_blocks(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let by_day = txn.open_table(FACTS_BY_DAY)?;
+/// Moves the days of a store of an older `format` into [`FACTS`], their rows as they were
+/// written (a row a day in [`FACTS_BY_DAY`] for formats 1 and 2, blocks of 8 days in
+/// [`FACTS_BY_8_DAYS`] for 3), and counts each Tweet's bytes again; the bytes of facts held
+/// in all. An old block that cannot be read is left out from where it stops making sense,
+/// and said so: its days are fetched again when asked for.
+fn into_blocks(txn: &redb::WriteTransaction, format: u64) -> Result<u64, StoreError> {
     let mut blocks = txn.open_table(FACTS)?;
     let mut tweets = txn.open_table(TWEETS)?;
-    // Days of one block, gathered in key order and written once it is whole.
-    let mut block: Option<(String, u64, i64)> = None;
-    let mut days: Vec<(i64, Vec<u8>)> = Vec::new();
-    let mut bytes: HashMap<(String, u64), u64> = HashMap::new();
-    let mut put = |key: (String, u64, i64), days: Vec<(i64, Vec<u8>)>| -> Result<(), StoreError> {
-        let encoded = crate::block::encode(&days);
-        *bytes.entry((key.0.clone(), key.1)).or_default() += encoded.len() as u64;
-        blocks.insert((key.0.as_str(), key.1, key.2), encoded.as_slice())?;
-        Ok(())
-    };
-    for entry in by_day.iter()? {
-        let (key, value) = entry?;
-        let (handle, tweet, day) = key.value();
-        let key = (handle.to_string(), tweet, block_of(day));
-        if block.as_ref() != Some(&key)
-            && let Some(at) = block.replace(key)
-        {
-            put(at, std::mem::take(&mut days))?;
+    let mut moving = Moving::default();
+    if format == 3 {
+        let old = txn.open_table(FACTS_BY_8_DAYS)?;
+        for entry in old.iter()? {
+            let (key, value) = entry?;
+            let (handle, tweet, block) = key.value();
+            for day in crate::block::days_of(block, crate::block::OLD_BLOCK_DAYS, value.value()) {
+                match day {
+                    Ok((day, row)) => moving.day(&mut blocks, (handle, tweet, day), row)?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, tweet, block, "a stored block of facts could not be read; its days are left to be fetched again")
+                    }
+                }
+            }
         }
-        days.push((day, value.value().to_vec()));
+        drop(old);
+        txn.delete_table(FACTS_BY_8_DAYS)?;
+    } else {
+        let by_day = txn.open_table(FACTS_BY_DAY)?;
+        for entry in by_day.iter()? {
+            let (key, value) = entry?;
+            moving.day(&mut blocks, key.value(), value.value())?;
+        }
+        drop(by_day);
+        txn.delete_table(FACTS_BY_DAY)?;
     }
-    if let Some(at) = block {
-        put(at, days)?;
-    }
-    drop(by_day);
-    txn.delete_table(FACTS_BY_DAY)?;
+    moving.flush(&mut blocks)?;
     let mut total = 0;
-    for ((handle, tweet), held) in bytes {
+    for ((handle, tweet), held) in moving.bytes {
         let used = tweets.get((handle.as_str(), tweet))?.map(|v| v.value().0);
         if let Some(used) = used {
             tweets.insert((handle.as_str(), tweet), (used, held))?;
@@ -188,6 +195,45 @@ fn into_blocks(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
         total += held;
     }
     Ok(total)
+}
+
+/// Days of an older store on their way into blocks, taken in key order: the days of the
+/// block being gathered, written once it is whole, and the bytes written per Tweet.
+#[derive(Default)]
+struct Moving {
+    block: Option<(String, u64, i64)>,
+    days: Vec<(i64, Vec<u8>)>,
+    bytes: HashMap<(String, u64), u64>,
+}
+
+impl Moving {
+    /// Takes `day`'s `row` of `tweet` of `handle`.
+    fn day(
+        &mut self,
+        blocks: &mut redb::Table<'_, (&'static str, u64, i64), &'static [u8]>,
+        (handle, tweet, day): (&str, u64, i64),
+        row: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = (handle.to_string(), tweet, block_of(day));
+        if self.block.as_ref() != Some(&key) {
+            self.flush(blocks)?;
+            self.block = Some(key);
+        }
+        self.days.push((day, row.to_vec()));
+        Ok(())
+    }
+
+    /// Writes the block gathered so far.
+    fn flush(
+        &mut self,
+        blocks: &mut redb::Table<'_, (&'static str, u64, i64), &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        let Some((handle, tweet, block)) = self.block.take() else { return Ok(()) };
+        let encoded = crate::block::encode(&std::mem::take(&mut self.days));
+        *self.bytes.entry((handle.clone(), tweet)).or_default() += encoded.len() as u64;
+        blocks.insert((handle.as_str(), tweet, block), encoded.as_slice())?;
+        Ok(())
+    }
 }
 
 /// Which hours of `range` `table` holds of `tweet` of `handle`, every slot of `slots` (or
@@ -297,7 +343,7 @@ impl Store {
                     meta.insert(FORMAT_KEY, FORMAT)?;
                 }
                 Some(older) if READS_FORMATS.contains(&older) => {
-                    let total = into_blocks(&txn)?;
+                    let total = into_blocks(&txn, older)?;
                     meta.insert(BYTES, total)?;
                     meta.insert(FORMAT_KEY, FORMAT)?;
                 }
@@ -804,6 +850,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::BLOCK_DAYS;
     use crate::row::DayRow;
     use engagement::{TimeRange, parse_instant};
 
@@ -833,6 +880,14 @@ mod tests {
         }
     }
 
+    /// Midnight of the last day of a block in January 2024: two days from it cross blocks.
+    fn across() -> String {
+        let day = block_of(hour_of(parse_instant("2024-01-10T00:00:00Z").unwrap()) / 24) * BLOCK_DAYS
+            + BLOCK_DAYS
+            - 1;
+        engagement::time::format_instant(DateTime::from_timestamp(day * 86_400, 0).unwrap())
+    }
+
     /// The bytes of every block held.
     fn block_bytes(txn: &redb::ReadTransaction) -> u64 {
         let table = txn.open_table(FACTS).unwrap();
@@ -859,7 +914,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let later = parse_instant("2024-06-01T00:00:00Z").unwrap();
         let store = Store::open(config(&dir)).unwrap();
-        store.keep("h", &facts(0b11, "2024-01-13T00:00:00Z"), later).unwrap();
+        store.keep("h", &facts(0b11, &across()), later).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             let mut table = txn.open_table(FACTS).unwrap();
@@ -881,7 +936,7 @@ mod tests {
             drop(store);
             Store::open(config(&dir)).unwrap()
         };
-        store.keep("h", &facts(0b100, "2024-01-13T00:00:00Z"), later).unwrap();
+        store.keep("h", &facts(0b100, &across()), later).unwrap();
         let days = rows(&store);
         assert_eq!(days.len(), 2);
         assert_eq!(days[0].1.held[..3], [0, 0, 0x00ff_ffff], "the spoilt block holds the newer type only");
@@ -900,24 +955,49 @@ mod tests {
         let kept = {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(config(&dir)).unwrap();
-            store.keep("h", &facts(0b11, "2024-01-13T00:00:00Z"), later).unwrap();
+            store.keep("h", &facts(0b11, &across()), later).unwrap();
             rows(&store)
         };
         assert_eq!(kept.len(), 2);
         assert_ne!(block_of(kept[0].0), block_of(kept[1].0), "the two days cross blocks");
-        for (format, encode) in [(1, crate::row::tests::wide as fn(&DayRow) -> Vec<u8>), (2, DayRow::encode)]
+        // A day in a block of 8 of a store of format 3: its place, its length and its row.
+        let in_old_block = |day: i64, row: &[u8]| {
+            let mut out = vec![day.rem_euclid(crate::block::OLD_BLOCK_DAYS) as u8];
+            crate::row::put_varint(&mut out, row.len() as u64);
+            out.extend_from_slice(row);
+            out
+        };
+        for (format, encode) in
+            [(1, crate::row::tests::wide as fn(&DayRow) -> Vec<u8>), (2, DayRow::encode), (3, DayRow::encode)]
         {
             let dir = tempfile::tempdir().unwrap();
             drop(Store::open(config(&dir)).unwrap());
-            // Written as a store of that format would have: a row a day, and its totals.
+            // Written as a store of that format would have: a row a day (or a block of 8 days
+            // a value), and its totals.
             let txn = Database::open(dir.path().join("stitcher.redb")).unwrap().begin_write().unwrap();
             {
-                let mut table = txn.open_table(FACTS_BY_DAY).unwrap();
                 let mut bytes = 0;
-                for (day, row) in &kept {
-                    let row = encode(row);
-                    bytes += row.len() as u64;
-                    table.insert(("h", 5, *day), row.as_slice()).unwrap();
+                if format == 3 {
+                    let mut table = txn.open_table(FACTS_BY_8_DAYS).unwrap();
+                    // A block before, that cannot be read: left out.
+                    let spoilt = [0xff, 0, 0];
+                    let before = kept[0].0.div_euclid(crate::block::OLD_BLOCK_DAYS) - 1;
+                    table.insert(("h", 5, before), spoilt.as_slice()).unwrap();
+                    bytes += spoilt.len() as u64;
+                    for (day, row) in &kept {
+                        let block = in_old_block(*day, &encode(row));
+                        bytes += block.len() as u64;
+                        let key = ("h", 5, day.div_euclid(crate::block::OLD_BLOCK_DAYS));
+                        let before = table.get(key).unwrap().map(|v| v.value().to_vec()).unwrap_or_default();
+                        table.insert(key, [before, block].concat().as_slice()).unwrap();
+                    }
+                } else {
+                    let mut table = txn.open_table(FACTS_BY_DAY).unwrap();
+                    for (day, row) in &kept {
+                        let row = encode(row);
+                        bytes += row.len() as u64;
+                        table.insert(("h", 5, *day), row.as_slice()).unwrap();
+                    }
                 }
                 let mut tweets = txn.open_table(TWEETS).unwrap();
                 let mut by_use = txn.open_table(BY_USE).unwrap();
@@ -932,6 +1012,7 @@ mod tests {
             assert_eq!(rows(&store), kept, "format {format}: the days read as they were written");
             let txn = store.db.begin_read().unwrap();
             assert!(txn.open_table(FACTS_BY_DAY).is_err(), "the table of days is gone");
+            assert!(txn.open_table(FACTS_BY_8_DAYS).is_err(), "the table of blocks of 8 is gone");
             let meta = txn.open_table(META).unwrap();
             assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), FORMAT);
             let blocks = block_bytes(&txn);
@@ -939,7 +1020,7 @@ mod tests {
             assert_eq!(txn.open_table(TWEETS).unwrap().get(("h", 5)).unwrap().unwrap().value(), (7, blocks));
             drop((meta, txn));
             // Another type of the same days: merged with what was moved.
-            store.keep("h", &facts(0b100, "2024-01-13T00:00:00Z"), later).unwrap();
+            store.keep("h", &facts(0b100, &across()), later).unwrap();
             for ((day, row), (before_day, before)) in rows(&store).iter().zip(&kept) {
                 assert_eq!(day, before_day);
                 assert_eq!(row.held[..2], before.held[..2]);
@@ -953,7 +1034,7 @@ mod tests {
             txn.commit().unwrap();
             assert!(matches!(
                 Store::open(config(&dir)),
-                Err(StoreError::Format { found: 4, expected: 3, .. })
+                Err(StoreError::Format { found: 5, expected: 4, .. })
             ));
         }
     }
