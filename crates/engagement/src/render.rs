@@ -27,9 +27,20 @@ pub trait HourlyCounts {
         start: DateTime<Utc>,
         outs: &mut [Vec<u64>],
     ) {
-        for (ty, out) in types.iter().zip(outs.iter_mut()) {
-            self.fill(tweet, *ty, start, out);
-        }
+        fill_each_alone(self, tweet, types, start, outs);
+    }
+}
+
+/// [`HourlyCounts::fill_each`] as `fill` for each type in turn.
+pub fn fill_each_alone<C: HourlyCounts + ?Sized>(
+    counts: &C,
+    tweet: TweetId,
+    types: &[EngagementType],
+    start: DateTime<Utc>,
+    outs: &mut [Vec<u64>],
+) {
+    for (ty, out) in types.iter().zip(outs.iter_mut()) {
+        counts.fill(tweet, *ty, start, out);
     }
 }
 

@@ -416,10 +416,7 @@ impl HourlyCounts for Held {
         wanted.sort_unstable();
         if wanted.windows(2).any(|w| w[0].0 == w[1].0) {
             // A type asked twice: each is filled on its own.
-            for (ty, out) in types.iter().zip(outs.iter_mut()) {
-                self.fill(tweet, *ty, start, out);
-            }
-            return;
+            return engagement::render::fill_each_alone(self, tweet, types, start, outs);
         }
         let slots: Vec<usize> = wanted.iter().map(|(s, _)| *s).collect();
         let first = hour_of(start);
