@@ -410,6 +410,7 @@ impl HourlyCounts for Held {
         let mut wanted: Vec<(usize, usize)> = types
             .iter()
             .enumerate()
+            .take(outs.len())
             .filter(|(_, ty)| **ty != EngagementType::VideoViews || !self.no_video_views.contains(&tweet))
             .filter_map(|(k, ty)| crate::row::slot(*ty).map(|s| (s, k)))
             .collect();
