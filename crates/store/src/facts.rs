@@ -374,27 +374,12 @@ impl Held {
 }
 
 impl HourlyCounts for Held {
+    /// One type's counts: what [`HourlyCounts::fill_each`] gives of it alone. Answers are
+    /// rendered through `fill_each`; this serves callers asking for one type.
     fn fill(&self, tweet: TweetId, ty: EngagementType, start: DateTime<Utc>, out: &mut [u64]) {
-        out.fill(0);
-        let Some(slot) = crate::row::slot(ty) else { return };
-        if ty == EngagementType::VideoViews && self.no_video_views.contains(&tweet) {
-            return;
-        }
-        let first = hour_of(start);
-        let mut put = |hour: i64, count: u64| {
-            if let Some(at) = usize::try_from(hour - first).ok().and_then(|i| out.get_mut(i)) {
-                *at = count;
-            }
-        };
-        for (day, row) in self.rows.get(&tweet).into_iter().flat_map(DayRows::iter) {
-            let midnight = day * 24;
-            if crate::row::decode_slots(row, &[slot], true, |_, h, c| put(midnight + h as i64, c)).is_err() {
-                self.malformed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        for (hour, fresh) in self.fresh.get(&tweet).into_iter().flatten() {
-            put(*hour, fresh.counts[slot]);
-        }
+        let mut one = [vec![0; out.len()]];
+        self.fill_each(tweet, &[ty], start, &mut one);
+        out.copy_from_slice(&one[0]);
     }
 
     /// Each stored day is decoded once for every type asked, not once per type.

@@ -313,10 +313,23 @@ fn every_type_at_once_reads_as_each_type_alone_from_disk_and_memory() {
     let mut at_once = vec![vec![u64::MAX; hours]; types.len()];
     engagement::HourlyCounts::fill_each(&held, tweet(1), &types, from, &mut at_once);
     assert_eq!(at_once, alone);
+    // A type asked twice fills both of its series.
+    let twice = [types[0], types[1], types[0]];
+    let mut each_twice = vec![vec![u64::MAX; hours]; 3];
+    engagement::HourlyCounts::fill_each(&held, tweet(1), &twice, from, &mut each_twice);
+    assert_eq!(each_twice, [alone[0].clone(), alone[1].clone(), alone[0].clone()]);
     held.intact().unwrap();
     for (k, ty) in types.iter().enumerate() {
         assert_eq!(at_once[k][0], 0, "before the range: nothing held");
         let last = hour_of(r.end) - 1;
         assert_eq!(at_once[k][hours - 1], counts(tweet(1), last)[store::row::slot(*ty).unwrap()]);
+        // Every hour of the range, from disk and from memory, is the count kept.
+        for (i, h) in (hour_of(r.start)..hour_of(r.end)).enumerate() {
+            assert_eq!(
+                at_once[k][i + 1],
+                counts(tweet(1), h)[store::row::slot(*ty).unwrap()],
+                "{ty:?} hour {i}"
+            );
+        }
     }
 }
